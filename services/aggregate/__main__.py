@@ -1,0 +1,4 @@
+from shared.worker import run
+
+if __name__ == "__main__":
+    run("aggregate")

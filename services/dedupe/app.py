@@ -1,0 +1,12 @@
+"""The dedupe service's Faust App (one per worker process)."""
+
+from __future__ import annotations
+
+import faust
+
+from shared.settings import Settings
+from shared.worker import build_service_app
+
+
+def build(settings: Settings | None = None) -> faust.App:
+    return build_service_app("dedupe", settings or Settings.from_env("dedupe"))

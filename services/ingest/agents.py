@@ -1,0 +1,19 @@
+"""Agents of the ingest service (placeholder: consumes its input, keeps its store open)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from shared.app import raw_topic
+from shared.settings import Settings
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    source = raw_topic(app, settings, "conversions.raw")
+
+    @app.agent(source, name="ingest-main")
+    async def main(stream: Any) -> None:
+        async for _batch in stream.take_events(settings.batch_size, settings.batch_within_s):
+            pass

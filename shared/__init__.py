@@ -1,0 +1,1 @@
+"""convmesh's own library: settings, topic registry, codecs, logging, app factory, errors."""

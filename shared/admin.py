@@ -1,0 +1,91 @@
+"""Create the registry's topics on a cluster and report drift from topics.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from shared.registry_access import registry_for
+from shared.settings import SERVICES, Settings
+from shared.topics import TopicSpec
+
+
+@dataclass
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    #: topic -> human descriptions of how the broker differs from topics.yaml
+    drift: dict[str, list[str]] = field(default_factory=dict)
+
+
+def all_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic of the registry plus the changelog of every table, real names."""
+    registry = registry_for(settings)
+    specs = list(registry)
+    for service in SERVICES:
+        app_id = Settings(service=service, namespace=settings.namespace).app_id
+        specs.extend(registry.changelog_spec(t, app_id) for t in registry.tables_of(service))
+    return specs
+
+
+async def apply_topics(settings: Settings, replication_factor: int | None = None) -> ApplyReport:
+    """Create missing topics; compare existing ones with their declaration."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        specs = all_specs(settings)
+        existing = set(await admin.list_topics())
+        report = ApplyReport()
+        missing = []
+        for spec in specs:
+            name = settings.topic_name(spec.name) if spec.kind != "changelog" else spec.name
+            rf = replication_factor or min(spec.replication_factor, brokers)
+            if name in existing:
+                report.unchanged.append(name)
+            else:
+                missing.append(
+                    NewTopic(name, spec.partitions, rf, topic_configs=spec.kafka_config())
+                )
+        if missing:
+            await admin.create_topics(missing)
+            report.created.extend(t.name for t in missing)
+        await _find_drift(admin, settings, specs, report)
+        return report
+    finally:
+        await admin.close()
+
+
+async def _find_drift(
+    admin: AIOKafkaAdminClient, settings: Settings, specs: list[TopicSpec], report: ApplyReport
+) -> None:
+    by_name = {
+        (settings.topic_name(s.name) if s.kind != "changelog" else s.name): s for s in specs
+    }
+    names = list(by_name)
+    described = await admin.describe_topics(names)
+    for meta in described:
+        name = meta["topic"]
+        spec = by_name.get(name)
+        if spec is None or meta.get("error_code"):
+            continue
+        actual = len(meta["partitions"])
+        if actual != spec.partitions:
+            report.drift.setdefault(name, []).append(
+                f"partitions: broker has {actual}, topics.yaml says {spec.partitions}"
+            )
+    resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+    for response in await admin.describe_configs(resources):
+        for _err, _msg, _rtype, name, entries in response.resources:
+            spec = by_name.get(name)
+            if spec is None:
+                continue
+            actual_cfg = {entry[0]: entry[1] for entry in entries}
+            for key, want in spec.kafka_config().items():
+                got = actual_cfg.get(key)
+                if got is not None and got != want:
+                    report.drift.setdefault(name, []).append(
+                        f"{key}: broker has {got}, topics.yaml says {want}"
+                    )

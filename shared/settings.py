@@ -1,0 +1,137 @@
+"""One typed, immutable settings object per process, built from the environment.
+
+Every knob is an environment variable with a documented default (see
+docs/configuration.md). Nothing else in the code reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.errors import ConfigError
+
+SERVICES: tuple[str, ...] = ("ingest", "dedupe", "identity_match", "attribute", "aggregate")
+
+#: Each service's first web port; worker N of a service listens on base + N.
+BASE_WEB_PORTS: Mapping[str, int] = {
+    "ingest": 6100,
+    "dedupe": 6110,
+    "identity_match": 6120,
+    "attribute": 6130,
+    "aggregate": 6140,
+}
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DAY_S = 86_400
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name)
+    return default if raw is None or raw == "" else raw
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a convmesh process may be configured with."""
+
+    service: str = "cli"
+    worker: int = 0
+    bootstrap: str = "127.0.0.1:9092"
+    #: True when KAFKA_BOOTSTRAP was given: an external cluster, start no broker.
+    external_broker: bool = False
+    namespace: str = ""
+    data_dir: Path = REPO_ROOT / "var"
+    topics_file: Path = REPO_ROOT / "topics.yaml"
+    web_host: str = "127.0.0.1"
+    web_port: int = 0
+    log_level: str = "INFO"
+    #: Keys for the user pseudonym, newest first: "kid:secret,kid:secret".
+    pseudonym_keys: tuple[tuple[str, str], ...] = (("k0", "convmesh-dev-pseudonym-key"),)
+    dedup_window_s: int = 172_800
+    #: How long conversions wait for late links / late engagements (seconds).
+    late_horizon_s: int = 7 * DAY_S
+    max_record_bytes: int = 1_000_000
+    batch_size: int = 500
+    batch_within_s: float = 0.2
+    broker_heap_mb: int = 512
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def app_id(self) -> str:
+        """The Faust app id: consumer group, changelog prefix and data folder."""
+        base = f"convmesh-{self.service}"
+        return f"{self.namespace}-{base}" if self.namespace else base
+
+    @property
+    def worker_data_dir(self) -> Path:
+        return self.data_dir / "services" / self.service / f"worker-{self.worker}"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
+
+    def topic_name(self, name: str) -> str:
+        """The real Kafka name of a registry topic (namespaced for isolated test runs)."""
+        return f"{self.namespace}.{name}" if self.namespace else name
+
+    @classmethod
+    def from_env(
+        cls, service: str = "cli", worker: int | None = None, env: Mapping[str, str] | None = None
+    ) -> Settings:
+        env = os.environ if env is None else env
+        if service != "cli" and service not in SERVICES:
+            raise ConfigError(f"unknown service {service!r}; expected one of {SERVICES}")
+        worker = _int(env, "CONVMESH_WORKER", 0) if worker is None else worker
+        default_port = BASE_WEB_PORTS.get(service, 6099) + worker
+        bootstrap = env.get("KAFKA_BOOTSTRAP", "")
+        data_dir = Path(_str(env, "CONVMESH_DATA_DIR", str(REPO_ROOT / "var"))).resolve()
+        return cls(
+            service=service,
+            worker=worker,
+            bootstrap=bootstrap or "127.0.0.1:9092",
+            external_broker=bool(bootstrap),
+            namespace=_str(env, "CONVMESH_NAMESPACE", ""),
+            data_dir=data_dir,
+            topics_file=Path(_str(env, "CONVMESH_TOPICS_FILE", str(REPO_ROOT / "topics.yaml"))),
+            web_host=_str(env, "CONVMESH_WEB_HOST", "127.0.0.1"),
+            web_port=_int(env, "CONVMESH_WEB_PORT", default_port),
+            log_level=_str(env, "CONVMESH_LOG_LEVEL", "INFO").upper(),
+            pseudonym_keys=_parse_keys(env.get("CONVMESH_PSEUDONYM_KEYS")),
+            dedup_window_s=_int(env, "CONVMESH_DEDUP_WINDOW_S", 172_800),
+            late_horizon_s=_int(env, "CONVMESH_LATE_HORIZON_S", 7 * DAY_S),
+            max_record_bytes=_int(env, "CONVMESH_MAX_RECORD_BYTES", 1_000_000),
+            batch_size=_int(env, "CONVMESH_BATCH_SIZE", 500),
+            batch_within_s=float(_str(env, "CONVMESH_BATCH_WITHIN_S", "0.2")),
+            broker_heap_mb=_int(env, "CONVMESH_BROKER_HEAP_MB", 512),
+            extra={k: v for k, v in env.items() if k.startswith("CONVMESH_X_")},
+        )
+
+
+def _parse_keys(raw: str | None) -> tuple[tuple[str, str], ...]:
+    if not raw:
+        return Settings.pseudonym_keys
+    keys: list[tuple[str, str]] = []
+    for part in raw.split(","):
+        kid, sep, secret = part.partition(":")
+        if not sep or not kid or not secret:
+            raise ConfigError("CONVMESH_PSEUDONYM_KEYS must look like 'kid:secret[,kid:secret...]'")
+        keys.append((kid.strip(), secret.strip()))
+    return tuple(keys)
