@@ -15,7 +15,9 @@ from shared.errors import ConfigError
 
 SERVICES: tuple[str, ...] = ("ingest", "dedupe", "identity_match", "attribute", "aggregate")
 
-#: Each service's first web port; worker N of a service listens on base + N.
+#: Each service's first web port with the default CONVMESH_WEB_PORT_BASE (6100);
+#: worker N of a service listens on base + N. With another base, every port
+#: shifts by the same amount (see ``Settings.service_base_port``).
 BASE_WEB_PORTS: Mapping[str, int] = {
     "ingest": 6100,
     "dedupe": 6110,
@@ -23,6 +25,8 @@ BASE_WEB_PORTS: Mapping[str, int] = {
     "attribute": 6130,
     "aggregate": 6140,
 }
+
+DEFAULT_WEB_PORT_BASE = 6100
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +41,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    port = _int(env, name, default)
+    if not 0 < port < 65_536:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {port}")
+    return port
 
 
 def _str(env: Mapping[str, str], name: str, default: str) -> str:
@@ -68,6 +79,13 @@ class Settings:
     batch_size: int = 500
     batch_within_s: float = 0.2
     broker_heap_mb: int = 512
+    #: Ports of the local broker that `convmesh broker start` runs.
+    broker_port: int = 9092
+    controller_port: int = 9093
+    #: First web port of the mesh (ingest); the other services follow in steps of 10.
+    web_port_base: int = DEFAULT_WEB_PORT_BASE
+    #: Downloaded broker jars live here, outside the purgeable data dir.
+    cache_dir: Path = Path.home() / ".cache" / "convmesh"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -88,6 +106,10 @@ class Settings:
     def web_url(self) -> str:
         return f"http://{self.web_host}:{self.web_port}"
 
+    def service_base_port(self, service: str) -> int:
+        """Web port of worker 0 of ``service`` under this settings' port base."""
+        return BASE_WEB_PORTS[service] - DEFAULT_WEB_PORT_BASE + self.web_port_base
+
     def topic_name(self, name: str) -> str:
         """The real Kafka name of a registry topic (namespaced for isolated test runs)."""
         return f"{self.namespace}.{name}" if self.namespace else name
@@ -100,13 +122,16 @@ class Settings:
         if service != "cli" and service not in SERVICES:
             raise ConfigError(f"unknown service {service!r}; expected one of {SERVICES}")
         worker = _int(env, "CONVMESH_WORKER", 0) if worker is None else worker
-        default_port = BASE_WEB_PORTS.get(service, 6099) + worker
+        web_port_base = _int(env, "CONVMESH_WEB_PORT_BASE", DEFAULT_WEB_PORT_BASE)
+        offset = BASE_WEB_PORTS.get(service, DEFAULT_WEB_PORT_BASE - 1) - DEFAULT_WEB_PORT_BASE
+        default_port = web_port_base + offset + worker
         bootstrap = env.get("KAFKA_BOOTSTRAP", "")
+        broker_port = _port(env, "CONVMESH_BROKER_PORT", 9092)
         data_dir = Path(_str(env, "CONVMESH_DATA_DIR", str(REPO_ROOT / "var"))).resolve()
         return cls(
             service=service,
             worker=worker,
-            bootstrap=bootstrap or "127.0.0.1:9092",
+            bootstrap=bootstrap or f"127.0.0.1:{broker_port}",
             external_broker=bool(bootstrap),
             namespace=_str(env, "CONVMESH_NAMESPACE", ""),
             data_dir=data_dir,
@@ -121,6 +146,12 @@ class Settings:
             batch_size=_int(env, "CONVMESH_BATCH_SIZE", 500),
             batch_within_s=float(_str(env, "CONVMESH_BATCH_WITHIN_S", "0.2")),
             broker_heap_mb=_int(env, "CONVMESH_BROKER_HEAP_MB", 512),
+            broker_port=broker_port,
+            controller_port=_port(env, "CONVMESH_CONTROLLER_PORT", 9093),
+            web_port_base=web_port_base,
+            cache_dir=Path(
+                _str(env, "CONVMESH_CACHE_DIR", str(Path.home() / ".cache" / "convmesh"))
+            ).resolve(),
             extra={k: v for k, v in env.items() if k.startswith("CONVMESH_X_")},
         )
 
