@@ -86,6 +86,14 @@ class Settings:
     web_port_base: int = DEFAULT_WEB_PORT_BASE
     #: Downloaded broker jars live here, outside the purgeable data dir.
     cache_dir: Path = Path.home() / ".cache" / "convmesh"
+    #: Conversions API: calls per minute per ad account (token bucket, per ingest worker).
+    api_rate_per_minute: int = 5_000
+    #: Conversions API: largest request body (1000 events of up to ~4 KB each).
+    api_max_body_bytes: int = 4_194_304
+    #: Conversions API: requests one worker handles at once; more are answered 503.
+    api_max_in_flight: int = 64
+    #: Conversions API: how long a request waits for the broker's acknowledgement.
+    api_publish_timeout_s: float = 10.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -152,6 +160,10 @@ class Settings:
             cache_dir=Path(
                 _str(env, "CONVMESH_CACHE_DIR", str(Path.home() / ".cache" / "convmesh"))
             ).resolve(),
+            api_rate_per_minute=_int(env, "CONVMESH_API_RATE_PER_MINUTE", 5_000),
+            api_max_body_bytes=_int(env, "CONVMESH_API_MAX_BODY_BYTES", 4_194_304),
+            api_max_in_flight=_int(env, "CONVMESH_API_MAX_IN_FLIGHT", 64),
+            api_publish_timeout_s=float(_str(env, "CONVMESH_API_PUBLISH_TIMEOUT_S", "10")),
             extra={k: v for k, v in env.items() if k.startswith("CONVMESH_X_")},
         )
 
