@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "topics",
     "mesh",  # up, down, status
     "demo",
+    "tokens",  # create, revoke, list (Conversions API tokens)
 ]
 
 
