@@ -1,10 +1,11 @@
 # convmesh — the two commands of the quick start are `make demo` and `make test`.
-PYTHON ?= python3.11
-VENV   := .venv
-PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+PYTHON   ?= python3.11
+VENV     := .venv
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+CONVMESH := $(VENV)/bin/convmesh
 
-.PHONY: venv demo test unit integration lint clean
+.PHONY: venv jars demo up down status test unit integration lint clean
 
 venv: $(STAMP)
 
@@ -14,5 +15,39 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
+# The Kafka broker jars, fetched once with Maven into ~/.cache/convmesh
+# (CONVMESH_CACHE_DIR); `convmesh down --purge` keeps them.
+jars: venv
+	$(CONVMESH) broker fetch
+
+# A fresh mesh on this machine: broker, topics, the five services, their status.
+demo: venv jars
+	$(CONVMESH) down --purge
+	$(CONVMESH) demo
+
+up: venv jars
+	$(CONVMESH) up
+
+down: venv
+	$(CONVMESH) down
+
+status: venv
+	$(CONVMESH) status
+
+# Unit then integration tests; starts a broker when none answers and stops it
+# again afterwards, also on failure (see scripts/run-tests.sh).
+test: venv jars
+	scripts/run-tests.sh
+
+unit: venv
+	scripts/run-tests.sh unit
+
+integration: venv jars
+	scripts/run-tests.sh integration
+
 lint: venv
 	$(VENV)/bin/ruff check .
+
+# Stops the local mesh and deletes its data (var/); the venv and jar cache stay.
+clean: venv
+	$(CONVMESH) down --purge

@@ -15,6 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ("start", _start, "fetch the jars if needed, start the broker, wait until it answers"),
         ("stop", _stop, "stop the broker (SIGTERM, then SIGKILL after a timeout)"),
         ("status", _status, "show whether a broker runs and answers"),
+        ("fetch", _fetch, "only download the broker jars into the cache (once)"),
     ):
         sub = actions.add_parser(name, help=text)
         add_data_dir(sub)
@@ -50,3 +51,12 @@ def _status(args: argparse.Namespace) -> int:
     status = broker.status(settings_from(args))
     _show(status, args.json)
     return 0 if status.reachable else 3
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    libs = broker.ensure_jars(settings_from(args))
+    if args.json:
+        print_json({"libs": str(libs)})
+    else:
+        print(f"broker jars in {libs}")
+    return 0

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs the test suites of `make test`: unit, then integration against a Kafka
+# broker. Uses the broker that answers at KAFKA_BOOTSTRAP (or 127.0.0.1 on
+# CONVMESH_BROKER_PORT, default 9092); when none answers it starts a local one
+# in var/test-broker and stops it again on exit, whatever the outcome.
+#
+#   scripts/run-tests.sh [unit|integration|all]     (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+suites="${1:-all}"
+CONVMESH=.venv/bin/convmesh
+PYTEST=.venv/bin/pytest
+BROKER_DIR="$PWD/var/test-broker"
+started_broker=""
+
+stop_broker() {
+  if [[ -n "$started_broker" ]]; then
+    echo "run-tests: stopping the broker this run started"
+    "$CONVMESH" broker stop --data-dir "$BROKER_DIR" || true
+    started_broker=""
+  fi
+}
+trap stop_broker EXIT
+trap 'exit 130' INT TERM
+
+# pytest exits 5 when it collected no tests: for us that is a failure too, and
+# so is every other non-zero code.
+run_pytest() {
+  local rc=0
+  "$PYTEST" "$@" || rc=$?
+  if [[ $rc -eq 5 ]]; then
+    echo "run-tests: no tests collected in $* (pytest exit 5): failing" >&2
+  fi
+  return $rc
+}
+
+need_broker() {
+  export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:${CONVMESH_BROKER_PORT:-9092}}"
+  if "$CONVMESH" broker status >/dev/null 2>&1; then
+    echo "run-tests: using the broker at $KAFKA_BOOTSTRAP"
+    return
+  fi
+  # Starting our own broker: KAFKA_BOOTSTRAP must not mark it as external.
+  echo "run-tests: no broker at $KAFKA_BOOTSTRAP; starting one in $BROKER_DIR"
+  local port="${KAFKA_BOOTSTRAP##*:}"
+  started_broker=1
+  env -u KAFKA_BOOTSTRAP CONVMESH_BROKER_PORT="$port" \
+    "$CONVMESH" broker start --data-dir "$BROKER_DIR"
+}
+
+failed=0
+if [[ "$suites" == all || "$suites" == unit ]]; then
+  run_pytest tests/unit || failed=1
+fi
+if [[ "$suites" == all || "$suites" == integration ]]; then
+  need_broker
+  run_pytest tests/integration || failed=1
+fi
+exit $failed
