@@ -1,0 +1,63 @@
+"""Fixtures shared by every test.
+
+Integration tests (everything under tests/integration) need a Kafka broker at
+KAFKA_BOOTSTRAP (default 127.0.0.1:9092; `make test` starts one when none
+answers). An unreachable broker FAILS them: a skipped suite would look green.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.broker import reachable
+
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/integration is an integration test, marked or not."""
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    """The broker of the integration tests; fails (never skips) when it is down."""
+    address = os.environ.get("KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
+    if not reachable(address, timeout_s=10.0):
+        pytest.fail(f"no Kafka broker answers at {address}: run `make test` or set KAFKA_BOOTSTRAP")
+    return address
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A unique CONVMESH_NAMESPACE: the test's topics and groups clash with nobody's.
+
+    Topics created under it are deleted afterwards when a broker answers, so
+    repeated runs do not pile partitions up on a shared dev broker.
+    """
+    ns = f"t{uuid.uuid4().hex[:10]}"
+    yield ns
+    address = os.environ.get("KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
+    if "bootstrap" in request.fixturenames and reachable(address, timeout_s=5.0):
+        asyncio.run(delete_namespace_topics(address, ns))
+
+
+async def delete_namespace_topics(bootstrap: str, ns: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith((f"{ns}.", f"{ns}-"))]
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
