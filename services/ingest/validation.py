@@ -419,6 +419,17 @@ def _custom_data(custom: Any) -> tuple[float | None, str | None, bool]:
             if field not in _CUSTOM_FIELDS:
                 raise _unknown(field, "custom_data")
             continue
+        if field == "value" and type(val) is not str:
+            raise InvalidEvent(
+                INVALID_VALUE,
+                "Field 'custom_data.value' must be a string holding a decimal number,"
+                ' like "72.39", not a JSON number.',
+            )
+        if field == "currency" and type(val) is not str:
+            raise InvalidEvent(
+                INVALID_CURRENCY,
+                "Field 'custom_data.currency' must be a three-letter ISO-4217 code, like USD.",
+            )
         if field in _CUSTOM_STRINGS:
             _check_string(val, f"custom_data.{field}")
         elif field == "num_items":
