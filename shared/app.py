@@ -72,9 +72,8 @@ def raw_table(app: faust.App, settings: Settings, table: str) -> Any:
     return app.Table(
         table,
         partitions=source.partitions,
-        schema=faust.Schema(
-            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        ),
+        key_type=bytes,  # bytes means the "raw" codec for both (see Table._serializer_from_type)
+        value_type=bytes,
         options={"driver": "rocksdict"},
     )
 

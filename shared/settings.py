@@ -32,6 +32,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DAY_S = 86_400
 
+#: Development default only: set CONVMESH_PSEUDONYM_KEYS in any real deployment.
+DEFAULT_PSEUDONYM_KEYS: tuple[tuple[str, str], ...] = (("k0", "convmesh-dev-pseudonym-key"),)
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -71,7 +74,7 @@ class Settings:
     web_port: int = 0
     log_level: str = "INFO"
     #: Keys for the user pseudonym, newest first: "kid:secret,kid:secret".
-    pseudonym_keys: tuple[tuple[str, str], ...] = (("k0", "convmesh-dev-pseudonym-key"),)
+    pseudonym_keys: tuple[tuple[str, str], ...] = DEFAULT_PSEUDONYM_KEYS
     dedup_window_s: int = 172_800
     #: How long conversions wait for late links / late engagements (seconds).
     late_horizon_s: int = 7 * DAY_S
@@ -170,7 +173,7 @@ class Settings:
 
 def _parse_keys(raw: str | None) -> tuple[tuple[str, str], ...]:
     if not raw:
-        return Settings.pseudonym_keys
+        return DEFAULT_PSEUDONYM_KEYS
     keys: list[tuple[str, str]] = []
     for part in raw.split(","):
         kid, sep, secret = part.partition(":")

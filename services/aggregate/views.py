@@ -1,11 +1,30 @@
-"""Operator web views of the aggregate service."""
+"""Report queries: GET /reports?ad_account_id=...&from=YYYY-MM-DD&to=...&level=campaign."""
 
 from __future__ import annotations
 
-import faust
+from typing import Any
 
+import faust
+import orjson
+
+from services.aggregate.report_query import QueryError, parse_query, summarise_rows
 from shared.settings import Settings
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    """No views beyond /health and /ready yet."""
+    rows = app.tables["rows"]
+
+    @app.page("/reports")
+    @app.table_route(table=rows, query_param="ad_account_id")
+    async def reports(web: Any, request: Any) -> Any:
+        try:
+            query = parse_query(dict(request.query))
+        except QueryError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        prefix = orjson.dumps([query.ad_account_id]).decode()[:-1] + ","
+        found = []
+        for key, raw in rows.items():
+            text = key.decode()
+            if text.startswith(prefix):
+                found.append((text, orjson.loads(raw)))
+        return web.json(summarise_rows(query, found))

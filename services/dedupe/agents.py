@@ -1,20 +1,80 @@
-"""Agents of the dedupe service (placeholder: consumes its input, keeps its store open)."""
+"""Agents of the dedupe service: first accepted event of a key wins."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import faust
+import orjson
 
+from services.dedupe.logic import Decision, decide, prune
 from shared.app import raw_table, raw_topic
+from shared.batching import Outbox, StateCache
+from shared.logging import get_logger, message_fields
 from shared.settings import Settings
+
+SWEEP_INTERVAL_S = 3_600.0
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    raw_table(app, settings, "seen")
-    source = raw_topic(app, settings, "conversions.valid")
+    seen = raw_table(app, settings, "seen")
+    source = raw_topic(app, settings, "conversions.valid", "dedupe.expiry")
+    expiry_topic = settings.topic_name("dedupe.expiry")
+    log = get_logger()
 
-    @app.agent(source, name="dedupe-main")
-    async def main(stream: Any) -> None:
-        async for _batch in stream.take_events(settings.batch_size, settings.batch_within_s):
-            pass
+    @app.agent(source, name="dedupe")
+    async def dedupe(stream: Any) -> None:
+        outbox = Outbox(app, settings, "conversions.accepted", "conversions.duplicates")
+        async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+            cache = StateCache(seen)
+            now_s = int(time.time())
+            for event in events:
+                message = event.message
+                key = message.key
+                if message.topic == expiry_topic:
+                    state = cache.get(key, event)
+                    if state is not None:
+                        kept = prune(state, now_s, settings.dedup_window_s)
+                        cache.put(key, kept or None, event)
+                    continue
+                conv = orjson.loads(message.value)
+                state = cache.get(key, event)
+                outcome = decide(
+                    state, int(conv["event_time"]), conv["raw_ref"], settings.dedup_window_s
+                )
+                if outcome.decision is Decision.DUPLICATE:
+                    audit = {
+                        "conversion_key": conv["conversion_key"],
+                        "raw_ref": conv["raw_ref"],
+                        "source": conv["source"],
+                        "ad_account_id": conv["ad_account_id"],
+                        "event_time": conv["event_time"],
+                        "original_event_time": outcome.original_event_time,
+                    }
+                    await outbox.send("conversions.duplicates", key, audit)
+                    log.info("duplicate", **message_fields(message))
+                    continue
+                if outcome.decision is Decision.ACCEPTED:
+                    cache.put(key, outcome.state, event)
+                await outbox.send("conversions.accepted", key, message.value)
+            cache.flush()
+            await outbox.drain()
+
+    @app.timer(SWEEP_INTERVAL_S)
+    async def sweep_expired() -> None:
+        """Ask the owning partitions to drop dedup state past every window.
+
+        Deletions must happen inside the stream (the changelog partition is the
+        event's), so the sweep only sends expiry requests keyed like the state.
+        """
+        horizon = int(time.time())
+        expiry = raw_topic(app, settings, "dedupe.expiry")
+        count = 0
+        for key, raw in list(seen.items()):
+            state = orjson.loads(raw)
+            if prune(state, horizon, settings.dedup_window_s) != state:
+                await expiry.send(key=key, value=b'{"op":"expire"}')
+                count += 1
+        if count:
+            log.info("dedup_expiry_requested", keys=count)

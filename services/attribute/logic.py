@@ -1,0 +1,189 @@
+"""Attribution rules of the contract, as pure functions over one user's state.
+
+State per user (the ``users`` table, keyed by user_id like ads.engagements):
+
+* ``eng``: engagement_id -> [ts_ms, type, ad_account_id, campaign_id, ad_group_id, ad_id]
+* ``convs``: conversion_key -> the conversion assigned to this user, its
+  match version ``mv``, attribution sequence ``seq``, the match key type and
+  the signature of the last result sent (kept for the late-data horizon)
+* ``privacy``: [ts_ms, arrival, kind] of the latest privacy request
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+DAY_MS = 86_400_000
+DEFAULT_WINDOWS_DAYS: Mapping[str, int] = {"click": 30, "engagement": 30, "view": 1}
+ALLOWED_WINDOW_DAYS = frozenset({0, 1, 7, 14, 30, 60})
+CLASS_RANK: Mapping[str, int] = {"click": 3, "engagement": 2, "view": 1}
+VERSION_STRIDE = 1_000_000
+#: Engagements older than this can no longer be in any window of any valid
+#: conversion: the longest window (60 d) plus the oldest accepted event (67 d).
+ENGAGEMENT_RETENTION_MS = (60 + 67) * DAY_MS
+
+
+def new_user_state() -> dict[str, Any]:
+    return {"eng": {}, "convs": {}, "privacy": None}
+
+
+def windows_ms(days: Mapping[str, int] | None = None) -> dict[str, int]:
+    days = dict(DEFAULT_WINDOWS_DAYS, **(days or {}))
+    for kind, value in days.items():
+        if value not in ALLOWED_WINDOW_DAYS:
+            raise ValueError(f"window for {kind} must be one of {sorted(ALLOWED_WINDOW_DAYS)}")
+    return {kind: value * DAY_MS for kind, value in days.items()}
+
+
+def is_candidate(
+    eng: list[Any], ad_account_id: str, event_time: int, windows: Mapping[str, int]
+) -> bool:
+    ts_ms, kind, account = eng[0], eng[1], eng[2]
+    window = windows.get(kind, 0)
+    at_ms = event_time * 1000
+    return account == ad_account_id and window > 0 and ts_ms <= at_ms and at_ms - ts_ms <= window
+
+
+def best_touch(
+    engagements: Mapping[str, list[Any]],
+    ad_account_id: str,
+    event_time: int,
+    windows: Mapping[str, int],
+) -> dict[str, Any] | None:
+    """Last touch: class priority click > engagement > view, then latest ts, then greatest id."""
+    best: tuple[int, int, str] | None = None
+    best_eng: list[Any] | None = None
+    for engagement_id, eng in engagements.items():
+        if not is_candidate(eng, ad_account_id, event_time, windows):
+            continue
+        rank = (CLASS_RANK[eng[1]], eng[0], engagement_id)
+        if best is None or rank > best:
+            best, best_eng = rank, eng
+    if best is None or best_eng is None:
+        return None
+    return {
+        "engagement_id": best[2],
+        "campaign_id": best_eng[3],
+        "ad_group_id": best_eng[4],
+        "ad_id": best_eng[5],
+        "type": best_eng[1],
+        "ts_ms": best_eng[0],
+    }
+
+
+def user_opted_out(state: Mapping[str, Any]) -> bool:
+    privacy = state.get("privacy")
+    return bool(privacy) and privacy[2] == "opt_out"
+
+
+def evaluate(
+    state: Mapping[str, Any], entry: Mapping[str, Any], windows: Mapping[str, int]
+) -> dict[str, Any]:
+    """The result of one assigned conversion under the user's current state."""
+    conv = entry["conv"]
+    if user_opted_out(state):
+        return {"status": "unidentified", "reason": "user_opt_out", "touch": None}
+    touch = best_touch(state["eng"], conv["ad_account_id"], conv["event_time"], windows)
+    return {"status": "attributed" if touch else "unattributed", "reason": None, "touch": touch}
+
+
+def _signature(result: Mapping[str, Any]) -> list[Any]:
+    touch = result["touch"]
+    return [result["status"], result["reason"], touch["engagement_id"] if touch else None]
+
+
+def refresh(
+    state: dict[str, Any], conversion_key: str, windows: Mapping[str, int], force: bool = False
+) -> dict[str, Any] | None:
+    """Re-evaluate one conversion; return its new result (with version) if it changed."""
+    entry = state["convs"][conversion_key]
+    result = evaluate(state, entry, windows)
+    signature = _signature(result)
+    if not force and signature == entry.get("sig"):
+        return None
+    if entry.get("sig") is not None:
+        entry["seq"] += 1
+    entry["sig"] = signature
+    result["version"] = entry["mv"] * VERSION_STRIDE + entry["seq"]
+    result["key_type"] = entry["key_type"]
+    result["conv"] = entry["conv"]
+    return result
+
+
+def assign(
+    state: dict[str, Any], msg: Mapping[str, Any], windows: Mapping[str, int], expires_ms: int
+) -> dict[str, Any] | None:
+    """A conversion joins this user; None if the assignment is stale or repeated."""
+    key = msg["conversion_key"]
+    current = state["convs"].get(key)
+    if current is not None and current["mv"] >= msg["mv"]:
+        return None
+    state["convs"][key] = {
+        "conv": msg["conv"],
+        "mv": msg["mv"],
+        "seq": 0,
+        "key_type": msg["key_type"],
+        "sig": None,
+        "expires_ms": expires_ms,
+    }
+    return refresh(state, key, windows, force=True)
+
+
+def retract(state: dict[str, Any], msg: Mapping[str, Any]) -> None:
+    """A conversion leaves this user (it now belongs to another, or to nobody)."""
+    current = state["convs"].get(msg["conversion_key"])
+    if current is not None and current["mv"] < msg["mv"]:
+        del state["convs"][msg["conversion_key"]]
+
+
+def add_engagement(
+    state: dict[str, Any], eng: Mapping[str, Any], windows: Mapping[str, int]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Record an engagement; re-attribute the user's conversions it may change."""
+    engagement_id = str(eng["engagement_id"])
+    if engagement_id in state["eng"]:
+        return []
+    row = [
+        int(eng["ts_ms"]),
+        eng["type"],
+        eng["ad_account_id"],
+        eng.get("campaign_id"),
+        eng.get("ad_group_id"),
+        eng.get("ad_id"),
+    ]
+    state["eng"][engagement_id] = row
+    changed = []
+    for key, entry in state["convs"].items():
+        conv = entry["conv"]
+        if is_candidate(row, conv["ad_account_id"], conv["event_time"], windows):
+            result = refresh(state, key, windows)
+            if result is not None:
+                changed.append((key, result))
+    return changed
+
+
+def add_privacy_request(
+    state: dict[str, Any], request: Mapping[str, Any], arrival: int, windows: Mapping[str, int]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Keep the latest request by ts_ms (ties: arrival) and re-evaluate on change."""
+    if request.get("kind") not in ("opt_out", "opt_in"):
+        return []
+    new = [int(request["ts_ms"]), arrival, request["kind"]]
+    current = state.get("privacy")
+    if current is not None and (current[0], current[1]) >= (new[0], new[1]):
+        return []
+    state["privacy"] = new
+    changed = []
+    for key in list(state["convs"]):
+        result = refresh(state, key, windows)
+        if result is not None:
+            changed.append((key, result))
+    return changed
+
+
+def trim(state: dict[str, Any], now_ms: int) -> None:
+    """Drop engagements past every window and conversions past the late horizon."""
+    oldest = now_ms - ENGAGEMENT_RETENTION_MS
+    state["eng"] = {k: v for k, v in state["eng"].items() if v[0] >= oldest}
+    state["convs"] = {k: v for k, v in state["convs"].items() if v["expires_ms"] >= now_ms}

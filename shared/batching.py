@@ -1,0 +1,77 @@
+"""Helpers that keep agents thin: a per-batch table cache and an outbox.
+
+Agents take events in batches (``stream.take_events``). Within a batch, each
+table key is read and decoded once and written once, and every send is awaited
+(delivered with acks=all) before the batch's offsets are acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from shared.app import bind_event, raw_topic
+from shared.codec import key_bytes
+from shared.settings import Settings
+
+
+class StateCache:
+    """Read-through, write-back cache of a JSON-valued raw table for one batch."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._values: dict[bytes, Any] = {}
+        self._events: dict[bytes, Any] = {}
+        self._dirty: set[bytes] = set()
+
+    def get(self, key: bytes, event: Any) -> Any:
+        if key in self._values:
+            return self._values[key]
+        bind_event(event)
+        raw = self.table.get(key)
+        value = orjson.loads(raw) if raw is not None else None
+        self._values[key] = value
+        self._events[key] = event
+        return value
+
+    def put(self, key: bytes, value: Any, event: Any) -> None:
+        """Stage a new value (None deletes the key) written on flush()."""
+        self._values[key] = value
+        self._events[key] = event
+        self._dirty.add(key)
+
+    def flush(self) -> None:
+        for key in self._dirty:
+            # The changelog partition is that of the event the key came with.
+            bind_event(self._events[key])
+            value = self._values[key]
+            if value is None:
+                if self.table.get(key) is not None:
+                    del self.table[key]
+            else:
+                self.table[key] = orjson.dumps(value)
+        self._dirty.clear()
+        self._values.clear()
+        self._events.clear()
+
+
+class Outbox:
+    """Sends to registry topics; ``drain()`` waits until the broker has them all."""
+
+    def __init__(self, app: Any, settings: Settings, *names: str) -> None:
+        self._topics = {name: raw_topic(app, settings, name) for name in names}
+        self._pending: list[Any] = []
+        self.sent: dict[str, int] = dict.fromkeys(names, 0)
+
+    async def send(self, topic: str, key: str | bytes | None, value: Any) -> None:
+        payload = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
+        future = await self._topics[topic].send(key=key_bytes(key), value=payload)
+        self._pending.append(future)
+        self.sent[topic] += 1
+
+    async def drain(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
