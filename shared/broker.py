@@ -18,10 +18,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.errors import BrokerError
-from shared.logging import get_logger
 from shared.procs import log_tail, running_pid, spawn_detached, stop_pids
 from shared.settings import REPO_ROOT, Settings
 
@@ -29,7 +29,8 @@ KAFKA_VERSION = "3.9.1"
 POM = REPO_ROOT / "broker" / "pom.xml"
 _COMPLETE = ".complete"  # written last: a half-finished download is never used
 
-log = get_logger(component="broker")
+# Lazy: bound on first use, after the CLI configured JSON logging to stderr.
+log = structlog.get_logger(component="broker")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,16 +20,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
+import structlog
 
 from shared import broker
 from shared.admin import ApplyReport, apply_topics
 from shared.errors import MeshError
-from shared.logging import get_logger
 from shared.procs import log_tail, running_pid, spawn_detached, stop_pids
 from shared.settings import REPO_ROOT, SERVICES, Settings
 
 MARKER = ".convmesh"  # marks a data dir as ours, so --purge never deletes anything else
-log = get_logger(component="mesh")
+# Lazy: bound on first use, after the CLI configured JSON logging to stderr.
+log = structlog.get_logger(component="mesh")
 
 
 @dataclass(frozen=True, slots=True)

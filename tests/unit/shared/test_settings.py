@@ -35,7 +35,10 @@ def test_web_port_base_shifts_every_service() -> None:
     env = {"CONVMESH_WEB_PORT_BASE": "7100"}
     ports = {s: Settings.from_env(s, env=env).web_port for s in SERVICES}
     assert ports == {
-        "ingest": 7100, "dedupe": 7110, "identity_match": 7120, "attribute": 7130,
+        "ingest": 7100,
+        "dedupe": 7110,
+        "identity_match": 7120,
+        "attribute": 7130,
         "aggregate": 7140,
     }
     cli = Settings.from_env(env=env)

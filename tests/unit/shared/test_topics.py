@@ -20,12 +20,22 @@ MINIMAL: dict[str, Any] = {
     "defaults": {"partitions": 4, "replication_factor": 3},
     "topics": {
         "in": {
-            "kind": "input", "cleanup": "delete", "retention": "7d", "key": "k", "value": "v",
-            "producers": ["outside"], "consumers": "svc",
+            "kind": "input",
+            "cleanup": "delete",
+            "retention": "7d",
+            "key": "k",
+            "value": "v",
+            "producers": ["outside"],
+            "consumers": "svc",
         },
         "out": {
-            "kind": "output", "cleanup": "compact", "retention": "forever", "key": "k",
-            "value": "v", "partitions": 2, "replication_factor": 1,
+            "kind": "output",
+            "cleanup": "compact",
+            "retention": "forever",
+            "key": "k",
+            "value": "v",
+            "partitions": 2,
+            "replication_factor": 1,
         },
     },
     "tables": {"svc.state": {"service": "svc", "source": "in", "key": "k", "value": "v"}},
@@ -41,8 +51,17 @@ def doc(**changes: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------ retention
 @pytest.mark.parametrize(
     ("raw", "ms"),
-    [("250ms", 250), ("30s", 30_000), ("90m", 5_400_000), ("12h", 43_200_000),
-     ("7d", 604_800_000), (" 70d ", 6_048_000_000), ("forever", -1), (-1, -1), ("-1", -1)],
+    [
+        ("250ms", 250),
+        ("30s", 30_000),
+        ("90m", 5_400_000),
+        ("12h", 43_200_000),
+        ("7d", 604_800_000),
+        (" 70d ", 6_048_000_000),
+        ("forever", -1),
+        (-1, -1),
+        ("-1", -1),
+    ],
 )
 def test_parse_retention(raw: Any, ms: int) -> None:
     assert parse_retention(raw) == ms
@@ -72,7 +91,8 @@ def test_compact_delete_keeps_retention() -> None:
     d["topics"]["out"]["cleanup"] = "compact,delete"
     d["topics"]["out"]["retention"] = "1d"
     assert parse_registry(d).topic("out").kafka_config() == {
-        "cleanup.policy": "compact,delete", "retention.ms": "86400000",
+        "cleanup.policy": "compact,delete",
+        "retention.ms": "86400000",
     }
 
 
@@ -138,9 +158,13 @@ def real() -> Any:
 
 def test_real_topics_yaml_declares_the_contract_topics(real: Any) -> None:
     contract = {
-        "conversions.raw": "input", "ads.engagements": "input", "identity.signals": "input",
-        "privacy.requests": "input", "conversions.attributed": "output",
-        "conversions.dlq": "dlq", "reports.conversions": "output",
+        "conversions.raw": "input",
+        "ads.engagements": "input",
+        "identity.signals": "input",
+        "privacy.requests": "input",
+        "conversions.attributed": "output",
+        "conversions.dlq": "dlq",
+        "reports.conversions": "output",
     }
     assert {name: real.topic(name).kind for name in contract} == contract
     assert real.topic("conversions.attributed").compacted

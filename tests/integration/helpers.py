@@ -1,0 +1,84 @@
+"""Running the `convmesh` CLI as a user would, from integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.settings import BASE_WEB_PORTS, REPO_ROOT
+
+
+def cli_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "CONVMESH_WEB_PORT"}
+    env.update(overrides)
+    return env
+
+
+def convmesh(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `convmesh ARGS` in a subprocess; stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def convmesh_json(
+    *args: str, env: dict[str, str], timeout: float = 300, ok_codes: tuple[int, ...] = (0,)
+) -> Any:
+    done = convmesh(*args, env=env, timeout=timeout)
+    command = " ".join(args)
+    assert done.returncode in ok_codes, f"convmesh {command}:\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_web_port_base(start: int = 7100, workers: int = 1) -> int:
+    """A port base whose five services' ports (base + offset + worker) are all free."""
+    offsets = [p - 6100 for p in BASE_WEB_PORTS.values()]
+    for base in range(start, start + 2000, 100):
+        if all(port_free(base + o + w) for o in offsets for w in range(workers)):
+            return base
+    raise RuntimeError("no free web port base found")
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Pids of live processes whose environment has key=value (ours to check)."""
+    found = []
+    needle = f"{key}={value}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rfind(")") + 2 :].startswith("Z"):
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
