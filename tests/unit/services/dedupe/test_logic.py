@@ -1,0 +1,76 @@
+"""Deduplication rules (services/dedupe/logic.py)."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.dedupe.logic import MAX_EVENT_AGE_S, Decision, decide, prune
+
+WINDOW = 172_800
+
+
+def test_first_event_of_a_key_is_accepted():
+    outcome = decide(None, 1_000_000, "raw:0:1", WINDOW)
+    assert outcome.decision is Decision.ACCEPTED
+    assert outcome.state == [[1_000_000, "raw:0:1"]]
+
+
+def test_event_within_window_of_an_accepted_one_is_a_duplicate():
+    state = decide(None, 1_000_000, "raw:0:1", WINDOW).state
+    outcome = decide(state, 1_000_000 + WINDOW, "raw:0:2", WINDOW)
+    assert outcome.decision is Decision.DUPLICATE
+    assert outcome.original_event_time == 1_000_000
+    assert outcome.state == state
+
+
+def test_window_is_symmetric_in_event_time():
+    state = decide(None, 1_000_000, "raw:0:1", WINDOW).state
+    assert decide(state, 1_000_000 - WINDOW, "raw:0:2", WINDOW).decision is Decision.DUPLICATE
+
+
+def test_event_just_outside_window_is_accepted_and_kept_beside_the_first():
+    state = decide(None, 1_000_000, "raw:0:1", WINDOW).state
+    outcome = decide(state, 1_000_000 + WINDOW + 1, "raw:0:2", WINDOW)
+    assert outcome.decision is Decision.ACCEPTED
+    assert len(outcome.state) == 2
+
+
+def test_redelivered_input_is_neither_accepted_nor_duplicate():
+    state = decide(None, 1_000_000, "raw:0:1", WINDOW).state
+    outcome = decide(state, 1_000_000, "raw:0:1", WINDOW)
+    assert outcome.decision is Decision.REDELIVERED
+    assert outcome.state == state
+
+
+def test_duplicates_are_judged_against_accepted_events_only():
+    """A duplicate is not remembered, so it cannot make a later event a duplicate."""
+    state = decide(None, 1_000_000, "raw:0:1", WINDOW).state
+    decide(state, 1_000_000 + WINDOW, "raw:0:2", WINDOW)  # duplicate, state unchanged
+    outcome = decide(state, 1_000_000 + 2 * WINDOW, "raw:0:3", WINDOW)
+    assert outcome.decision is Decision.ACCEPTED
+
+
+def test_prune_drops_entries_no_future_event_can_reach():
+    now = 10_000_000
+    old = now - MAX_EVENT_AGE_S - WINDOW - 1
+    assert prune([[old, "a"], [now, "b"]], now, WINDOW) == [[now, "b"]]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10 * WINDOW), min_size=1, max_size=30))
+def test_accepted_events_are_pairwise_farther_apart_than_the_window(times):
+    state = None
+    for offset, when in enumerate(times):
+        state = decide(state, when, f"raw:0:{offset}", WINDOW).state
+    accepted = sorted(t for t, _ in state)
+    assert state[0][0] == times[0]  # the first event is always accepted
+    assert all(b - a > WINDOW for a, b in zip(accepted, accepted[1:], strict=False))
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10 * WINDOW), min_size=1, max_size=30))
+def test_every_event_is_accepted_or_duplicate_exactly_once(times):
+    state, counts = None, {Decision.ACCEPTED: 0, Decision.DUPLICATE: 0}
+    for offset, when in enumerate(times):
+        outcome = decide(state, when, f"raw:0:{offset}", WINDOW)
+        counts[outcome.decision] += 1
+        state = outcome.state
+    assert counts[Decision.ACCEPTED] + counts[Decision.DUPLICATE] == len(times)
+    assert counts[Decision.ACCEPTED] == len(state)
