@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "mesh",  # up, down, status
     "demo",
     "tokens",  # create, revoke, list (Conversions API tokens)
+    "gen",  # generate a workload and produce it to the input topics
 ]
 
 
