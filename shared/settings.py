@@ -97,6 +97,9 @@ class Settings:
     api_max_in_flight: int = 64
     #: Conversions API: how long a request waits for the broker's acknowledgement.
     api_publish_timeout_s: float = 10.0
+    #: Conversions API: when > 0, every ingest worker also serves the API on this port,
+    #: bound with SO_REUSEPORT so that several workers share it (0: only the worker's web port).
+    api_port: int = 0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -167,6 +170,7 @@ class Settings:
             api_max_body_bytes=_int(env, "CONVMESH_API_MAX_BODY_BYTES", 4_194_304),
             api_max_in_flight=_int(env, "CONVMESH_API_MAX_IN_FLIGHT", 64),
             api_publish_timeout_s=float(_str(env, "CONVMESH_API_PUBLISH_TIMEOUT_S", "10")),
+            api_port=_int(env, "CONVMESH_API_PORT", 0),
             extra={k: v for k, v in env.items() if k.startswith("CONVMESH_X_")},
         )
 
