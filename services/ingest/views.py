@@ -4,6 +4,11 @@ The API is a raw aiohttp handler mounted on the aiohttp Application that Faust's
 driver serves (``app.web.web_app``), so it shares the worker's web port and event loop.
 Its producer and token reader start with that web server (aiohttp ``on_startup``) and
 stop after the server has drained its requests (``on_cleanup``).
+
+With ``CONVMESH_API_PORT`` set, the worker also serves the API from an aiohttp runner of
+its own on that port, bound with ``SO_REUSEPORT``: several ingest workers then share one
+API port and the kernel spreads connections over them (Faust's web server binds each
+worker's own port without ``reuse_port``, which stays for /health and /ready).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from aiohttp import web
 
 from services.ingest.api import ConversionsApi, KafkaPublisher
 from services.ingest.tokens import TokenReader
@@ -34,13 +40,24 @@ def register(app: faust.App, settings: Settings) -> None:
     )
     web_app = app.web.web_app
     web_app.router.add_routes(api.routes())
+    shared_runner: list[web.AppRunner] = []
 
     async def start(_web_app: Any) -> None:
         await publisher.start()
         await reader.start()
-        log.info("api_started", path="/v5/ad_accounts/{ad_account_id}/events")
+        if settings.api_port:
+            own = web.Application(client_max_size=settings.api_max_body_bytes)
+            own.router.add_routes(api.routes())
+            runner = web.AppRunner(own, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.web_host, settings.api_port, reuse_port=True)
+            await site.start()
+            shared_runner.append(runner)
+        log.info("api_started", api_port=settings.api_port or settings.web_port)
 
     async def stop(_web_app: Any) -> None:
+        while shared_runner:
+            await shared_runner.pop().cleanup()
         await reader.stop()
         await publisher.stop()
 
