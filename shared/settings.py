@@ -1,7 +1,7 @@
 """One typed, immutable settings object per process, built from the environment.
 
 Every knob is an environment variable with a documented default (see
-docs/configuration.md). Nothing else in the code reads ``os.environ``.
+README.md, "Configuration"). Nothing else in the code reads ``os.environ``.
 """
 
 from __future__ import annotations
