@@ -160,6 +160,7 @@ class Workload:
     raw_labels: list[RawLabel]
     ad_accounts: list[AdAccount]
     users: list[User]
+    _index: dict[bytes, int] | None = field(default=None, repr=False, compare=False)
 
     def ordered(self, order: str = "context_first",
                 shuffle_seed: int | None = None) -> list[Record]:
@@ -197,13 +198,12 @@ class Workload:
 
     def label(self, record: Record) -> RawLabel:
         """The label of one conversions.raw record (values are unique in a workload)."""
-        index = self._label_index().get(record.value)
+        if self._index is None:
+            self._index = {r.value: i for i, r in enumerate(self.records[RAW])}
+        index = self._index.get(record.value)
         if record.topic != RAW or index is None:
             raise KeyError("not a conversions.raw record of this workload")
         return self.raw_labels[index]
-
-    def _label_index(self) -> dict[bytes, int]:
-        return {r.value: i for i, r in enumerate(self.records[RAW])}
 
     def counts(self) -> dict[str, int]:
         """Records per topic, and raw outcomes (accepted / duplicate / rejected)."""
@@ -729,11 +729,19 @@ class _Generator:
                        "restricted": _restriction(copy_)})
 
     def supersede(self, orig: tuple[str, str, int, dict[str, Any]]) -> None:
+        """A resend outside the window, keeping event_time inside the span."""
         acct, source, received, event = orig
         rng = self.rng
-        shift = rng.choice((DAY_S * 2 + 1, rng.randint(DAY_S * 2 + 2, DAY_S * 5)))
-        if event["event_time"] + shift > (self.now - 60_000) // 1000:
-            shift = -shift
+        t = event["event_time"]
+        room_up = (self.now - 60_000) // 1000 - t
+        room_down = t - (self.now - self.span) // 1000
+        sides = [d for d, room in ((1, room_up), (-1, room_down)) if room >= DAY_S * 2 + 1]
+        if not sides:  # a span shorter than twice the window: go back in time
+            sides, room_down = [-1], DAY_S * 5
+        side = rng.choice(sides)
+        room = room_up if side == 1 else room_down
+        shift = side * rng.choice((DAY_S * 2 + 1,
+                                   rng.randint(DAY_S * 2 + 1, min(DAY_S * 5, room))))
         again = copy.deepcopy(event)
         again["event_time"] = event["event_time"] + shift
         received2 = self.resend_received(received, again["event_time"])

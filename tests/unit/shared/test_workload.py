@@ -8,7 +8,7 @@ from functools import lru_cache
 import orjson
 import pytest
 
-from shared.identifiers import is_sha256_hex
+from shared.identifiers import ip_ua_hash, is_sha256_hex
 from shared.workload import (
     CONTEXT_TOPICS,
     DAY_MS,
@@ -48,8 +48,9 @@ def test_counts() -> None:
     assert len(labels) == len(w.records[RAW])
     kinds = Counter(lbl.kind for lbl in labels)
     assert kinds["original"] + kinds["supersede"] >= 600 - kinds["supersede"]
-    originals = sum(1 for lbl in labels if lbl.kind in ("original", "supersede")
-                    and lbl.expect == "accepted")
+    originals = sum(
+        1 for lbl in labels if lbl.kind in ("original", "supersede") and lbl.expect == "accepted"
+    )
     assert originals == 600 + kinds["supersede"]
     assert kinds["duplicate"] == round(600 * 0.08)
     assert kinds["supersede"] == round(600 * 0.02)
@@ -69,8 +70,7 @@ def test_every_invalid_kind_and_every_feature_is_present() -> None:
     assert {lbl.source for lbl in w.raw_labels} == {"api", "tag", "topic", "batch"}
     assert {lbl.restricted for lbl in w.raw_labels} >= {"opt_out", "ldp"}
     signals = [orjson.loads(r.value) for r in w.records[SIGNALS]]
-    assert {s["key_type"] for s in signals} == {"em", "ph", "hashed_maid", "external_id",
-                                               "ip_ua"}
+    assert {s["key_type"] for s in signals} == {"em", "ph", "hashed_maid", "external_id", "ip_ua"}
     assert {s["op"] for s in signals} == {"link", "unlink"}
     by_key: dict[str, set[str]] = defaultdict(set)
     for s in signals:
@@ -126,8 +126,11 @@ def test_every_record_decodes_or_is_a_labelled_invalid() -> None:
         ud = event["user_data"]
         for name in ("em", "ph", "hashed_maids", "external_id"):
             assert all(is_sha256_hex(h) for h in ud.get(name, []))
-        assert ud.get("em") or ud.get("hashed_maids") or (
-            ud.get("client_ip_address") and ud.get("client_user_agent"))
+        assert (
+            ud.get("em")
+            or ud.get("hashed_maids")
+            or (ud.get("client_ip_address") and ud.get("client_user_agent"))
+        )
         custom = event.get("custom_data") or {}
         if "value" in custom:
             assert isinstance(custom["value"], str) and len(custom["currency"]) == 3
@@ -195,8 +198,9 @@ def test_labels_agree_with_the_reference_model() -> None:
         assert (lbl.expect, lbl.conversion_key) == (out.outcome, out.conversion_key), lbl
         if lbl.expect == "rejected":
             assert lbl.reason == out.reason, lbl
-    restricted = {lbl.conversion_key: lbl.restricted for lbl in w.raw_labels
-                  if lbl.expect == "accepted"}
+    restricted = {
+        lbl.conversion_key: lbl.restricted for lbl in w.raw_labels if lbl.expect == "accepted"
+    }
     for key, result in expected.attributed.items():
         if restricted[key] is not None:
             assert result["unidentified_reason"] == restricted[key]
@@ -208,7 +212,79 @@ def test_the_workload_exercises_every_outcome() -> None:
     results = list(expected.attributed.values())
     assert {r["status"] for r in results} == {"attributed", "unattributed", "unidentified"}
     assert {r["unidentified_reason"] for r in results} >= {
-        None, "no_match", "opt_out", "ldp", "user_opt_out"}
+        None,
+        "no_match",
+        "opt_out",
+        "ldp",
+        "user_opt_out",
+    }
     assert {r["match"]["key_type"] for r in results if r["match"]} >= {
-        "click_id", "external_id", "em", "ph", "ip_ua"}
+        "click_id",
+        "external_id",
+        "em",
+        "ph",
+        "ip_ua",
+    }
     assert {r["touch"]["type"] for r in results if r["touch"]} >= {"click", "engagement"}
+
+
+def test_conversion_times_stay_in_the_span_except_the_old_edge() -> None:
+    w = generate(3, 400, now_ms=NOW, span_days=6)
+    for rec, lbl in zip(w.records[RAW], w.raw_labels, strict=True):
+        if lbl.expect != "accepted":
+            continue
+        t_ms = orjson.loads(rec.value)["event"]["event_time"] * 1000
+        if lbl.kind == "edge_valid":
+            continue
+        assert NOW - 6 * DAY_MS - 1000 <= t_ms <= NOW, lbl
+
+
+def test_links_after_a_conversion_and_expired_sessions_occur() -> None:
+    """The workload holds the cases the rules make special: a link made after the
+    conversion's event_time (must not claim it) and ip_ua links both inside and
+    outside their 7-day validity."""
+    w = _workload()
+    history: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for rec in w.records[SIGNALS]:
+        s = orjson.loads(rec.value)
+        if s["op"] == "link":
+            history[(s["key_type"], s["key"])].append(s["ts_ms"])
+    late_links = valid_sessions = expired_sessions = 0
+    for rec, lbl in zip(w.records[RAW], w.raw_labels, strict=True):
+        if lbl.expect != "accepted":
+            continue
+        event = orjson.loads(rec.value)["event"]
+        t_ms = event["event_time"] * 1000
+        for h in event["user_data"].get("em", []):
+            links = history.get(("em", h), [])
+            if links and min(links) > t_ms:
+                late_links += 1
+        ud = event["user_data"]
+        if ud.get("client_ip_address"):
+            links = [ts for ts in history.get(
+                ("ip_ua", ip_ua_hash(ud["client_ip_address"], ud["client_user_agent"])), [])
+                if ts <= t_ms]
+            if links and t_ms - max(links) <= 7 * DAY_MS:
+                valid_sessions += 1
+            elif links:
+                expired_sessions += 1
+    assert late_links > 0 and valid_sessions > 0 and expired_sessions > 0
+
+
+def test_gen_command_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from shared.commands import gen
+
+    parser = argparse.ArgumentParser()
+    gen.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["gen", "--conversions", "50", "--seed", "4", "--order",
+                              "conversions_first", "--now-ms", str(NOW), "--dry-run", "--json"])
+    assert args.func(args) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    w = generate(4, 50, now_ms=NOW)
+    assert report["topics"] == {t: len(w.records[t]) for t in INPUT_TOPICS}
+    assert report["by_source"] == w.expected_counts_by_source()
+    assert report["order"] == "conversions_first" and report["now_ms"] == NOW
+    with pytest.raises(SystemExit):
+        parser.parse_args(["gen", "--order", "backwards"])

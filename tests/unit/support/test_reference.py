@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from shared.identifiers import hash_email, hash_external_id, hash_maid, hash_phone, ip_ua_hash
 from shared.privacy import pseudonym
 from shared.settings import Settings
-from shared.workload import Record, generate
+from shared.workload import Record, generate, iter_values
 from tests.support.reference import Expected, comparable_row, fold, reference
 
 NOW = 1_764_151_200_000  # 2025-11-26T10:00:00Z
@@ -599,8 +599,7 @@ def test_signals_and_engagements_after_every_conversion_change_nothing(
         for user in ("u-00000", "u-00001"):
             extra.append(eng(f"z-{user}", user, "click", latest + ts_after,
                              acct=r["ad_account_id"]))
-    raws = [orjson.loads(rec.value) for rec in w.records["conversions.raw"]]
-    for env in raws:
+    for env in iter_values(w.records["conversions.raw"], "conversions.raw"):
         if isinstance(env, dict) and isinstance(env.get("event"), dict):
             ud = env["event"].get("user_data") or {}
             for h in ud.get("em", []) if isinstance(ud, dict) else []:
