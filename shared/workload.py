@@ -790,6 +790,9 @@ class _Generator:
             raw = rng.choice((b"[1, 2, %d]", b'"conversion %d"', b"%d")) % self.next_seq()
             self.envelope(None, "topic", received, None, label, key=acct.encode(), raw=raw)
             return
+        if kind in _ENVELOPE_KINDS:
+            self.invalid_envelope(kind, acct, source, received, event, label)
+            return
         t = event["event_time"]
         ud = event["user_data"]
         if kind == "missing_field":
@@ -826,6 +829,32 @@ class _Generator:
         else:  # pragma: no cover - the table and this code are kept together
             raise AssertionError(kind)
         self.envelope(acct, source, received, event, label)
+
+    def invalid_envelope(self, kind: str, acct: str, source: str, received: int,
+                         event: dict[str, Any], label: dict[str, Any]) -> None:
+        env: dict[str, Any] = {"ad_account_id": acct, "source": source,
+                               "received_at_ms": received, "event": event}
+        key: bytes | None = acct.encode()
+        label_acct: str | None = acct
+        if kind == "key_mismatch":
+            others = [a.ad_account_id for a in self.accounts if a.ad_account_id != acct]
+            key = self.rng.choice(others).encode() if others else b"0"
+        elif kind == "unknown_envelope_field":
+            env["recieved_at_ms"] = env.pop("received_at_ms")  # a typo
+        elif kind == "invalid_source":
+            env["source"] = self.rng.choice(("web", "API", "offline"))
+            source = "topic"  # the bucket of a source that cannot be read
+        elif kind == "invalid_ad_account_id":
+            env["ad_account_id"] = self.rng.choice((f"act_{acct}", acct + "0" * 7, ""))
+            label_acct = None
+        elif kind == "missing_event":
+            env["received_at_ms"] = received + self.next_seq()  # unique bytes
+            env["event"] = self.rng.choice((None, "missing"))
+            if env["event"] == "missing":
+                del env["event"]
+        else:  # pragma: no cover
+            raise AssertionError(kind)
+        self.envelope(label_acct, source, received, None, label, key=key, raw=dumps(env))
 
     # --------------------------------------------------------------------- finish
     def finish(self) -> Workload:
@@ -866,8 +895,16 @@ _INVALID_KINDS: dict[str, str] = {
     "bad_action_source": "invalid_action_source",
     "no_identifiers": "missing_user_identifiers",
     "short_hash": "unhashed_identifier",
+    "key_mismatch": "key_mismatch",
+    "unknown_envelope_field": "unknown_envelope_field",
+    "invalid_source": "invalid_source",
+    "invalid_ad_account_id": "invalid_ad_account_id",
+    "missing_event": "missing_event",
 }
+_ENVELOPE_KINDS = frozenset({"key_mismatch", "unknown_envelope_field", "invalid_source",
+                             "invalid_ad_account_id", "missing_event"})
 INVALID_KINDS: tuple[str, ...] = tuple(_INVALID_KINDS)
+ENVELOPE_KINDS: tuple[str, ...] = tuple(sorted(_ENVELOPE_KINDS))
 
 
 def scope_of(action_source: str) -> str:

@@ -15,7 +15,9 @@ Readings chosen where the contract leaves room (each also a test):
   in the event, user_data, custom_data and contents[] items are errors; an
   envelope whose ``source`` is missing counts as ``topic``; a record that is not
   a JSON object, or whose source is not one of the four, counts under
-  ``topic``; ``received_at_ms`` missing means ``now_ms``). The bounds are
+  ``unreadable_source``, default ``topic``; ``received_at_ms`` missing means
+  ``now_ms``) plus the envelope rules of docs/reason-codes.md (unknown envelope
+  field, record key = ad_account_id bytes, missing event). The bounds are
   inclusive for the valid side: exactly 1 h in the future and exactly 67 days
   old are valid (the contract rejects "more than").
 * Deduplication compares an event with EVERY earlier accepted event of its key
@@ -248,27 +250,49 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def parse_raw(value: bytes | None, now_ms: int) -> tuple[str, str | None, Conversion | None, str]:
-    """(source bucket, ad_account_id or None, conversion or None, reason or "")."""
+_ENVELOPE_FIELDS = frozenset({"ad_account_id", "source", "received_at_ms", "event"})
+
+
+def parse_raw(value: bytes | None, now_ms: int, key: bytes | None = None, *,
+              check_key: bool = True, unreadable_source: str = "topic",
+              ) -> tuple[str, str | None, Conversion | None, str]:
+    """(source bucket, ad_account_id or None, conversion or None, reason or "").
+
+    Envelope rules: a JSON object with only ad_account_id (1-18 digits), source
+    (one of the four; missing or null means topic), received_at_ms (a
+    non-negative integer; missing or null means ``now_ms``) and event; the
+    record key must be the bytes of ad_account_id (``check_key``: the topic is
+    partitioned by ad account).
+    """
+    if value is None:
+        return unreadable_source, None, None, "empty_record"
     try:
-        env = orjson.loads(value) if value is not None else None
+        env = orjson.loads(value)
     except orjson.JSONDecodeError:
-        return "topic", None, None, "invalid_json"
+        return unreadable_source, None, None, "invalid_json"
     if not isinstance(env, dict):
-        return "topic", None, None, "not_an_object"
-    source = env.get("source", "topic")
-    source = source if source in SOURCES else "topic"
+        return unreadable_source, None, None, "not_an_object"
+    raw_source = env.get("source")
+    source = "topic" if raw_source is None else raw_source
+    source = source if source in SOURCES else unreadable_source
     acct = env.get("ad_account_id")
     acct = acct if isinstance(acct, str) and _ACCOUNT.fullmatch(acct) else None
     try:
+        if set(env) - _ENVELOPE_FIELDS:
+            raise _Invalid("unknown_envelope_field")
+        if raw_source is not None and raw_source not in SOURCES:
+            raise _Invalid("invalid_source")
         if acct is None:
             raise _Invalid("invalid_ad_account_id")
-        if env.get("source") is not None and env.get("source") not in SOURCES:
-            raise _Invalid("invalid_source")
-        received = env.get("received_at_ms", now_ms)
-        if not _is_int(received):
+        if check_key and key != acct.encode():
+            raise _Invalid("key_mismatch")
+        received = env.get("received_at_ms")
+        received = now_ms if received is None else received
+        if not _is_int(received) or received < 0:
             raise _Invalid("invalid_received_at_ms")
-        return source, acct, _event(acct, source, received, env.get("event")), ""
+        if env.get("event") is None:
+            raise _Invalid("missing_event")
+        return source, acct, _event(acct, source, received, env["event"]), ""
     except _Invalid as exc:
         return source, acct, None, exc.reason
 
@@ -530,6 +554,8 @@ def reference(
     windows: Mapping[str, Mapping[str, int]] | None = None,
     maid_key_type: str = "hashed_maid",
     privacy_as_of_event_time: bool = False,
+    check_key: bool = True,
+    unreadable_source: str = "topic",
 ) -> Expected:
     """The contract's results over ``records`` (production order).
 
@@ -537,7 +563,10 @@ def reference(
     ``windows``: ad_account_id -> {class: days}, missing classes/accounts take the
     defaults (click 30, engagement 30, view 1). ``now_ms`` stands for the Kafka
     timestamp of an envelope without ``received_at_ms`` (default 0: such an
-    event is then "in the future" unless you pass it).
+    event is then "in the future" unless you pass it). ``unreadable_source``: the
+    per-source bucket of a record whose source cannot be read (not JSON, not an
+    object, an invalid source). ``check_key``: reject a record whose key is not
+    the bytes of its ad_account_id (``key_mismatch``).
     """
     keys = pseudonym_keys if pseudonym_keys is not None else Settings().pseudonym_keys
     records = [tuple(r) for r in records]
@@ -547,10 +576,12 @@ def reference(
     accepted_times: dict[str, list[int]] = defaultdict(list)
     latest: dict[str, Conversion] = {}
     raw_index = 0
-    for topic, _key, value in records:
+    for topic, key, value in records:
         if topic != "conversions.raw":
             continue
-        source, acct, conv, reason = parse_raw(value, now_ms if now_ms is not None else 0)
+        source, acct, conv, reason = parse_raw(
+            value, now_ms if now_ms is not None else 0, key,
+            check_key=check_key, unreadable_source=unreadable_source)
         row = counts.setdefault(source, {"received": 0, "accepted": 0, "duplicates": 0,
                                          "rejected": 0})
         row["received"] += 1

@@ -13,6 +13,7 @@ from shared.workload import (
     CONTEXT_TOPICS,
     DAY_MS,
     ENGAGEMENTS,
+    ENVELOPE_KINDS,
     INPUT_TOPICS,
     INVALID_KINDS,
     PRIVACY,
@@ -109,6 +110,19 @@ def test_every_record_decodes_or_is_a_labelled_invalid() -> None:
         if lbl.kind == "not_object":
             assert not isinstance(env, dict)
             continue
+        if lbl.kind in ENVELOPE_KINDS:
+            assert lbl.expect == "rejected" and lbl.reason == lbl.kind
+            if lbl.kind == "key_mismatch":
+                assert rec.key != env["ad_account_id"].encode()
+            elif lbl.kind == "unknown_envelope_field":
+                assert set(env) - {"ad_account_id", "source", "received_at_ms", "event"}
+            elif lbl.kind == "invalid_source":
+                assert env["source"] not in ("api", "tag", "topic", "batch")
+            elif lbl.kind == "missing_event":
+                assert env.get("event") is None
+            else:
+                assert not env["ad_account_id"].isdigit() or len(env["ad_account_id"]) > 18
+            continue
         assert set(env) == {"ad_account_id", "source", "received_at_ms", "event"}
         assert rec.key == env["ad_account_id"].encode()
         assert env["source"] == lbl.source and env["received_at_ms"] <= NOW
@@ -180,7 +194,7 @@ def test_conversions_arrive_in_received_order_and_resends_after_their_first() ->
     received = []
     first_seen: dict[str, int] = {}
     for i, (rec, lbl) in enumerate(zip(w.records[RAW], w.raw_labels, strict=True)):
-        if lbl.kind in ("not_json", "not_object"):
+        if lbl.expect == "rejected":
             continue
         received.append(orjson.loads(rec.value)["received_at_ms"])
         if lbl.conversion_key:

@@ -218,6 +218,36 @@ def test_missing_source_counts_as_topic() -> None:
     assert only(e)["source"] == "topic"
 
 
+def test_envelope_rules() -> None:
+    good = orjson.loads(conv("x").value)
+
+    def rec(key: bytes | None = A1.encode(), **changes: Any) -> Record:
+        env = {**good, **changes}
+        for name, v in changes.items():
+            if v is _DROP:
+                del env[name]
+        return Record("conversions.raw", key, orjson.dumps(env))
+
+    e = run(rec(key=A2.encode()), rec(key=None), rec(recieved_at_ms=1),
+            rec(source="web"), rec(ad_account_id="act_1"), rec(event=None), rec(event=_DROP),
+            rec(received_at_ms=-1), rec(source=None), rec(received_at_ms=_DROP),
+            Record("conversions.raw", A1.encode(), None))
+    assert [o.reason for o in e.outcomes] == [
+        "key_mismatch", "key_mismatch", "unknown_envelope_field", "invalid_source",
+        "invalid_ad_account_id", "missing_event", "missing_event", "invalid_received_at_ms",
+        None, None, "empty_record"]
+    # source null means topic; received_at_ms missing means now_ms (NOW: valid here)
+    assert outcomes(e)[-3:-1] == ["accepted", "duplicate"]
+    assert e.counts["topic"] == {"received": 3, "accepted": 1, "duplicates": 0, "rejected": 2}
+    e = run(rec(source="web"), Record("conversions.raw", None, b"{"), unreadable_source="unknown")
+    assert e.counts == {"unknown": {"received": 2, "accepted": 0, "duplicates": 0,
+                                    "rejected": 2}}
+    assert outcomes(run(rec(key=A2.encode()), check_key=False)) == ["accepted"]
+
+
+_DROP = object()
+
+
 # ----------------------------------------------------------------- matching
 
 
