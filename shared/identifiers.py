@@ -19,8 +19,19 @@ from datetime import date, datetime
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NON_DIGITS = re.compile(r"\D+")
 
-_GENDERS = {"f": "f", "female": "f", "w": "f", "woman": "f", "m": "m", "male": "m",
-            "man": "m", "n": "n", "nonbinary": "n", "non-binary": "n", "x": "n"}
+_GENDERS = {
+    "f": "f",
+    "female": "f",
+    "w": "f",
+    "woman": "f",
+    "m": "m",
+    "male": "m",
+    "man": "m",
+    "n": "n",
+    "nonbinary": "n",
+    "non-binary": "n",
+    "x": "n",
+}
 
 
 def sha256_hex(text: str) -> str:

@@ -58,14 +58,40 @@ INPUT_TOPICS: tuple[str, ...] = (*CONTEXT_TOPICS, RAW)
 ORDERS: tuple[str, ...] = ("context_first", "conversions_first", "interleaved")
 
 EVENT_NAMES: tuple[str, ...] = (
-    "add_payment_info", "add_to_cart", "add_to_wishlist", "app_install", "app_open", "checkout",
-    "contact", "custom", "customize_product", "find_location", "initiate_checkout", "lead",
-    "page_visit", "schedule", "search", "signup", "start_trial", "submit_application",
-    "subscribe", "view_category", "view_content", "watch_video",
+    "add_payment_info",
+    "add_to_cart",
+    "add_to_wishlist",
+    "app_install",
+    "app_open",
+    "checkout",
+    "contact",
+    "custom",
+    "customize_product",
+    "find_location",
+    "initiate_checkout",
+    "lead",
+    "page_visit",
+    "schedule",
+    "search",
+    "signup",
+    "start_trial",
+    "submit_application",
+    "subscribe",
+    "view_category",
+    "view_content",
+    "watch_video",
 )
 VALUE_EVENTS: frozenset[str] = frozenset(
-    {"checkout", "add_to_cart", "add_payment_info", "initiate_checkout", "lead", "signup",
-     "start_trial", "subscribe"}
+    {
+        "checkout",
+        "add_to_cart",
+        "add_payment_info",
+        "initiate_checkout",
+        "lead",
+        "signup",
+        "start_trial",
+        "subscribe",
+    }
 )
 ACTION_SOURCES: tuple[str, ...] = ("app_android", "app_ios", "web", "offline")
 SOURCES: tuple[str, ...] = ("api", "tag", "topic", "batch")
@@ -85,10 +111,42 @@ _UAS = (
     "Chrome/130.0.0.0 Mobile Safari/537.36",
     "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
 )
-_FIRST = ("ana", "ben", "chloe", "dev", "emma", "felix", "grace", "hugo", "ines", "jon",
-          "kai", "lena", "maya", "noah", "olga", "pia", "quinn", "raj", "sara", "tom")
-_LAST = ("smith", "garcia", "muller", "rossi", "tanaka", "kowalski", "dubois", "silva",
-         "nguyen", "okafor", "larsen", "novak")
+_FIRST = (
+    "ana",
+    "ben",
+    "chloe",
+    "dev",
+    "emma",
+    "felix",
+    "grace",
+    "hugo",
+    "ines",
+    "jon",
+    "kai",
+    "lena",
+    "maya",
+    "noah",
+    "olga",
+    "pia",
+    "quinn",
+    "raj",
+    "sara",
+    "tom",
+)
+_LAST = (
+    "smith",
+    "garcia",
+    "muller",
+    "rossi",
+    "tanaka",
+    "kowalski",
+    "dubois",
+    "silva",
+    "nguyen",
+    "okafor",
+    "larsen",
+    "novak",
+)
 _DOMAINS = ("gmail.com", "example.com", "mail.example.org", "yahoo.co.uk", "outlook.com")
 
 
@@ -131,8 +189,12 @@ class AdAccount:
     campaigns: dict[str, dict[str, list[str]]]
 
     def ads(self) -> list[tuple[str, str, str]]:
-        return [(c, g, a) for c, groups in self.campaigns.items()
-                for g, ads in groups.items() for a in ads]
+        return [
+            (c, g, a)
+            for c, groups in self.campaigns.items()
+            for g, ads in groups.items()
+            for a in ads
+        ]
 
 
 @dataclass(slots=True)
@@ -162,8 +224,9 @@ class Workload:
     users: list[User]
     _index: dict[bytes, int] | None = field(default=None, repr=False, compare=False)
 
-    def ordered(self, order: str = "context_first",
-                shuffle_seed: int | None = None) -> list[Record]:
+    def ordered(
+        self, order: str = "context_first", shuffle_seed: int | None = None
+    ) -> list[Record]:
         """Every record in production order for one arrival order.
 
         ``context_first``: identity signals, engagements and privacy requests,
@@ -220,8 +283,11 @@ class Workload:
                 lbl.source, {"received": 0, "accepted": 0, "duplicates": 0, "rejected": 0}
             )
             row["received"] += 1
-            row[{"accepted": "accepted", "duplicate": "duplicates",
-                 "rejected": "rejected"}[lbl.expect]] += 1
+            row[
+                {"accepted": "accepted", "duplicate": "duplicates", "rejected": "rejected"}[
+                    lbl.expect
+                ]
+            ] += 1
         return out
 
 
@@ -255,15 +321,20 @@ def generate(
         raise ValueError("conversions must be >= 0")
     now = default_now_ms() if now_ms is None else now_ms
     return _Generator(
-        random.Random(seed), seed, now,
+        random.Random(seed),
+        seed,
+        now,
         n_conversions=conversions,
         n_accounts=max(1, ad_accounts),
         n_users=users if users is not None else max(20, conversions // 4),
         span_ms=int(span_days * DAY_MS),
         fractions={
-            "duplicate": duplicate_fraction, "other_scope": other_scope_fraction,
-            "supersede": supersede_fraction, "invalid": invalid_fraction,
-            "unknown_user": unknown_user_fraction, "restricted": restricted_fraction,
+            "duplicate": duplicate_fraction,
+            "other_scope": other_scope_fraction,
+            "supersede": supersede_fraction,
+            "invalid": invalid_fraction,
+            "unknown_user": unknown_user_fraction,
+            "restricted": restricted_fraction,
             "opt_out_user": opt_out_user_fraction,
         },
     ).run()
@@ -274,8 +345,18 @@ def dumps(value: Any) -> bytes:
 
 
 class _Generator:
-    def __init__(self, rng: random.Random, seed: int, now: int, *, n_conversions: int,
-                 n_accounts: int, n_users: int, span_ms: int, fractions: dict[str, float]):
+    def __init__(
+        self,
+        rng: random.Random,
+        seed: int,
+        now: int,
+        *,
+        n_conversions: int,
+        n_accounts: int,
+        n_users: int,
+        span_ms: int,
+        fractions: dict[str, float],
+    ):
         self.rng = rng
         self.seed = seed
         self.now = now
@@ -347,9 +428,15 @@ class _Generator:
             phones = []
             if self.rng.random() < 0.5:
                 n = self.rng.randrange(2_000_000, 9_999_999)
-                phones.append(self.rng.choice(
-                    (f"+1 (415) {n // 10_000:03d}-{n % 10_000:04d}", f"+44 07{n:07d}"[:16],
-                     f"001-212-{n:07d}")))
+                phones.append(
+                    self.rng.choice(
+                        (
+                            f"+1 (415) {n // 10_000:03d}-{n % 10_000:04d}",
+                            f"+44 07{n:07d}"[:16],
+                            f"001-212-{n:07d}",
+                        )
+                    )
+                )
             maids = [self._maid() for _ in range(self.rng.choice((0, 0, 1, 1, 2)))]
             accounts = self.rng.sample(acct_ids, k=min(len(acct_ids), self.rng.choice((1, 1, 2))))
             external_ids: dict[str, str] = {}
@@ -363,8 +450,9 @@ class _Generator:
             for _ in range(self.rng.randint(1, 3)):
                 ts = self.now - self.uniform_ms(0, self.span + 10 * DAY_MS)
                 sessions.append((self._ip(), self.rng.choice(_UAS), ts))
-            self.users.append(User(f"u-{i:05d}", emails, phones, maids, external_ids,
-                                   sessions, accounts))
+            self.users.append(
+                User(f"u-{i:05d}", emails, phones, maids, external_ids, sessions, accounts)
+            )
 
     def _email_variant(self, email: str) -> str:
         r = self.rng.random()
@@ -383,14 +471,29 @@ class _Generator:
     def _ip(self) -> str:
         if self.rng.random() < 0.2:
             return "2001:db8:{:x}:{:x}::{:x}".format(
-                *(self.rng.randrange(1, 0xFFFF) for _ in range(3)))
+                *(self.rng.randrange(1, 0xFFFF) for _ in range(3))
+            )
         return ".".join(str(self.rng.randrange(1, 255)) for _ in range(4))
 
     # ------------------------------------------------------------ identity.signals
-    def signal(self, user_id: str, key_type: str, key: str, op: str, ts_ms: int,
-               ad_account_id: str | None = None, delay_ms: int = 0) -> None:
-        value = {"user_id": user_id, "key_type": key_type, "key": key,
-                 "ad_account_id": ad_account_id, "op": op, "ts_ms": ts_ms}
+    def signal(
+        self,
+        user_id: str,
+        key_type: str,
+        key: str,
+        op: str,
+        ts_ms: int,
+        ad_account_id: str | None = None,
+        delay_ms: int = 0,
+    ) -> None:
+        value = {
+            "user_id": user_id,
+            "key_type": key_type,
+            "key": key,
+            "ad_account_id": ad_account_id,
+            "op": op,
+            "ts_ms": ts_ms,
+        }
         rec = Record(SIGNALS, key.encode(), dumps(value))
         self.signals.append((ts_ms + delay_ms, self.next_seq(), rec))
 
@@ -429,8 +532,14 @@ class _Generator:
             ts = self.uniform_ms(min(now, max(link_ts + 1, now - self.span)), now)
             self.signal(user.user_id, key_type, key, "unlink", ts, acct)
             if rng.random() < 0.5:  # ... and linked again later
-                self.signal(user.user_id, key_type, key, "link",
-                            self.uniform_ms(min(now, ts + 1), now), acct)
+                self.signal(
+                    user.user_id,
+                    key_type,
+                    key,
+                    "link",
+                    self.uniform_ms(min(now, ts + 1), now),
+                    acct,
+                )
         elif r < 0.10 and len(self.users) > 1:  # moves to another user
             other = rng.choice([u for u in self.users[:50] if u is not user] or [user])
             ts = self.uniform_ms(min(now, max(link_ts + 1, now - self.span)), now)
@@ -449,8 +558,9 @@ class _Generator:
         elif r < 0.12:  # unlink of another user: a no-op
             other = rng.choice(self.users)
             if other is not user:
-                self.signal(other.user_id, key_type, key, "unlink",
-                            self.uniform_ms(link_ts, now), acct)
+                self.signal(
+                    other.user_id, key_type, key, "unlink", self.uniform_ms(link_ts, now), acct
+                )
 
     # -------------------------------------------------------------- ads.engagements
     def make_engagements(self) -> None:
@@ -460,8 +570,12 @@ class _Generator:
             for _ in range(rng.choice((0, 1, 2, 3, 4, 5, 6, 8, 10))):
                 acct = acct_by_id[rng.choice(user.ad_accounts)]
                 ts = now - self.uniform_ms(0, self.span + 45 * DAY_MS)
-                self._engagement(user, acct, rng.choices(
-                    ("view", "engagement", "click"), (0.55, 0.2, 0.25))[0], ts)
+                self._engagement(
+                    user,
+                    acct,
+                    rng.choices(("view", "engagement", "click"), (0.55, 0.2, 0.25))[0],
+                    ts,
+                )
                 if rng.random() < 0.04:
                     # Same user, account, class and ts_ms: engagement_id decides.
                     self._engagement(user, acct, rng.choice(("view", "click")), ts)
@@ -472,10 +586,17 @@ class _Generator:
         if kind == "click":
             click_id = "epik" + self.token(40, string.ascii_letters + string.digits + "-_")
             user.clicks.append((acct.ad_account_id, click_id, ts))
-        value = {"engagement_id": self.next_id("e", 7), "user_id": user.user_id,
-                 "ad_account_id": acct.ad_account_id, "campaign_id": campaign,
-                 "ad_group_id": group, "ad_id": ad, "type": kind, "ts_ms": ts,
-                 "click_id": click_id}
+        value = {
+            "engagement_id": self.next_id("e", 7),
+            "user_id": user.user_id,
+            "ad_account_id": acct.ad_account_id,
+            "campaign_id": campaign,
+            "ad_group_id": group,
+            "ad_id": ad,
+            "type": kind,
+            "ts_ms": ts,
+            "click_id": click_id,
+        }
         delay = self.rng.choice((0,) * 19 + (DAY_MS,))
         self.engagements.append(
             (ts + delay, self.next_seq(), Record(ENGAGEMENTS, user.user_id.encode(), dumps(value)))
@@ -495,19 +616,37 @@ class _Generator:
                     self._privacy(user, "opt_out", now)
 
     def _privacy(self, user: User, kind: str, ts: int) -> None:
-        value = {"request_id": self.next_id("r"), "user_id": user.user_id, "kind": kind,
-                 "ts_ms": ts}
-        self.privacy.append((ts, self.next_seq(), Record(PRIVACY, user.user_id.encode(),
-                                                         dumps(value))))
+        value = {
+            "request_id": self.next_id("r"),
+            "user_id": user.user_id,
+            "kind": kind,
+            "ts_ms": ts,
+        }
+        self.privacy.append(
+            (ts, self.next_seq(), Record(PRIVACY, user.user_id.encode(), dumps(value)))
+        )
 
     # ------------------------------------------------------------ conversions.raw
-    def envelope(self, acct: str | None, source: str, received: int, event: Any,
-                 label: dict[str, Any], key: bytes | None = None, raw: bytes | None = None,
-                 ) -> None:
+    def envelope(
+        self,
+        acct: str | None,
+        source: str,
+        received: int,
+        event: Any,
+        label: dict[str, Any],
+        key: bytes | None = None,
+        raw: bytes | None = None,
+    ) -> None:
         if raw is None:
             while True:  # every raw value is unique (a resend arrives 1 ms later)
-                raw = dumps({"ad_account_id": acct, "source": source,
-                             "received_at_ms": received, "event": event})
+                raw = dumps(
+                    {
+                        "ad_account_id": acct,
+                        "source": source,
+                        "received_at_ms": received,
+                        "event": event,
+                    }
+                )
                 if raw not in self.raw_values:
                     break
                 received += 1
@@ -523,9 +662,18 @@ class _Generator:
         for _ in range(self.n_conversions):
             acct, source, received, event, restricted = self.conversion()
             key = conversion_key(acct, event)
-            self.envelope(acct, source, received, event,
-                          {"expect": ACCEPTED, "kind": "original", "conversion_key": key,
-                           "restricted": restricted})
+            self.envelope(
+                acct,
+                source,
+                received,
+                event,
+                {
+                    "expect": ACCEPTED,
+                    "kind": "original",
+                    "conversion_key": key,
+                    "restricted": restricted,
+                },
+            )
             originals.append((acct, source, received, event))
         if not originals:
             self.make_invalid(0)
@@ -547,8 +695,7 @@ class _Generator:
         candidates = [u for u in self.users if acct in u.ad_accounts]
         return self.rng.choice(candidates or self.users)
 
-    def conversion(self, unknown: bool = False
-                   ) -> tuple[str, str, int, dict[str, Any], str | None]:
+    def conversion(self, unknown: bool = False) -> tuple[str, str, int, dict[str, Any], str | None]:
         rng = self.rng
         acct = rng.choice(self.accounts).ad_account_id
         user = self.pick_user(acct, unknown)
@@ -563,8 +710,9 @@ class _Generator:
         else:
             action_source = rng.choice(ACTION_SOURCES)
         received = self.received_at(source, event_time)
-        event_name = rng.choices(EVENT_NAMES, [6 if n in VALUE_EVENTS else 1
-                                               for n in EVENT_NAMES])[0]
+        event_name = rng.choices(EVENT_NAMES, [6 if n in VALUE_EVENTS else 1 for n in EVENT_NAMES])[
+            0
+        ]
         event_id = rng.choice(("ev-", "order-", "")) + self.token(12, string.hexdigits.lower())
         event = self.event(acct, user, event_name, event_id, action_source, event_time)
         restricted = None
@@ -589,11 +737,22 @@ class _Generator:
             delay = self.uniform_ms(HOUR_MS, 2 * DAY_MS)
         return min(self.now, base + delay)
 
-    def event(self, acct: str, user: User | None, event_name: str, event_id: str,
-              action_source: str, event_time: int) -> dict[str, Any]:
+    def event(
+        self,
+        acct: str,
+        user: User | None,
+        event_name: str,
+        event_id: str,
+        action_source: str,
+        event_time: int,
+    ) -> dict[str, Any]:
         rng = self.rng
-        event: dict[str, Any] = {"event_name": event_name, "action_source": action_source,
-                                 "event_time": event_time, "event_id": event_id}
+        event: dict[str, Any] = {
+            "event_name": event_name,
+            "action_source": action_source,
+            "event_time": event_time,
+            "event_id": event_id,
+        }
         if action_source == "web":
             event["event_source_url"] = f"https://shop{acct[-3:]}.example.com/p/{event_id}"
         elif action_source.startswith("app_"):
@@ -601,8 +760,7 @@ class _Generator:
             event["app_version"] = rng.choice(("5.2.1", "5.3.0", None))
             event["device_brand"] = "Google" if action_source == "app_android" else "Apple"
         if rng.random() < 0.3:  # the SDK sends explicit nulls
-            event.update({"partner_name": None, "opt_out": False, "wifi": None,
-                          "language": "en"})
+            event.update({"partner_name": None, "opt_out": False, "wifi": None, "language": "en"})
         event["user_data"] = self.user_data(acct, user, action_source, event_time)
         event["custom_data"] = self.custom_data(event_name)
         if event["custom_data"] is None and rng.random() < 0.5:
@@ -623,13 +781,19 @@ class _Generator:
         custom: dict[str, Any] = {"currency": currency, "value": value}
         if rng.random() < 0.5:
             qty = rng.randint(1, 3)
-            custom.update({"content_ids": [f"sku-{rng.randrange(1000)}"], "num_items": qty,
-                           "order_id": f"o-{self.token(8, string.digits)}",
-                           "contents": [{"id": "sku-1", "item_price": value, "quantity": qty}]})
+            custom.update(
+                {
+                    "content_ids": [f"sku-{rng.randrange(1000)}"],
+                    "num_items": qty,
+                    "order_id": f"o-{self.token(8, string.digits)}",
+                    "contents": [{"id": "sku-1", "item_price": value, "quantity": qty}],
+                }
+            )
         return custom
 
-    def user_data(self, acct: str, user: User | None, action_source: str,
-                  event_time: int) -> dict[str, Any]:
+    def user_data(
+        self, acct: str, user: User | None, action_source: str, event_time: int
+    ) -> dict[str, Any]:
         rng = self.rng
         t_ms = event_time * 1000
         ud: dict[str, Any] = {}
@@ -706,9 +870,13 @@ class _Generator:
         if dup["action_source"] == "offline":
             new_source = rng.choice(("batch", "topic"))
         received2 = self.resend_received(received, dup["event_time"])
-        self.envelope(acct, new_source, received2, dup,
-                      {"expect": DUPLICATE, "kind": "duplicate",
-                       "conversion_key": conversion_key(acct, dup)})
+        self.envelope(
+            acct,
+            new_source,
+            received2,
+            dup,
+            {"expect": DUPLICATE, "kind": "duplicate", "conversion_key": conversion_key(acct, dup)},
+        )
 
     def other_scope(self, orig: tuple[str, str, int, dict[str, Any]]) -> None:
         acct, _source, received, event = orig
@@ -724,9 +892,18 @@ class _Generator:
         if any(lbl.get("conversion_key") == key for *_x, lbl in self.raw):
             return
         received2 = self.resend_received(received, copy_["event_time"])
-        self.envelope(acct, source, received2, copy_,
-                      {"expect": ACCEPTED, "kind": "other_scope", "conversion_key": key,
-                       "restricted": _restriction(copy_)})
+        self.envelope(
+            acct,
+            source,
+            received2,
+            copy_,
+            {
+                "expect": ACCEPTED,
+                "kind": "other_scope",
+                "conversion_key": key,
+                "restricted": _restriction(copy_),
+            },
+        )
 
     def supersede(self, orig: tuple[str, str, int, dict[str, Any]]) -> None:
         """A resend outside the window, keeping event_time inside the span."""
@@ -740,15 +917,22 @@ class _Generator:
             sides, room_down = [-1], DAY_S * 5
         side = rng.choice(sides)
         room = room_up if side == 1 else room_down
-        shift = side * rng.choice((DAY_S * 2 + 1,
-                                   rng.randint(DAY_S * 2 + 1, min(DAY_S * 5, room))))
+        shift = side * rng.choice((DAY_S * 2 + 1, rng.randint(DAY_S * 2 + 1, min(DAY_S * 5, room))))
         again = copy.deepcopy(event)
         again["event_time"] = event["event_time"] + shift
         received2 = self.resend_received(received, again["event_time"])
-        self.envelope(acct, source, received2, again,
-                      {"expect": ACCEPTED, "kind": "supersede",
-                       "conversion_key": conversion_key(acct, again),
-                       "restricted": _restriction(again)})
+        self.envelope(
+            acct,
+            source,
+            received2,
+            again,
+            {
+                "expect": ACCEPTED,
+                "kind": "supersede",
+                "conversion_key": conversion_key(acct, again),
+                "restricted": _restriction(again),
+            },
+        )
 
     def edge_valid(self) -> None:
         """Valid at a validation limit: exactly 1 h in the future / exactly 67 days old.
@@ -763,9 +947,18 @@ class _Generator:
             if received > self.now:
                 event["event_time"] = (self.now - 67 * DAY_MS) // 1000
                 received = event["event_time"] * 1000 + 67 * DAY_MS
-        self.envelope(acct, source, received, event,
-                      {"expect": ACCEPTED, "kind": "edge_valid",
-                       "conversion_key": conversion_key(acct, event), "restricted": restricted})
+        self.envelope(
+            acct,
+            source,
+            received,
+            event,
+            {
+                "expect": ACCEPTED,
+                "kind": "edge_valid",
+                "conversion_key": conversion_key(acct, event),
+                "restricted": restricted,
+            },
+        )
 
     # -------------------------------------------------------------------- invalid
     def make_invalid(self, n: int) -> None:
@@ -780,11 +973,17 @@ class _Generator:
         reason = _INVALID_KINDS[kind]
         label = {"expect": REJECTED, "kind": kind, "reason": reason}
         if kind == "not_json":
-            raw = rng.choice((b"{not json", b"\xff\xfe\x00garbage",
-                              b'{"ad_account_id": "' + acct.encode() + b'", "event": {'))
+            raw = rng.choice(
+                (
+                    b"{not json",
+                    b"\xff\xfe\x00garbage",
+                    b'{"ad_account_id": "' + acct.encode() + b'", "event": {',
+                )
+            )
             raw += b" #" + str(self.next_seq()).encode()  # every raw value is unique
-            self.envelope(None, "topic", received, None, label,
-                          key=rng.choice((None, acct.encode())), raw=raw)
+            self.envelope(
+                None, "topic", received, None, label, key=rng.choice((None, acct.encode())), raw=raw
+            )
             return
         if kind == "not_object":
             raw = rng.choice((b"[1, 2, %d]", b'"conversion %d"', b"%d")) % self.next_seq()
@@ -796,8 +995,9 @@ class _Generator:
         t = event["event_time"]
         ud = event["user_data"]
         if kind == "missing_field":
-            del event[rng.choice(("event_id", "event_name", "event_time", "user_data",
-                                  "action_source"))]
+            del event[
+                rng.choice(("event_id", "event_name", "event_time", "user_data", "action_source"))
+            ]
         elif kind == "ms_event_time":
             event["event_time"] = t * 1000
         elif kind == "plaintext_email":
@@ -808,11 +1008,15 @@ class _Generator:
             received = self.now
             event["event_time"] = (received - 67 * DAY_MS) // 1000 - rng.choice((1, DAY_S * 30))
         elif kind == "bad_currency":
-            event["custom_data"] = {"currency": rng.choice(("US", "EURO", "U$D", "12A")),
-                                    "value": "10.00"}
+            event["custom_data"] = {
+                "currency": rng.choice(("US", "EURO", "U$D", "12A")),
+                "value": "10.00",
+            }
         elif kind == "bad_value":
-            event["custom_data"] = {"currency": "USD",
-                                    "value": rng.choice(("abc", "12,50", "NaN", "Infinity", ""))}
+            event["custom_data"] = {
+                "currency": "USD",
+                "value": rng.choice(("abc", "12,50", "NaN", "Infinity", "")),
+            }
         elif kind == "unknown_field":
             if rng.random() < 0.5:
                 event["user_id"] = "u-42"
@@ -830,10 +1034,21 @@ class _Generator:
             raise AssertionError(kind)
         self.envelope(acct, source, received, event, label)
 
-    def invalid_envelope(self, kind: str, acct: str, source: str, received: int,
-                         event: dict[str, Any], label: dict[str, Any]) -> None:
-        env: dict[str, Any] = {"ad_account_id": acct, "source": source,
-                               "received_at_ms": received, "event": event}
+    def invalid_envelope(
+        self,
+        kind: str,
+        acct: str,
+        source: str,
+        received: int,
+        event: dict[str, Any],
+        label: dict[str, Any],
+    ) -> None:
+        env: dict[str, Any] = {
+            "ad_account_id": acct,
+            "source": source,
+            "received_at_ms": received,
+            "event": event,
+        }
         key: bytes | None = acct.encode()
         label_acct: str | None = acct
         if kind == "key_mismatch":
@@ -866,10 +1081,16 @@ class _Generator:
         raw_sorted = sorted(self.raw, key=lambda x: x[:2])
         records[RAW] = [r for _t, _s, r, _l in raw_sorted]
         labels = [
-            RawLabel(index=i, expect=lbl["expect"], kind=lbl["kind"], source=lbl["source"],
-                     ad_account_id=lbl["ad_account_id"],
-                     conversion_key=lbl.get("conversion_key"), reason=lbl.get("reason"),
-                     restricted=lbl.get("restricted"))
+            RawLabel(
+                index=i,
+                expect=lbl["expect"],
+                kind=lbl["kind"],
+                source=lbl["source"],
+                ad_account_id=lbl["ad_account_id"],
+                conversion_key=lbl.get("conversion_key"),
+                reason=lbl.get("reason"),
+                restricted=lbl.get("restricted"),
+            )
             for i, (_t, _s, _r, lbl) in enumerate(raw_sorted)
         ]
         _fix_labels_by_arrival(records[RAW], labels)
@@ -901,8 +1122,15 @@ _INVALID_KINDS: dict[str, str] = {
     "invalid_ad_account_id": "invalid_ad_account_id",
     "missing_event": "missing_event",
 }
-_ENVELOPE_KINDS = frozenset({"key_mismatch", "unknown_envelope_field", "invalid_source",
-                             "invalid_ad_account_id", "missing_event"})
+_ENVELOPE_KINDS = frozenset(
+    {
+        "key_mismatch",
+        "unknown_envelope_field",
+        "invalid_source",
+        "invalid_ad_account_id",
+        "missing_event",
+    }
+)
 INVALID_KINDS: tuple[str, ...] = tuple(_INVALID_KINDS)
 ENVELOPE_KINDS: tuple[str, ...] = tuple(sorted(_ENVELOPE_KINDS))
 
@@ -912,8 +1140,10 @@ def scope_of(action_source: str) -> str:
 
 
 def conversion_key(ad_account_id: str, event: dict[str, Any]) -> str:
-    return (f"{ad_account_id}:{event['event_name']}:{event['event_id']}:"
-            f"{scope_of(event['action_source'])}")
+    return (
+        f"{ad_account_id}:{event['event_name']}:{event['event_id']}:"
+        f"{scope_of(event['action_source'])}"
+    )
 
 
 def _restriction(event: dict[str, Any]) -> str | None:
@@ -944,8 +1174,16 @@ def _fix_labels_by_arrival(records: list[Record], labels: list[RawLabel]) -> Non
                 kind = "supersede"
             times.append(event_time)
         if (expect, kind) != (lbl.expect, lbl.kind):
-            labels[i] = RawLabel(lbl.index, expect, kind, lbl.source, lbl.ad_account_id,
-                                 lbl.conversion_key, lbl.reason, lbl.restricted)
+            labels[i] = RawLabel(
+                lbl.index,
+                expect,
+                kind,
+                lbl.source,
+                lbl.ad_account_id,
+                lbl.conversion_key,
+                lbl.reason,
+                lbl.restricted,
+            )
 
 
 def iter_values(records: Iterable[Record], topic: str) -> Iterable[Any]:

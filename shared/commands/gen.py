@@ -30,22 +30,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "gen", help="generate a deterministic workload and produce it to the input topics"
     )
-    parser.add_argument("--conversions", type=int, default=2000,
-                        help="distinct valid conversions (duplicates and invalid ones come on "
-                        "top; default 2000)")
+    parser.add_argument(
+        "--conversions",
+        type=int,
+        default=2000,
+        help="distinct valid conversions (duplicates and invalid ones come on top; default 2000)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--order", choices=ORDERS, default="context_first",
-                        help="arrival order of the topics (default context_first)")
+    parser.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="context_first",
+        help="arrival order of the topics (default context_first)",
+    )
     parser.add_argument("--ad-accounts", type=int, default=3, help="ad accounts (default 3)")
-    parser.add_argument("--now-ms", type=int, default=None,
-                        help="the workload's 'now' in Unix ms (default: now, to the minute)")
-    parser.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
-                        help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP or "
-                        "127.0.0.1:9092)")
-    parser.add_argument("--create-topics", action="store_true",
-                        help="first create missing topics of topics.yaml (as `topics apply`)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="generate and print the counts, produce nothing")
+    parser.add_argument(
+        "--now-ms",
+        type=int,
+        default=None,
+        help="the workload's 'now' in Unix ms (default: now, to the minute)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        default=None,
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP or 127.0.0.1:9092)",
+    )
+    parser.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="first create missing topics of topics.yaml (as `topics apply`)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="generate and print the counts, produce nothing"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=_run)
 
@@ -59,8 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     bootstrap = settings.bootstrap
     now_ms = args.now_ms if args.now_ms is not None else default_now_ms()
     started = time.monotonic()
-    workload = generate(args.seed, args.conversions, now_ms=now_ms,
-                        ad_accounts=args.ad_accounts)
+    workload = generate(args.seed, args.conversions, now_ms=now_ms, ad_accounts=args.ad_accounts)
     records = workload.ordered(args.order)
     produced: dict[str, int] = {}
     if not args.dry_run:
@@ -71,13 +88,17 @@ def _run(args: argparse.Namespace) -> int:
         print_json(report)
     else:
         verb = "would produce" if args.dry_run else "produced"
-        print(f"seed={args.seed} order={args.order} now_ms={now_ms} "
-              f"bootstrap={bootstrap} namespace={settings.namespace or '-'}")
+        print(
+            f"seed={args.seed} order={args.order} now_ms={now_ms} "
+            f"bootstrap={bootstrap} namespace={settings.namespace or '-'}"
+        )
         for topic, count in report["topics"].items():
             print(f"  {verb} {count:>7}  {report['topic_names'][topic]}")
         raw = report["conversions_raw"]
-        print(f"  conversions.raw: {raw['accepted']} accepted, {raw['duplicate']} duplicates, "
-              f"{raw['rejected']} rejected (expected)")
+        print(
+            f"  conversions.raw: {raw['accepted']} accepted, {raw['duplicate']} duplicates, "
+            f"{raw['rejected']} rejected (expected)"
+        )
         for source, row in sorted(report["by_source"].items()):
             print(f"  source {source:<6} " + ", ".join(f"{k}={v}" for k, v in row.items()))
         print(f"  {report['seconds']} s")
@@ -111,8 +132,14 @@ async def require_topics(bootstrap: str, names: list[str]) -> None:
         )
 
 
-def summary(workload: Workload, order: str, now_ms: int, produced: dict[str, int],
-            bootstrap: str, settings: Settings) -> dict[str, Any]:
+def summary(
+    workload: Workload,
+    order: str,
+    now_ms: int,
+    produced: dict[str, int],
+    bootstrap: str,
+    settings: Settings,
+) -> dict[str, Any]:
     counts = workload.counts()
     topics = {t: n for t, n in counts.items() if not t.startswith("raw_")}
     return {
@@ -124,8 +151,9 @@ def summary(workload: Workload, order: str, now_ms: int, produced: dict[str, int
         "topic_names": {t: settings.topic_name(t) for t in topics},
         "conversions_raw": {k[4:]: v for k, v in counts.items() if k.startswith("raw_")},
         "by_source": workload.expected_counts_by_source(),
-        "invalid_kinds": dict(Counter(lbl.kind for lbl in workload.raw_labels
-                                      if lbl.expect == "rejected")),
+        "invalid_kinds": dict(
+            Counter(lbl.kind for lbl in workload.raw_labels if lbl.expect == "rejected")
+        ),
     }
 
 

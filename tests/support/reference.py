@@ -87,21 +87,65 @@ EVENT_NAMES = frozenset(
 ACTION_SOURCES = frozenset({"app_android", "app_ios", "web", "offline"})
 _REQUIRED = ("event_name", "action_source", "event_time", "event_id", "user_data")
 _EVENT_FIELDS = frozenset(
-    {*_REQUIRED, "event_source_url", "partner_name", "language", "opt_out", "wifi", "app_id",
-     "app_name", "app_version", "device_brand", "device_carrier", "device_model",
-     "device_type", "os_version", "app_info", "device_info", "custom_data"}
+    {
+        *_REQUIRED,
+        "event_source_url",
+        "partner_name",
+        "language",
+        "opt_out",
+        "wifi",
+        "app_id",
+        "app_name",
+        "app_version",
+        "device_brand",
+        "device_carrier",
+        "device_model",
+        "device_type",
+        "os_version",
+        "app_info",
+        "device_info",
+        "custom_data",
+    }
 )
-_HASHED = ("em", "ph", "ge", "db", "ln", "fn", "ct", "st", "zp", "country", "external_id",
-           "hashed_maids")
-_USER_FIELDS = frozenset({*_HASHED, "client_ip_address", "client_user_agent", "click_id",
-                          "partner_id"})
+_HASHED = (
+    "em",
+    "ph",
+    "ge",
+    "db",
+    "ln",
+    "fn",
+    "ct",
+    "st",
+    "zp",
+    "country",
+    "external_id",
+    "hashed_maids",
+)
+_USER_FIELDS = frozenset(
+    {*_HASHED, "client_ip_address", "client_user_agent", "click_id", "partner_id"}
+)
 _CUSTOM_FIELDS = frozenset(
-    {"currency", "value", "content_ids", "content_name", "content_category", "content_brand",
-     "contents", "num_items", "order_id", "search_string", "opt_out_type", "np",
-     "predicted_ltv", "external_measurement_id", "external_measurement_vendor_id"}
+    {
+        "currency",
+        "value",
+        "content_ids",
+        "content_name",
+        "content_category",
+        "content_brand",
+        "contents",
+        "num_items",
+        "order_id",
+        "search_string",
+        "opt_out_type",
+        "np",
+        "predicted_ltv",
+        "external_measurement_id",
+        "external_measurement_vendor_id",
+    }
 )
-_CONTENT_FIELDS = frozenset({"id", "item_price", "quantity", "item_name", "item_category",
-                             "item_brand"})
+_CONTENT_FIELDS = frozenset(
+    {"id", "item_price", "quantity", "item_name", "item_category", "item_brand"}
+)
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]+)?|\.[0-9]+)")
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
@@ -144,8 +188,9 @@ class Expected:
 
     def report_rows(self) -> dict[tuple[Any, ...], tuple[int, dict[str, float]]]:
         """The expected rows in comparable form (see :func:`comparable_row`)."""
-        return {rid: (row["conversions"], _money(row["value"])) for rid, row in
-                self.reports.items()}
+        return {
+            rid: (row["conversions"], _money(row["value"])) for rid, row in self.reports.items()
+        }
 
     def diff_attributed(self, actual: Mapping[str, Mapping[str, Any]]) -> list[str]:
         """Differences between the pipeline's latest record per key and the expectation.
@@ -196,8 +241,15 @@ class Expected:
         return problems
 
 
-ROW_FIELDS = ("ad_account_id", "campaign_id", "ad_group_id", "ad_id", "event_name",
-              "attribution_type", "date")
+ROW_FIELDS = (
+    "ad_account_id",
+    "campaign_id",
+    "ad_group_id",
+    "ad_id",
+    "event_name",
+    "attribution_type",
+    "date",
+)
 
 
 def comparable_row(row: Mapping[str, Any]) -> tuple[tuple[Any, ...], tuple[int, dict[str, float]]]:
@@ -253,9 +305,14 @@ def _is_int(v: Any) -> bool:
 _ENVELOPE_FIELDS = frozenset({"ad_account_id", "source", "received_at_ms", "event"})
 
 
-def parse_raw(value: bytes | None, now_ms: int, key: bytes | None = None, *,
-              check_key: bool = True, unreadable_source: str = "topic",
-              ) -> tuple[str, str | None, Conversion | None, str]:
+def parse_raw(
+    value: bytes | None,
+    now_ms: int,
+    key: bytes | None = None,
+    *,
+    check_key: bool = True,
+    unreadable_source: str = "topic",
+) -> tuple[str, str | None, Conversion | None, str]:
     """(source bucket, ad_account_id or None, conversion or None, reason or "").
 
     Envelope rules: a JSON object with only ad_account_id (1-18 digits), source
@@ -372,21 +429,28 @@ def _event(acct: str, source: str, received: int, ev: Any) -> Conversion:
         except InvalidOperation:  # pragma: no cover - the regex admits only decimals
             raise _Invalid("invalid_value") from None
     currency = custom.get("currency")
-    if currency is not None and (not isinstance(currency, str)
-                                 or not _CURRENCY.fullmatch(currency)):
+    if currency is not None and (
+        not isinstance(currency, str) or not _CURRENCY.fullmatch(currency)
+    ):
         raise _Invalid("invalid_currency")
     opt_type = custom.get("opt_out_type")
-    ldp = isinstance(opt_type, str) and any(
-        p.strip().upper() == "LDP" for p in opt_type.split(","))
+    ldp = isinstance(opt_type, str) and any(p.strip().upper() == "LDP" for p in opt_type.split(","))
     action_source = ev["action_source"]
     return Conversion(
-        ad_account_id=acct, source=source, event_name=ev["event_name"],
-        event_id=ev["event_id"], action_source=action_source, event_time=t,
+        ad_account_id=acct,
+        source=source,
+        event_name=ev["event_name"],
+        event_id=ev["event_id"],
+        action_source=action_source,
+        event_time=t,
         scope="offline" if action_source == "offline" else "online",
-        value=value, currency=currency, click_id=click_id or None,
+        value=value,
+        currency=currency,
+        click_id=click_id or None,
         ids={k: hashed[k] for k in ("external_id", "em", "ph", "hashed_maids")},
         ip_ua=ip_ua_hash(ip, ua) if has_pair else None,
-        opt_out=ev.get("opt_out") is True, ldp=ldp,
+        opt_out=ev.get("opt_out") is True,
+        ldp=ldp,
     )
 
 
@@ -406,8 +470,7 @@ class _Context:
 
 
 def _context(records: Sequence[tuple[str, bytes | None, bytes]]) -> _Context:
-    signals: dict[tuple[str, str], list[tuple[int, int, str, str, str | None]]] = \
-        defaultdict(list)
+    signals: dict[tuple[str, str], list[tuple[int, int, str, str, str | None]]] = defaultdict(list)
     clicks: dict[str, list[dict[str, Any]]] = defaultdict(list)
     engagements: dict[str, list[dict[str, Any]]] = defaultdict(list)
     privacy: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
@@ -415,7 +478,8 @@ def _context(records: Sequence[tuple[str, bytes | None, bytes]]) -> _Context:
         if topic == "identity.signals":
             s = orjson.loads(value)
             signals[(s["key_type"], s["key"])].append(
-                (s["ts_ms"], arrival, s["op"], s["user_id"], s.get("ad_account_id")))
+                (s["ts_ms"], arrival, s["op"], s["user_id"], s.get("ad_account_id"))
+            )
         elif topic == "ads.engagements":
             e = orjson.loads(value)
             engagements[e["user_id"]].append(e)
@@ -431,8 +495,11 @@ def _context(records: Sequence[tuple[str, bytes | None, bytes]]) -> _Context:
     return _Context(dict(signals), dict(clicks), dict(engagements), dict(privacy))
 
 
-def fold(history: Iterable[tuple[int, int, str, str, str | None]], t_ms: int,
-         ad_account_id: str | None = None) -> tuple[str, int] | None:
+def fold(
+    history: Iterable[tuple[int, int, str, str, str | None]],
+    t_ms: int,
+    ad_account_id: str | None = None,
+) -> tuple[str, int] | None:
     """What a key points at as of ``t_ms``: (user_id, ts_ms of the link) or None.
 
     ``history`` is in fold order (ts_ms, then arrival). With ``ad_account_id``
@@ -466,8 +533,11 @@ def _resolve(ctx: _Context, conv: Conversion, maid_key_type: str) -> tuple[str, 
         ("hashed_maids", "hashed_maid", False),
     ):
         for key in conv.ids[field_name]:
-            hit = fold(ctx.signals.get((signal_type, key), ()), t_ms,
-                       conv.ad_account_id if scoped else None)
+            hit = fold(
+                ctx.signals.get((signal_type, key), ()),
+                t_ms,
+                conv.ad_account_id if scoped else None,
+            )
             if hit is not None:
                 return (maid_key_type if field_name == "hashed_maids" else signal_type), hit[0]
     if conv.ip_ua is not None:
@@ -484,8 +554,9 @@ def _opted_out(ctx: _Context, user_id: str, t_ms: int | None) -> bool:
     return max(requests, key=lambda r: (r[0], r[1]))[2] == "opt_out"
 
 
-def _touch(ctx: _Context, conv: Conversion, user_id: str,
-           windows_days: Mapping[str, int]) -> dict[str, Any] | None:
+def _touch(
+    ctx: _Context, conv: Conversion, user_id: str, windows_days: Mapping[str, int]
+) -> dict[str, Any] | None:
     t_ms = conv.event_time * 1000
     best: dict[str, Any] | None = None
     best_key: tuple[int, int, str] | None = None
@@ -500,22 +571,39 @@ def _touch(ctx: _Context, conv: Conversion, user_id: str,
             best, best_key = e, k
     if best is None:
         return None
-    return {"engagement_id": best["engagement_id"], "campaign_id": best["campaign_id"],
-            "ad_group_id": best["ad_group_id"], "ad_id": best["ad_id"], "type": best["type"],
-            "ts_ms": best["ts_ms"]}
+    return {
+        "engagement_id": best["engagement_id"],
+        "campaign_id": best["campaign_id"],
+        "ad_group_id": best["ad_group_id"],
+        "ad_id": best["ad_id"],
+        "type": best["type"],
+        "ts_ms": best["ts_ms"],
+    }
 
 
-def attribute_one(ctx: _Context, conv: Conversion, *, pseudonym_keys: tuple[tuple[str, str], ...],
-                  windows_days: Mapping[str, int], maid_key_type: str,
-                  privacy_as_of_event_time: bool) -> dict[str, Any]:
+def attribute_one(
+    ctx: _Context,
+    conv: Conversion,
+    *,
+    pseudonym_keys: tuple[tuple[str, str], ...],
+    windows_days: Mapping[str, int],
+    maid_key_type: str,
+    privacy_as_of_event_time: bool,
+) -> dict[str, Any]:
     result: dict[str, Any] = {
-        "conversion_key": conv.key, "ad_account_id": conv.ad_account_id,
-        "event_id": conv.event_id, "event_name": conv.event_name,
-        "action_source": conv.action_source, "source": conv.source,
+        "conversion_key": conv.key,
+        "ad_account_id": conv.ad_account_id,
+        "event_id": conv.event_id,
+        "event_name": conv.event_name,
+        "action_source": conv.action_source,
+        "source": conv.source,
         "event_time": conv.event_time,
         "value": float(conv.value) if conv.value is not None else None,
         "currency": conv.currency,
-        "status": "unidentified", "unidentified_reason": None, "match": None, "touch": None,
+        "status": "unidentified",
+        "unidentified_reason": None,
+        "match": None,
+        "touch": None,
     }
     if conv.opt_out:
         result["unidentified_reason"] = "opt_out"
@@ -580,10 +668,15 @@ def reference(
         if topic != "conversions.raw":
             continue
         source, acct, conv, reason = parse_raw(
-            value, now_ms if now_ms is not None else 0, key,
-            check_key=check_key, unreadable_source=unreadable_source)
-        row = counts.setdefault(source, {"received": 0, "accepted": 0, "duplicates": 0,
-                                         "rejected": 0})
+            value,
+            now_ms if now_ms is not None else 0,
+            key,
+            check_key=check_key,
+            unreadable_source=unreadable_source,
+        )
+        row = counts.setdefault(
+            source, {"received": 0, "accepted": 0, "duplicates": 0, "rejected": 0}
+        )
         row["received"] += 1
         if conv is None:
             row["rejected"] += 1
@@ -604,17 +697,36 @@ def reference(
     reports: dict[tuple[Any, ...], dict[str, Any]] = {}
     for key, conv in latest.items():
         wins = {**DEFAULT_WINDOWS_DAYS, **((windows or {}).get(conv.ad_account_id) or {})}
-        result = attribute_one(ctx, conv, pseudonym_keys=keys, windows_days=wins,
-                               maid_key_type=maid_key_type,
-                               privacy_as_of_event_time=privacy_as_of_event_time)
+        result = attribute_one(
+            ctx,
+            conv,
+            pseudonym_keys=keys,
+            windows_days=wins,
+            maid_key_type=maid_key_type,
+            privacy_as_of_event_time=privacy_as_of_event_time,
+        )
         attributed[key] = result
         touch = result["touch"]
         if result["status"] == "attributed":
-            rid = (conv.ad_account_id, touch["campaign_id"], touch["ad_group_id"],
-                   touch["ad_id"], conv.event_name, touch["type"], utc_date(conv.event_time))
+            rid = (
+                conv.ad_account_id,
+                touch["campaign_id"],
+                touch["ad_group_id"],
+                touch["ad_id"],
+                conv.event_name,
+                touch["type"],
+                utc_date(conv.event_time),
+            )
         else:
-            rid = (conv.ad_account_id, None, None, None, conv.event_name, result["status"],
-                   utc_date(conv.event_time))
+            rid = (
+                conv.ad_account_id,
+                None,
+                None,
+                None,
+                conv.event_name,
+                result["status"],
+                utc_date(conv.event_time),
+            )
         row = reports.setdefault(rid, {"conversions": 0, "value": {}})
         row["conversions"] += 1
         if conv.value is not None and conv.currency is not None:

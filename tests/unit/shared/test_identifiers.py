@@ -20,8 +20,15 @@ def test_sha256_hex_is_lower_case_hex_of_utf8() -> None:
 
 @pytest.mark.parametrize(
     "value, ok",
-    [("a" * 64, True), ("A" * 64, False), ("a" * 63, False), ("g" * 64, False),
-     ("jane@example.com", False), (None, False), (123, False)],
+    [
+        ("a" * 64, True),
+        ("A" * 64, False),
+        ("a" * 63, False),
+        ("g" * 64, False),
+        ("jane@example.com", False),
+        (None, False),
+        (123, False),
+    ],
 )
 def test_is_sha256_hex(value: object, ok: bool) -> None:
     assert ids.is_sha256_hex(value) is ok
@@ -80,8 +87,9 @@ def test_maid_and_external_id() -> None:
 
 def test_ip_ua_hash_is_sha256_of_ip_bar_ua_unchanged() -> None:
     ua = "Mozilla/5.0 (X11; Linux x86_64)"
-    assert ids.ip_ua_hash("203.0.113.7", ua) == hashlib.sha256(
-        f"203.0.113.7|{ua}".encode()
-    ).hexdigest()
+    assert (
+        ids.ip_ua_hash("203.0.113.7", ua)
+        == hashlib.sha256(f"203.0.113.7|{ua}".encode()).hexdigest()
+    )
     assert ids.ip_ua_hash("203.0.113.7", ua) != ids.ip_ua_hash("203.0.113.7", ua.lower())
     assert ids.ip_ua_hash("a|b", "c") == ids.ip_ua_hash("a", "b|c")  # the documented formula

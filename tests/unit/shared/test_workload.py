@@ -275,9 +275,13 @@ def test_links_after_a_conversion_and_expired_sessions_occur() -> None:
                 late_links += 1
         ud = event["user_data"]
         if ud.get("client_ip_address"):
-            links = [ts for ts in history.get(
-                ("ip_ua", ip_ua_hash(ud["client_ip_address"], ud["client_user_agent"])), [])
-                if ts <= t_ms]
+            links = [
+                ts
+                for ts in history.get(
+                    ("ip_ua", ip_ua_hash(ud["client_ip_address"], ud["client_user_agent"])), []
+                )
+                if ts <= t_ms
+            ]
             if links and t_ms - max(links) <= 7 * DAY_MS:
                 valid_sessions += 1
             elif links:
@@ -292,8 +296,21 @@ def test_gen_command_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
 
     parser = argparse.ArgumentParser()
     gen.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["gen", "--conversions", "50", "--seed", "4", "--order",
-                              "conversions_first", "--now-ms", str(NOW), "--dry-run", "--json"])
+    args = parser.parse_args(
+        [
+            "gen",
+            "--conversions",
+            "50",
+            "--seed",
+            "4",
+            "--order",
+            "conversions_first",
+            "--now-ms",
+            str(NOW),
+            "--dry-run",
+            "--json",
+        ]
+    )
     assert args.func(args) == 0
     report = orjson.loads(capsys.readouterr().out)
     w = generate(4, 50, now_ms=NOW)
