@@ -374,6 +374,8 @@ class _Generator:
         # (received_at_ms, seq, Record, label fields)
         self.raw: list[tuple[int, int, Record, dict[str, Any]]] = []
         self.raw_values: set[bytes] = set()
+        self.by_account: dict[str, list[User]] | None = None
+        self.keys_used: set[str] = set()
         self.seq = 0
         self.counter: Counter[str] = Counter()
 
@@ -655,6 +657,8 @@ class _Generator:
             key = acct.encode()
         label = {"source": source, "ad_account_id": acct, **label}
         self.raw.append((received, self.next_seq(), Record(RAW, key, raw), label))
+        if label.get("conversion_key"):
+            self.keys_used.add(label["conversion_key"])
 
     def make_conversions(self) -> None:
         rng = self.rng
@@ -692,8 +696,12 @@ class _Generator:
     def pick_user(self, acct: str, unknown: bool = False) -> User | None:
         if self.rng.random() < self.f["unknown_user"] or unknown:
             return None
-        candidates = [u for u in self.users if acct in u.ad_accounts]
-        return self.rng.choice(candidates or self.users)
+        if self.by_account is None:
+            self.by_account = {}
+            for u in self.users:
+                for a in u.ad_accounts:
+                    self.by_account.setdefault(a, []).append(u)
+        return self.rng.choice(self.by_account.get(acct) or self.users)
 
     def conversion(self, unknown: bool = False) -> tuple[str, str, int, dict[str, Any], str | None]:
         rng = self.rng
@@ -889,7 +897,7 @@ class _Generator:
             source = "batch"
         key = conversion_key(acct, copy_)
         # At most one other-scope copy per original: a second would be a duplicate.
-        if any(lbl.get("conversion_key") == key for *_x, lbl in self.raw):
+        if key in self.keys_used:
             return
         received2 = self.resend_received(received, copy_["event_time"])
         self.envelope(
