@@ -140,7 +140,9 @@ async def run(args: argparse.Namespace, targets: list[tuple[str, str]]) -> Stats
             url, headers = plans[0]
             await asyncio.gather(
                 *(
-                    _post(session, url, bodies[0], headers, args.batch, Stats(), time.perf_counter())
+                    _post(
+                        session, url, bodies[0], headers, args.batch, Stats(), time.perf_counter()
+                    )
                     for _ in range(args.connections)
                 )
             )
@@ -168,7 +170,9 @@ async def run(args: argparse.Namespace, targets: list[tuple[str, str]]) -> Stats
                     await asyncio.sleep(delay)
                 url, headers = plans[k % len(plans)]
                 task = asyncio.create_task(
-                    _post(session, url, bodies[k % len(bodies)], headers, args.batch, stats, next_at)
+                    _post(
+                        session, url, bodies[k % len(bodies)], headers, args.batch, stats, next_at
+                    )
                 )
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

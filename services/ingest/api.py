@@ -470,10 +470,12 @@ class KafkaPublisher:
         await asyncio.gather(*futures)
 
     async def publish(self, topic: str, key: bytes, values: Sequence[bytes], ts_ms: int) -> None:
-        from aiokafka.errors import KafkaError
-
+        if not self.started:
+            raise PublishUnavailable("the producer is not running")
         try:
             await asyncio.wait_for(self._send(topic, key, values, ts_ms), self.timeout_s)
-        except (TimeoutError, KafkaError, OSError) as exc:
+        except PublishUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - KafkaError, timeouts, closed producer...
             log.warning("api_publish_failed", error=type(exc).__name__, records=len(values))
             raise PublishUnavailable(type(exc).__name__) from exc
