@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -60,7 +61,13 @@ def test_apply_is_idempotent_and_reports_drift(bootstrap: str, namespace: str) -
     # Someone changes a topic by hand: apply reports it, --strict fails on it.
     raw = f"{namespace}.conversions.raw"
     asyncio.run(set_retention(bootstrap, raw, 3_600_000))
-    drifted = convmesh_json("topics", "apply", "--json", env=env)
+    # The broker applies a config change through its metadata log: allow a moment.
+    deadline = time.monotonic() + 15
+    while True:
+        drifted = convmesh_json("topics", "apply", "--json", env=env)
+        if drifted["drift"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert list(drifted["drift"]) == [raw]
     assert "retention.ms" in drifted["drift"][raw][0]
     strict = convmesh("topics", "apply", "--strict", env=env)
