@@ -27,7 +27,7 @@ PRIORITY: tuple[tuple[str, str, str], ...] = (
     ("external_id", "external_id", "external_id"),
     ("em", "em", "em"),
     ("ph", "ph", "ph"),
-    ("hashed_maids", "hashed_maids", "hashed_maid"),
+    ("hashed_maid", "hashed_maids", "hashed_maid"),
     ("ip_ua", "ip_ua", "ip_ua"),
 )
 

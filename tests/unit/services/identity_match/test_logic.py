@@ -39,7 +39,7 @@ def test_slots_follow_priority_then_array_order():
     c = conv(em=["e1", "e2"], click_id="epik", ph=["p1"], ip_ua="ipua", external_id=["x1"],
              hashed_maids=["m1"])
     assert [s[0] for s in logic.slots(c)] == [
-        "click_id", "external_id", "em", "em", "ph", "hashed_maids", "ip_ua"]
+        "click_id", "external_id", "em", "em", "ph", "hashed_maid", "ip_ua"]
     assert [s[2] for s in logic.slots(c)][2:4] == ["e1", "e2"]
 
 

@@ -1,0 +1,91 @@
+"""Produce records and read topics to their end: for the demo summary, `convmesh
+report` style commands and the end-to-end tests (not for the services' hot paths)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+class Position(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+
+
+class Read(NamedTuple):
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+async def produce(
+    bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]
+) -> list[Position]:
+    """Produce (real topic, key, value) records in order; their positions, in order."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=10
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for topic, key, value in records]
+        metas = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return [Position(m.topic, m.partition, m.offset) for m in metas]
+
+
+async def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Read]:
+    """Every record of a topic from the beginning to its current end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[Read] = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while remaining and loop.time() < deadline:
+            batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
+            for tp, messages in batches.items():
+                out.extend(Read(m.partition, m.offset, m.key, m.value) for m in messages)
+                if messages and messages[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for t in described if not t["error_code"] for p in t["partitions"])
+
+
+def latest_by_key(reads: Sequence[Read]) -> dict[str, Any]:
+    """The latest decoded value per key (compacted-topic view); tombstones remove."""
+    latest: dict[str, Any] = {}
+    for read in sorted(reads, key=lambda r: (r.partition, r.offset)):
+        key = read.key.decode() if read.key is not None else ""
+        if read.value is None:
+            latest.pop(key, None)
+        else:
+            latest[key] = orjson.loads(read.value)
+    return latest
