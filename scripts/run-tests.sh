@@ -2,7 +2,7 @@
 # Runs the test suites of `make test`: unit, then integration against a Kafka
 # broker. Uses the broker that answers at KAFKA_BOOTSTRAP (or 127.0.0.1 on
 # CONVMESH_BROKER_PORT, default 9092); when none answers it starts a local one
-# in var/test-broker and stops it again on exit, whatever the outcome.
+# in var/test-broker and stops (and deletes) it on exit, whatever the outcome.
 #
 #   scripts/run-tests.sh [unit|integration|all]     (default: all)
 set -euo pipefail
@@ -18,6 +18,8 @@ stop_broker() {
   if [[ -n "$started_broker" ]]; then
     echo "run-tests: stopping the broker this run started"
     "$CONVMESH" broker stop --data-dir "$BROKER_DIR" || true
+    # Its topics were all namespaced test topics: start fresh next time.
+    rm -rf "$BROKER_DIR"
     started_broker=""
   fi
 }
@@ -36,17 +38,24 @@ run_pytest() {
 }
 
 need_broker() {
-  export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:${CONVMESH_BROKER_PORT:-9092}}"
-  if "$CONVMESH" broker status >/dev/null 2>&1; then
-    echo "run-tests: using the broker at $KAFKA_BOOTSTRAP"
+  if [[ -n "${KAFKA_BOOTSTRAP:-}" ]]; then
+    # An address the caller chose: use it or fail, never start a broker in its place.
+    if ! "$CONVMESH" broker status; then
+      echo "run-tests: KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP does not answer" >&2
+      exit 1
+    fi
     return
   fi
-  # Starting our own broker: KAFKA_BOOTSTRAP must not mark it as external.
+  local port="${CONVMESH_BROKER_PORT:-9092}"
+  export KAFKA_BOOTSTRAP="127.0.0.1:$port"
+  if "$CONVMESH" broker status >/dev/null 2>&1; then
+    echo "run-tests: using the broker that answers at $KAFKA_BOOTSTRAP"
+    return
+  fi
   echo "run-tests: no broker at $KAFKA_BOOTSTRAP; starting one in $BROKER_DIR"
-  local port="${KAFKA_BOOTSTRAP##*:}"
   started_broker=1
-  env -u KAFKA_BOOTSTRAP CONVMESH_BROKER_PORT="$port" \
-    "$CONVMESH" broker start --data-dir "$BROKER_DIR"
+  # Started as a local broker: KAFKA_BOOTSTRAP would mark it as external.
+  env -u KAFKA_BOOTSTRAP "$CONVMESH" broker start --data-dir "$BROKER_DIR"
 }
 
 failed=0

@@ -157,8 +157,9 @@ def _start_worker(settings: Settings, service: str, worker: int) -> int:
 
 def up(settings: Settings, workers: int = 1, timeout_s: float = 180.0) -> ApplyReport:
     """Broker (if needed), topics, then every worker not already running; wait ready."""
-    if workers < 1:
-        raise MeshError("--workers must be at least 1")
+    if not 1 <= workers <= 10:
+        # Worker N listens on its service's port + N; services are 10 ports apart.
+        raise MeshError("--workers must be between 1 and 10")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.joinpath(MARKER).touch()
     _ensure_broker(settings)
