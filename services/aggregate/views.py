@@ -15,12 +15,17 @@ def register(app: faust.App, settings: Settings) -> None:
     rows = app.tables["rows"]
 
     @app.page("/reports")
-    @app.table_route(table=rows, query_param="ad_account_id")
     async def reports(web: Any, request: Any) -> Any:
         try:
-            query = parse_query(dict(request.query))
+            parse_query(dict(request.query))
         except QueryError as exc:
             return web.json({"error": str(exc)}, status=400)
+        return await routed_report(web, request)
+
+    @app.table_route(table=rows, query_param="ad_account_id")
+    async def routed_report(web: Any, request: Any) -> Any:
+        """Runs on the worker that owns the account's partition (Faust forwards)."""
+        query = parse_query(dict(request.query))
         prefix = orjson.dumps([query.ad_account_id]).decode()[:-1] + ","
         found = []
         for key, raw in rows.items():
