@@ -1,0 +1,74 @@
+"""Mesh bookkeeping that needs no running service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared import mesh
+from shared.errors import MeshError
+from shared.settings import SERVICES, Settings
+
+
+def settings(tmp_path: Path, base: int = 7100) -> Settings:
+    return Settings.from_env(
+        env={"CONVMESH_DATA_DIR": str(tmp_path), "CONVMESH_WEB_PORT_BASE": str(base)}
+    )
+
+
+def test_known_workers_include_worker_0_and_pid_files(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    mesh.run_dir(s).mkdir(parents=True)
+    for name in ("dedupe-2.pid", "identity_match-1.pid", "stray.pid", "ingest-x.pid"):
+        (mesh.run_dir(s) / name).write_text("{}")
+    workers = mesh.known_workers(s)
+    assert workers[: len(SERVICES)] != []
+    assert set(workers) == {(n, 0) for n in SERVICES} | {("dedupe", 2), ("identity_match", 1)}
+    assert workers.index(("dedupe", 2)) < workers.index(("identity_match", 0))
+
+
+def test_worker_paths_and_urls(tmp_path: Path) -> None:
+    s = settings(tmp_path, base=7300)
+    assert mesh.worker_url(s, "attribute", 1) == "http://127.0.0.1:7331"
+    assert mesh.worker_pid_path(s, "ingest", 0) == tmp_path / "run" / "ingest-0.pid"
+    assert mesh.worker_log_path(s, "ingest", 0) == tmp_path / "logs" / "ingest-0.log"
+
+
+def test_status_of_a_mesh_that_never_ran(tmp_path: Path) -> None:
+    workers = mesh.status(settings(tmp_path, base=7900))
+    assert [w.name for w in workers] == list(SERVICES)
+    assert all(w.state == "stopped" and not w.ready and w.pid is None for w in workers)
+
+
+def test_stale_pid_file_shows_as_crashed(tmp_path: Path) -> None:
+    s = settings(tmp_path, base=7900)
+    mesh.run_dir(s).mkdir(parents=True)
+    # pid 1 with a start time it never had: certainly not our worker
+    mesh.worker_pid_path(s, "dedupe", 0).write_text('{"pid": 1, "start_ticks": 12345}')
+    by_name = {w.name: w for w in mesh.status(s)}
+    assert by_name["dedupe"].state == "crashed"
+    assert by_name["ingest"].state == "stopped"
+
+
+def test_purge_refuses_a_folder_convmesh_did_not_create(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("...")
+    with pytest.raises(MeshError, match="refusing"):
+        mesh.down(settings(precious), purge=True)
+    assert (precious / "thesis.tex").exists()
+
+
+def test_purge_deletes_a_convmesh_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "services" / "dedupe").mkdir(parents=True)
+    (data / mesh.MARKER).touch()
+    result = mesh.down(settings(data), purge=True)
+    assert result["purged"] and result["workers_stopped"] == 0
+    assert not data.exists()
+
+
+def test_workers_out_of_range_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(MeshError, match="between 1 and 10"):
+        mesh.up(settings(tmp_path), workers=11)
