@@ -1,19 +1,121 @@
-"""Agents of the ingest service (placeholder: consumes its input, keeps its store open)."""
+"""The ingest agent: conversions.raw -> conversions.valid | conversions.dlq.
+
+Batches come from ``stream.take_events``; every record is decoded and checked by
+the pure ``services.ingest.logic.process_raw`` (never raises). Valid messages go
+to conversions.valid keyed by conversion_key, rejects to conversions.dlq keyed by
+ad_account_id (or None). Sends are queued in input order without waiting for each
+acknowledgement (the producer keeps per-partition order, so the events of one
+conversion_key reach conversions.valid in input order); the batch waits for all
+acknowledgements before it ends, and only then does take_events ack its offsets.
+A send that fails is retried (with everything queued after it, in order) until it
+succeeds: at-least-once, redeliveries carry the same raw_ref for dedupe.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import faust
 
+from services.ingest.logic import REDACTED, Rejected, Valid, process_raw
+from services.ingest.stats import IngestStats, register_stats_view
 from shared.app import raw_topic
+from shared.logging import get_logger, message_fields
 from shared.settings import Settings
+
+log = get_logger(component="ingest-agent")
+
+RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
 def register(app: faust.App, settings: Settings) -> None:
     source = raw_topic(app, settings, "conversions.raw")
+    valid_topic = raw_topic(app, settings, "conversions.valid")
+    dlq_topic = raw_topic(app, settings, "conversions.dlq")
+    stats = IngestStats()
+    register_stats_view(app, stats)
+    app.conf.convmesh_ingest_stats = stats  # type: ignore[attr-defined]
 
     @app.agent(source, name="ingest-main")
     async def main(stream: Any) -> None:
-        async for _batch in stream.take_events(settings.batch_size, settings.batch_within_s):
-            pass
+        async for batch in stream.take_events(settings.batch_size, settings.batch_within_s):
+            sends = route_batch(batch, settings, stats, valid_topic, dlq_topic)
+            await publish(sends)
+            stats.batches += 1
+
+
+def route_batch(
+    batch: Sequence[Any], settings: Settings, stats: IngestStats, valid_topic: Any, dlq_topic: Any
+) -> list[tuple[Any, bytes | None, bytes]]:
+    """The sends of one batch, in input order: (topic, key, value)."""
+    sends: list[tuple[Any, bytes | None, bytes]] = []
+    max_bytes = settings.max_record_bytes
+    for event in batch:
+        message = event.message
+        timestamp = message.timestamp
+        outcome = process_raw(
+            message.value,
+            message.key,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            timestamp_ms=int(timestamp * 1000) if timestamp else None,
+            max_bytes=max_bytes,
+        )
+        if type(outcome) is Valid:
+            stats.count_valid(outcome.source)
+            sends.append((valid_topic, outcome.key, outcome.value))
+        else:
+            assert isinstance(outcome, Rejected)
+            stats.count_rejected(outcome.source, outcome.reason)
+            sends.append((dlq_topic, outcome.key, outcome.value))
+            fields = message_fields(message)
+            # The raw key may be anything a producer chose: log it only when it is
+            # the ad account id that the record was attributed to.
+            account = outcome.record["ad_account_id"]
+            if fields["key"] is not None and fields["key"] != account:
+                fields["key"] = REDACTED
+            log.warning(
+                "ingest_rejected",
+                reason=outcome.reason,
+                source=outcome.source,
+                ad_account_id=account,
+                **fields,
+            )
+    return sends
+
+
+async def publish(sends: list[tuple[Any, bytes | None, bytes]]) -> None:
+    """Queue every send in order, then wait for all acks; retry from the first failure."""
+    start = 0
+    attempt = 0
+    while start < len(sends):
+        futures: list[Any] = []
+        queued_error: BaseException | None = None
+        for topic, key, value in sends[start:]:
+            try:
+                futures.append(await topic.send(key=key, value=value))
+            except Exception as exc:  # noqa: BLE001 - retried below
+                queued_error = exc
+                break
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = next(
+            (i for i, r in enumerate(results) if isinstance(r, BaseException)),
+            len(results) if queued_error is not None else None,
+        )
+        if failed is None:
+            return
+        error = results[failed] if failed < len(results) else queued_error
+        delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+        log.error(
+            "ingest_send_failed",
+            error=type(error).__name__,
+            detail=str(error)[:200],
+            pending=len(sends) - start - failed,
+            retry_in_s=delay,
+        )
+        start += failed
+        attempt += 1
+        await asyncio.sleep(delay)
