@@ -75,3 +75,17 @@ class Outbox:
         pending, self._pending = self._pending, []
         if pending:
             await asyncio.gather(*pending)
+
+
+async def finish_batch(outbox: Outbox, *caches: StateCache) -> None:
+    """End a batch: outputs first, state second.
+
+    RocksDB keeps a write at once, before its changelog record or the batch's
+    offsets are committed. If state went first, a kill -9 between the state
+    write and the sends would leave a redelivered input looking "already
+    done" and its outputs lost. Outputs first means a crash can only repeat
+    outputs, which every consumer of ours treats idempotently.
+    """
+    await outbox.drain()
+    for cache in caches:
+        cache.flush()

@@ -16,7 +16,7 @@ import orjson
 
 from services.aggregate import logic
 from shared.app import raw_table, raw_topic
-from shared.batching import Outbox, StateCache
+from shared.batching import Outbox, StateCache, finish_batch
 from shared.settings import Settings
 
 
@@ -40,8 +40,7 @@ def register(app: faust.App, settings: Settings) -> Any:
                 for delta in deltas:
                     await outbox.send("reports.deltas", record["ad_account_id"], delta)
                 cache.put(message.key, last, event)
-            cache.flush()
-            await outbox.drain()
+            await finish_batch(outbox, cache)
 
     @app.agent(raw_topic(app, settings, "reports.deltas"), name="rows")
     async def rows_agent(stream: Any) -> None:
@@ -60,7 +59,6 @@ def register(app: faust.App, settings: Settings) -> Any:
             for key, row in changed.items():
                 summary = logic.summarise(key.decode(), row["members"], row["version"])
                 await outbox.send("reports.conversions", key, summary)
-            cache.flush()
-            await outbox.drain()
+            await finish_batch(outbox, cache)
 
     return rows

@@ -19,7 +19,7 @@ import orjson
 
 from services.attribute import logic
 from shared.app import raw_table, raw_topic
-from shared.batching import Outbox, StateCache
+from shared.batching import Outbox, StateCache, finish_batch
 from shared.dlq import dlq_record, raw_as_text
 from shared.errors import InvalidEvent
 from shared.inputs import decode_engagement, decode_privacy_request
@@ -94,8 +94,7 @@ def register(app: faust.App, settings: Settings) -> None:
                     )
                 logic.trim(state, now_ms)
                 cache.put(message.key, state, event)
-            cache.flush()
-            await outbox.drain()
+            await finish_batch(outbox, cache)
 
     @app.agent(raw_topic(app, settings, "attribution.results"), name="publisher")
     async def publisher(stream: Any) -> None:
@@ -122,5 +121,4 @@ def register(app: faust.App, settings: Settings) -> None:
                 )
                 await outbox.send("conversions.attributed", message.key, record)
                 cache.put(message.key, result["version"], event)
-            cache.flush()
-            await outbox.drain()
+            await finish_batch(outbox, cache)

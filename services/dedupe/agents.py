@@ -10,7 +10,7 @@ import orjson
 
 from services.dedupe.logic import Decision, decide, prune
 from shared.app import raw_table, raw_topic
-from shared.batching import Outbox, StateCache
+from shared.batching import Outbox, StateCache, finish_batch
 from shared.logging import get_logger, message_fields
 from shared.settings import Settings
 
@@ -55,11 +55,11 @@ def register(app: faust.App, settings: Settings) -> None:
                     await outbox.send("conversions.duplicates", key, audit)
                     log.info("duplicate", **message_fields(message))
                     continue
-                if outcome.decision is Decision.ACCEPTED:
-                    cache.put(key, outcome.state, event)
+                # A redelivery rewrites its state too: after a kill -9 the local
+                # store may hold a write whose changelog record never left.
+                cache.put(key, outcome.state, event)
                 await outbox.send("conversions.accepted", key, message.value)
-            cache.flush()
-            await outbox.drain()
+            await finish_batch(outbox, cache)
 
     @app.timer(SWEEP_INTERVAL_S)
     async def sweep_expired() -> None:

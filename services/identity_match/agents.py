@@ -18,7 +18,7 @@ import orjson
 
 from services.identity_match import logic
 from shared.app import raw_table, raw_topic
-from shared.batching import Outbox, StateCache
+from shared.batching import Outbox, StateCache, finish_batch
 from shared.dlq import dlq_record, raw_as_text
 from shared.errors import InvalidEvent
 from shared.inputs import decode_engagement, decode_signal
@@ -103,8 +103,7 @@ def register(app: faust.App, settings: Settings) -> None:
                     )
                 logic.prune_watchers(state, now_ms)
                 cache.put(message.key, state, event)
-            cache.flush()
-            await outbox.drain()
+            await finish_batch(outbox, cache)
 
     def watch(state: dict[str, Any], request: dict[str, Any], now_ms: int) -> tuple[str, Any]:
         name = f"{request['conversion_key']}|{request['slot']}"
@@ -144,5 +143,4 @@ def register(app: faust.App, settings: Settings) -> None:
                     for topic, send_key, value in logic.on_result(state, result, conversion_key):
                         await outbox.send(topic, send_key, value)
                 cache.put(key, state, event)
-            cache.flush()
-            await outbox.drain()
+            await finish_batch(outbox, cache)
