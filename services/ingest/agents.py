@@ -6,7 +6,9 @@ to conversions.valid keyed by conversion_key, rejects to conversions.dlq keyed b
 ad_account_id (or None). Sends are queued in input order without waiting for each
 acknowledgement (the producer keeps per-partition order, so the events of one
 conversion_key reach conversions.valid in input order); the batch waits for all
-acknowledgements before it ends, and only then does take_events ack its offsets.
+acknowledgements before it ends, and only then does take_events ack its offsets;
+a batch that does not complete (error, cancellation) never has its offsets
+committed (``hold_offsets``).
 A send that fails is retried (with everything queued after it, in order) until it
 succeeds: at-least-once, redeliveries carry the same raw_ref for dedupe.
 """
@@ -14,7 +16,7 @@ succeeds: at-least-once, redeliveries carry the same raw_ref for dedupe.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -41,9 +43,40 @@ def register(app: faust.App, settings: Settings) -> None:
     @app.agent(source, name="ingest-main")
     async def main(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_size, settings.batch_within_s):
-            sends = route_batch(batch, settings, stats, valid_topic, dlq_topic)
-            await publish(await app.maybe_start_producer(), sends)
-            stats.batches += 1
+            await process_batch(
+                batch, settings, stats, valid_topic, dlq_topic, app.maybe_start_producer
+            )
+
+
+async def process_batch(
+    batch: Sequence[Any],
+    settings: Settings,
+    stats: IngestStats,
+    valid_topic: str,
+    dlq_topic: str,
+    get_producer: Callable[[], Awaitable[Any]],
+) -> None:
+    """Route and publish one batch; if that does not complete, hold its offsets back."""
+    try:
+        sends = route_batch(batch, settings, stats, valid_topic, dlq_topic)
+        await publish(await get_producer(), sends)
+    except BaseException:
+        hold_offsets(batch)
+        raise
+    stats.batches += 1
+
+
+def hold_offsets(batch: Sequence[Any]) -> None:
+    """Keep the offsets of an unfinished batch out of every commit.
+
+    ``take_events`` acks a batch in a ``finally`` block, so also when the body
+    failed or the agent was cancelled (shutdown) in the middle of publishing. A
+    message already marked acked is skipped by the consumer's ack bookkeeping, so
+    its offset never becomes committable and the batch is redelivered on restart
+    (dedupe recognises redelivered records by raw_ref).
+    """
+    for event in batch:
+        event.message.acked = True
 
 
 Send = tuple[str, bytes | None, bytes]

@@ -8,7 +8,6 @@ from typing import Any
 
 import orjson
 import pytest
-import structlog.testing
 
 from services.ingest import agents
 from services.ingest.stats import IngestStats
@@ -28,6 +27,7 @@ class FakeMessage:
     partition: int = 0
     offset: int = 0
     timestamp: float = TS
+    acked: bool = False
 
 
 @dataclass
@@ -119,15 +119,30 @@ def test_route_batch_counts_per_source():
     assert snapshot["rejected_by_reason"] == {"invalid_json": 1, "unhashed_identifier": 1}
 
 
-def test_rejects_are_logged_with_message_fields_and_without_plaintext():
-    with structlog.testing.capture_logs() as logs:
-        route(batch((ACCOUNT.encode(), envelope("b", em=EMAIL)), (EMAIL.encode(), b"junk")))
+class RecordingLog:
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.entries.append({"event": event, **fields})
+
+    error = info = warning
+
+
+def test_rejects_are_logged_with_message_fields_and_without_plaintext(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    recorder = RecordingLog()
+    monkeypatch.setattr(agents, "log", recorder)
+    route(batch((ACCOUNT.encode(), envelope("b", em=EMAIL)), (EMAIL.encode(), b"junk")))
+    logs = recorder.entries
     rejected = [entry for entry in logs if entry["event"] == "ingest_rejected"]
     assert [(e["reason"], e["offset"], e["partition"]) for e in rejected] == [
         ("unhashed_identifier", 0, 0),
         ("invalid_json", 1, 0),
     ]
     assert rejected[0]["key"] == ACCOUNT
+    assert rejected[1]["key"] == "[redacted]"
     assert rejected[0]["topic"] == "conversions.raw"
     assert EMAIL not in repr(logs)
 
@@ -161,3 +176,26 @@ async def test_publish_retries_when_queueing_itself_fails(monkeypatch: pytest.Mo
     producer = Flaky()
     await agents.publish(producer, [("valid", b"k", b"1")])
     assert [v for _, _, v in producer.sent] == [b"1"]
+
+
+async def test_a_published_batch_is_left_for_take_events_to_ack():
+    events = batch((ACCOUNT.encode(), envelope("a")))
+    producer = FakeProducer()
+
+    async def get_producer() -> FakeProducer:
+        return producer
+
+    await agents.process_batch(events, Settings(), IngestStats(), "valid", "dlq", get_producer)
+    assert len(producer.sent) == 1
+    assert events[0].message.acked is False
+
+
+async def test_an_unfinished_batch_never_gets_its_offsets_committed():
+    events = batch((ACCOUNT.encode(), envelope("a")), (ACCOUNT.encode(), envelope("b")))
+
+    async def cancelled() -> Any:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await agents.process_batch(events, Settings(), IngestStats(), "valid", "dlq", cancelled)
+    assert all(event.message.acked for event in events)
