@@ -29,8 +29,11 @@ KAFKA_VERSION = "3.9.1"
 POM = REPO_ROOT / "broker" / "pom.xml"
 _COMPLETE = ".complete"  # written last: a half-finished download is never used
 
-# Lazy: bound on first use, after the CLI configured JSON logging to stderr.
-log = structlog.get_logger(component="broker")
+
+def log() -> structlog.typing.FilteringBoundLogger:
+    """A logger made per call: it follows the logging configuration of the moment
+    (a module-level logger would keep the output stream of its first use)."""
+    return structlog.get_logger(component="broker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,7 @@ def ensure_jars(settings: Settings) -> Path:
     if mvn is None:
         raise BrokerError("Maven (mvn) is needed once to fetch the Kafka broker jars")
     libs.parent.mkdir(parents=True, exist_ok=True)
-    log.info("fetching broker jars", version=KAFKA_VERSION, into=str(libs))
+    log().info("fetching broker jars", version=KAFKA_VERSION, into=str(libs))
     # Download next to the target, then rename: concurrent or interrupted runs
     # never leave a partial folder behind under the final name.
     staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
@@ -193,7 +196,7 @@ def _format_storage(settings: Settings, libs: Path, props: Path) -> None:
     )
     if fmt.returncode != 0:
         raise BrokerError(f"StorageTool format failed: {fmt.stdout.strip()} {fmt.stderr.strip()}")
-    log.info("formatted broker storage", cluster_id=cluster_id)
+    log().info("formatted broker storage", cluster_id=cluster_id)
 
 
 # --------------------------------------------------------------- reachability
@@ -250,14 +253,14 @@ def start(settings: Settings, timeout_s: float = 90.0) -> BrokerStatus:
     if settings.external_broker:
         if not reachable(settings.bootstrap):
             raise BrokerError(f"KAFKA_BOOTSTRAP={settings.bootstrap} does not answer")
-        log.info("external broker answers; starting nothing", bootstrap=settings.bootstrap)
+        log().info("external broker answers; starting nothing", bootstrap=settings.bootstrap)
         return status(settings)
     if running_pid(pid_path(settings)) is not None:
         _wait_until_reachable(settings, timeout_s)
         return status(settings)
     if port_open(settings.bootstrap):
         if reachable(settings.bootstrap):
-            log.warning(
+            log().warning(
                 "a broker convmesh did not start answers; using it", bootstrap=settings.bootstrap
             )
             return status(settings)
@@ -280,7 +283,7 @@ def start(settings: Settings, timeout_s: float = 90.0) -> BrokerStatus:
         env=os.environ,
         cwd=settings.broker_dir,
     )
-    log.info("broker starting", pid=pid, bootstrap=settings.bootstrap)
+    log().info("broker starting", pid=pid, bootstrap=settings.bootstrap)
     _wait_until_reachable(settings, timeout_s)
     return status(settings)
 
@@ -296,7 +299,7 @@ def _wait_until_reachable(settings: Settings, timeout_s: float) -> None:
                 + log_tail(settings.broker_dir / "logs" / "stdout.log")
             )
         if reachable(settings.bootstrap, timeout_s=3.0):
-            log.info("broker ready", seconds=round(time.monotonic() - started, 1))
+            log().info("broker ready", seconds=round(time.monotonic() - started, 1))
             return
         time.sleep(0.5)
     raise BrokerError(
@@ -312,7 +315,7 @@ def stop(settings: Settings, timeout_s: float = 30.0) -> bool:
         return False
     killed = stop_pids([pid], timeout_s)
     if killed:
-        log.warning("broker did not stop in time; killed", pid=pid, timeout_s=timeout_s)
+        log().warning("broker did not stop in time; killed", pid=pid, timeout_s=timeout_s)
     pid_path(settings).unlink(missing_ok=True)
-    log.info("broker stopped", pid=pid)
+    log().info("broker stopped", pid=pid)
     return True

@@ -29,8 +29,12 @@ from shared.procs import log_tail, running_pid, spawn_detached, stop_pids
 from shared.settings import REPO_ROOT, SERVICES, Settings
 
 MARKER = ".convmesh"  # marks a data dir as ours, so --purge never deletes anything else
-# Lazy: bound on first use, after the CLI configured JSON logging to stderr.
-log = structlog.get_logger(component="mesh")
+
+
+def log() -> structlog.typing.FilteringBoundLogger:
+    """A logger made per call: it follows the logging configuration of the moment
+    (a module-level logger would keep the output stream of its first use)."""
+    return structlog.get_logger(component="mesh")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +118,7 @@ def _ensure_broker(settings: Settings) -> None:
         broker.start(settings)  # checks the cluster answers; starts nothing
         return
     if broker.reachable(settings.bootstrap):
-        log.warning(
+        log().warning(
             "a broker convmesh did not start answers; using it", bootstrap=settings.bootstrap
         )
         return
@@ -151,7 +155,7 @@ def _start_worker(settings: Settings, service: str, worker: int) -> int:
         env=_worker_env(settings, service, worker),
         cwd=REPO_ROOT,
     )
-    log.info("worker started", service=service, worker=worker, pid=pid, port=port)
+    log().info("worker started", service=service, worker=worker, pid=pid, port=port)
     return pid
 
 
@@ -192,7 +196,7 @@ def _wait_ready(settings: Settings, wanted: list[tuple[str, int]], timeout_s: fl
                 f"not ready after {timeout_s:.0f} s: {names} (see {settings.data_dir}/logs)"
             )
         time.sleep(0.5)
-    log.info("mesh ready", workers=len(wanted), seconds=round(time.monotonic() - started, 1))
+    log().info("mesh ready", workers=len(wanted), seconds=round(time.monotonic() - started, 1))
 
 
 # ------------------------------------------------------------------------ down
@@ -211,7 +215,7 @@ def down(settings: Settings, purge: bool = False, timeout_s: float = 30.0) -> di
         _broker_flag(settings).unlink(missing_ok=True)
     if purge:
         _purge(settings.data_dir)
-    log.info("mesh down", workers=len(alive), killed=len(killed), purged=purge)
+    log().info("mesh down", workers=len(alive), killed=len(killed), purged=purge)
     return {
         "workers_stopped": len(alive),
         "killed": len(killed),

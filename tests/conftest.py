@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.broker import reachable
@@ -26,6 +28,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if INTEGRATION_DIR in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """Detach structlog from a test's captured stderr (e.g. after ``cli.main``).
+
+    ``configure_logging`` binds structlog to the ``sys.stderr`` of the moment,
+    which under ``capsys`` is a capture stream closed after that test: the next
+    test to log would fail with "I/O operation on closed file". Only the logger
+    factory changes (looked up per logger): processors stay as they are, so
+    ``structlog.testing.capture_logs`` keeps working for loggers bound earlier.
+    """
+    yield
+    structlog.configure(logger_factory=_stderr_logger, cache_logger_on_first_use=False)
+
+
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)  # the stderr of the moment, not of import
 
 
 @pytest.fixture(scope="session")
