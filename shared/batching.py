@@ -14,7 +14,11 @@ import orjson
 
 from shared.app import bind_event, raw_topic
 from shared.codec import key_bytes
+from shared.dlq import dlq_record, raw_as_text
+from shared.logging import message_fields
 from shared.settings import Settings
+
+DLQ = "conversions.dlq"
 
 
 class StateCache:
@@ -61,6 +65,7 @@ class Outbox:
     """Sends to registry topics; ``drain()`` waits until the broker has them all."""
 
     def __init__(self, app: Any, settings: Settings, *names: str) -> None:
+        names = tuple(dict.fromkeys((*names, DLQ)))  # every agent may dead-letter
         self._topics = {name: raw_topic(app, settings, name) for name in names}
         self._pending: list[Any] = []
         self.sent: dict[str, int] = dict.fromkeys(names, 0)
@@ -89,3 +94,40 @@ async def finish_batch(outbox: Outbox, *caches: StateCache) -> None:
     await outbox.drain()
     for cache in caches:
         cache.flush()
+
+
+class DeadLetterOnError:
+    """The failure policy of an agent: a message that raises is dead-lettered.
+
+    ``async with guard(event):`` around one message's processing. Any exception
+    (a record no validation anticipated, or a bug) sends the message to
+    conversions.dlq with reason ``processing_error`` and the agent goes on with
+    the next one, instead of crashing and re-reading the same record forever.
+    """
+
+    def __init__(self, outbox: Outbox, log: Any) -> None:
+        self._outbox = outbox
+        self._log = log
+        self._event: Any = None
+
+    def __call__(self, event: Any) -> DeadLetterOnError:
+        self._event = event
+        return self
+
+    async def __aenter__(self) -> DeadLetterOnError:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        message = self._event.message
+        self._log.error("processing_error", error=type(exc).__name__, **message_fields(message))
+        record = dlq_record(
+            "processing_error",
+            f"{type(exc).__name__} while processing the record",
+            message,
+            None,
+            raw_as_text(message.value),
+        )
+        await self._outbox.send(DLQ, message.key, record)
+        return True

@@ -80,12 +80,19 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
 
 
 def latest_by_key(reads: Sequence[Read]) -> dict[str, Any]:
-    """The latest decoded value per key (compacted-topic view); tombstones remove."""
+    """The latest decoded value per key (compacted-topic view); tombstones remove.
+
+    A record that is not JSON is skipped: it is nobody's result (the services
+    dead-letter such records too).
+    """
     latest: dict[str, Any] = {}
     for read in sorted(reads, key=lambda r: (r.partition, r.offset)):
-        key = read.key.decode() if read.key is not None else ""
+        key = read.key.decode("utf-8", "replace") if read.key is not None else ""
         if read.value is None:
             latest.pop(key, None)
-        else:
+            continue
+        try:
             latest[key] = orjson.loads(read.value)
+        except orjson.JSONDecodeError:
+            continue
     return latest
