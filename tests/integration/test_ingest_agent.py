@@ -90,42 +90,66 @@ def namespace() -> str:
     return f"it-ingest-{uuid.uuid4().hex[:10]}"
 
 
+class IngestProcess:
+    """``python -m services.ingest`` for one namespace; may be killed and restarted."""
+
+    def __init__(self, settings: Settings, tmp_path: Path) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.log = tmp_path / "ingest.log"
+        self.env = {
+            **os.environ,
+            "CONVMESH_NAMESPACE": settings.namespace,
+            "CONVMESH_DATA_DIR": str(tmp_path / "data"),
+            "CONVMESH_WEB_PORT": str(self.port),
+            "CONVMESH_MAX_RECORD_BYTES": str(MAX_RECORD_BYTES),
+            "CONVMESH_BATCH_WITHIN_S": "0.1",
+        }
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log_file:
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "services.ingest"],
+                    cwd=REPO_ROOT,
+                    env=self.env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit."""
+        proc = self.procs[-1]
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
 @pytest.fixture
-def ingest_service(namespace: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+def ingest_service(namespace: str, tmp_path: Path) -> Iterator[IngestProcess]:
     settings = dataclasses.replace(Settings.from_env(), namespace=namespace)
     try:
         asyncio.run(asyncio.wait_for(apply_topics(settings, replication_factor=1), 60))
     except Exception as exc:  # noqa: BLE001 - an unreachable broker fails the test
         pytest.fail(f"Kafka broker at {settings.bootstrap} unreachable: {exc!r}")
-    port = free_port()
-    log_path = tmp_path / "ingest.log"
-    env = {
-        **os.environ,
-        "CONVMESH_NAMESPACE": namespace,
-        "CONVMESH_DATA_DIR": str(tmp_path / "data"),
-        "CONVMESH_WEB_PORT": str(port),
-        "CONVMESH_MAX_RECORD_BYTES": str(MAX_RECORD_BYTES),
-        "CONVMESH_BATCH_WITHIN_S": "0.1",
-    }
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.ingest"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    service = IngestProcess(settings, tmp_path)
+    service.start()
     try:
-        yield {"settings": settings, "port": port, "log": log_path, "proc": proc}
+        yield service
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        assert proc.poll() is not None
+        service.stop_all()
+        assert all(proc.poll() is not None for proc in service.procs)
 
 
 async def produce(settings: Settings, records: list[tuple[bytes | None, bytes | None]]) -> list:
@@ -172,8 +196,8 @@ def stats(port: int) -> dict[str, Any]:
         return orjson.loads(response.read())
 
 
-async def test_ingest_routes_valid_and_invalid_records(ingest_service: dict[str, Any]):
-    settings: Settings = ingest_service["settings"]
+async def test_ingest_routes_valid_and_invalid_records(ingest_service: IngestProcess):
+    settings = ingest_service.settings
     key = ACCOUNT.encode()
     first_time = now_s() - 600
     valid_inputs: list[tuple[bytes | None, bytes | None]] = [
@@ -243,7 +267,7 @@ async def test_ingest_routes_valid_and_invalid_records(ingest_service: dict[str,
         assert record.key == expected_key
 
     # No plaintext identifier anywhere in the outputs or the service's logs.
-    log_text = ingest_service["log"].read_text(encoding="utf-8", errors="replace")
+    log_text = ingest_service.log.read_text(encoding="utf-8", errors="replace")
     outputs = b"".join((r.key or b"") + (r.value or b"") for r in [*valid_out, *dlq_out])
     for secret in SECRETS:
         assert secret.encode() not in outputs, secret
@@ -251,7 +275,7 @@ async def test_ingest_routes_valid_and_invalid_records(ingest_service: dict[str,
     assert log_text.count('"ingest_rejected"') >= len(invalid_inputs)
 
     # Per-source counters: received = valid + rejected.
-    counters = stats(ingest_service["port"])
+    counters = stats(ingest_service.port)
     totals = counters["totals"]
     assert totals == {
         "received": len(records),
@@ -259,3 +283,57 @@ async def test_ingest_routes_valid_and_invalid_records(ingest_service: dict[str,
         "rejected": len(invalid_inputs),
     }
     assert counters["by_source"]["batch"] == {"received": 1, "valid": 1, "rejected": 0}
+
+
+async def produce_fast(settings: Settings, values: list[tuple[bytes, bytes]]) -> list[Any]:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        topic = settings.topic_name("conversions.raw")
+        futures = [await producer.send(topic, key=k, value=val) for k, val in values]
+        return list(await asyncio.gather(*futures))
+    finally:
+        await producer.stop()
+
+
+async def wait_for_count(settings: Settings, name: str, count: int) -> None:
+    topic = settings.topic_name(name)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(topic, p) for p in range(registry_for(settings).topic(name).partitions)
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        deadline = time.monotonic() + TIMEOUT_S
+        while seen < count:
+            assert time.monotonic() < deadline, f"only {seen} records on {topic}"
+            batch = await consumer.getmany(timeout_ms=100)
+            seen += sum(len(msgs) for msgs in batch.values())
+    finally:
+        await consumer.stop()
+
+
+async def test_ingest_killed_mid_stream_loses_nothing(ingest_service: IngestProcess):
+    """kill -9 while batches are in flight, restart: every input reaches conversions.valid."""
+    settings = ingest_service.settings
+    total = 20_000
+    when = now_s() - 60
+    values = [
+        (ACCOUNT.encode(), envelope(event(f"kill-{i}", event_time=when))) for i in range(total)
+    ]
+    metas = await produce_fast(settings, values)
+    await wait_for_count(settings, "conversions.valid", total // 10)
+    ingest_service.kill()
+    ingest_service.start()
+
+    raw_topic = settings.topic_name("conversions.raw")
+    expected = {f"{raw_topic}:{m.partition}:{m.offset}" for m in metas}
+    out = await read_all(settings, "conversions.valid", total)
+    refs = [orjson.loads(r.value)["raw_ref"] for r in out]
+    assert set(refs) == expected
+    # At-least-once: a redelivered record is the same message again (same raw_ref).
+    assert len(refs) >= total
+    assert await read_all(settings, "conversions.dlq", 0) == []
