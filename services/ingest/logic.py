@@ -47,7 +47,7 @@ INVALID_RECEIVED_AT = "invalid_received_at_ms"
 MISSING_EVENT = "missing_event"
 KEY_MISMATCH = "key_mismatch"
 #: Safety net: a bug in this module turned into a DLQ record instead of a crash.
-INTERNAL_ERROR = "internal_error"
+PROCESSING_ERROR = "processing_error"
 
 ENVELOPE_REASONS: frozenset[str] = frozenset(
     {
@@ -61,7 +61,7 @@ ENVELOPE_REASONS: frozenset[str] = frozenset(
         INVALID_RECEIVED_AT,
         MISSING_EVENT,
         KEY_MISMATCH,
-        INTERNAL_ERROR,
+        PROCESSING_ERROR,
     }
 )
 ALL_REASONS: frozenset[str] = ENVELOPE_REASONS | v.EVENT_REASONS
@@ -115,7 +115,7 @@ def process_raw(
         return _process(value, key, topic, partition, offset, timestamp_ms, max_bytes)
     except Exception:  # noqa: BLE001 - the contract: every input yields one outcome
         return _reject(
-            InvalidEvent(INTERNAL_ERROR, "The record could not be processed."),
+            InvalidEvent(PROCESSING_ERROR, "The record could not be processed."),
             value,
             key,
             None,
