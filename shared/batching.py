@@ -105,9 +105,10 @@ class DeadLetterOnError:
     the next one, instead of crashing and re-reading the same record forever.
     """
 
-    def __init__(self, outbox: Outbox, log: Any) -> None:
+    def __init__(self, outbox: Outbox, log: Any, *, user_keyed: bool = False) -> None:
         self._outbox = outbox
         self._log = log
+        self._user_keyed = user_keyed
         self._event: Any = None
 
     def __call__(self, event: Any) -> DeadLetterOnError:
@@ -121,7 +122,8 @@ class DeadLetterOnError:
         if exc is None or not isinstance(exc, Exception):
             return False
         message = self._event.message
-        self._log.error("processing_error", error=type(exc).__name__, **message_fields(message))
+        fields = message_fields(message, user_keyed=self._user_keyed)
+        self._log.error("processing_error", error=type(exc).__name__, **fields)
         record = dlq_record(
             "processing_error",
             f"{type(exc).__name__} while processing the record",

@@ -7,6 +7,7 @@ is machine-readable JSON.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import logging.config
 import sys
@@ -95,15 +96,18 @@ def get_logger(**bound: Any) -> Any:
     return structlog.get_logger().bind(**bound)
 
 
-def message_fields(message: Any) -> dict[str, Any]:
+def message_fields(message: Any, *, user_keyed: bool = False) -> dict[str, Any]:
     """The fields every log line about a Kafka message carries.
 
-    The key is logged as-is: every topic key of convmesh is an id, a hash or a
-    conversion key, never a plaintext identifier.
+    Keys are ids, hashes or conversion keys, never plaintext identifiers. A
+    topic keyed by user id (``user_keyed``) logs the key only as a short hash:
+    user ids leave the pipeline only as pseudonyms, logs included.
     """
     key = message.key
     if isinstance(key, bytes):
         key = key.decode("utf-8", "replace")
+    if user_keyed and key is not None:
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     return {
         "topic": message.topic,
         "partition": message.partition,

@@ -51,10 +51,19 @@ def register(app: faust.App, settings: Settings) -> None:
             "version": result["version"],
         }
 
+    async def forget(outbox: Outbox, user_id: str, conversion_keys: list[str]) -> None:
+        """A deleted user: results that named them are re-published without them,
+        and each conversion's owner in identity_match scrubs the user id."""
+        scrub = {"op": "scrub", "user": pseudonym(user_id, settings.pseudonym_keys)}
+        for conversion_key in conversion_keys:
+            await outbox.send("attribution.results", conversion_key, scrub)
+            forget_msg = {"op": "forget_user", "conversion_key": conversion_key, "user_id": user_id}
+            await outbox.send("identity.answers", conversion_key, forget_msg)
+
     @app.agent(raw_topic(app, settings, *names.values()), name="users")
     async def users_agent(stream: Any) -> None:
-        outbox = Outbox(app, settings, "attribution.results", "conversions.dlq")
-        guard = DeadLetterOnError(outbox, log)
+        outbox = Outbox(app, settings, "attribution.results", "identity.answers")
+        guard = DeadLetterOnError(outbox, log, user_keyed=True)
         async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
             cache = StateCache(users)
             now_ms = int(time.time() * 1000)
@@ -71,14 +80,19 @@ def register(app: faust.App, settings: Settings) -> None:
                         else:
                             payload = orjson.loads(message.value)
                     except InvalidEvent as exc:
-                        log.warning("rejected", reason=exc.reason, **message_fields(message))
+                        fields = message_fields(message, user_keyed=True)
+                        log.warning("rejected", reason=exc.reason, **fields)
                         record = dlq_record(
                             exc.reason, exc.message, message, None, raw_as_text(message.value)
                         )
-                        await outbox.send("conversions.dlq", message.key, record)
+                        await outbox.send("conversions.dlq", None, record)
                         continue
                     user_id = message.key.decode()
                     state = cache.get(message.key, event) or logic.new_user_state()
+                    if kind == "privacy.requests" and payload["kind"] == "delete":
+                        await forget(outbox, user_id, logic.delete_user(state))
+                        cache.put(message.key, None, event)  # a tombstone in the changelog
+                        continue
                     changed: list[tuple[str, dict[str, Any]]] = []
                     if kind == "ads.engagements":
                         changed = logic.add_engagement(state, payload, windows)
@@ -110,19 +124,23 @@ def register(app: faust.App, settings: Settings) -> None:
                     message = event.message
                     result = orjson.loads(message.value)
                     last = cache.get(message.key, event)
-                    if last is not None and last >= result["version"]:
-                        continue
-                    conversion_key = message.key.decode()
-                    record = attributed_record(
-                        conversion_key,
-                        result["conv"],
-                        status=result["status"],
-                        reason=result["reason"],
-                        match=result.get("match"),
-                        touch=result.get("touch"),
-                        version=result["version"],
-                        processed_at_ms=now_ms,
-                    )
-                    await outbox.send("conversions.attributed", message.key, record)
-                    cache.put(message.key, result["version"], event)
+                    if result.get("op") == "scrub":
+                        record = logic.scrubbed(last, result["user"])
+                    elif last is None or last["version"] < result["version"]:
+                        record = attributed_record(
+                            message.key.decode(),
+                            result["conv"],
+                            status=result["status"],
+                            reason=result["reason"],
+                            match=result.get("match"),
+                            touch=result.get("touch"),
+                            version=result["version"],
+                            processed_at_ms=now_ms,
+                        )
+                    else:
+                        continue  # an older version than the one published
+                    if record is not None:
+                        record["processed_at_ms"] = now_ms
+                        await outbox.send("conversions.attributed", message.key, record)
+                        cache.put(message.key, record, event)
             await finish_batch(outbox, cache)

@@ -7,6 +7,8 @@ State per user (the ``users`` table, keyed by user_id like ads.engagements):
   match version ``mv``, attribution sequence ``seq``, the match key type and
   the signature of the last result sent (kept for the late-data horizon)
 * ``privacy``: [ts_ms, arrival, kind] of the latest privacy request
+* ``named``: every conversion key ever assigned to the user (kept past the
+  late-data horizon: a deletion must reach every result that named the user)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ ENGAGEMENT_RETENTION_MS = (60 + 67) * DAY_MS
 
 
 def new_user_state() -> dict[str, Any]:
-    return {"eng": {}, "convs": {}, "privacy": None}
+    return {"eng": {}, "convs": {}, "privacy": None, "named": []}
 
 
 def windows_ms(days: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -119,6 +121,9 @@ def assign(
     current = state["convs"].get(key)
     if current is not None and current["mv"] >= msg["mv"]:
         return None
+    named = state.setdefault("named", [])
+    if key not in named:
+        named.append(key)
     state["convs"][key] = {
         "conv": msg["conv"],
         "mv": msg["mv"],
@@ -187,3 +192,18 @@ def trim(state: dict[str, Any], now_ms: int) -> None:
     oldest = now_ms - ENGAGEMENT_RETENTION_MS
     state["eng"] = {k: v for k, v in state["eng"].items() if v[0] >= oldest}
     state["convs"] = {k: v for k, v in state["convs"].items() if v["expires_ms"] >= now_ms}
+
+
+def delete_user(state: dict[str, Any]) -> list[str]:
+    """The conversion keys a deleted user was ever assigned (to scrub downstream).
+
+    The caller drops the whole user state (a tombstone in the changelog).
+    """
+    return sorted(set(state.get("named", [])) | set(state["convs"]))
+
+
+def scrubbed(last: Mapping[str, Any] | None, user: str) -> dict[str, Any] | None:
+    """The published record re-emitted without a deleted user's pseudonym, if it named them."""
+    if last is None or not last.get("match") or last["match"].get("user") != user:
+        return None
+    return {**last, "match": {**last["match"], "user": None}, "version": last["version"] + 1}

@@ -21,7 +21,7 @@ from shared.app import raw_table, raw_topic
 from shared.batching import DeadLetterOnError, Outbox, StateCache, finish_batch
 from shared.dlq import dlq_record, raw_as_text
 from shared.errors import InvalidEvent
-from shared.inputs import decode_engagement, decode_signal
+from shared.inputs import decode_engagement, decode_privacy_request, decode_signal
 from shared.logging import get_logger, message_fields
 from shared.settings import Settings
 
@@ -30,6 +30,7 @@ def register(app: faust.App, settings: Settings) -> None:
     log = get_logger()
     keys_table = raw_table(app, settings, "keys")
     conversions = raw_table(app, settings, "conversions")
+    index_table = raw_table(app, settings, "user_index")
     names = {
         settings.topic_name(n): n
         for n in ("identity.signals", "identity.clicks", "identity.lookups")
@@ -43,7 +44,7 @@ def register(app: faust.App, settings: Settings) -> None:
     @app.agent(raw_topic(app, settings, "ads.engagements"), name="clicks")
     async def clicks(stream: Any) -> None:
         outbox = Outbox(app, settings, "identity.clicks")
-        guard = DeadLetterOnError(outbox, log)
+        guard = DeadLetterOnError(outbox, log, user_keyed=True)
         async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
             for event in events:
                 async with guard(event):
@@ -61,7 +62,7 @@ def register(app: faust.App, settings: Settings) -> None:
 
     @app.agent(keys_source, name="keys")
     async def keys(stream: Any) -> None:
-        outbox = Outbox(app, settings, "identity.answers", "conversions.dlq")
+        outbox = Outbox(app, settings, "identity.answers", "identity.user_keys")
         guard = DeadLetterOnError(outbox, log)
         async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
             cache = StateCache(keys_table)
@@ -80,6 +81,13 @@ def register(app: faust.App, settings: Settings) -> None:
                         await reject(outbox, exc, message)
                         continue
                     state = cache.get(message.key, event) or logic.new_key_state()
+                    if kind == "identity.lookups" and payload.get("op") == "forget_user":
+                        for scrub in logic.forget_user(state, payload["user_id"]):
+                            await outbox.send("identity.answers", scrub["conversion_key"], scrub)
+                        kept = state if logic.holds_links(state) else None
+                        cache.put(message.key, kept, event)
+                        continue
+                    known_users = logic.users_of(state)
                     if kind == "identity.lookups":
                         watchers = [watch(state, payload, now_ms)]
                     elif kind == "identity.signals":
@@ -90,6 +98,9 @@ def register(app: faust.App, settings: Settings) -> None:
                         if not logic.add_click(state, payload):
                             continue
                         watchers = logic.touched_watchers(state, int(payload["ts_ms"]))
+                    for user_id in logic.users_of(state) - known_users:
+                        entry = {"user_id": user_id, "key": message.key.decode()}
+                        await outbox.send("identity.user_keys", user_id, entry)
                     for _name, watcher in watchers:
                         user = logic.answer(state, watcher)
                         if kind != "identity.lookups" and user == watcher["last"]:
@@ -140,6 +151,11 @@ def register(app: faust.App, settings: Settings) -> None:
                         state["dirty"] = True
                         for identifier, request in logic.lookup_requests(state, conversion_key):
                             await outbox.send("identity.lookups", identifier, request)
+                    elif payload.get("op") == "forget_user":
+                        if state is not None:
+                            logic.forget_user_in_owner(state, payload["user_id"])
+                            cache.put(key, state, event)
+                        continue
                     else:
                         if state is None or payload["gen"] != state["gen"]:
                             continue  # an answer for a superseded acceptance
@@ -150,4 +166,37 @@ def register(app: faust.App, settings: Settings) -> None:
                         for topic, send_key, value in sends:
                             await outbox.send(topic, send_key, value)
                     cache.put(key, state, event)
+            await finish_batch(outbox, cache)
+
+    index_source = raw_topic(app, settings, "identity.user_keys", "privacy.requests")
+    user_keys_topic = settings.topic_name("identity.user_keys")
+
+    @app.agent(index_source, name="user_index")
+    async def user_index(stream: Any) -> None:
+        """user_id -> the identifiers it was seen with; a deletion forgets them all."""
+        outbox = Outbox(app, settings, "identity.lookups")
+        guard = DeadLetterOnError(outbox, log, user_keyed=True)
+        async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+            cache = StateCache(index_table)
+            for event in events:
+                async with guard(event):
+                    message = event.message
+                    known = cache.get(message.key, event) or []
+                    if message.topic == user_keys_topic:
+                        entry = orjson.loads(message.value)
+                        if entry["key"] not in known:
+                            cache.put(message.key, [*known, entry["key"]], event)
+                        continue
+                    try:
+                        request = decode_privacy_request(message.value)
+                    except InvalidEvent:
+                        continue  # attribute, the other consumer, dead-letters it once
+                    if request["kind"] != "delete":
+                        continue
+                    forget = {"op": "forget_user", "user_id": request["user_id"]}
+                    for identifier in known:
+                        await outbox.send("identity.lookups", identifier, forget)
+                    cache.put(message.key, None, event)
+                    fields = message_fields(message, user_keyed=True)
+                    log.info("user_forgotten", identifiers=len(known), **fields)
             await finish_batch(outbox, cache)

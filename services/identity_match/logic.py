@@ -261,3 +261,56 @@ def on_result(
             )
         )
     return sends
+
+
+# --------------------------------------------------------------- deletion
+
+
+def forget_user(state: dict[str, Any], user_id: str) -> list[dict[str, Any]]:
+    """Remove a deleted user's signals, clicks and answers from one identifier.
+
+    Conversions that resolved to the user through this identifier are not
+    re-matched (the contract re-emits them with ``match.user = null``); their
+    owners are told to forget the user (the returned messages).
+    """
+    state["signals"] = [s for s in state["signals"] if s[3] != user_id]
+    state["clicks"] = [c for c in state["clicks"] if c[1] != user_id]
+    scrubs = []
+    for watcher in state["watchers"].values():
+        if watcher.get("last") == user_id:
+            watcher["last"] = None
+            scrubs.append({"op": "forget_user", "conversion_key": watcher["conversion_key"],
+                           "user_id": user_id})
+    return scrubs
+
+
+def holds_links(state: dict[str, Any]) -> bool:
+    """Whether any user's signal or click remains on this identifier.
+
+    One without links is deleted whole after a deletion, watchers included:
+    the identifier itself belonged to the deleted user.
+    """
+    return bool(state["signals"] or state["clicks"])
+
+
+def forget_user_in_owner(state: dict[str, Any], user_id: str) -> None:
+    """Scrub a deleted user's id and identifiers from a conversion owner's state.
+
+    The conversion is not re-matched; the slots keep their key types (so later
+    answers still combine in priority order) but lose the identifier values.
+    """
+    state["conv"] = {**state["conv"], "ids": {}}
+    state["slots"] = [[key_type, signal_type, ""] for key_type, signal_type, _ in state["slots"]]
+    for slot, user in list(state["answers"].items()):
+        if user == user_id:
+            state["answers"][slot] = None
+    if state.get("user") == user_id:
+        state["user"] = None
+    result = state.get("result") or {}
+    if result.get("user_id") == user_id:
+        state["result"] = {**result, "user_id": None}
+
+
+def users_of(state: dict[str, Any]) -> set[str]:
+    """The users this identifier has ever been linked or clicked by (for the user index)."""
+    return {s[3] for s in state["signals"]} | {c[1] for c in state["clicks"]}

@@ -156,3 +156,20 @@ def test_chosen_touch_is_a_candidate_of_the_highest_class_present(items):
     else:
         top = max(logic.CLASS_RANK[e[1]] for e in candidates)
         assert logic.CLASS_RANK[touch["type"]] == top
+
+
+def test_deleted_user_lists_every_conversion_ever_assigned_even_past_the_horizon():
+    state = logic.new_user_state()
+    logic.assign(state, assignment("k1"), WINDOWS, expires_ms=5)
+    logic.assign(state, assignment("k2"), WINDOWS, expires_ms=2 * T_MS)
+    logic.trim(state, now_ms=10)
+    assert list(state["convs"]) == ["k2"]
+    assert logic.delete_user(state) == ["k1", "k2"]
+
+
+def test_scrub_re_emits_only_records_naming_the_user_with_a_higher_version():
+    last = {"version": 7, "match": {"key_type": "em", "user": "k0.abc"}, "status": "attributed"}
+    again = logic.scrubbed(last, "k0.abc")
+    assert again["match"] == {"key_type": "em", "user": None} and again["version"] == 8
+    assert logic.scrubbed(last, "k0.other") is None
+    assert logic.scrubbed(None, "k0.abc") is None

@@ -196,3 +196,24 @@ def test_fold_is_independent_of_arrival_order_for_distinct_timestamps(signals, r
     w = watch(event_time=0)
     w["event_time"] = 1  # 1000 ms: every signal ts (<= 20 ms) counts
     assert logic.answer(key_state(*items), w) == logic.answer(key_state(*shuffled), w)
+
+
+def test_forget_user_drops_their_links_and_tells_owners_without_rematching():
+    state = key_state(signal(1, user="gone"), signal(2, user="stays", key_type="ph"))
+    logic.add_click(state, {"ts_ms": 1, "user_id": "gone", "engagement_id": "e1"})
+    state["watchers"]["k|0"] = {"conversion_key": "k", "last": "gone"}
+    scrubs = logic.forget_user(state, "gone")
+    assert scrubs == [{"op": "forget_user", "conversion_key": "k", "user_id": "gone"}]
+    assert logic.users_of(state) == {"stays"} and logic.holds_links(state)
+    assert state["watchers"]["k|0"]["last"] is None
+    lonely = key_state(signal(1, user="gone"))
+    logic.forget_user(lonely, "gone")
+    assert not logic.holds_links(lonely)
+
+
+def test_owner_forgets_user_id_and_identifiers_but_keeps_its_result():
+    state = owner(conv(em=["e1"], ph=["p1"]), {"0": "gone", "1": "gone"})
+    logic.on_result(state, logic.combine(state), "k")
+    logic.forget_user_in_owner(state, "gone")
+    assert "gone" not in str(state) and "e1" not in str(state)
+    assert state["result"]["key_type"] == "em" and len(state["slots"]) == 2

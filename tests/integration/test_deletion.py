@@ -1,0 +1,129 @@
+"""A `delete` privacy request reaches every store (contract: Deletion).
+
+After it is processed no service's state holds the user's id, identifiers or
+engagements (the changelogs' latest records), and every conversions.attributed
+record that named the user is re-emitted with ``match.user = null``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+
+from shared.identifiers import hash_email
+from shared.privacy import pseudonym
+from shared.registry_access import registry_for
+from shared.settings import SERVICES, Settings
+from shared.topic_io import latest_by_key, produce, read_all
+from tests.integration.test_pipeline import mesh  # noqa: F401  (the fixture)
+
+ACCOUNT = "549755885175"
+DELETED, KEPT = "u-deleted-17", "u-kept-18"
+
+
+def envelope(event_id: str, event_time: int, user_data: dict) -> bytes:
+    return orjson.dumps({
+        "ad_account_id": ACCOUNT, "source": "api", "received_at_ms": event_time * 1000,
+        "event": {"event_name": "checkout", "action_source": "web", "event_time": event_time,
+                  "event_id": event_id, "user_data": user_data,
+                  "custom_data": {"currency": "USD", "value": "12.50"}},
+    })
+
+
+def engagement(eid: str, user: str, ts_ms: int, click_id: str | None) -> bytes:
+    return orjson.dumps({
+        "engagement_id": eid, "user_id": user, "ad_account_id": ACCOUNT, "campaign_id": "c-1",
+        "ad_group_id": "g-1", "ad_id": "a-1", "type": "click", "ts_ms": ts_ms,
+        "click_id": click_id,
+    })
+
+
+def link(user: str, key: str, ts_ms: int) -> bytes:
+    return orjson.dumps({"user_id": user, "key_type": "em", "key": key, "ad_account_id": None,
+                         "op": "link", "ts_ms": ts_ms})
+
+
+async def latest(bootstrap: str, topic: str) -> dict:
+    return latest_by_key(await read_all(bootstrap, topic))
+
+
+async def wait_until(check, timeout_s: float = 120.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(1.0)
+
+
+async def scenario(bootstrap: str, ns: str) -> None:
+    now = int(time.time())
+    now_ms = now * 1000
+    em_deleted, em_kept = hash_email("gone@example.com"), hash_email("stays@example.com")
+    other_em = hash_email("nobody@example.com")
+    t = lambda name: f"{ns}.{name}"  # noqa: E731
+    await produce(bootstrap, [
+        (t("identity.signals"), em_deleted.encode(), link(DELETED, em_deleted, now_ms - 900_000)),
+        (t("identity.signals"), em_kept.encode(), link(KEPT, em_kept, now_ms - 900_000)),
+        (t("ads.engagements"), DELETED.encode(),
+         engagement("e-1", DELETED, (now - 800) * 1000, "epik-del")),
+        (t("ads.engagements"), KEPT.encode(), engagement("e-2", KEPT, (now - 800) * 1000, None)),
+    ])
+    await asyncio.sleep(3)
+    await produce(bootstrap, [
+        (t("conversions.raw"), ACCOUNT.encode(),
+         envelope("by-email", now - 100, {"em": [em_deleted]})),
+        (t("conversions.raw"), ACCOUNT.encode(),
+         envelope("by-click", now - 100, {"em": [other_em], "click_id": "epik-del"})),
+        (t("conversions.raw"), ACCOUNT.encode(), envelope("kept", now - 100, {"em": [em_kept]})),
+    ])
+    keys = {f"{ACCOUNT}:checkout:{e}:online" for e in ("by-email", "by-click", "kept")}
+
+    async def attributed():
+        out = await latest(bootstrap, t("conversions.attributed"))
+        return out if keys <= set(out) and all(out[k]["match"] for k in keys) else None
+
+    before = await wait_until(attributed)
+    assert before, "the three conversions were not attributed in time"
+    keys_ = Settings().pseudonym_keys
+    by_email = before[f"{ACCOUNT}:checkout:by-email:online"]
+    assert by_email["match"]["user"] == pseudonym(DELETED, keys_)
+    assert before[f"{ACCOUNT}:checkout:by-click:online"]["match"]["key_type"] == "click_id"
+
+    await produce(bootstrap, [(t("privacy.requests"), DELETED.encode(), orjson.dumps(
+        {"request_id": "r-1", "user_id": DELETED, "kind": "delete", "ts_ms": now * 1000}))])
+
+    async def scrubbed():
+        out = await latest(bootstrap, t("conversions.attributed"))
+        named = [out[k] for k in keys if "kept" not in k]
+        return out if all(r["match"]["user"] is None for r in named) else None
+
+    after = await wait_until(scrubbed)
+    assert after, "the deleted user's results were not re-emitted without them"
+    for key in keys - {f"{ACCOUNT}:checkout:kept:online"}:
+        assert after[key]["version"] > before[key]["version"]
+        assert after[key]["status"] == before[key]["status"]
+        assert after[key]["match"]["key_type"] == before[key]["match"]["key_type"]
+    assert after[f"{ACCOUNT}:checkout:kept:online"] == before[f"{ACCOUNT}:checkout:kept:online"]
+
+    async def no_state_names_the_user():
+        changelogs = []
+        for service in SERVICES:
+            settings = Settings(service=service, namespace=ns)
+            for spec in registry_for(settings).tables_of(service):
+                changelogs.append(spec.changelog_name(settings.app_id))
+        found = []
+        for topic in changelogs:
+            for key, value in (await latest(bootstrap, topic)).items():
+                text = key + orjson.dumps(value).decode()
+                if DELETED in text or em_deleted in text or "epik-del" in text:
+                    found.append(topic)
+        return None if found else True
+
+    assert await wait_until(no_state_names_the_user, 60), "a changelog still names the user"
+
+
+def test_delete_request_reaches_every_store(bootstrap: str, namespace: str, mesh) -> None:  # noqa: F811
+    asyncio.run(scenario(bootstrap, namespace))
