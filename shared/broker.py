@@ -22,7 +22,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.errors import BrokerError
-from shared.procs import log_tail, running_pid, spawn_detached, stop_pids
+from shared.procs import claim_data_dir, log_tail, running_pid, spawn_detached, stop_pids
 from shared.settings import REPO_ROOT, Settings
 
 KAFKA_VERSION = "3.9.1"
@@ -272,10 +272,10 @@ def start(settings: Settings, timeout_s: float = 90.0) -> BrokerStatus:
         raise BrokerError(
             f"controller port {settings.controller_port} is taken; set CONVMESH_CONTROLLER_PORT"
         )
+    claim_data_dir(settings.data_dir)
     libs = ensure_jars(settings)
     props = _write_config(settings)
     _format_storage(settings, libs, props)
-    settings.data_dir.joinpath(".convmesh").touch()
     pid = spawn_detached(
         _java(settings, libs, "kafka.Kafka", str(props)),
         pid_path=pid_path(settings),

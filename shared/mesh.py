@@ -25,10 +25,17 @@ import structlog
 from shared import broker
 from shared.admin import ApplyReport, apply_topics
 from shared.errors import MeshError
-from shared.procs import log_tail, running_pid, spawn_detached, stop_pids
+from shared.procs import (
+    DATA_DIR_MARKER,
+    claim_data_dir,
+    log_tail,
+    running_pid,
+    spawn_detached,
+    stop_pids,
+)
 from shared.settings import REPO_ROOT, SERVICES, Settings
 
-MARKER = ".convmesh"  # marks a data dir as ours, so --purge never deletes anything else
+MARKER = DATA_DIR_MARKER
 
 
 def log() -> structlog.typing.FilteringBoundLogger:
@@ -164,8 +171,7 @@ def up(settings: Settings, workers: int = 1, timeout_s: float = 180.0) -> ApplyR
     if not 1 <= workers <= 10:
         # Worker N listens on its service's port + N; services are 10 ports apart.
         raise MeshError("--workers must be between 1 and 10")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.data_dir.joinpath(MARKER).touch()
+    claim_data_dir(settings.data_dir)
     _ensure_broker(settings)
     report = asyncio.run(apply_topics(settings))
     wanted = [(s, w) for s in SERVICES for w in range(workers)]

@@ -18,6 +18,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.errors import ConvmeshError
+
+#: Marks a data dir as convmesh's, so that `down --purge` never deletes anything else.
+DATA_DIR_MARKER = ".convmesh"
+
+
+def claim_data_dir(data_dir: Path) -> None:
+    """Create (or adopt) a data dir; refuse a non-empty folder that is not ours."""
+    marker = data_dir / DATA_DIR_MARKER
+    if data_dir.exists() and not marker.exists() and any(data_dir.iterdir()):
+        raise ConvmeshError(
+            f"{data_dir} is not empty and not a convmesh data dir; choose another --data-dir"
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
 
 @dataclass(frozen=True, slots=True)
 class PidRecord:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from shared import mesh
-from shared.errors import MeshError
+from shared.errors import ConvmeshError, MeshError
+from shared.procs import claim_data_dir
 from shared.settings import SERVICES, Settings
 
 
@@ -72,3 +73,22 @@ def test_purge_deletes_a_convmesh_data_dir(tmp_path: Path) -> None:
 def test_workers_out_of_range_are_refused(tmp_path: Path) -> None:
     with pytest.raises(MeshError, match="between 1 and 10"):
         mesh.up(settings(tmp_path), workers=11)
+
+
+def test_up_refuses_a_non_empty_folder_convmesh_did_not_create(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConvmeshError, match="not a convmesh data dir"):
+        mesh.up(settings(tmp_path))
+    assert not (tmp_path / mesh.MARKER).exists()
+
+
+def test_claim_creates_and_adopts_data_dirs(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh" / "var"
+    claim_data_dir(fresh)
+    assert (fresh / mesh.MARKER).exists()
+    (fresh / "logs").mkdir()
+    claim_data_dir(fresh)  # ours already: fine when not empty
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    claim_data_dir(empty)
+    assert (empty / mesh.MARKER).exists()
