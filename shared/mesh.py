@@ -148,13 +148,22 @@ def _worker_env(settings: Settings, service: str, worker: int) -> dict[str, str]
     return env
 
 
-def _start_worker(settings: Settings, service: str, worker: int) -> int:
-    port = settings.service_base_port(service) + worker
-    if broker.port_open(f"{settings.web_host}:{port}", timeout_s=0.5):
+def _check_ports_free(settings: Settings, workers: list[tuple[str, int]]) -> None:
+    """Fail before starting anything when a web port is taken by someone else."""
+    taken = [
+        f"{s}-{w} ({settings.service_base_port(s) + w})"
+        for s, w in workers
+        if broker.port_open(f"{settings.web_host}:{settings.service_base_port(s) + w}", 0.5)
+    ]
+    if taken:
         raise MeshError(
-            f"port {port} for {service}-{worker} is taken by another process; "
+            f"web ports taken by other processes: {', '.join(taken)}; "
             "set CONVMESH_WEB_PORT_BASE to run on other ports"
         )
+
+
+def _start_worker(settings: Settings, service: str, worker: int) -> int:
+    port = settings.service_base_port(service) + worker
     pid = spawn_detached(
         [sys.executable, "-m", f"services.{service}"],
         pid_path=worker_pid_path(settings, service, worker),
@@ -175,9 +184,10 @@ def up(settings: Settings, workers: int = 1, timeout_s: float = 180.0) -> ApplyR
     _ensure_broker(settings)
     report = asyncio.run(apply_topics(settings))
     wanted = [(s, w) for s in SERVICES for w in range(workers)]
-    for service, worker in wanted:
-        if running_pid(worker_pid_path(settings, service, worker)) is None:
-            _start_worker(settings, service, worker)
+    missing = [(s, w) for s, w in wanted if running_pid(worker_pid_path(settings, s, w)) is None]
+    _check_ports_free(settings, missing)
+    for service, worker in missing:
+        _start_worker(settings, service, worker)
     _wait_ready(settings, wanted, timeout_s)
     return report
 

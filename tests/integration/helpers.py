@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -57,9 +58,15 @@ def free_port() -> int:
 
 
 def free_web_port_base(start: int = 7100, workers: int = 1) -> int:
-    """A port base whose five services' ports (base + offset + worker) are all free."""
+    """A port base whose five services' ports (base + offset + worker) are all free.
+
+    Candidates are tried in random order: several test runs on one machine (other
+    engineers, CI) would otherwise all race for the same first free base.
+    """
     offsets = [p - 6100 for p in BASE_WEB_PORTS.values()]
-    for base in range(start, start + 2000, 100):
+    candidates = list(range(start, start + 2000, 100))
+    random.shuffle(candidates)
+    for base in candidates:
         if all(port_free(base + o + w) for o in offsets for w in range(workers)):
             return base
     raise RuntimeError("no free web port base found")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from shared import mesh
+from shared.admin import ApplyReport
 from shared.errors import ConvmeshError, MeshError
 from shared.procs import claim_data_dir
 from shared.settings import SERVICES, Settings
@@ -92,3 +94,22 @@ def test_claim_creates_and_adopts_data_dirs(tmp_path: Path) -> None:
     empty.mkdir()
     claim_data_dir(empty)
     assert (empty / mesh.MARKER).exists()
+
+
+def test_up_starts_nothing_when_a_web_port_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_topics(*args: object, **kwargs: object) -> ApplyReport:
+        return ApplyReport()
+
+    monkeypatch.setattr(mesh, "_ensure_broker", lambda settings: None)
+    monkeypatch.setattr(mesh, "apply_topics", no_topics)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        # The port of attribute (base + 30) is taken; ingest and dedupe come first.
+        s = settings(tmp_path / "data", base=port - 30)
+        with pytest.raises(MeshError, match=f"attribute-0 \\({port}\\)"):
+            mesh.up(s)
+    assert list(mesh.run_dir(s).glob("*.pid")) == []
