@@ -218,7 +218,9 @@ def main() -> int:
         targets = [(ad_accounts[0], args.token)]
     else:
         parser.error("give --token with one --ad-account, or --create-token")
+    cpu_before = time.process_time()
     stats = asyncio.run(run(args, targets))
+    client_cpu_s = time.process_time() - cpu_before
     elapsed = stats.elapsed  # type: ignore[attr-defined]
     lat = stats.latencies_ms
     result = {
@@ -230,6 +232,7 @@ def main() -> int:
         "statuses": dict(stats.statuses),
         "client_errors": dict(stats.errors),
         "events_accepted_per_s": round(stats.events_accepted / elapsed, 1),
+        "client_cpu_s": round(client_cpu_s, 1),
         "latency_ms": {
             "p50": round(percentile(lat, 50), 2),
             "p90": round(percentile(lat, 90), 2),

@@ -39,7 +39,7 @@ async def run(args: argparse.Namespace) -> dict:
         ]
         for r in range(32)
     ]
-    publisher = KafkaPublisher(settings)
+    publisher = KafkaPublisher(settings, producers=args.producers)
     await publisher.start()
     latencies: list[float] = []
     sent = 0
@@ -67,6 +67,7 @@ async def run(args: argparse.Namespace) -> dict:
     return {
         "mode": "bare producer (KafkaPublisher, acks=all, idempotent, batch per request)",
         "concurrency": args.concurrency,
+        "producers": args.producers,
         "batch": args.batch,
         "record_bytes": len(requests[0][0]),
         "duration_s": round(elapsed, 2),
@@ -85,6 +86,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--producers", type=int, default=4, help="KafkaPublisher pool size")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args))))
     return 0

@@ -410,37 +410,61 @@ class KafkaPublisher:
     not at all. A larger request is split into several batches: a failure between them can
     leave a prefix stored while the answer is 503; a retry of the whole request is then
     absorbed by downstream deduplication (first accepted event wins).
+
+    A request is published by the least busy producer of a small pool (``producers``):
+    aiokafka sends one produce request at a time per broker connection, so with a single
+    producer all requests of a worker would wait for each other's broker round trips.
     """
 
-    def __init__(self, settings: Settings, *, max_batch_bytes: int = 1_000_000) -> None:
+    def __init__(
+        self, settings: Settings, *, max_batch_bytes: int = 1_000_000, producers: int = 4
+    ) -> None:
         self.settings = settings
         self.timeout_s = settings.api_publish_timeout_s
         self.max_batch_bytes = max_batch_bytes
-        self.producer: Any = None
+        self.pool_size = max(1, producers)
+        #: aiokafka keeps one produce request in flight per broker connection and one
+        #: queued batch per partition, so one producer publishes one request's batch per
+        #: broker round trip for a partition; a small pool keeps several in flight.
+        self.pool: list[Any] = []
+        self._busy: list[int] = []
         self._partitions: dict[str, list[int]] = {}
         self.started = False
 
+    @property
+    def producer(self) -> Any:
+        return self.pool[0] if self.pool else None
+
+    @producer.setter
+    def producer(self, value: Any) -> None:
+        self.pool = [value]
+        self._busy = [0]
+
     async def start(self) -> None:
-        """Create (inside the running loop, as aiokafka requires) and start the producer."""
+        """Create (inside the running loop, as aiokafka requires) and start the producers."""
         from aiokafka import AIOKafkaProducer
 
         max_batch_bytes = self.max_batch_bytes
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            max_batch_size=max_batch_bytes,
-            max_request_size=max(1_048_576, max_batch_bytes + 65_536),
-            request_timeout_ms=int(self.timeout_s * 1000),
-            linger_ms=0,
-        )
-        await self.producer.start()
+        for _ in range(self.pool_size):
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                max_batch_size=max_batch_bytes,
+                max_request_size=max(1_048_576, max_batch_bytes + 65_536),
+                request_timeout_ms=int(self.timeout_s * 1000),
+                linger_ms=0,
+            )
+            await producer.start()
+            self.pool.append(producer)
+            self._busy.append(0)
         self.started = True
 
     async def stop(self) -> None:
         if self.started:
             self.started = False
-            await self.producer.stop()
+            for producer in self.pool:
+                await producer.stop()
 
     async def _partition_of(self, topic: str, key: bytes) -> int:
         from aiokafka.partitioner import murmur2
@@ -453,20 +477,30 @@ class KafkaPublisher:
         return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
     async def _send(self, topic: str, key: bytes, values: Sequence[bytes], ts_ms: int) -> None:
+        index = min(range(len(self.pool)), key=self._busy.__getitem__)
+        self._busy[index] += 1
+        try:
+            await self._send_with(self.pool[index], topic, key, values, ts_ms)
+        finally:
+            self._busy[index] -= 1
+
+    async def _send_with(
+        self, producer: Any, topic: str, key: bytes, values: Sequence[bytes], ts_ms: int
+    ) -> None:
         partition = await self._partition_of(topic, key)
         batches = []
-        batch = self.producer.create_batch()
+        batch = producer.create_batch()
         for value in values:
             if batch.append(key=key, value=value, timestamp=ts_ms) is None:
                 batches.append(batch)
-                batch = self.producer.create_batch()
+                batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=ts_ms) is None:
                     raise PublishUnavailable("a record does not fit in an empty batch")
         batches.append(batch)
         futures = []
         for b in batches:
             b.close()
-            futures.append(await self.producer.send_batch(b, topic, partition=partition))
+            futures.append(await producer.send_batch(b, topic, partition=partition))
         await asyncio.gather(*futures)
 
     async def publish(self, topic: str, key: bytes, values: Sequence[bytes], ts_ms: int) -> None:
