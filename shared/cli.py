@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "demo",
     "tokens",  # create, revoke, list (Conversions API tokens)
     "gen",  # generate a workload and produce it to the input topics
+    "accounts",  # per ad account settings (attribution windows)
 ]
 
 

@@ -20,6 +20,7 @@ import orjson
 from services.attribute import logic
 from shared.app import raw_table, raw_topic
 from shared.batching import DeadLetterOnError, Outbox, StateCache, finish_batch
+from shared.compacted_view import CompactedView
 from shared.dlq import dlq_record, raw_as_text
 from shared.errors import InvalidEvent
 from shared.inputs import decode_engagement, decode_privacy_request
@@ -33,7 +34,16 @@ def register(app: faust.App, settings: Settings) -> None:
     log = get_logger()
     users = raw_table(app, settings, "users")
     published = raw_table(app, settings, "published")
-    windows = logic.windows_ms()
+    accounts = CompactedView(
+        settings.bootstrap, settings.topic_name("accounts.settings"), logic.parse_account_settings
+    )
+
+    def windows(ad_account_id: str) -> Any:
+        return accounts.get(ad_account_id) or logic.DEFAULT_WINDOWS_MS
+
+    @app.task
+    async def follow_account_settings() -> None:
+        await accounts.run()
     names = {
         settings.topic_name(n): n
         for n in ("ads.engagements", "attribution.assignments", "privacy.requests")
@@ -64,6 +74,7 @@ def register(app: faust.App, settings: Settings) -> None:
     async def users_agent(stream: Any) -> None:
         outbox = Outbox(app, settings, "attribution.results", "identity.answers")
         guard = DeadLetterOnError(outbox, log, user_keyed=True)
+        await accounts.ready.wait()  # never attribute with windows not yet read
         async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
             cache = StateCache(users)
             now_ms = int(time.time() * 1000)

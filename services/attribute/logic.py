@@ -13,8 +13,10 @@ State per user (the ``users`` table, keyed by user_id like ads.engagements):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import orjson
 
 DAY_MS = 86_400_000
 DEFAULT_WINDOWS_DAYS: Mapping[str, int] = {"click": 30, "engagement": 30, "view": 1}
@@ -26,16 +28,28 @@ VERSION_STRIDE = 1_000_000
 ENGAGEMENT_RETENTION_MS = (60 + 67) * DAY_MS
 
 
+#: The attribution windows (ms per class) of an ad account.
+WindowsOf = Callable[[str], Mapping[str, int]]
+
+
+def default_windows(_ad_account_id: str) -> Mapping[str, int]:
+    return DEFAULT_WINDOWS_MS
+
+
 def new_user_state() -> dict[str, Any]:
     return {"eng": {}, "convs": {}, "privacy": None, "named": []}
 
 
 def windows_ms(days: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Windows in ms from days per class (missing classes take the defaults)."""
     days = dict(DEFAULT_WINDOWS_DAYS, **(days or {}))
     for kind, value in days.items():
         if value not in ALLOWED_WINDOW_DAYS:
             raise ValueError(f"window for {kind} must be one of {sorted(ALLOWED_WINDOW_DAYS)}")
     return {kind: value * DAY_MS for kind, value in days.items()}
+
+
+DEFAULT_WINDOWS_MS: Mapping[str, int] = windows_ms()
 
 
 def is_candidate(
@@ -80,12 +94,13 @@ def user_opted_out(state: Mapping[str, Any]) -> bool:
 
 
 def evaluate(
-    state: Mapping[str, Any], entry: Mapping[str, Any], windows: Mapping[str, int]
+    state: Mapping[str, Any], entry: Mapping[str, Any], windows_of: WindowsOf
 ) -> dict[str, Any]:
     """The result of one assigned conversion under the user's current state."""
     conv = entry["conv"]
     if user_opted_out(state):
         return {"status": "unidentified", "reason": "user_opt_out", "touch": None}
+    windows = windows_of(conv["ad_account_id"])
     touch = best_touch(state["eng"], conv["ad_account_id"], conv["event_time"], windows)
     return {"status": "attributed" if touch else "unattributed", "reason": None, "touch": touch}
 
@@ -96,11 +111,11 @@ def _signature(result: Mapping[str, Any]) -> list[Any]:
 
 
 def refresh(
-    state: dict[str, Any], conversion_key: str, windows: Mapping[str, int], force: bool = False
+    state: dict[str, Any], conversion_key: str, windows_of: WindowsOf, force: bool = False
 ) -> dict[str, Any] | None:
     """Re-evaluate one conversion; return its new result (with version) if it changed."""
     entry = state["convs"][conversion_key]
-    result = evaluate(state, entry, windows)
+    result = evaluate(state, entry, windows_of)
     signature = _signature(result)
     if not force and signature == entry.get("sig"):
         return None
@@ -114,7 +129,7 @@ def refresh(
 
 
 def assign(
-    state: dict[str, Any], msg: Mapping[str, Any], windows: Mapping[str, int], expires_ms: int
+    state: dict[str, Any], msg: Mapping[str, Any], windows_of: WindowsOf, expires_ms: int
 ) -> dict[str, Any] | None:
     """A conversion joins this user; None if the assignment is stale or repeated."""
     key = msg["conversion_key"]
@@ -132,7 +147,7 @@ def assign(
         "sig": None,
         "expires_ms": expires_ms,
     }
-    return refresh(state, key, windows, force=True)
+    return refresh(state, key, windows_of, force=True)
 
 
 def retract(state: dict[str, Any], msg: Mapping[str, Any]) -> None:
@@ -143,7 +158,7 @@ def retract(state: dict[str, Any], msg: Mapping[str, Any]) -> None:
 
 
 def add_engagement(
-    state: dict[str, Any], eng: Mapping[str, Any], windows: Mapping[str, int]
+    state: dict[str, Any], eng: Mapping[str, Any], windows_of: WindowsOf
 ) -> list[tuple[str, dict[str, Any]]]:
     """Record an engagement; re-attribute the user's conversions it may change."""
     engagement_id = str(eng["engagement_id"])
@@ -158,18 +173,19 @@ def add_engagement(
         eng.get("ad_id"),
     ]
     state["eng"][engagement_id] = row
+    windows = windows_of(row[2])
     changed = []
     for key, entry in state["convs"].items():
         conv = entry["conv"]
         if is_candidate(row, conv["ad_account_id"], conv["event_time"], windows):
-            result = refresh(state, key, windows)
+            result = refresh(state, key, windows_of)
             if result is not None:
                 changed.append((key, result))
     return changed
 
 
 def add_privacy_request(
-    state: dict[str, Any], request: Mapping[str, Any], arrival: int, windows: Mapping[str, int]
+    state: dict[str, Any], request: Mapping[str, Any], arrival: int, windows_of: WindowsOf
 ) -> list[tuple[str, dict[str, Any]]]:
     """Keep the latest request by ts_ms (ties: arrival) and re-evaluate on change."""
     if request.get("kind") not in ("opt_out", "opt_in"):
@@ -181,7 +197,7 @@ def add_privacy_request(
     state["privacy"] = new
     changed = []
     for key in list(state["convs"]):
-        result = refresh(state, key, windows)
+        result = refresh(state, key, windows_of)
         if result is not None:
             changed.append((key, result))
     return changed
@@ -207,3 +223,12 @@ def scrubbed(last: Mapping[str, Any] | None, user: str) -> dict[str, Any] | None
     if last is None or not last.get("match") or last["match"].get("user") != user:
         return None
     return {**last, "match": {**last["match"], "user": None}, "version": last["version"] + 1}
+
+
+def parse_account_settings(raw: bytes) -> Mapping[str, int]:
+    """An accounts.settings value -> the account's windows in ms (ValueError if invalid)."""
+    doc = orjson.loads(raw)
+    days = doc.get("windows") if isinstance(doc, dict) else None
+    if not isinstance(days, dict) or not set(days) <= set(DEFAULT_WINDOWS_DAYS):
+        raise ValueError("windows must map click / engagement / view to days")
+    return windows_ms(days)

@@ -99,10 +99,16 @@ async def wait_for_keys(bootstrap: str, namespace: str, count: int) -> None:
     raise AssertionError(f"only {len(out)} of {count} conversions were processed in time")
 
 
-async def run_order(bootstrap: str, namespace: str, order: str) -> None:
+async def run_order(bootstrap: str, namespace: str, order: str, env: dict[str, str]) -> None:
     workload = generate(seed=7, conversions=CONVERSIONS)
     records = workload.ordered(order)
-    expected = reference(records, now_ms=workload.now_ms)
+    # One ad account chooses its own windows (views off, a 7-day click window).
+    account = workload.ad_accounts[0].ad_account_id
+    windows = {account: {"click": 7, "engagement": 14, "view": 0}}
+    chosen = convmesh("accounts", "set-windows", "--ad-account", account, "--click", "7",
+                      "--engagement", "14", "--view", "0", env=env)
+    assert chosen.returncode == 0, chosen.stderr
+    expected = reference(records, now_ms=workload.now_ms, windows=windows)
     context = [(real(namespace, r.topic), r.key, r.value) for r in records if r.topic != RAW]
     raws = [(real(namespace, r.topic), r.key, r.value) for r in records if r.topic == RAW]
     started = time.monotonic()
@@ -148,11 +154,11 @@ async def run_order(bootstrap: str, namespace: str, order: str) -> None:
 
 
 def test_context_first_gives_exact_results(bootstrap: str, namespace: str, mesh) -> None:
-    asyncio.run(run_order(bootstrap, namespace, "context_first"))
+    asyncio.run(run_order(bootstrap, namespace, "context_first", mesh))
 
 
 def test_conversions_first_gives_exact_results(bootstrap: str, namespace: str, mesh) -> None:
-    asyncio.run(run_order(bootstrap, namespace, "conversions_first"))
+    asyncio.run(run_order(bootstrap, namespace, "conversions_first", mesh))
 
 
 def test_kill_9_of_every_stateful_worker_mid_stream_stays_exact(

@@ -11,6 +11,10 @@ T_MS = T * 1000
 WINDOWS = logic.windows_ms()
 
 
+def windows_of(_ad_account_id):
+    return WINDOWS
+
+
 def eng(eid, ts_ms, kind="click", account="1"):
     return {"engagement_id": eid, "user_id": "u1", "ad_account_id": account,
             "campaign_id": f"c-{eid}", "ad_group_id": f"g-{eid}", "ad_id": f"a-{eid}",
@@ -20,7 +24,7 @@ def eng(eid, ts_ms, kind="click", account="1"):
 def engagements(*items):
     state = logic.new_user_state()
     for item in items:
-        logic.add_engagement(state, item, WINDOWS)
+        logic.add_engagement(state, item, windows_of)
     return state["eng"]
 
 
@@ -71,25 +75,25 @@ def assignment(key="k", mv=1):
 
 def test_assign_attributes_and_late_engagement_reattributes_with_higher_version():
     state = logic.new_user_state()
-    logic.add_engagement(state, eng("v", T_MS - 10, "view"), WINDOWS)
-    first = logic.assign(state, assignment(), WINDOWS, expires_ms=2 * T_MS)
+    logic.add_engagement(state, eng("v", T_MS - 10, "view"), windows_of)
+    first = logic.assign(state, assignment(), windows_of, expires_ms=2 * T_MS)
     assert first["status"] == "attributed" and first["touch"]["engagement_id"] == "v"
-    changed = logic.add_engagement(state, eng("c", T_MS - 20 * DAY_MS), WINDOWS)
+    changed = logic.add_engagement(state, eng("c", T_MS - 20 * DAY_MS), windows_of)
     assert [(k, r["touch"]["engagement_id"]) for k, r in changed] == [("k", "c")]
     assert changed[0][1]["version"] == first["version"] + 1
 
 
 def test_engagement_that_does_not_change_the_touch_emits_nothing():
     state = logic.new_user_state()
-    logic.add_engagement(state, eng("c", T_MS - 10), WINDOWS)
-    logic.assign(state, assignment(), WINDOWS, expires_ms=2 * T_MS)
-    assert logic.add_engagement(state, eng("v", T_MS - 1, "view"), WINDOWS) == []
+    logic.add_engagement(state, eng("c", T_MS - 10), windows_of)
+    logic.assign(state, assignment(), windows_of, expires_ms=2 * T_MS)
+    assert logic.add_engagement(state, eng("v", T_MS - 1, "view"), windows_of) == []
 
 
 def test_stale_assign_and_retract_are_ignored():
     state = logic.new_user_state()
-    assert logic.assign(state, assignment(mv=2), WINDOWS, 2 * T_MS) is not None
-    assert logic.assign(state, assignment(mv=1), WINDOWS, 2 * T_MS) is None
+    assert logic.assign(state, assignment(mv=2), windows_of, 2 * T_MS) is not None
+    assert logic.assign(state, assignment(mv=1), windows_of, 2 * T_MS) is None
     logic.retract(state, {"conversion_key": "k", "mv": 2})
     assert "k" in state["convs"]
     logic.retract(state, {"conversion_key": "k", "mv": 3})
@@ -98,26 +102,26 @@ def test_stale_assign_and_retract_are_ignored():
 
 def test_no_candidate_means_unattributed():
     state = logic.new_user_state()
-    result = logic.assign(state, assignment(), WINDOWS, 2 * T_MS)
+    result = logic.assign(state, assignment(), windows_of, 2 * T_MS)
     assert result["status"] == "unattributed" and result["touch"] is None
 
 
 def test_latest_privacy_request_by_time_decides_user_opt_out():
     state = logic.new_user_state()
-    logic.assign(state, assignment(), WINDOWS, 2 * T_MS)
-    changed = logic.add_privacy_request(state, {"kind": "opt_out", "ts_ms": 10}, 0, WINDOWS)
+    logic.assign(state, assignment(), windows_of, 2 * T_MS)
+    changed = logic.add_privacy_request(state, {"kind": "opt_out", "ts_ms": 10}, 0, windows_of)
     assert changed[0][1]["status"] == "unidentified"
     assert changed[0][1]["reason"] == "user_opt_out"
     # An older opt_in arriving later does not undo the newer opt_out.
-    assert logic.add_privacy_request(state, {"kind": "opt_in", "ts_ms": 5}, 1, WINDOWS) == []
-    changed = logic.add_privacy_request(state, {"kind": "opt_in", "ts_ms": 11}, 2, WINDOWS)
+    assert logic.add_privacy_request(state, {"kind": "opt_in", "ts_ms": 5}, 1, windows_of) == []
+    changed = logic.add_privacy_request(state, {"kind": "opt_in", "ts_ms": 11}, 2, windows_of)
     assert changed[0][1]["status"] == "unattributed"
 
 
 def test_trim_drops_old_engagements_and_expired_conversions():
     state = logic.new_user_state()
-    logic.add_engagement(state, eng("old", 0), WINDOWS)
-    logic.assign(state, assignment(), WINDOWS, expires_ms=5)
+    logic.add_engagement(state, eng("old", 0), windows_of)
+    logic.assign(state, assignment(), windows_of, expires_ms=5)
     logic.trim(state, now_ms=logic.ENGAGEMENT_RETENTION_MS + 10)
     assert state["eng"] == {} and state["convs"] == {}
 
@@ -136,9 +140,9 @@ def test_result_does_not_depend_on_engagement_arrival_order(items, rnd):
 
     def run(order):
         state = logic.new_user_state()
-        results = [logic.assign(state, assignment(), WINDOWS, 2 * T_MS)]
+        results = [logic.assign(state, assignment(), windows_of, 2 * T_MS)]
         for item in order:
-            results.extend(r for _k, r in logic.add_engagement(state, item, WINDOWS))
+            results.extend(r for _k, r in logic.add_engagement(state, item, windows_of))
         return results[-1]
 
     a, b = run(all_engs), run(shuffled)
@@ -160,8 +164,8 @@ def test_chosen_touch_is_a_candidate_of_the_highest_class_present(items):
 
 def test_deleted_user_lists_every_conversion_ever_assigned_even_past_the_horizon():
     state = logic.new_user_state()
-    logic.assign(state, assignment("k1"), WINDOWS, expires_ms=5)
-    logic.assign(state, assignment("k2"), WINDOWS, expires_ms=2 * T_MS)
+    logic.assign(state, assignment("k1"), windows_of, expires_ms=5)
+    logic.assign(state, assignment("k2"), windows_of, expires_ms=2 * T_MS)
     logic.trim(state, now_ms=10)
     assert list(state["convs"]) == ["k2"]
     assert logic.delete_user(state) == ["k1", "k2"]
@@ -173,3 +177,29 @@ def test_scrub_re_emits_only_records_naming_the_user_with_a_higher_version():
     assert again["match"] == {"key_type": "em", "user": None} and again["version"] == 8
     assert logic.scrubbed(last, "k0.other") is None
     assert logic.scrubbed(None, "k0.abc") is None
+
+
+def test_each_ad_account_uses_its_own_windows():
+    short = logic.windows_ms({"click": 1})
+    state = logic.new_user_state()
+    logic.add_engagement(state, eng("c", T_MS - 2 * DAY_MS), windows_of)
+    per_account = {"1": short}
+
+    def of(account):
+        return per_account.get(account, WINDOWS)
+
+    result = logic.assign(state, assignment(), of, 2 * T_MS)
+    assert result["status"] == "unattributed"  # 2 days > this account's 1-day click window
+    result = logic.assign(state, assignment("k2", mv=1), windows_of, 2 * T_MS)
+    assert result["status"] == "attributed"
+
+
+def test_account_settings_records_parse_to_windows_and_bad_ones_are_refused():
+    parsed = logic.parse_account_settings(b'{"windows": {"click": 7, "view": 0}}')
+    assert parsed == {"click": 7 * DAY_MS, "engagement": 30 * DAY_MS, "view": 0}
+    for bad in (b'{"windows": {"click": 3}}', b'{"windows": {"bogus": 1}}', b"[]"):
+        try:
+            logic.parse_account_settings(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} must be refused")
