@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from services.ingest.validation import EVENT_NAMES as API_EVENT_NAMES
 from shared.identifiers import (
     hash_email,
     hash_external_id,
@@ -57,30 +58,8 @@ CONTEXT_TOPICS: tuple[str, ...] = (SIGNALS, ENGAGEMENTS, PRIVACY)
 INPUT_TOPICS: tuple[str, ...] = (*CONTEXT_TOPICS, RAW)
 ORDERS: tuple[str, ...] = ("context_first", "conversions_first", "interleaved")
 
-EVENT_NAMES: tuple[str, ...] = (
-    "add_payment_info",
-    "add_to_cart",
-    "add_to_wishlist",
-    "app_install",
-    "app_open",
-    "checkout",
-    "contact",
-    "custom",
-    "customize_product",
-    "find_location",
-    "initiate_checkout",
-    "lead",
-    "page_visit",
-    "schedule",
-    "search",
-    "signup",
-    "start_trial",
-    "submit_application",
-    "subscribe",
-    "view_category",
-    "view_content",
-    "watch_video",
-)
+#: The Conversions API event names, in a stable order for seeded choices.
+EVENT_NAMES: tuple[str, ...] = tuple(sorted(API_EVENT_NAMES))
 VALUE_EVENTS: frozenset[str] = frozenset(
     {
         "checkout",
