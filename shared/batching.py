@@ -8,6 +8,7 @@ table key is read and decoded once and written once, and every send is awaited
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -76,6 +77,18 @@ class Outbox:
         self._pending.append(future)
         self.sent[topic] += 1
 
+    async def dead_letter(
+        self, reason: str, text: str, message: Any, log: Any, *, user_keyed: bool = False
+    ) -> None:
+        """Log and dead-letter one input (conversions.dlq, contract shape).
+
+        The DLQ key is left empty for user-keyed topics: user ids leave the
+        pipeline only as pseudonyms.
+        """
+        log.warning("rejected", reason=reason, **message_fields(message, user_keyed=user_keyed))
+        record = dlq_record(reason, text, message, None, raw_as_text(message.value))
+        await self.send(DLQ, None if user_keyed else message.key, record)
+
     async def drain(self) -> None:
         pending, self._pending = self._pending, []
         if pending:
@@ -124,12 +137,38 @@ class DeadLetterOnError:
         message = self._event.message
         fields = message_fields(message, user_keyed=self._user_keyed)
         self._log.error("processing_error", error=type(exc).__name__, **fields)
-        record = dlq_record(
-            "processing_error",
-            f"{type(exc).__name__} while processing the record",
-            message,
-            None,
-            raw_as_text(message.value),
+        text = f"{type(exc).__name__} while processing the record"
+        await self._outbox.dead_letter(
+            "processing_error", text, message, self._log, user_keyed=self._user_keyed
         )
-        await self._outbox.send(DLQ, message.key, record)
         return True
+
+
+Handler = Callable[..., Awaitable[None]]
+
+
+async def process(
+    stream: Any,
+    settings: Settings,
+    outbox: Outbox,
+    handle: Handler,
+    *tables: Any,
+    log: Any,
+    user_keyed: bool = False,
+    after_batch: Callable[..., Awaitable[None]] | None = None,
+) -> None:
+    """The loop of every stateful agent.
+
+    Batches of events (``take_events``); ``handle(event, *caches)`` once per
+    event under the failure policy; then ``after_batch(*caches)`` if given;
+    then the batch's outputs, then its state (``finish_batch``).
+    """
+    guard = DeadLetterOnError(outbox, log, user_keyed=user_keyed)
+    async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+        caches = [StateCache(table) for table in tables]
+        for event in events:
+            async with guard(event):
+                await handle(event, *caches)
+        if after_batch is not None:
+            await after_batch(*caches)
+        await finish_batch(outbox, *caches)

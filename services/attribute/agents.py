@@ -3,7 +3,7 @@
 * ``users``: per user_id (co-partitioned with ads.engagements): the user's
   engagements, assigned conversions and privacy state; attributes conversions
   on assignment and re-attributes them when a late engagement or a privacy
-  request changes the outcome.
+  request changes the outcome; forgets the user on a deletion.
 * ``publisher``: per conversion_key: writes a result to conversions.attributed
   only if its version is newer than the last one published, so the latest
   record of every key is its newest result even when two user partitions race.
@@ -19,21 +19,27 @@ import orjson
 
 from services.attribute import logic
 from shared.app import raw_table, raw_topic
-from shared.batching import DeadLetterOnError, Outbox, StateCache, finish_batch
+from shared.batching import Outbox, process
 from shared.compacted_view import CompactedView
-from shared.dlq import dlq_record, raw_as_text
 from shared.errors import InvalidEvent
 from shared.inputs import decode_engagement, decode_privacy_request
-from shared.logging import get_logger, message_fields
+from shared.logging import get_logger
 from shared.privacy import pseudonym
 from shared.results import attributed_record
 from shared.settings import Settings
+
+DECODERS = {
+    "ads.engagements": decode_engagement,
+    "privacy.requests": decode_privacy_request,
+    "attribution.assignments": orjson.loads,
+}
 
 
 def register(app: faust.App, settings: Settings) -> None:
     log = get_logger()
     users = raw_table(app, settings, "users")
     published = raw_table(app, settings, "published")
+    names = {settings.topic_name(n): n for n in DECODERS}
     accounts = CompactedView(
         settings.bootstrap, settings.topic_name("accounts.settings"), logic.parse_account_settings
     )
@@ -44,10 +50,6 @@ def register(app: faust.App, settings: Settings) -> None:
     @app.task
     async def follow_account_settings() -> None:
         await accounts.run()
-    names = {
-        settings.topic_name(n): n
-        for n in ("ads.engagements", "attribution.assignments", "privacy.requests")
-    }
 
     def as_result(user_id: str, result: dict[str, Any]) -> dict[str, Any]:
         matched = result["status"] != "unidentified"
@@ -70,88 +72,72 @@ def register(app: faust.App, settings: Settings) -> None:
             forget_msg = {"op": "forget_user", "conversion_key": conversion_key, "user_id": user_id}
             await outbox.send("identity.answers", conversion_key, forget_msg)
 
-    @app.agent(raw_topic(app, settings, *names.values()), name="users")
+    @app.agent(raw_topic(app, settings, *DECODERS), name="users")
     async def users_agent(stream: Any) -> None:
         outbox = Outbox(app, settings, "attribution.results", "identity.answers")
-        guard = DeadLetterOnError(outbox, log, user_keyed=True)
-        await accounts.ready.wait()  # never attribute with windows not yet read
-        async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
-            cache = StateCache(users)
+
+        async def handle(event: Any, cache: Any) -> None:
+            message = event.message
+            kind = names[message.topic]
+            try:
+                payload = DECODERS[kind](message.value)
+            except InvalidEvent as exc:
+                await outbox.dead_letter(exc.reason, exc.message, message, log, user_keyed=True)
+                return
+            user_id = message.key.decode()
+            state = cache.get(message.key, event) or logic.new_user_state()
             now_ms = int(time.time() * 1000)
-            expires_ms = now_ms + settings.late_horizon_s * 1000
-            for event in events:
-                async with guard(event):
-                    message = event.message
-                    kind = names[message.topic]
-                    try:
-                        if kind == "ads.engagements":
-                            payload = decode_engagement(message.value)
-                        elif kind == "privacy.requests":
-                            payload = decode_privacy_request(message.value)
-                        else:
-                            payload = orjson.loads(message.value)
-                    except InvalidEvent as exc:
-                        fields = message_fields(message, user_keyed=True)
-                        log.warning("rejected", reason=exc.reason, **fields)
-                        record = dlq_record(
-                            exc.reason, exc.message, message, None, raw_as_text(message.value)
-                        )
-                        await outbox.send("conversions.dlq", None, record)
-                        continue
-                    user_id = message.key.decode()
-                    state = cache.get(message.key, event) or logic.new_user_state()
-                    if kind == "privacy.requests" and payload["kind"] == "delete":
-                        await forget(outbox, user_id, logic.delete_user(state))
-                        cache.put(message.key, None, event)  # a tombstone in the changelog
-                        continue
-                    changed: list[tuple[str, dict[str, Any]]] = []
-                    if kind == "ads.engagements":
-                        changed = logic.add_engagement(state, payload, windows)
-                    elif kind == "privacy.requests":
-                        changed = logic.add_privacy_request(state, payload, message.offset, windows)
-                    elif payload["op"] == "assign":
-                        result = logic.assign(state, payload, windows, expires_ms)
-                        if result is not None:
-                            changed = [(payload["conversion_key"], result)]
-                    else:
-                        logic.retract(state, payload)
-                    for conversion_key, result in changed:
-                        await outbox.send(
-                            "attribution.results", conversion_key, as_result(user_id, result)
-                        )
-                    logic.trim(state, now_ms)
-                    cache.put(message.key, state, event)
-            await finish_batch(outbox, cache)
+            if kind == "privacy.requests" and payload["kind"] == "delete":
+                await forget(outbox, user_id, logic.delete_user(state))
+                cache.put(message.key, None, event)  # a tombstone in the changelog
+                return
+            changed: list[tuple[str, dict[str, Any]]] = []
+            if kind == "ads.engagements":
+                changed = logic.add_engagement(state, payload, windows)
+            elif kind == "privacy.requests":
+                changed = logic.add_privacy_request(state, payload, message.offset, windows)
+            elif payload["op"] == "assign":
+                expires_ms = now_ms + settings.late_horizon_s * 1000
+                result = logic.assign(state, payload, windows, expires_ms)
+                if result is not None:
+                    changed = [(payload["conversion_key"], result)]
+            else:
+                logic.retract(state, payload)
+            for conversion_key, result in changed:
+                await outbox.send("attribution.results", conversion_key, as_result(user_id, result))
+            logic.trim(state, now_ms)
+            cache.put(message.key, state, event)
+
+        await accounts.ready.wait()  # never attribute with windows not yet read
+        await process(stream, settings, outbox, handle, users, log=log, user_keyed=True)
 
     @app.agent(raw_topic(app, settings, "attribution.results"), name="publisher")
     async def publisher(stream: Any) -> None:
         outbox = Outbox(app, settings, "conversions.attributed")
-        guard = DeadLetterOnError(outbox, log)
-        async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
-            cache = StateCache(published)
+
+        async def handle(event: Any, cache: Any) -> None:
+            message = event.message
+            result = orjson.loads(message.value)
+            last = cache.get(message.key, event)
             now_ms = int(time.time() * 1000)
-            for event in events:
-                async with guard(event):
-                    message = event.message
-                    result = orjson.loads(message.value)
-                    last = cache.get(message.key, event)
-                    if result.get("op") == "scrub":
-                        record = logic.scrubbed(last, result["user"])
-                    elif last is None or last["version"] < result["version"]:
-                        record = attributed_record(
-                            message.key.decode(),
-                            result["conv"],
-                            status=result["status"],
-                            reason=result["reason"],
-                            match=result.get("match"),
-                            touch=result.get("touch"),
-                            version=result["version"],
-                            processed_at_ms=now_ms,
-                        )
-                    else:
-                        continue  # an older version than the one published
-                    if record is not None:
-                        record["processed_at_ms"] = now_ms
-                        await outbox.send("conversions.attributed", message.key, record)
-                        cache.put(message.key, record, event)
-            await finish_batch(outbox, cache)
+            if result.get("op") == "scrub":
+                record = logic.scrubbed(last, result["user"])
+            elif last is None or last["version"] < result["version"]:
+                record = attributed_record(
+                    message.key.decode(),
+                    result["conv"],
+                    status=result["status"],
+                    reason=result["reason"],
+                    match=result.get("match"),
+                    touch=result.get("touch"),
+                    version=result["version"],
+                    processed_at_ms=now_ms,
+                )
+            else:
+                return  # not newer than the version already published
+            if record is not None:
+                record["processed_at_ms"] = now_ms
+                await outbox.send("conversions.attributed", message.key, record)
+                cache.put(message.key, record, event)
+
+        await process(stream, settings, outbox, handle, published, log=log)

@@ -10,7 +10,7 @@ import orjson
 
 from services.dedupe.logic import Decision, decide, prune
 from shared.app import raw_table, raw_topic
-from shared.batching import DeadLetterOnError, Outbox, StateCache, finish_batch
+from shared.batching import Outbox, process
 from shared.logging import get_logger, message_fields
 from shared.settings import Settings
 
@@ -18,50 +18,44 @@ SWEEP_INTERVAL_S = 3_600.0
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    seen = raw_table(app, settings, "seen")
-    source = raw_topic(app, settings, "conversions.valid", "dedupe.expiry")
-    expiry_topic = settings.topic_name("dedupe.expiry")
     log = get_logger()
+    seen = raw_table(app, settings, "seen")
+    expiry_topic = settings.topic_name("dedupe.expiry")
 
-    @app.agent(source, name="dedupe")
+    @app.agent(raw_topic(app, settings, "conversions.valid", "dedupe.expiry"), name="dedupe")
     async def dedupe(stream: Any) -> None:
         outbox = Outbox(app, settings, "conversions.accepted", "conversions.duplicates")
-        guard = DeadLetterOnError(outbox, log)
-        async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
-            cache = StateCache(seen)
-            now_s = int(time.time())
-            for event in events:
-                async with guard(event):
-                    message = event.message
-                    key = message.key
-                    if message.topic == expiry_topic:
-                        state = cache.get(key, event)
-                        if state is not None:
-                            kept = prune(state, now_s, settings.dedup_window_s)
-                            cache.put(key, kept or None, event)
-                        continue
-                    conv = orjson.loads(message.value)
-                    state = cache.get(key, event)
-                    outcome = decide(
-                        state, int(conv["event_time"]), conv["raw_ref"], settings.dedup_window_s
-                    )
-                    if outcome.decision is Decision.DUPLICATE:
-                        audit = {
-                            "conversion_key": conv["conversion_key"],
-                            "raw_ref": conv["raw_ref"],
-                            "source": conv["source"],
-                            "ad_account_id": conv["ad_account_id"],
-                            "event_time": conv["event_time"],
-                            "original_event_time": outcome.original_event_time,
-                        }
-                        await outbox.send("conversions.duplicates", key, audit)
-                        log.info("duplicate", **message_fields(message))
-                        continue
-                    # A redelivery rewrites its state too: after a kill -9 the local
-                    # store may hold a write whose changelog record never left.
-                    cache.put(key, outcome.state, event)
-                    await outbox.send("conversions.accepted", key, message.value)
-            await finish_batch(outbox, cache)
+
+        async def handle(event: Any, cache: Any) -> None:
+            message = event.message
+            key = message.key
+            state = cache.get(key, event)
+            if message.topic == expiry_topic:
+                if state is not None:
+                    kept = prune(state, int(time.time()), settings.dedup_window_s)
+                    cache.put(key, kept or None, event)
+                return
+            conv = orjson.loads(message.value)
+            window = settings.dedup_window_s
+            outcome = decide(state, int(conv["event_time"]), conv["raw_ref"], window)
+            if outcome.decision is Decision.DUPLICATE:
+                audit = {
+                    "conversion_key": conv["conversion_key"],
+                    "raw_ref": conv["raw_ref"],
+                    "source": conv["source"],
+                    "ad_account_id": conv["ad_account_id"],
+                    "event_time": conv["event_time"],
+                    "original_event_time": outcome.original_event_time,
+                }
+                await outbox.send("conversions.duplicates", key, audit)
+                log.info("duplicate", **message_fields(message))
+                return
+            # A redelivery rewrites its state too: after a kill -9 the local
+            # store may hold a write whose changelog record never left.
+            cache.put(key, outcome.state, event)
+            await outbox.send("conversions.accepted", key, message.value)
+
+        await process(stream, settings, outbox, handle, seen, log=log)
 
     @app.timer(SWEEP_INTERVAL_S)
     async def sweep_expired() -> None:

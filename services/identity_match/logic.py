@@ -196,9 +196,9 @@ def prune_watchers(state: dict[str, Any], now_ms: int) -> None:
         del watchers[name]
 
 
-def touched_watchers(state: dict[str, Any], ts_ms: int) -> list[tuple[str, dict[str, Any]]]:
+def touched_watchers(state: dict[str, Any], ts_ms: int) -> list[dict[str, Any]]:
     """Watchers a new signal or click at ``ts_ms`` may re-answer (event_time >= ts)."""
-    return [(n, w) for n, w in state["watchers"].items() if int(w["event_time"]) * 1000 >= ts_ms]
+    return [w for w in state["watchers"].values() if int(w["event_time"]) * 1000 >= ts_ms]
 
 
 # --------------------------------------------------------------- transitions
@@ -314,3 +314,26 @@ def forget_user_in_owner(state: dict[str, Any], user_id: str) -> None:
 def users_of(state: dict[str, Any]) -> set[str]:
     """The users this identifier has ever been linked or clicked by (for the user index)."""
     return {s[3] for s in state["signals"]} | {c[1] for c in state["clicks"]}
+
+
+def watch(state: dict[str, Any], request: dict[str, Any], expires_ms: int) -> dict[str, Any]:
+    """Register (or renew) a conversion's watch on this identifier."""
+    name = f"{request['conversion_key']}|{request['slot']}"
+    watcher = {**request, "last": None, "expires_ms": expires_ms}
+    state["watchers"][name] = watcher
+    return watcher
+
+
+def answers(
+    state: dict[str, Any], watchers: list[dict[str, Any]], *, always: bool
+) -> list[dict[str, Any]]:
+    """Answer messages for watchers: every one (``always``) or those that changed."""
+    out = []
+    for watcher in watchers:
+        user = answer(state, watcher)
+        if not always and user == watcher["last"]:
+            continue
+        watcher["last"] = user
+        out.append({"conversion_key": watcher["conversion_key"], "slot": watcher["slot"],
+                    "gen": watcher["gen"], "user_id": user})
+    return out

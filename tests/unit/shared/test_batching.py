@@ -3,10 +3,12 @@
 import asyncio
 from types import SimpleNamespace
 
-from shared.batching import DLQ, DeadLetterOnError
+from shared.batching import DLQ, DeadLetterOnError, Outbox
 
 
 class FakeOutbox:
+    dead_letter = Outbox.dead_letter  # the real policy over a recording send()
+
     def __init__(self):
         self.sent = []
 
@@ -20,6 +22,9 @@ class FakeLog:
 
     def error(self, event, **fields):
         self.errors.append((event, fields))
+
+    def warning(self, event, **fields):
+        pass
 
 
 def event(value=b"\xffbad"):
@@ -68,3 +73,11 @@ def test_cancellation_is_not_swallowed():
     else:
         raise AssertionError("CancelledError must propagate")
     assert outbox.sent == []
+
+
+def test_user_keyed_messages_are_dead_lettered_without_their_key_and_logged_hashed():
+    outbox, log = FakeOutbox(), FakeLog()
+    asyncio.run(process(DeadLetterOnError(outbox, log, user_keyed=True), event(), fail=True))
+    [(_topic, key, _record)] = outbox.sent
+    assert key is None
+    assert log.errors[0][1]["key"].startswith("sha256:")
