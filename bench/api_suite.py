@@ -6,9 +6,10 @@
 2. starts ``--workers`` ingest workers (``python -m services.ingest``) sharing one API
    port with SO_REUSEPORT (``CONVMESH_API_PORT``), rate limit off, logs at WARNING;
 3. creates a conversion token;
-4. runs ``bench/api_load.py`` in a second process: closed loop (maximum accepted
-   events/s), then, once the workers' consumers have drained the backlog, open loop at
-   half that maximum and at each ``--rate``;
+4. runs ``bench/api_load.py`` in a second process: open loop at each ``--rate``
+   (events/s, latency measured from the scheduled send time), then closed loop (the
+   maximum accepted events/s), then with ``--half``, once the workers' consumers have
+   drained the backlog of the closed loop, open loop at half that maximum;
 5. stops the workers and deletes the namespace's topics.
 
 Prints one JSON document (also the 1-minute load average before every run, since the
@@ -174,7 +175,10 @@ def main() -> int:
         default=[],
         help="extra fixed rates (events/s) to measure; repeatable",
     )
-    parser.add_argument("--drain-timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--half", action="store_true", help="after the closed loop, also run at half its rate"
+    )
+    parser.add_argument("--drain-timeout", type=float, default=300.0)
     args = parser.parse_args()
 
     ns = f"bench{uuid.uuid4().hex[:8]}"
@@ -219,11 +223,13 @@ def main() -> int:
         time.sleep(5)  # let the consumer group settle
         url = f"http://127.0.0.1:{api_port}"
         pids = [p.pid for p in procs]
-        runs = [load(url, token, args, 0, pids)]
-        best = runs[0]["events_accepted_per_s"]
-        for rate in [round(best / 2, -2), *args.rate]:
+        # fixed rates first, while no backlog competes for the workers' CPU
+        runs = [load(url, token, args, rate, pids) for rate in args.rate]
+        runs.append(load(url, token, args, 0, pids))
+        if args.half:
+            # the consumers of the workers must first drain the closed loop's backlog
             drained = wait_drained(settings, args.drain_timeout)
-            result = load(url, token, args, rate, pids)
+            result = load(url, token, args, round(runs[-1]["events_accepted_per_s"] / 2, -2), pids)
             result["waited_for_consumers_s"] = drained
             runs.append(result)
         report["runs"] = runs
