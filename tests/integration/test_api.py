@@ -382,6 +382,22 @@ def test_1000_events_is_200(service) -> None:
     assert ids == [f"k-{run}-{i}" for i in range(1000)]  # one partition, request order
 
 
+def test_large_request_over_several_record_batches_keeps_every_event_in_order(service) -> None:
+    """~1.8 MB of events: more than aiohttp's default 1 MiB body and than one record batch."""
+    run = uuid.uuid4().hex[:8]
+    pad = "p" * 1500
+    body = {"data": [event(f"L-{run}-{i}", custom_data={"content_name": pad}) for i in range(1000)]}
+    assert len(orjson.dumps(body)) > 1_500_000
+    status, answer = asyncio.run(post(service.events_url(), service.tokens["main"]["token"], body))
+    assert status == 200 and answer["num_events_processed"] == 1000
+    ids = [
+        v["event"]["event_id"]
+        for _, v in asyncio.run(read_raw(service))
+        if v["event"]["event_id"].startswith(f"L-{run}-")
+    ]
+    assert ids == [f"L-{run}-{i}" for i in range(1000)]
+
+
 def test_non_json_body_is_400(service) -> None:
     status, answer = asyncio.run(
         post(service.events_url(), service.tokens["main"]["token"], b"data=not-json")
