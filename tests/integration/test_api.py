@@ -60,7 +60,12 @@ class Service:
 
 
 def _env(ns: str, bootstrap: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVMESH_", "PINTEREST_"))}
+    # a clean convmesh configuration, but keep CONVMESH_CI_RUN_ID: CI finds leftovers by it
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k == "CONVMESH_CI_RUN_ID" or not k.startswith(("CONVMESH_", "PINTEREST_"))
+    }
     env.update(CONVMESH_NAMESPACE=ns, KAFKA_BOOTSTRAP=bootstrap, **extra)
     return env
 
@@ -247,6 +252,8 @@ def run_sdk(
         "PINTEREST_API_URI": f"{svc.url}/v5",
         "PINTEREST_ACCESS_TOKEN": svc.tokens["main"]["token"],
     }
+    if "CONVMESH_CI_RUN_ID" in os.environ:
+        env["CONVMESH_CI_RUN_ID"] = os.environ["CONVMESH_CI_RUN_ID"]
     args = {"ad": ad, "test": test, "token": token, "events": events}
     done = subprocess.run(
         [sys.executable, "-c", SDK_SCRIPT, json.dumps(args)],
