@@ -38,7 +38,7 @@ def register(app: faust.App, settings: Settings) -> None:
         validate_event,
         is_ready=lambda: publisher.started and reader.ready.is_set(),
     )
-    web_app = app.web.web_app
+    web_app = app.web.web_app  # type: ignore[attr-defined]  # the aiohttp driver's Application
     web_app.router.add_routes(api.routes())
     shared_runner: list[web.AppRunner] = []
 
