@@ -28,6 +28,7 @@ from tests.support.reference import Expected, reference
 
 CONVERSIONS = int(os.environ.get("CONVMESH_E2E_CONVERSIONS", "2000"))
 SETTLE_TIMEOUT_S = float(os.environ.get("CONVMESH_E2E_TIMEOUT_S", "300"))
+WORKERS = os.environ.get("CONVMESH_E2E_WORKERS", "1")  # workers per service
 POISONED_TOPICS = ("conversions.valid", "identity.lookups", "attribution.assignments",
                    "conversions.attributed")
 
@@ -39,9 +40,9 @@ def mesh(bootstrap: str, namespace: str, tmp_path: Path):
         KAFKA_BOOTSTRAP=bootstrap,
         CONVMESH_NAMESPACE=namespace,
         CONVMESH_DATA_DIR=str(tmp_path / "mesh"),
-        CONVMESH_WEB_PORT_BASE=str(free_web_port_base(7300)),
+        CONVMESH_WEB_PORT_BASE=str(free_web_port_base(7300, workers=int(WORKERS))),
     )
-    up = convmesh("up", env=env, timeout=240)
+    up = convmesh("up", "--workers", WORKERS, env=env, timeout=300)
     try:
         assert up.returncode == 0, f"up failed:\n{up.stdout}\n{up.stderr}"
         yield env
@@ -181,7 +182,7 @@ async def run_with_crash(bootstrap: str, namespace: str, env: dict[str, str]) ->
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
     await produce(bootstrap, real_records[half:])
-    restarted = convmesh("up", env=env, timeout=240)
+    restarted = convmesh("up", "--workers", WORKERS, env=env, timeout=300)
     assert restarted.returncode == 0, restarted.stderr
     after = convmesh_json("status", "--json", env=env)
     assert not set(victims) & {s["pid"] for s in after["services"]}
