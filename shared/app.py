@@ -40,6 +40,10 @@ def create_app(settings: Settings) -> faust.App:
         table_standby_replicas=0,
         stream_wait_empty=False,
         broker_commit_every=1_000,
+        # Faust's 60 s default keeps a killed worker's partitions unassigned for a
+        # minute after it is restarted; heartbeats come from a background thread.
+        broker_session_timeout=float(settings.session_timeout_s),
+        broker_heartbeat_interval=3.0,
         broker_commit_interval=1.0,
     )
     app.conf.convmesh = settings  # type: ignore[attr-defined]

@@ -78,6 +78,8 @@ class Settings:
     dedup_window_s: int = 172_800
     #: How long conversions wait for late links / late engagements (seconds).
     late_horizon_s: int = 7 * DAY_S
+    #: How soon the group notices a dead worker (a restarted one waits this long).
+    session_timeout_s: int = 15
     max_record_bytes: int = 1_000_000
     batch_size: int = 500
     batch_within_s: float = 0.2
@@ -156,6 +158,7 @@ class Settings:
             pseudonym_keys=_parse_keys(env.get("CONVMESH_PSEUDONYM_KEYS")),
             dedup_window_s=_int(env, "CONVMESH_DEDUP_WINDOW_S", 172_800),
             late_horizon_s=_int(env, "CONVMESH_LATE_HORIZON_S", 7 * DAY_S),
+            session_timeout_s=_int(env, "CONVMESH_SESSION_TIMEOUT_S", 15),
             max_record_bytes=_int(env, "CONVMESH_MAX_RECORD_BYTES", 1_000_000),
             batch_size=_int(env, "CONVMESH_BATCH_SIZE", 500),
             batch_within_s=float(_str(env, "CONVMESH_BATCH_WITHIN_S", "0.2")),
