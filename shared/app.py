@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterable
 from typing import Any
 
 import faust
@@ -90,13 +89,6 @@ def bind_event(event: Any) -> None:
     mixes partitions, this must be set per event before touching a table.
     """
     _current_event.set(weakref.ref(event))
-
-
-def group_by_partition(events: Iterable[Any]) -> dict[int, list[Any]]:
-    groups: dict[int, list[Any]] = {}
-    for event in events:
-        groups.setdefault(event.message.partition, []).append(event)
-    return groups
 
 
 def is_ready(app: faust.App) -> bool:
