@@ -131,12 +131,12 @@ async def run_order(bootstrap: str, namespace: str, order: str, env: dict[str, s
         poisoned = {d["source_topic"] for d in out["dlq"] if d["reason"] == "processing_error"}
         assert poisoned == {real(namespace, t) for t in POISONED_TOPICS}
     # conversions.dlq holds exactly the rejected inputs, once each, with the reason.
-    dlq = Counter((d["partition"], d["offset"]) for d in out["dlq"]
-                  if d["source_topic"] == real(namespace, RAW))
+    raw_dlq = [d for d in out["dlq"] if d["source_topic"] == real(namespace, RAW)]
+    dlq = Counter((d["partition"], d["offset"]) for d in raw_dlq)
     rejected = {(positions[o.index].partition, positions[o.index].offset): o.reason
                 for o in expected.outcomes if o.outcome == "rejected"}
     assert set(dlq) == set(rejected) and set(dlq.values()) == {1}
-    reasons = {(d["partition"], d["offset"]): d["reason"] for d in out["dlq"]}
+    reasons = {(d["partition"], d["offset"]): d["reason"] for d in raw_dlq}
     wrong = {pos: (want, reasons[pos]) for pos, want in rejected.items()
              if want and reasons[pos] != want}
     assert not wrong, f"DLQ reasons differ (expected, got): {list(wrong.items())[:10]}"
