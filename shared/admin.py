@@ -9,7 +9,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.registry_access import registry_for
 from shared.settings import SERVICES, Settings
-from shared.topics import TopicSpec
+from shared.topics import TopicSpec, real_name
 
 
 @dataclass
@@ -21,12 +21,14 @@ class ApplyReport:
 
 
 def all_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic of the registry plus the changelog of every table, real names."""
+    """Every topic of the registry, the changelog of every table and each service's
+    own framework topics; app-scoped ones carry their real names."""
     registry = registry_for(settings)
     specs = list(registry)
     for service in SERVICES:
         app_id = Settings(service=service, namespace=settings.namespace).app_id
         specs.extend(registry.changelog_spec(t, app_id) for t in registry.tables_of(service))
+        specs.extend(registry.service_topic_specs(app_id))
     return specs
 
 
@@ -41,7 +43,7 @@ async def apply_topics(settings: Settings, replication_factor: int | None = None
         report = ApplyReport()
         missing = []
         for spec in specs:
-            name = settings.topic_name(spec.name) if spec.kind != "changelog" else spec.name
+            name = real_name(spec, settings.topic_name)
             rf = replication_factor or min(spec.replication_factor, brokers)
             if name in existing:
                 report.unchanged.append(name)
@@ -62,7 +64,7 @@ async def _find_drift(
     admin: AIOKafkaAdminClient, settings: Settings, specs: list[TopicSpec], report: ApplyReport
 ) -> None:
     by_name = {
-        (settings.topic_name(s.name) if s.kind != "changelog" else s.name): s for s in specs
+        real_name(s, settings.topic_name): s for s in specs
     }
     names = list(by_name)
     described = await admin.describe_topics(names)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,9 @@ import yaml
 
 from shared.errors import TopicRegistryError
 
-KINDS = frozenset({"input", "output", "internal", "dlq", "changelog"})
+KINDS = frozenset({"input", "output", "internal", "dlq", "changelog", "framework"})
+#: Kinds whose topics are named after a service's app id (not namespaced separately).
+APP_SCOPED_KINDS = frozenset({"changelog", "framework"})
 CLEANUPS = frozenset({"delete", "compact", "compact,delete"})
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -78,6 +80,11 @@ class TableSpec:
 class Registry:
     topics: Mapping[str, TopicSpec]
     tables: Mapping[str, TableSpec]
+    #: Topics every service app has once, named "{app_id}-{name}" (Faust's own).
+    service_topics: Mapping[str, TopicSpec] = field(default_factory=dict)
+
+    def service_topic_specs(self, app_id: str) -> list[TopicSpec]:
+        return [replace(t, name=f"{app_id}-{t.name}") for t in self.service_topics.values()]
 
     def topic(self, name: str) -> TopicSpec:
         try:
@@ -123,39 +130,23 @@ def _tuple(raw: Any) -> tuple[str, ...]:
     return tuple(str(x) for x in raw)
 
 
+def real_name(spec: TopicSpec, namespace_of: Any) -> str:
+    """The Kafka name of a spec: app-scoped names are complete, others get the namespace."""
+    return spec.name if spec.kind in APP_SCOPED_KINDS else namespace_of(spec.name)
+
+
 def parse_registry(doc: Mapping[str, Any]) -> Registry:
     """Validate a parsed topics.yaml document and build the registry."""
     if not isinstance(doc, Mapping) or "topics" not in doc:
         raise TopicRegistryError("topics.yaml must have a 'topics' mapping")
     defaults = doc.get("defaults") or {}
-    topics: dict[str, TopicSpec] = {}
-    for name, raw in (doc.get("topics") or {}).items():
-        if not isinstance(raw, Mapping):
-            raise TopicRegistryError(f"topic {name}: expected a mapping")
-        for required in ("kind", "cleanup", "retention", "key", "value"):
-            if required not in raw:
-                raise TopicRegistryError(f"topic {name}: '{required}' is missing")
-        kind, cleanup = raw["kind"], raw["cleanup"]
-        if kind not in KINDS:
-            raise TopicRegistryError(f"topic {name}: kind {kind!r} not in {sorted(KINDS)}")
-        if cleanup not in CLEANUPS:
-            raise TopicRegistryError(f"topic {name}: cleanup {cleanup!r} not in {sorted(CLEANUPS)}")
-        partitions = int(raw.get("partitions", defaults.get("partitions", 1)))
-        replication = int(raw.get("replication_factor", defaults.get("replication_factor", 1)))
-        if partitions < 1 or replication < 1:
-            raise TopicRegistryError(f"topic {name}: partitions and replication must be >= 1")
-        topics[name] = TopicSpec(
-            name=name,
-            kind=kind,
-            partitions=partitions,
-            replication_factor=replication,
-            cleanup=cleanup,
-            retention_ms=parse_retention(raw["retention"]),
-            key=str(raw["key"]),
-            value=str(raw["value"]),
-            producers=_tuple(raw.get("producers")),
-            consumers=_tuple(raw.get("consumers")),
-        )
+    topics = {
+        name: _parse_topic(name, raw, defaults) for name, raw in (doc.get("topics") or {}).items()
+    }
+    service_topics = {
+        name: _parse_topic(name, raw, defaults)
+        for name, raw in (doc.get("per_service_topics") or {}).items()
+    }
     tables: dict[str, TableSpec] = {}
     for full, raw in (doc.get("tables") or {}).items():
         service, _, table = full.partition(".")
@@ -170,7 +161,36 @@ def parse_registry(doc: Mapping[str, Any]) -> Registry:
             key=str(raw.get("key", "")),
             value=str(raw.get("value", "")),
         )
-    return Registry(topics=topics, tables=tables)
+    return Registry(topics=topics, tables=tables, service_topics=service_topics)
+
+
+def _parse_topic(name: str, raw: Any, defaults: Mapping[str, Any]) -> TopicSpec:
+    if not isinstance(raw, Mapping):
+        raise TopicRegistryError(f"topic {name}: expected a mapping")
+    for required in ("kind", "cleanup", "retention", "key", "value"):
+        if required not in raw:
+            raise TopicRegistryError(f"topic {name}: '{required}' is missing")
+    kind, cleanup = raw["kind"], raw["cleanup"]
+    if kind not in KINDS:
+        raise TopicRegistryError(f"topic {name}: kind {kind!r} not in {sorted(KINDS)}")
+    if cleanup not in CLEANUPS:
+        raise TopicRegistryError(f"topic {name}: cleanup {cleanup!r} not in {sorted(CLEANUPS)}")
+    partitions = int(raw.get("partitions", defaults.get("partitions", 1)))
+    replication = int(raw.get("replication_factor", defaults.get("replication_factor", 1)))
+    if partitions < 1 or replication < 1:
+        raise TopicRegistryError(f"topic {name}: partitions and replication must be >= 1")
+    return TopicSpec(
+        name=name,
+        kind=kind,
+        partitions=partitions,
+        replication_factor=replication,
+        cleanup=cleanup,
+        retention_ms=parse_retention(raw["retention"]),
+        key=str(raw["key"]),
+        value=str(raw["value"]),
+        producers=_tuple(raw.get("producers")),
+        consumers=_tuple(raw.get("consumers")),
+    )
 
 
 @lru_cache(maxsize=8)

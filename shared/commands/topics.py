@@ -7,6 +7,7 @@ import asyncio
 
 from shared.admin import all_specs, apply_topics
 from shared.commands.common import print_json, settings_from
+from shared.topics import real_name
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -59,7 +60,7 @@ def _list(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     rows = []
     for spec in all_specs(settings):
-        name = spec.name if spec.kind == "changelog" else settings.topic_name(spec.name)
+        name = real_name(spec, settings.topic_name)
         rows.append(
             {
                 "name": name,

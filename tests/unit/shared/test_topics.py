@@ -221,3 +221,11 @@ def test_all_specs_has_every_topic_and_changelog_once(real: Any) -> None:
     changelogs = [s for s in specs if s.kind == "changelog"]
     assert len(changelogs) == len(real.tables)
     assert all(s.name.startswith("ns-convmesh-") for s in changelogs)
+
+
+def test_all_specs_declare_fausts_own_topic_for_every_service(real: Any) -> None:
+    """Faust's assignor leader topic is declared too: no topic exists undeclared."""
+    specs = all_specs(Settings(namespace="ns", topics_file=TOPICS_YAML))
+    leaders = {s.name for s in specs if s.kind == "framework"}
+    assert leaders == {f"ns-convmesh-{svc}-__assignor-__leader" for svc in SERVICES}
+    assert all(s.partitions == 1 for s in specs if s.kind == "framework")
