@@ -10,15 +10,13 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.admin import all_specs
 from shared.settings import Settings
+from shared.topics import real_name
 from tests.integration.helpers import cli_env, convmesh, convmesh_json
 
 
 def expected_names(namespace: str) -> set[str]:
     settings = Settings.from_env(env={"CONVMESH_NAMESPACE": namespace})
-    return {
-        s.name if s.kind == "changelog" else settings.topic_name(s.name)
-        for s in all_specs(settings)
-    }
+    return {real_name(s, settings.topic_name) for s in all_specs(settings)}
 
 
 async def set_retention(bootstrap: str, topic: str, retention_ms: int) -> None:
