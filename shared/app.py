@@ -18,6 +18,31 @@ from shared.registry_access import registry_for
 from shared.settings import Settings
 
 
+class AckedTable(faust.Table):
+    """A Table whose changelog records can be awaited.
+
+    Faust acks a batch's input offsets as soon as the agent hands the batch
+    back, and its commit flushes the producer in a way that can miss a
+    changelog record still in its buffer (seen under load in the kill -9
+    test: a committed input whose state never reached the changelog, so the
+    restart restored an older state). Agents therefore wait for these records
+    (``shared.batching.finish_batch``) before the batch's offsets are acked.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unacked: list[Any] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        future = super().send_changelog(*args, **kwargs)
+        self.unacked.append(future)
+        return future
+
+    def take_unacked(self) -> list[Any]:
+        pending, self.unacked = self.unacked, []
+        return pending
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust App of one service worker. No side effect beyond the object."""
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
@@ -29,6 +54,7 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(settings.worker_data_dir),
         autodiscover=False,
         web_enabled=True,
+        Table=AckedTable,
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,

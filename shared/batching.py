@@ -13,10 +13,11 @@ from typing import Any
 
 import orjson
 
-from shared.app import bind_event, raw_topic
+from shared.app import bind_event
 from shared.codec import key_bytes
 from shared.dlq import dlq_record, raw_as_text
 from shared.logging import message_fields
+from shared.registry_access import registry_for
 from shared.settings import Settings
 
 DLQ = "conversions.dlq"
@@ -47,7 +48,8 @@ class StateCache:
         self._events[key] = event
         self._dirty.add(key)
 
-    def flush(self) -> None:
+    def flush(self) -> list[Any]:
+        """Write the staged values; the changelog sends to await."""
         for key in self._dirty:
             # The changelog partition is that of the event the key came with.
             bind_event(self._events[key])
@@ -60,20 +62,37 @@ class StateCache:
         self._dirty.clear()
         self._values.clear()
         self._events.clear()
+        take = getattr(self.table, "take_unacked", None)
+        return take() if take is not None else []
 
 
 class Outbox:
-    """Sends to registry topics; ``drain()`` waits until the broker has them all."""
+    """Sends to registry topics; ``drain()`` waits until the broker has them all.
+
+    Sends go straight to the app's producer: Faust's ``topic.send`` wraps each
+    message in a FutureMessage with sensors and several coroutine layers, which
+    cost more per message than our own processing (measured by ingest: about
+    1.3k msg/s through ``topic.send`` against 6-8k through the producer).
+    """
 
     def __init__(self, app: Any, settings: Settings, *names: str) -> None:
         names = tuple(dict.fromkeys((*names, DLQ)))  # every agent may dead-letter
-        self._topics = {name: raw_topic(app, settings, name) for name in names}
+        registry = registry_for(settings)
+        for name in names:
+            registry.topic(name)  # fail at start for a topic topics.yaml does not declare
+        self._app = app
+        self._names = {name: settings.topic_name(name) for name in names}
+        self._producer: Any = None
         self._pending: list[Any] = []
         self.sent: dict[str, int] = dict.fromkeys(names, 0)
 
     async def send(self, topic: str, key: str | bytes | None, value: Any) -> None:
         payload = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
-        future = await self._topics[topic].send(key=key_bytes(key), value=payload)
+        if self._producer is None:
+            self._producer = await self._app.maybe_start_producer()
+        future = await self._producer.send(
+            self._names[topic], key_bytes(key), payload, None, None, None
+        )
         self._pending.append(future)
         self.sent[topic] += 1
 
@@ -102,11 +121,16 @@ async def finish_batch(outbox: Outbox, *caches: StateCache) -> None:
     offsets are committed. If state went first, a kill -9 between the state
     write and the sends would leave a redelivered input looking "already
     done" and its outputs lost. Outputs first means a crash can only repeat
-    outputs, which every consumer of ours treats idempotently.
+    outputs, which every consumer of ours treats idempotently. Last, the batch
+    waits for its changelog records, so that no input offset is committed
+    before the state it produced is in the changelog.
     """
     await outbox.drain()
-    for cache in caches:
-        cache.flush()
+    changelog = [future for cache in caches for future in cache.flush()]
+    if changelog:
+        # Acked inputs must have their state in the changelog (see AckedTable).
+        await asyncio.gather(*changelog)
+        await asyncio.sleep(0)  # let Faust record the changelog offsets it persisted
 
 
 class DeadLetterOnError:
@@ -165,10 +189,27 @@ async def process(
     """
     guard = DeadLetterOnError(outbox, log, user_keyed=user_keyed)
     async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
-        caches = [StateCache(table) for table in tables]
-        for event in events:
-            async with guard(event):
-                await handle(event, *caches)
-        if after_batch is not None:
-            await after_batch(*caches)
-        await finish_batch(outbox, *caches)
+        try:
+            caches = [StateCache(table) for table in tables]
+            for event in events:
+                async with guard(event):
+                    await handle(event, *caches)
+            if after_batch is not None:
+                await after_batch(*caches)
+            await finish_batch(outbox, *caches)
+        except BaseException:
+            hold_offsets(events)
+            raise
+
+
+def hold_offsets(events: Any) -> None:
+    """Keep the offsets of an unfinished batch out of every commit.
+
+    ``take_events`` acks a batch in a ``finally`` block, so also when the body
+    failed (say the broker did not acknowledge our sends) or the agent was
+    cancelled. A message already marked acked is skipped by the consumer's ack
+    bookkeeping, so its offset never becomes committable and the batch is
+    redelivered after the agent restarts: at-least-once, never lost.
+    """
+    for event in events:
+        event.message.acked = True

@@ -24,6 +24,7 @@ import faust
 from services.ingest.logic import REDACTED, Rejected, Valid, process_raw
 from services.ingest.stats import IngestStats, register_stats_view
 from shared.app import raw_topic
+from shared.batching import hold_offsets
 from shared.logging import get_logger, message_fields
 from shared.settings import Settings
 
@@ -64,19 +65,6 @@ async def process_batch(
         hold_offsets(batch)
         raise
     stats.batches += 1
-
-
-def hold_offsets(batch: Sequence[Any]) -> None:
-    """Keep the offsets of an unfinished batch out of every commit.
-
-    ``take_events`` acks a batch in a ``finally`` block, so also when the body
-    failed or the agent was cancelled (shutdown) in the middle of publishing. A
-    message already marked acked is skipped by the consumer's ack bookkeeping, so
-    its offset never becomes committable and the batch is redelivered on restart
-    (dedupe recognises redelivered records by raw_ref).
-    """
-    for event in batch:
-        event.message.acked = True
 
 
 Send = tuple[str, bytes | None, bytes]
