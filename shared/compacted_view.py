@@ -18,15 +18,22 @@ from shared.logging import get_logger
 from shared.topic_io import partitions_of
 
 Decoder = Callable[[bytes], Any]
+Apply = Callable[[bytes | None, bytes | None], None]
 
 
 class CompactedView:
-    def __init__(self, bootstrap: str, topic: str, decode: Decoder) -> None:
+    """``values`` holds each key's decoded latest value; or give ``apply`` to keep
+    a view of your own (it receives every record's raw key and value)."""
+
+    def __init__(
+        self, bootstrap: str, topic: str, decode: Decoder | None = None, apply: Apply | None = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.decode = decode
         self.values: dict[str, Any] = {}
         self.ready = asyncio.Event()
+        self._apply = apply or self.apply
         self._log = get_logger(component="compacted-view", view_topic=topic)
 
     def get(self, key: str) -> Any:
@@ -40,7 +47,7 @@ class CompactedView:
             self.values.pop(name, None)
             return
         try:
-            self.values[name] = self.decode(value)
+            self.values[name] = self.decode(value) if self.decode else value
         except Exception as exc:  # noqa: BLE001 - a bad config record must not stop the view
             self._log.warning("view_record_skipped", key=name, error=type(exc).__name__)
 
@@ -69,7 +76,7 @@ class CompactedView:
             while True:
                 for messages in (await consumer.getmany(*tps, timeout_ms=500)).values():
                     for message in messages:
-                        self.apply(message.key, message.value)
+                        self._apply(message.key, message.value)
                 positions = {tp: await consumer.position(tp) for tp in tps}
                 if not self.ready.is_set() and all(positions[tp] >= ends[tp] for tp in tps):
                     self.ready.set()

@@ -24,11 +24,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from shared import codec
+from shared.compacted_view import CompactedView
 from shared.logging import get_logger
 from shared.settings import Settings
+from shared.topic_io import read_all
 
 TOKEN_PREFIX = "cvm_"
 TOPIC = "api.tokens"
@@ -175,38 +177,11 @@ class TokenStore:
 # ----------------------------------------------------------------- Kafka side
 
 
-async def _end_offset(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
-    return (await consumer.end_offsets([tp]))[tp]
-
-
-def _consumer(settings: Settings) -> tuple[AIOKafkaConsumer, TopicPartition]:
-    topic = settings.topic_name(TOPIC)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        group_id=None,
-        isolation_level="read_committed",
-    )
-    return consumer, TopicPartition(topic, 0)
-
-
 async def load_tokens(settings: Settings) -> TokenStore:
     """Read ``api.tokens`` from the beginning to its current end (for the CLI)."""
     store = TokenStore()
-    consumer, tp = _consumer(settings)
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = await _end_offset(consumer, tp)
-        while await consumer.position(tp) < end:
-            batches = await consumer.getmany(tp, timeout_ms=1000)
-            for messages in batches.values():
-                for message in messages:
-                    store.apply(message.key, message.value)
-    finally:
-        await consumer.stop()
+    for read in await read_all(settings.bootstrap, settings.topic_name(TOPIC)):
+        store.apply(read.key, read.value)
     return store
 
 
@@ -232,13 +207,15 @@ class TokenReader:
     """
 
     def __init__(self, settings: Settings, store: TokenStore | None = None) -> None:
-        self.settings = settings
         self.store = store if store is not None else TokenStore()
-        self.ready = asyncio.Event()
+        self._view = CompactedView(
+            settings.bootstrap, settings.topic_name(TOPIC), apply=self.store.apply
+        )
+        self.ready = self._view.ready
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="api-token-reader")
+        self._task = asyncio.create_task(self._view.run(), name="api-token-reader")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -248,36 +225,6 @@ class TokenReader:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
             self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - keep following after broker trouble
-                log.warning("api_token_reader_error", error=type(exc).__name__)
-                await asyncio.sleep(1.0)
-
-    async def _follow(self) -> None:
-        consumer, tp = _consumer(self.settings)
-        await consumer.start()
-        try:
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = await _end_offset(consumer, tp)
-            if end == 0:
-                self.ready.set()
-            while True:
-                batches = await consumer.getmany(tp, timeout_ms=500)
-                for messages in batches.values():
-                    for message in messages:
-                        self.store.apply(message.key, message.value)
-                if not self.ready.is_set() and await consumer.position(tp) >= end:
-                    self.ready.set()
-                    log.info("api_tokens_loaded", tokens=len(self.store))
-        finally:
-            await consumer.stop()
 
 
 def record_view(record: TokenRecord) -> dict[str, Any]:
