@@ -21,6 +21,7 @@ from services.ingest.api import (
     process_events,
 )
 from services.ingest.validation import validate_event
+from tests.unit.services.ingest import factories
 
 RECEIVED_MS = 1_764_151_200_000
 EVENT_TIME = 1_764_151_000
@@ -30,15 +31,7 @@ H1 = hashlib.sha256(EMAIL.encode()).hexdigest()
 
 
 def event(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "event_name": "checkout",
-        "action_source": "web",
-        "event_time": EVENT_TIME,
-        "event_id": "ev-1",
-        "user_data": {"em": [H1]},
-    }
-    base.update(overrides)
-    return base
+    return factories.event(em=H1, **overrides)
 
 
 def process(events: list[Any], max_record_bytes: int = 1_000_000):

@@ -11,6 +11,7 @@ import pytest
 from services.ingest import validation as v
 from services.ingest.validation import NormalisedEvent, validate_event
 from shared.errors import InvalidEvent
+from tests.unit.services.ingest.factories import event
 
 RECEIVED_MS = 1_764_151_200_000
 EVENT_TIME = 1_764_151_000
@@ -19,18 +20,6 @@ H2 = "b" * 64
 IP = "203.0.113.7"
 UA = "Mozilla/5.0 (X11; Linux x86_64)"
 EMAIL = "alice.smith@example.com"
-
-
-def event(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "event_name": "checkout",
-        "action_source": "web",
-        "event_time": EVENT_TIME,
-        "event_id": "ev-1",
-        "user_data": {"em": [H1]},
-    }
-    base.update(overrides)
-    return base
 
 
 def ok(ev: Any) -> NormalisedEvent:
