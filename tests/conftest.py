@@ -67,7 +67,8 @@ def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
     ns = f"t{uuid.uuid4().hex[:10]}"
     yield ns
     address = os.environ.get("KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
-    if "bootstrap" in request.fixturenames and reachable(address, timeout_s=5.0):
+    keep = os.environ.get("CONVMESH_TEST_KEEP_TOPICS") == "1"  # to inspect a failure
+    if not keep and "bootstrap" in request.fixturenames and reachable(address, timeout_s=5.0):
         asyncio.run(delete_namespace_topics(address, ns))
 
 

@@ -16,6 +16,7 @@ import faust
 import orjson
 
 from services.aggregate import logic
+from shared import versions
 from shared.app import raw_table, raw_topic
 from shared.batching import Outbox, process
 from shared.logging import get_logger
@@ -55,7 +56,7 @@ def register(app: faust.App, settings: Settings) -> None:
             key = delta["row"].encode()
             row = cache.get(key, event) or {"members": {}, "version": 0}
             if logic.apply_delta(row["members"], delta):
-                row["version"] += 1
+                row["version"] = versions.next_stamp(row["version"], versions.now_ms())
                 cache.put(key, row, event)
                 changed[key] = row
 

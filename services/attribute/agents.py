@@ -27,6 +27,7 @@ from shared.logging import get_logger
 from shared.privacy import pseudonym
 from shared.results import attributed_record
 from shared.settings import Settings
+from shared.versions import next_stamp
 
 DECODERS = {
     "ads.engagements": decode_engagement,
@@ -60,7 +61,7 @@ def register(app: faust.App, settings: Settings) -> None:
             "reason": result["reason"],
             "touch": result["touch"],
             "match": {"key_type": result["key_type"], "user": user} if matched else None,
-            "version": result["version"],
+            "order": result["order"],
         }
 
     async def forget(outbox: Outbox, user_id: str, conversion_keys: list[str]) -> None:
@@ -93,12 +94,14 @@ def register(app: faust.App, settings: Settings) -> None:
                 return
             changed: list[tuple[str, dict[str, Any]]] = []
             if kind == "ads.engagements":
-                changed = logic.add_engagement(state, payload, windows)
+                changed = logic.add_engagement(state, payload, windows, now_ms)
             elif kind == "privacy.requests":
-                changed = logic.add_privacy_request(state, payload, message.offset, windows)
+                changed = logic.add_privacy_request(
+                    state, payload, message.offset, windows, now_ms
+                )
             elif payload["op"] == "assign":
                 expires_ms = now_ms + settings.late_horizon_s * 1000
-                result = logic.assign(state, payload, windows, expires_ms)
+                result = logic.assign(state, payload, windows, expires_ms, now_ms)
                 if result is not None:
                     changed = [(payload["conversion_key"], result)]
             else:
@@ -118,11 +121,14 @@ def register(app: faust.App, settings: Settings) -> None:
         async def handle(event: Any, cache: Any) -> None:
             message = event.message
             result = orjson.loads(message.value)
+            # {"order": [mv, seq] of the result published, "record": what was published}
             last = cache.get(message.key, event)
+            last_record = last["record"] if last else None
             now_ms = int(time.time() * 1000)
             if result.get("op") == "scrub":
-                record = logic.scrubbed(last, result["user"])
-            elif last is None or last["version"] < result["version"]:
+                record = logic.scrubbed(last_record, result["user"], now_ms)
+                order = last["order"] if last else None
+            elif logic.is_newer(result["order"], last):
                 record = attributed_record(
                     message.key.decode(),
                     result["conv"],
@@ -130,14 +136,16 @@ def register(app: faust.App, settings: Settings) -> None:
                     reason=result["reason"],
                     match=result.get("match"),
                     touch=result.get("touch"),
-                    version=result["version"],
+                    # A stamp: grows even if this table came back older after a crash.
+                    version=next_stamp(last_record["version"] if last_record else None, now_ms),
                     processed_at_ms=now_ms,
                 )
+                order = result["order"]
             else:
-                return  # not newer than the version already published
+                return  # not newer than the result already published
             if record is not None:
                 record["processed_at_ms"] = now_ms
                 await outbox.send("conversions.attributed", message.key, record)
-                cache.put(message.key, record, event)
+                cache.put(message.key, {"order": order, "record": record}, event)
 
         await process(stream, settings, outbox, handle, published, log=log)

@@ -4,7 +4,7 @@ State per user (the ``users`` table, keyed by user_id like ads.engagements):
 
 * ``eng``: engagement_id -> [ts_ms, type, ad_account_id, campaign_id, ad_group_id, ad_id]
 * ``convs``: conversion_key -> the conversion assigned to this user, its
-  match version ``mv``, attribution sequence ``seq``, the match key type and
+  match version ``mv``, attribution stamp ``seq``, the match key type and
   the signature of the last result sent (kept for the late-data horizon)
 * ``privacy``: [ts_ms, arrival, kind] of the latest privacy request
 * ``named``: every conversion key ever assigned to the user (kept past the
@@ -18,11 +18,12 @@ from typing import Any
 
 import orjson
 
+from shared.versions import next_stamp
+
 DAY_MS = 86_400_000
 DEFAULT_WINDOWS_DAYS: Mapping[str, int] = {"click": 30, "engagement": 30, "view": 1}
 ALLOWED_WINDOW_DAYS = frozenset({0, 1, 7, 14, 30, 60})
 CLASS_RANK: Mapping[str, int] = {"click": 3, "engagement": 2, "view": 1}
-VERSION_STRIDE = 1_000_000
 #: Engagements older than this can no longer be in any window of any valid
 #: conversion: the longest window (60 d) plus the oldest accepted event (67 d).
 ENGAGEMENT_RETENTION_MS = (60 + 67) * DAY_MS
@@ -111,25 +112,38 @@ def _signature(result: Mapping[str, Any]) -> list[Any]:
 
 
 def refresh(
-    state: dict[str, Any], conversion_key: str, windows_of: WindowsOf, force: bool = False
+    state: dict[str, Any],
+    conversion_key: str,
+    windows_of: WindowsOf,
+    at_ms: int,
+    force: bool = False,
 ) -> dict[str, Any] | None:
-    """Re-evaluate one conversion; return its new result (with version) if it changed."""
+    """Re-evaluate one conversion; return its new result if it changed.
+
+    The result's ``order`` is ``[mv, seq]``: the match decision first, then
+    the re-attribution stamp (``shared.versions``), which outranks every
+    earlier one even when a crash made this user's state recompute.
+    """
     entry = state["convs"][conversion_key]
     result = evaluate(state, entry, windows_of)
     signature = _signature(result)
     if not force and signature == entry.get("sig"):
         return None
     if entry.get("sig") is not None:
-        entry["seq"] += 1
+        entry["seq"] = next_stamp(entry["seq"], at_ms)
     entry["sig"] = signature
-    result["version"] = entry["mv"] * VERSION_STRIDE + entry["seq"]
+    result["order"] = [entry["mv"], entry["seq"]]
     result["key_type"] = entry["key_type"]
     result["conv"] = entry["conv"]
     return result
 
 
 def assign(
-    state: dict[str, Any], msg: Mapping[str, Any], windows_of: WindowsOf, expires_ms: int
+    state: dict[str, Any],
+    msg: Mapping[str, Any],
+    windows_of: WindowsOf,
+    expires_ms: int,
+    at_ms: int,
 ) -> dict[str, Any] | None:
     """A conversion joins this user; None if the assignment is stale or repeated."""
     key = msg["conversion_key"]
@@ -147,7 +161,7 @@ def assign(
         "sig": None,
         "expires_ms": expires_ms,
     }
-    return refresh(state, key, windows_of, force=True)
+    return refresh(state, key, windows_of, at_ms, force=True)
 
 
 def retract(state: dict[str, Any], msg: Mapping[str, Any]) -> None:
@@ -158,7 +172,7 @@ def retract(state: dict[str, Any], msg: Mapping[str, Any]) -> None:
 
 
 def add_engagement(
-    state: dict[str, Any], eng: Mapping[str, Any], windows_of: WindowsOf
+    state: dict[str, Any], eng: Mapping[str, Any], windows_of: WindowsOf, at_ms: int
 ) -> list[tuple[str, dict[str, Any]]]:
     """Record an engagement; re-attribute the user's conversions it may change."""
     engagement_id = str(eng["engagement_id"])
@@ -178,14 +192,18 @@ def add_engagement(
     for key, entry in state["convs"].items():
         conv = entry["conv"]
         if is_candidate(row, conv["ad_account_id"], conv["event_time"], windows):
-            result = refresh(state, key, windows_of)
+            result = refresh(state, key, windows_of, at_ms)
             if result is not None:
                 changed.append((key, result))
     return changed
 
 
 def add_privacy_request(
-    state: dict[str, Any], request: Mapping[str, Any], arrival: int, windows_of: WindowsOf
+    state: dict[str, Any],
+    request: Mapping[str, Any],
+    arrival: int,
+    windows_of: WindowsOf,
+    at_ms: int,
 ) -> list[tuple[str, dict[str, Any]]]:
     """Keep the latest request by ts_ms (ties: arrival) and re-evaluate on change."""
     if request.get("kind") not in ("opt_out", "opt_in"):
@@ -197,7 +215,7 @@ def add_privacy_request(
     state["privacy"] = new
     changed = []
     for key in list(state["convs"]):
-        result = refresh(state, key, windows_of)
+        result = refresh(state, key, windows_of, at_ms)
         if result is not None:
             changed.append((key, result))
     return changed
@@ -218,11 +236,17 @@ def delete_user(state: dict[str, Any]) -> list[str]:
     return sorted(set(state.get("named", [])) | set(state["convs"]))
 
 
-def scrubbed(last: Mapping[str, Any] | None, user: str) -> dict[str, Any] | None:
+def scrubbed(last: Mapping[str, Any] | None, user: str, at_ms: int) -> dict[str, Any] | None:
     """The published record re-emitted without a deleted user's pseudonym, if it named them."""
     if last is None or not last.get("match") or last["match"].get("user") != user:
         return None
-    return {**last, "match": {**last["match"], "user": None}, "version": last["version"] + 1}
+    version = next_stamp(last["version"], at_ms)
+    return {**last, "match": {**last["match"], "user": None}, "version": version}
+
+
+def is_newer(order: list[int], published: Mapping[str, Any] | None) -> bool:
+    """Whether a result of this ``[mv, seq]`` order replaces the published one."""
+    return published is None or tuple(order) > tuple(published["order"])
 
 
 def parse_account_settings(raw: bytes) -> Mapping[str, int]:

@@ -19,6 +19,7 @@ import faust
 import orjson
 
 from services.identity_match import logic
+from shared import versions
 from shared.app import raw_table, raw_topic
 from shared.batching import Outbox, process
 from shared.errors import InvalidEvent
@@ -125,7 +126,8 @@ def register(app: faust.App, settings: Settings) -> None:
                 state["answers"][payload["slot"]] = payload["user_id"]
             result = logic.combine(state)
             if result is not None:
-                for topic, send_key, value in logic.on_result(state, result, conversion_key):
+                sends = logic.on_result(state, result, conversion_key, versions.now_ms())
+                for topic, send_key, value in sends:
                     await outbox.send(topic, send_key, value)
             cache.put(key, state, event)
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.versions import next_stamp
+
 DAY_MS = 86_400_000
 IP_UA_VALIDITY_MS = 7 * DAY_MS
 
@@ -203,21 +205,23 @@ def touched_watchers(state: dict[str, Any], ts_ms: int) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------- transitions
 
-VERSION_STRIDE = 1_000_000
-
 
 def on_result(
-    state: dict[str, Any], result: dict[str, Any], conversion_key: str
+    state: dict[str, Any], result: dict[str, Any], conversion_key: str, at_ms: int
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """What to send when a conversion's match result is (re)computed.
 
     Returns ``(topic, key, message)`` triples: a retract to the user that held
     the conversion before, an assign to the matched user, or an unidentified
     result for the publisher. Nothing when the result did not change.
+
+    The match version ``mv`` is a stamp (``shared.versions``): a decision made
+    after a crash outranks every decision made before it, even when the
+    recomputation took fewer steps than the first run.
     """
     if result == state["result"] and not state.get("dirty"):
         return []
-    state["mv"] += 1
+    state["mv"] = next_stamp(state["mv"], at_ms)
     state["result"] = result
     state["dirty"] = False
     previous_user = state.get("user")
@@ -256,7 +260,8 @@ def on_result(
                     "conv": state["conv"],
                     "status": "unidentified",
                     "reason": result["reason"],
-                    "version": state["mv"] * VERSION_STRIDE,
+                    # Ordered by (mv, seq) against attribute's results (seq 0).
+                    "order": [state["mv"], 0],
                 },
             )
         )

@@ -29,6 +29,7 @@ from tests.support.reference import Expected, reference
 CONVERSIONS = int(os.environ.get("CONVMESH_E2E_CONVERSIONS", "2000"))
 SETTLE_TIMEOUT_S = float(os.environ.get("CONVMESH_E2E_TIMEOUT_S", "300"))
 WORKERS = os.environ.get("CONVMESH_E2E_WORKERS", "1")  # workers per service
+KILL_AFTER_S = float(os.environ.get("CONVMESH_E2E_KILL_AFTER_S", "2"))  # after the first half
 POISONED_TOPICS = ("conversions.valid", "identity.lookups", "attribution.assignments",
                    "conversions.attributed")
 
@@ -176,7 +177,7 @@ async def run_with_crash(bootstrap: str, namespace: str, env: dict[str, str]) ->
     real_records = [(real(namespace, r.topic), r.key, r.value) for r in records]
     half = len(real_records) // 2
     await produce(bootstrap, real_records[:half])
-    await asyncio.sleep(2)  # mid-stream: the first half is being processed
+    await asyncio.sleep(KILL_AFTER_S)  # mid-stream: the first half is being processed
     status = convmesh_json("status", "--json", env=env)
     victims = [s["pid"] for s in status["services"] if s["name"] != "ingest"]
     for pid in victims:

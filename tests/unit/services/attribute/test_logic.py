@@ -8,6 +8,7 @@ from services.attribute import logic
 DAY_MS = 86_400_000
 T = 1_700_000_000
 T_MS = T * 1000
+NOW_MS = T_MS + 60_000  # the wall clock of the worker (version stamps)
 WINDOWS = logic.windows_ms()
 
 
@@ -16,15 +17,22 @@ def windows_of(_ad_account_id):
 
 
 def eng(eid, ts_ms, kind="click", account="1"):
-    return {"engagement_id": eid, "user_id": "u1", "ad_account_id": account,
-            "campaign_id": f"c-{eid}", "ad_group_id": f"g-{eid}", "ad_id": f"a-{eid}",
-            "type": kind, "ts_ms": ts_ms}
+    return {
+        "engagement_id": eid,
+        "user_id": "u1",
+        "ad_account_id": account,
+        "campaign_id": f"c-{eid}",
+        "ad_group_id": f"g-{eid}",
+        "ad_id": f"a-{eid}",
+        "type": kind,
+        "ts_ms": ts_ms,
+    }
 
 
 def engagements(*items):
     state = logic.new_user_state()
     for item in items:
-        logic.add_engagement(state, item, windows_of)
+        logic.add_engagement(state, item, windows_of, NOW_MS)
     return state["eng"]
 
 
@@ -34,8 +42,14 @@ def best(*items, event_time=T):
 
 
 def test_click_beats_a_later_view_and_engagement():
-    assert best(eng("c", T_MS - 5 * DAY_MS), eng("v", T_MS - 1, "view"),
-                eng("e", T_MS - 2, "engagement")) == "c"
+    assert (
+        best(
+            eng("c", T_MS - 5 * DAY_MS),
+            eng("v", T_MS - 1, "view"),
+            eng("e", T_MS - 2, "engagement"),
+        )
+        == "c"
+    )
 
 
 def test_latest_touch_wins_within_a_class_then_greatest_id():
@@ -75,25 +89,25 @@ def assignment(key="k", mv=1):
 
 def test_assign_attributes_and_late_engagement_reattributes_with_higher_version():
     state = logic.new_user_state()
-    logic.add_engagement(state, eng("v", T_MS - 10, "view"), windows_of)
-    first = logic.assign(state, assignment(), windows_of, expires_ms=2 * T_MS)
+    logic.add_engagement(state, eng("v", T_MS - 10, "view"), windows_of, NOW_MS)
+    first = logic.assign(state, assignment(), windows_of, expires_ms=2 * T_MS, at_ms=NOW_MS)
     assert first["status"] == "attributed" and first["touch"]["engagement_id"] == "v"
-    changed = logic.add_engagement(state, eng("c", T_MS - 20 * DAY_MS), windows_of)
+    changed = logic.add_engagement(state, eng("c", T_MS - 20 * DAY_MS), windows_of, NOW_MS)
     assert [(k, r["touch"]["engagement_id"]) for k, r in changed] == [("k", "c")]
-    assert changed[0][1]["version"] == first["version"] + 1
+    assert changed[0][1]["order"] > first["order"]
 
 
 def test_engagement_that_does_not_change_the_touch_emits_nothing():
     state = logic.new_user_state()
-    logic.add_engagement(state, eng("c", T_MS - 10), windows_of)
-    logic.assign(state, assignment(), windows_of, expires_ms=2 * T_MS)
-    assert logic.add_engagement(state, eng("v", T_MS - 1, "view"), windows_of) == []
+    logic.add_engagement(state, eng("c", T_MS - 10), windows_of, NOW_MS)
+    logic.assign(state, assignment(), windows_of, expires_ms=2 * T_MS, at_ms=NOW_MS)
+    assert logic.add_engagement(state, eng("v", T_MS - 1, "view"), windows_of, NOW_MS) == []
 
 
 def test_stale_assign_and_retract_are_ignored():
     state = logic.new_user_state()
-    assert logic.assign(state, assignment(mv=2), windows_of, 2 * T_MS) is not None
-    assert logic.assign(state, assignment(mv=1), windows_of, 2 * T_MS) is None
+    assert logic.assign(state, assignment(mv=2), windows_of, 2 * T_MS, NOW_MS) is not None
+    assert logic.assign(state, assignment(mv=1), windows_of, 2 * T_MS, NOW_MS) is None
     logic.retract(state, {"conversion_key": "k", "mv": 2})
     assert "k" in state["convs"]
     logic.retract(state, {"conversion_key": "k", "mv": 3})
@@ -102,33 +116,36 @@ def test_stale_assign_and_retract_are_ignored():
 
 def test_no_candidate_means_unattributed():
     state = logic.new_user_state()
-    result = logic.assign(state, assignment(), windows_of, 2 * T_MS)
+    result = logic.assign(state, assignment(), windows_of, 2 * T_MS, NOW_MS)
     assert result["status"] == "unattributed" and result["touch"] is None
 
 
 def test_latest_privacy_request_by_time_decides_user_opt_out():
     state = logic.new_user_state()
-    logic.assign(state, assignment(), windows_of, 2 * T_MS)
-    changed = logic.add_privacy_request(state, {"kind": "opt_out", "ts_ms": 10}, 0, windows_of)
+    logic.assign(state, assignment(), windows_of, 2 * T_MS, NOW_MS)
+    opt_out = {"kind": "opt_out", "ts_ms": 10}
+    changed = logic.add_privacy_request(state, opt_out, 0, windows_of, NOW_MS)
     assert changed[0][1]["status"] == "unidentified"
     assert changed[0][1]["reason"] == "user_opt_out"
     # An older opt_in arriving later does not undo the newer opt_out.
-    assert logic.add_privacy_request(state, {"kind": "opt_in", "ts_ms": 5}, 1, windows_of) == []
-    changed = logic.add_privacy_request(state, {"kind": "opt_in", "ts_ms": 11}, 2, windows_of)
+    older, newer = {"kind": "opt_in", "ts_ms": 5}, {"kind": "opt_in", "ts_ms": 11}
+    assert logic.add_privacy_request(state, older, 1, windows_of, NOW_MS) == []
+    changed = logic.add_privacy_request(state, newer, 2, windows_of, NOW_MS)
     assert changed[0][1]["status"] == "unattributed"
 
 
 def test_trim_drops_old_engagements_and_expired_conversions():
     state = logic.new_user_state()
-    logic.add_engagement(state, eng("old", 0), windows_of)
-    logic.assign(state, assignment(), windows_of, expires_ms=5)
+    logic.add_engagement(state, eng("old", 0), windows_of, NOW_MS)
+    logic.assign(state, assignment(), windows_of, expires_ms=5, at_ms=NOW_MS)
     logic.trim(state, now_ms=logic.ENGAGEMENT_RETENTION_MS + 10)
     assert state["eng"] == {} and state["convs"] == {}
 
 
 touches = st.lists(
     st.tuples(st.sampled_from(["click", "engagement", "view"]), st.integers(0, 40 * DAY_MS)),
-    min_size=1, max_size=15,
+    min_size=1,
+    max_size=15,
 )
 
 
@@ -140,9 +157,9 @@ def test_result_does_not_depend_on_engagement_arrival_order(items, rnd):
 
     def run(order):
         state = logic.new_user_state()
-        results = [logic.assign(state, assignment(), windows_of, 2 * T_MS)]
+        results = [logic.assign(state, assignment(), windows_of, 2 * T_MS, NOW_MS)]
         for item in order:
-            results.extend(r for _k, r in logic.add_engagement(state, item, windows_of))
+            results.extend(r for _k, r in logic.add_engagement(state, item, windows_of, NOW_MS))
         return results[-1]
 
     a, b = run(all_engs), run(shuffled)
@@ -164,8 +181,8 @@ def test_chosen_touch_is_a_candidate_of_the_highest_class_present(items):
 
 def test_deleted_user_lists_every_conversion_ever_assigned_even_past_the_horizon():
     state = logic.new_user_state()
-    logic.assign(state, assignment("k1"), windows_of, expires_ms=5)
-    logic.assign(state, assignment("k2"), windows_of, expires_ms=2 * T_MS)
+    logic.assign(state, assignment("k1"), windows_of, expires_ms=5, at_ms=NOW_MS)
+    logic.assign(state, assignment("k2"), windows_of, expires_ms=2 * T_MS, at_ms=NOW_MS)
     logic.trim(state, now_ms=10)
     assert list(state["convs"]) == ["k2"]
     assert logic.delete_user(state) == ["k1", "k2"]
@@ -173,24 +190,25 @@ def test_deleted_user_lists_every_conversion_ever_assigned_even_past_the_horizon
 
 def test_scrub_re_emits_only_records_naming_the_user_with_a_higher_version():
     last = {"version": 7, "match": {"key_type": "em", "user": "k0.abc"}, "status": "attributed"}
-    again = logic.scrubbed(last, "k0.abc")
-    assert again["match"] == {"key_type": "em", "user": None} and again["version"] == 8
-    assert logic.scrubbed(last, "k0.other") is None
-    assert logic.scrubbed(None, "k0.abc") is None
+    again = logic.scrubbed(last, "k0.abc", NOW_MS)
+    assert again["match"] == {"key_type": "em", "user": None} and again["version"] == NOW_MS
+    assert logic.scrubbed(again, "k0.abc", 0) is None
+    assert logic.scrubbed(last, "k0.other", NOW_MS) is None
+    assert logic.scrubbed(None, "k0.abc", NOW_MS) is None
 
 
 def test_each_ad_account_uses_its_own_windows():
     short = logic.windows_ms({"click": 1})
     state = logic.new_user_state()
-    logic.add_engagement(state, eng("c", T_MS - 2 * DAY_MS), windows_of)
+    logic.add_engagement(state, eng("c", T_MS - 2 * DAY_MS), windows_of, NOW_MS)
     per_account = {"1": short}
 
     def of(account):
         return per_account.get(account, WINDOWS)
 
-    result = logic.assign(state, assignment(), of, 2 * T_MS)
+    result = logic.assign(state, assignment(), of, 2 * T_MS, NOW_MS)
     assert result["status"] == "unattributed"  # 2 days > this account's 1-day click window
-    result = logic.assign(state, assignment("k2", mv=1), windows_of, 2 * T_MS)
+    result = logic.assign(state, assignment("k2", mv=1), windows_of, 2 * T_MS, NOW_MS)
     assert result["status"] == "attributed"
 
 
@@ -203,3 +221,17 @@ def test_account_settings_records_parse_to_windows_and_bad_ones_are_refused():
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} must be refused")
+
+
+def test_publisher_takes_a_result_only_if_its_order_is_higher():
+    published = {"order": [5, 7], "record": {}}
+    assert logic.is_newer([5, 8], published) and logic.is_newer([6, 0], published)
+    assert not logic.is_newer([5, 7], published) and not logic.is_newer([4, 99], published)
+    assert logic.is_newer([1, 0], None)
+
+
+def test_a_reattribution_stamp_outranks_the_state_it_was_recomputed_from():
+    state = logic.new_user_state()
+    first = logic.assign(state, assignment(), windows_of, 2 * T_MS, NOW_MS)
+    later = logic.add_engagement(state, eng("c", T_MS - 10), windows_of, NOW_MS + 1_000)
+    assert later[0][1]["order"] == [first["order"][0], NOW_MS + 1_000]

@@ -5,6 +5,8 @@ from hypothesis import strategies as st
 
 from services.identity_match import logic
 
+NOW_MS = 1_800_000_000_000  # the wall clock of the worker (version stamps)
+
 DAY_MS = 86_400_000
 T = 1_700_000_000  # a conversion's event_time (seconds)
 T_MS = T * 1000
@@ -12,16 +14,36 @@ H = "a" * 64
 
 
 def conv(**ids):
-    base = {"click_id": None, "external_id": [], "em": [], "ph": [], "hashed_maids": [],
-            "ip_ua": None}
+    base = {
+        "click_id": None,
+        "external_id": [],
+        "em": [],
+        "ph": [],
+        "hashed_maids": [],
+        "ip_ua": None,
+    }
     base.update(ids)
-    return {"ad_account_id": "1", "event_time": T, "ids": base, "opt_out": False, "ldp": False,
-            "raw_ref": "r:0:1", "event_name": "checkout", "event_id": "e"}
+    return {
+        "ad_account_id": "1",
+        "event_time": T,
+        "ids": base,
+        "opt_out": False,
+        "ldp": False,
+        "raw_ref": "r:0:1",
+        "event_name": "checkout",
+        "event_id": "e",
+    }
 
 
 def signal(ts_ms, op="link", user="u1", key_type="em", account=None):
-    return {"user_id": user, "key_type": key_type, "key": H, "op": op, "ts_ms": ts_ms,
-            "ad_account_id": account}
+    return {
+        "user_id": user,
+        "key_type": key_type,
+        "key": H,
+        "op": op,
+        "ts_ms": ts_ms,
+        "ad_account_id": account,
+    }
 
 
 def key_state(*signals):
@@ -36,10 +58,23 @@ def watch(signal_type="em", account="1", event_time=T):
 
 
 def test_slots_follow_priority_then_array_order():
-    c = conv(em=["e1", "e2"], click_id="epik", ph=["p1"], ip_ua="ipua", external_id=["x1"],
-             hashed_maids=["m1"])
+    c = conv(
+        em=["e1", "e2"],
+        click_id="epik",
+        ph=["p1"],
+        ip_ua="ipua",
+        external_id=["x1"],
+        hashed_maids=["m1"],
+    )
     assert [s[0] for s in logic.slots(c)] == [
-        "click_id", "external_id", "em", "em", "ph", "hashed_maid", "ip_ua"]
+        "click_id",
+        "external_id",
+        "em",
+        "em",
+        "ph",
+        "hashed_maid",
+        "ip_ua",
+    ]
     assert [s[2] for s in logic.slots(c)][2:4] == ["e1", "e2"]
 
 
@@ -147,9 +182,13 @@ def test_restricted_and_empty_conversions_are_unidentified_without_lookups():
 
 def test_moving_a_conversion_retracts_it_from_the_old_user_with_a_higher_version():
     state = owner(conv(em=["e1"]))
-    first = logic.on_result(state, {"status": "matched", "key_type": "em", "user_id": "u1"}, "k")
+    first = logic.on_result(
+        state, {"status": "matched", "key_type": "em", "user_id": "u1"}, "k", NOW_MS
+    )
     assert [(t, k) for t, k, _ in first] == [("attribution.assignments", "u1")]
-    second = logic.on_result(state, {"status": "matched", "key_type": "em", "user_id": "u2"}, "k")
+    second = logic.on_result(
+        state, {"status": "matched", "key_type": "em", "user_id": "u2"}, "k", NOW_MS
+    )
     assert [(t, k, m["op"]) for t, k, m in second] == [
         ("attribution.assignments", "u1", "retract"),
         ("attribution.assignments", "u2", "assign"),
@@ -161,22 +200,24 @@ def test_moving_a_conversion_retracts_it_from_the_old_user_with_a_higher_version
 def test_unchanged_result_sends_nothing_and_unmatching_publishes_unidentified():
     state = owner(conv(em=["e1"]))
     matched = {"status": "matched", "key_type": "em", "user_id": "u1"}
-    logic.on_result(state, matched, "k")
-    assert logic.on_result(state, matched, "k") == []
-    sends = logic.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k")
+    logic.on_result(state, matched, "k", NOW_MS)
+    assert logic.on_result(state, matched, "k", NOW_MS) == []
+    sends = logic.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
     assert [(t, k) for t, k, _ in sends] == [
-        ("attribution.assignments", "u1"), ("attribution.results", "k")]
-    assert sends[1][2]["version"] == state["mv"] * logic.VERSION_STRIDE
+        ("attribution.assignments", "u1"),
+        ("attribution.results", "k"),
+    ]
+    assert sends[1][2]["order"] == [state["mv"], 0]
 
 
 def test_superseding_acceptance_keeps_match_version_growing():
     state = owner(conv(em=["e1"]))
-    logic.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k")
+    logic.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
     again = logic.new_owner_state(conv(em=["e1"]), state)
     again["dirty"] = True
     assert again["gen"] == state["gen"] + 1
-    sends = logic.on_result(again, {"status": "unidentified", "reason": "no_match"}, "k")
-    assert sends and again["mv"] == state["mv"] + 1
+    sends = logic.on_result(again, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
+    assert sends and again["mv"] == state["mv"] + 1  # same clock: one more
 
 
 ops = st.lists(
@@ -213,7 +254,22 @@ def test_forget_user_drops_their_links_and_tells_owners_without_rematching():
 
 def test_owner_forgets_user_id_and_identifiers_but_keeps_its_result():
     state = owner(conv(em=["e1"], ph=["p1"]), {"0": "gone", "1": "gone"})
-    logic.on_result(state, logic.combine(state), "k")
+    logic.on_result(state, logic.combine(state), "k", NOW_MS)
     logic.forget_user_in_owner(state, "gone")
     assert "gone" not in str(state) and "e1" not in str(state)
     assert state["result"]["key_type"] == "em" and len(state["slots"]) == 2
+
+
+def test_a_decision_recomputed_after_a_crash_outranks_the_decisions_made_before_it():
+    """The owner's state came back from before two decisions; its next one ranks above them."""
+    state = owner(conv(em=["e1"]))
+    logic.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
+    restored = {**state, "answers": dict(state["answers"])}
+    first = logic.on_result(
+        state, {"status": "matched", "key_type": "em", "user_id": "u"}, "k", NOW_MS
+    )
+    logic.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
+    late = logic.on_result(
+        restored, {"status": "matched", "key_type": "em", "user_id": "u"}, "k", NOW_MS + 5_000
+    )
+    assert late[0][2]["mv"] > state["mv"] > first[0][2]["mv"]
