@@ -48,6 +48,18 @@ class StateCache:
         self._events[key] = event
         self._dirty.add(key)
 
+    def rewrite(self, key: bytes, event: Any) -> None:
+        """Write the key's current value again: for an input found already applied.
+
+        A redelivered input that finds its effect in the state may be meeting a
+        write the local store kept through a kill -9 but whose changelog record
+        never left. Writing the value again puts it in the changelog, so that a
+        worker rebuilding this partition from the changelog later has it too.
+        """
+        value = self.get(key, event)
+        if value is not None:
+            self.put(key, value, event)
+
     def flush(self) -> list[Any]:
         """Write the staged values; the changelog sends to await."""
         for key in self._dirty:
@@ -107,6 +119,10 @@ class Outbox:
         log.warning("rejected", reason=reason, **message_fields(message, user_keyed=user_keyed))
         record = dlq_record(reason, text, message, None, raw_as_text(message.value))
         await self.send(DLQ, None if user_keyed else message.key, record)
+
+    def forget_pending(self) -> None:
+        """Drop the sends of a failed batch: it is run again and sends them anew."""
+        self._pending = []
 
     async def drain(self) -> None:
         pending, self._pending = self._pending, []
@@ -185,31 +201,69 @@ async def process(
 
     Batches of events (``take_events``); ``handle(event, *caches)`` once per
     event under the failure policy; then ``after_batch(*caches)`` if given;
-    then the batch's outputs, then its state (``finish_batch``).
+    then the batch's outputs, then its state (``finish_batch``). A batch that
+    fails as a whole (the broker refused our sends, say) is run again after
+    a pause, never skipped: the next batch waits, so nothing is lost.
     """
     guard = DeadLetterOnError(outbox, log, user_keyed=user_keyed)
+
+    async def run(events: Any) -> None:
+        caches = [StateCache(table) for table in tables]
+        for event in events:
+            async with guard(event):
+                await handle(event, *caches)
+        if after_batch is not None:
+            await after_batch(*caches)
+        await finish_batch(outbox, *caches)
+
     async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
         try:
-            caches = [StateCache(table) for table in tables]
-            for event in events:
-                async with guard(event):
-                    await handle(event, *caches)
-            if after_batch is not None:
-                await after_batch(*caches)
-            await finish_batch(outbox, *caches)
+            await until_done(run, events, outbox, log)
         except BaseException:
             hold_offsets(events)
             raise
 
 
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+
+
+async def until_done(
+    run: Callable[[Any], Awaitable[None]], events: Any, outbox: Outbox, log: Any
+) -> None:
+    """Run one batch until it succeeds, pausing longer after each failure.
+
+    Running a batch again is safe: every handler treats an input whose effect
+    is already in its state as a redelivery, and every consumer of ours treats
+    a repeated output idempotently.
+    """
+    attempt = 0
+    while True:
+        try:
+            await run(events)
+            return
+        except Exception as exc:  # cancellation (stop, rebalance) is not retried
+            attempt += 1
+            outbox.forget_pending()
+            pause = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (attempt - 1))
+            log.error(
+                "batch_failed",
+                error=type(exc).__name__,  # the type only: a message may quote input
+                attempt=attempt,
+                events=len(events),
+                retry_in_s=pause,
+            )
+            await asyncio.sleep(pause)
+
+
 def hold_offsets(events: Any) -> None:
     """Keep the offsets of an unfinished batch out of every commit.
 
-    ``take_events`` acks a batch in a ``finally`` block, so also when the body
-    failed (say the broker did not acknowledge our sends) or the agent was
-    cancelled. A message already marked acked is skipped by the consumer's ack
-    bookkeeping, so its offset never becomes committable and the batch is
-    redelivered after the agent restarts: at-least-once, never lost.
+    ``take_events`` acks a batch in a ``finally`` block, so also when the agent
+    was cancelled in the middle of it (failures are retried, see
+    ``until_done``). A message already marked acked is skipped by the
+    consumer's ack bookkeeping, so its offset never becomes committable and the
+    batch is redelivered after the worker restarts: at-least-once, never lost.
     """
     for event in events:
         event.message.acked = True

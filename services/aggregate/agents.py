@@ -39,6 +39,7 @@ def register(app: faust.App, settings: Settings) -> None:
             record = orjson.loads(message.value)
             last, deltas = logic.on_result(cache.get(message.key, event), record)
             if last is None:
+                cache.rewrite(message.key, event)  # counted already (or older)
                 return
             for delta in deltas:
                 await outbox.send("reports.deltas", record["ad_account_id"], delta)
@@ -59,6 +60,8 @@ def register(app: faust.App, settings: Settings) -> None:
                 row["version"] = versions.next_stamp(row["version"], versions.now_ms())
                 cache.put(key, row, event)
                 changed[key] = row
+            else:
+                cache.rewrite(key, event)  # applied already (or older)
 
         async def publish_rows(_cache: Any) -> None:
             for key, row in changed.items():

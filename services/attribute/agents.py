@@ -142,7 +142,8 @@ def register(app: faust.App, settings: Settings) -> None:
                 )
                 order = result["order"]
             else:
-                return  # not newer than the result already published
+                cache.rewrite(message.key, event)  # not newer than what was published
+                return
             if record is not None:
                 record["processed_at_ms"] = now_ms
                 await outbox.send("conversions.attributed", message.key, record)

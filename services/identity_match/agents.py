@@ -82,7 +82,8 @@ def register(app: faust.App, settings: Settings) -> None:
             elif kind == "identity.clicks" and logic.add_click(state, payload):
                 watchers = logic.touched_watchers(state, int(payload["ts_ms"]))
             else:
-                return  # a signal or click already folded (redelivery)
+                cache.rewrite(message.key, event)  # folded already: a redelivery
+                return
             for user_id in logic.users_of(state) - known_users:
                 entry = {"user_id": user_id, "key": message.key.decode()}
                 await outbox.send("identity.user_keys", user_id, entry)
@@ -110,7 +111,8 @@ def register(app: faust.App, settings: Settings) -> None:
             payload = orjson.loads(message.value)
             if message.topic == accepted_topic:
                 if state is not None and state["conv"]["raw_ref"] == payload["raw_ref"]:
-                    return  # redelivered input: already owned
+                    cache.rewrite(key, event)  # owned already: a redelivery
+                    return
                 state = logic.new_owner_state(payload, state)
                 state["dirty"] = True
                 for identifier, request in logic.lookup_requests(state, conversion_key):
@@ -147,6 +149,8 @@ def register(app: faust.App, settings: Settings) -> None:
                 entry = orjson.loads(message.value)
                 if entry["key"] not in known:
                     cache.put(message.key, [*known, entry["key"]], event)
+                else:
+                    cache.rewrite(message.key, event)
                 return
             try:
                 request = decode_privacy_request(message.value)
