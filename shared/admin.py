@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from shared.errors import TopicsError
 from shared.registry_access import registry_for
 from shared.settings import SERVICES, Settings
 from shared.topics import TopicSpec, real_name
@@ -52,20 +56,51 @@ async def apply_topics(settings: Settings, replication_factor: int | None = None
                     NewTopic(name, spec.partitions, rf, topic_configs=spec.kafka_config())
                 )
         if missing:
-            await admin.create_topics(missing)
+            response = await admin.create_topics(missing)
+            _raise_on_create_errors(response)
             report.created.extend(t.name for t in missing)
+            # A worker assigned before a topic shows in the metadata ignores it for
+            # good (seen on a freshly started broker): wait until all are visible.
+            await _wait_visible(admin, [t.name for t in missing])
         await _find_drift(admin, settings, specs, report)
         return report
     finally:
         await admin.close()
 
 
+TOPIC_ALREADY_EXISTS = 36
+VISIBLE_TIMEOUT_S = 60.0
+
+
+def _raise_on_create_errors(response: Any) -> None:
+    """CreateTopics reports failures per topic in its response, not as exceptions."""
+    failed = [
+        tuple(entry[:3])  # (topic, error_code[, error_message]) depending on the version
+        for entry in getattr(response, "topic_errors", [])
+        if entry[1] not in (0, TOPIC_ALREADY_EXISTS)
+    ]
+    if failed:
+        raise TopicsError(f"the broker refused to create topics: {failed[:5]}")
+
+
+async def _wait_visible(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+    """Until every topic is described with its partitions, or TopicsError."""
+    deadline = time.monotonic() + VISIBLE_TIMEOUT_S
+    pending = list(names)
+    while pending:
+        described = await admin.describe_topics(pending)
+        pending = [m["topic"] for m in described if m.get("error_code") or not m.get("partitions")]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TopicsError(f"topics not visible after {VISIBLE_TIMEOUT_S:.0f} s: {pending[:5]}")
+        await asyncio.sleep(0.2)
+
+
 async def _find_drift(
     admin: AIOKafkaAdminClient, settings: Settings, specs: list[TopicSpec], report: ApplyReport
 ) -> None:
-    by_name = {
-        real_name(s, settings.topic_name): s for s in specs
-    }
+    by_name = {real_name(s, settings.topic_name): s for s in specs}
     names = list(by_name)
     described = await admin.describe_topics(names)
     for meta in described:

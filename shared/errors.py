@@ -22,6 +22,10 @@ class BrokerError(ConvmeshError):
     """The local Kafka broker could not be installed, started or reached."""
 
 
+class TopicsError(ConvmeshError):
+    """The cluster refused to create declared topics, or they never became visible."""
+
+
 class MeshError(ConvmeshError):
     """Starting, stopping or inspecting the service workers failed."""
 
