@@ -63,7 +63,10 @@ def create_app(settings: Settings) -> faust.App:
         topic_allow_declare=True,
         topic_replication_factor=1,
         table_standby_replicas=0,
-        stream_wait_empty=False,
+        # On a rebalance, finish the batches in flight (their changelog records and
+        # offsets) before giving partitions up: otherwise the new owner can recover
+        # a partition before the old one's last writes reach the changelog.
+        stream_wait_empty=True,
         broker_commit_every=1_000,
         # Faust's 60 s default keeps a killed worker's partitions unassigned for a
         # minute after it is restarted; heartbeats come from a background thread.
