@@ -129,8 +129,9 @@ def refresh(
     signature = _signature(result)
     if not force and signature == entry.get("sig"):
         return None
-    if entry.get("sig") is not None:
-        entry["seq"] = next_stamp(entry["seq"], at_ms)
+    # The first result of an assignment is stamped too: recomputed after a
+    # crash with the engagements read in another order, it can differ.
+    entry["seq"] = next_stamp(entry["seq"], at_ms)
     entry["sig"] = signature
     result["order"] = [entry["mv"], entry["seq"]]
     result["key_type"] = entry["key_type"]

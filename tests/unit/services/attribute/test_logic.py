@@ -235,3 +235,15 @@ def test_a_reattribution_stamp_outranks_the_state_it_was_recomputed_from():
     first = logic.assign(state, assignment(), windows_of, 2 * T_MS, NOW_MS)
     later = logic.add_engagement(state, eng("c", T_MS - 10), windows_of, NOW_MS + 1_000)
     assert later[0][1]["order"] == [first["order"][0], NOW_MS + 1_000]
+
+
+def test_an_assignment_recomputed_after_a_crash_outranks_its_first_result():
+    """Before the crash: assigned, then unattributed. After it, from state without the
+    assignment, the engagement comes first: the attributed result must rank higher."""
+    before = logic.new_user_state()
+    unattributed = logic.assign(before, assignment(), windows_of, 2 * T_MS, NOW_MS)
+    after = logic.new_user_state()
+    logic.add_engagement(after, eng("c", T_MS - 10), windows_of, NOW_MS + 5_000)
+    attributed = logic.assign(after, assignment(), windows_of, 2 * T_MS, NOW_MS + 5_000)
+    assert unattributed["status"] == "unattributed" and attributed["status"] == "attributed"
+    assert logic.is_newer(attributed["order"], {"order": unattributed["order"]})
