@@ -14,6 +14,7 @@ from typing import Any
 import faust
 from faust.streams import _current_event
 
+from shared.consumer import InOrderConsumer
 from shared.registry_access import registry_for
 from shared.settings import Settings
 
@@ -75,8 +76,17 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
     )
     app.conf.convmesh = settings  # type: ignore[attr-defined]
+    _use_in_order_consumer(app, settings)
     _add_health_views(app, settings)
     return app
+
+
+def _use_in_order_consumer(app: faust.App, settings: Settings) -> None:
+    """The app's consumer delivers the records of non-compacted topics in sequence."""
+    registry = registry_for(settings)
+    gapless = frozenset(settings.topic_name(s.name) for s in registry if not s.compacted)
+    consumer_class = type("AppConsumer", (InOrderConsumer,), {"gapless_topics": gapless})
+    app.transport.Consumer = consumer_class  # before the consumer exists (created lazily)
 
 
 def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:
