@@ -376,17 +376,22 @@ def test_1001_events_is_400(service) -> None:
     assert status == 400 and answer["code"] == 4196 and "1001" in answer["message"]
 
 
+def raw_event_ids(service, prefix: str) -> list[str]:
+    """The event_ids on conversions.raw that start with ``prefix``, in topic order."""
+    return [
+        v["event"]["event_id"]
+        for _, v in asyncio.run(read_raw(service))
+        if v["event"]["event_id"].startswith(prefix)
+    ]
+
+
 def test_1000_events_is_200(service) -> None:
     run = uuid.uuid4().hex[:8]
     body = {"data": [event(f"k-{run}-{i}") for i in range(1000)]}
     status, answer = asyncio.run(post(service.events_url(), service.tokens["main"]["token"], body))
     assert status == 200 and answer["num_events_processed"] == 1000
-    ids = [
-        v["event"]["event_id"]
-        for _, v in asyncio.run(read_raw(service))
-        if v["event"]["event_id"].startswith(f"k-{run}-")
-    ]
-    assert ids == [f"k-{run}-{i}" for i in range(1000)]  # one partition, request order
+    # one partition, request order
+    assert raw_event_ids(service, f"k-{run}-") == [f"k-{run}-{i}" for i in range(1000)]
 
 
 def test_large_request_over_several_record_batches_keeps_every_event_in_order(service) -> None:
@@ -397,12 +402,7 @@ def test_large_request_over_several_record_batches_keeps_every_event_in_order(se
     assert len(orjson.dumps(body)) > 1_500_000
     status, answer = asyncio.run(post(service.events_url(), service.tokens["main"]["token"], body))
     assert status == 200 and answer["num_events_processed"] == 1000
-    ids = [
-        v["event"]["event_id"]
-        for _, v in asyncio.run(read_raw(service))
-        if v["event"]["event_id"].startswith(f"L-{run}-")
-    ]
-    assert ids == [f"L-{run}-{i}" for i in range(1000)]
+    assert raw_event_ids(service, f"L-{run}-") == [f"L-{run}-{i}" for i in range(1000)]
 
 
 def test_non_json_body_is_400(service) -> None:
