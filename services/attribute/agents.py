@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import faust
 import orjson
 
 from services.attribute import logic
+from shared import versions
 from shared.app import raw_table, raw_topic
 from shared.batching import Outbox, process
 from shared.compacted_view import CompactedView
@@ -27,7 +27,6 @@ from shared.logging import get_logger
 from shared.privacy import pseudonym
 from shared.results import attributed_record
 from shared.settings import Settings
-from shared.versions import next_stamp
 
 DECODERS = {
     "ads.engagements": decode_engagement,
@@ -87,7 +86,7 @@ def register(app: faust.App, settings: Settings) -> None:
                 return
             user_id = message.key.decode()
             state = cache.get(message.key, event) or logic.new_user_state()
-            now_ms = int(time.time() * 1000)
+            now_ms = versions.now_ms()
             if kind == "privacy.requests" and payload["kind"] == "delete":
                 await forget(outbox, user_id, logic.delete_user(state))
                 cache.put(message.key, None, event)  # a tombstone in the changelog
@@ -124,7 +123,7 @@ def register(app: faust.App, settings: Settings) -> None:
             # {"order": [mv, seq] of the result published, "record": what was published}
             last = cache.get(message.key, event)
             last_record = last["record"] if last else None
-            now_ms = int(time.time() * 1000)
+            now_ms = versions.now_ms()
             if result.get("op") == "scrub":
                 record = logic.scrubbed(last_record, result["user"], now_ms)
                 order = last["order"] if last else None
@@ -137,7 +136,7 @@ def register(app: faust.App, settings: Settings) -> None:
                     match=result.get("match"),
                     touch=result.get("touch"),
                     # A stamp: grows even if this table came back older after a crash.
-                    version=next_stamp(last_record["version"] if last_record else None, now_ms),
+                    version=versions.next_stamp(last_record and last_record["version"], now_ms),
                     processed_at_ms=now_ms,
                 )
                 order = result["order"]

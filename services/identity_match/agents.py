@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import faust
@@ -68,7 +67,7 @@ def register(app: faust.App, settings: Settings) -> None:
                 await outbox.dead_letter(exc.reason, exc.message, message, log)
                 return
             state = cache.get(message.key, event) or logic.new_key_state()
-            now_ms = int(time.time() * 1000)
+            now_ms = versions.now_ms()
             if kind == "identity.lookups" and payload.get("op") == "forget_user":
                 for scrub in logic.forget_user(state, payload["user_id"]):
                     await outbox.send("identity.answers", scrub["conversion_key"], scrub)
