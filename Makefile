@@ -5,7 +5,7 @@ PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 CONVMESH := $(VENV)/bin/convmesh
 
-.PHONY: venv jars demo up down status test unit integration lint clean
+.PHONY: venv jars demo up down status test unit integration lint fmt check clean
 
 venv: $(STAMP)
 
@@ -47,6 +47,19 @@ integration: venv jars
 
 lint: venv
 	$(VENV)/bin/ruff check .
+
+# Rewrites the code into the house format (ruff format, import order).
+fmt: venv
+	$(VENV)/bin/ruff check --select I --fix .
+	$(VENV)/bin/ruff format .
+
+# What CI checks before the tests: lint, format, types (strict on shared/ and
+# services/), and the import rules of docs/design.md ("map of the house").
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # Stops the local mesh and deletes its data (var/); the venv and jar cache stay.
 clean: venv

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.api_load import percentile, sample_event  # noqa: E402
 from services.ingest.api import KafkaPublisher, envelope_bytes  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+from shared.runtime.settings import Settings  # noqa: E402
 
 
 async def run(args: argparse.Namespace) -> dict:

@@ -18,7 +18,7 @@ import pytest
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.broker import reachable
+from ops.broker import reachable
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 

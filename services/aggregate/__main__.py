@@ -1,4 +1,5 @@
-from shared.worker import run
+from services.aggregate.app import build
+from shared.runtime.worker import run
 
 if __name__ == "__main__":
-    run("aggregate")
+    run("aggregate", build)

@@ -16,11 +16,11 @@ import faust
 import orjson
 
 from services.aggregate import logic
-from shared import versions
-from shared.app import raw_table, raw_topic
-from shared.batching import Outbox, process
-from shared.logging import get_logger
-from shared.settings import Settings
+from shared.contract import versions
+from shared.runtime.app import raw_table, raw_topic
+from shared.runtime.batching import Outbox, process
+from shared.runtime.logging import get_logger
+from shared.runtime.settings import Settings
 
 
 def register(app: faust.App, settings: Settings) -> None:

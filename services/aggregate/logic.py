@@ -18,8 +18,15 @@ from typing import Any
 
 import orjson
 
-ROW_FIELDS = ("ad_account_id", "campaign_id", "ad_group_id", "ad_id", "event_name",
-              "attribution_type", "date")
+ROW_FIELDS = (
+    "ad_account_id",
+    "campaign_id",
+    "ad_group_id",
+    "ad_id",
+    "event_name",
+    "attribution_type",
+    "date",
+)
 
 
 def utc_date(event_time: int) -> str:
@@ -61,10 +68,19 @@ def on_result(
     new_row = row_key(row_of(record))
     deltas = []
     if last is not None and last["row"] != new_row:
-        deltas.append({"op": "remove", "row": last["row"], "conversion_key": key,
-                       "version": version})
-    deltas.append({"op": "add", "row": new_row, "conversion_key": key, "version": version,
-                   "value": record.get("value"), "currency": record.get("currency")})
+        deltas.append(
+            {"op": "remove", "row": last["row"], "conversion_key": key, "version": version}
+        )
+    deltas.append(
+        {
+            "op": "add",
+            "row": new_row,
+            "conversion_key": key,
+            "version": version,
+            "value": record.get("value"),
+            "currency": record.get("currency"),
+        }
+    )
     return {"version": version, "row": new_row}, deltas
 
 

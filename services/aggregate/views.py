@@ -8,7 +8,7 @@ import faust
 import orjson
 
 from services.aggregate.report_query import QueryError, parse_query, summarise_rows
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 
 def register(app: faust.App, settings: Settings) -> None:

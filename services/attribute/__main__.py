@@ -1,4 +1,5 @@
-from shared.worker import run
+from services.attribute.app import build
+from shared.runtime.worker import run
 
 if __name__ == "__main__":
-    run("attribute")
+    run("attribute", build)

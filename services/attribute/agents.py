@@ -17,16 +17,16 @@ import faust
 import orjson
 
 from services.attribute import logic
-from shared import versions
-from shared.app import raw_table, raw_topic
-from shared.batching import Outbox, process
-from shared.compacted_view import CompactedView
-from shared.errors import InvalidEvent
-from shared.inputs import decode_engagement, decode_privacy_request
-from shared.logging import get_logger
-from shared.privacy import pseudonym
-from shared.results import attributed_record
-from shared.settings import Settings
+from shared.contract import versions
+from shared.contract.errors import InvalidEvent
+from shared.contract.inputs import decode_engagement, decode_privacy_request
+from shared.contract.pseudonyms import pseudonym
+from shared.contract.records import attributed_record
+from shared.kafka.compacted_view import CompactedView
+from shared.runtime.app import raw_table, raw_topic
+from shared.runtime.batching import Outbox, process
+from shared.runtime.logging import get_logger
+from shared.runtime.settings import Settings
 
 DECODERS = {
     "ads.engagements": decode_engagement,
@@ -95,9 +95,7 @@ def register(app: faust.App, settings: Settings) -> None:
             if kind == "ads.engagements":
                 changed = logic.add_engagement(state, payload, windows, now_ms)
             elif kind == "privacy.requests":
-                changed = logic.add_privacy_request(
-                    state, payload, message.offset, windows, now_ms
-                )
+                changed = logic.add_privacy_request(state, payload, message.offset, windows, now_ms)
             elif payload["op"] == "assign":
                 expires_ms = now_ms + settings.late_horizon_s * 1000
                 result = logic.assign(state, payload, windows, expires_ms, now_ms)

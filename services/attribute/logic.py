@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from shared.versions import next_stamp
+from shared.contract.versions import next_stamp
 
 DAY_MS = 86_400_000
 DEFAULT_WINDOWS_DAYS: Mapping[str, int] = {"click": 30, "engagement": 30, "view": 1}
@@ -121,7 +121,7 @@ def refresh(
     """Re-evaluate one conversion; return its new result if it changed.
 
     The result's ``order`` is ``[mv, seq]``: the match decision first, then
-    the re-attribution stamp (``shared.versions``), which outranks every
+    the re-attribution stamp (``shared.contract.versions``), which outranks every
     earlier one even when a crash made this user's state recompute.
     """
     entry = state["convs"][conversion_key]

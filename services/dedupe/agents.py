@@ -9,10 +9,10 @@ import faust
 import orjson
 
 from services.dedupe.logic import Decision, decide, prune
-from shared.app import raw_table, raw_topic
-from shared.batching import Outbox, process
-from shared.logging import get_logger, message_fields
-from shared.settings import Settings
+from shared.runtime.app import raw_table, raw_topic
+from shared.runtime.batching import Outbox, process
+from shared.runtime.logging import get_logger, message_fields
+from shared.runtime.settings import Settings
 
 SWEEP_INTERVAL_S = 3_600.0
 

@@ -18,13 +18,13 @@ import faust
 import orjson
 
 from services.identity_match import logic
-from shared import versions
-from shared.app import raw_table, raw_topic
-from shared.batching import Outbox, process
-from shared.errors import InvalidEvent
-from shared.inputs import decode_engagement, decode_privacy_request, decode_signal
-from shared.logging import get_logger, message_fields
-from shared.settings import Settings
+from shared.contract import versions
+from shared.contract.errors import InvalidEvent
+from shared.contract.inputs import decode_engagement, decode_privacy_request, decode_signal
+from shared.runtime.app import raw_table, raw_topic
+from shared.runtime.batching import Outbox, process
+from shared.runtime.logging import get_logger, message_fields
+from shared.runtime.settings import Settings
 
 CLICK_FIELDS = ("click_id", "user_id", "engagement_id", "ts_ms")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.versions import next_stamp
+from shared.contract.versions import next_stamp
 
 DAY_MS = 86_400_000
 IP_UA_VALIDITY_MS = 7 * DAY_MS
@@ -215,7 +215,7 @@ def on_result(
     the conversion before, an assign to the matched user, or an unidentified
     result for the publisher. Nothing when the result did not change.
 
-    The match version ``mv`` is a stamp (``shared.versions``): a decision made
+    The match version ``mv`` is a stamp (``shared.contract.versions``): a decision made
     after a crash outranks every decision made before it, even when the
     recomputation took fewer steps than the first run.
     """
@@ -284,8 +284,13 @@ def forget_user(state: dict[str, Any], user_id: str) -> list[dict[str, Any]]:
     for watcher in state["watchers"].values():
         if watcher.get("last") == user_id:
             watcher["last"] = None
-            scrubs.append({"op": "forget_user", "conversion_key": watcher["conversion_key"],
-                           "user_id": user_id})
+            scrubs.append(
+                {
+                    "op": "forget_user",
+                    "conversion_key": watcher["conversion_key"],
+                    "user_id": user_id,
+                }
+            )
     return scrubs
 
 
@@ -339,6 +344,12 @@ def answers(
         if not always and user == watcher["last"]:
             continue
         watcher["last"] = user
-        out.append({"conversion_key": watcher["conversion_key"], "slot": watcher["slot"],
-                    "gen": watcher["gen"], "user_id": user})
+        out.append(
+            {
+                "conversion_key": watcher["conversion_key"],
+                "slot": watcher["slot"],
+                "gen": watcher["gen"],
+                "user_id": user,
+            }
+        )
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 
 def register(app: faust.App, settings: Settings) -> None:

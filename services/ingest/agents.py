@@ -23,10 +23,10 @@ import faust
 
 from services.ingest.logic import REDACTED, Rejected, Valid, process_raw
 from services.ingest.stats import IngestStats, register_stats_view
-from shared.app import raw_topic
-from shared.batching import hold_offsets
-from shared.logging import get_logger, message_fields
-from shared.settings import Settings
+from shared.runtime.app import raw_topic
+from shared.runtime.batching import hold_offsets
+from shared.runtime.logging import get_logger, message_fields
+from shared.runtime.settings import Settings
 
 log = get_logger(component="ingest-agent")
 

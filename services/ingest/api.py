@@ -33,9 +33,9 @@ import orjson
 from aiohttp import web
 
 from services.ingest.tokens import AD_ACCOUNT_RE, TokenStore
-from shared.errors import InvalidEvent
-from shared.logging import get_logger
-from shared.settings import Settings
+from shared.contract.errors import InvalidEvent
+from shared.runtime.logging import get_logger
+from shared.runtime.settings import Settings
 
 MAX_EVENTS = 1000
 

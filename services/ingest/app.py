@@ -1,12 +1,17 @@
-"""The ingest service's Faust App (one per worker process)."""
+"""The ingest service's Faust App (one per worker process): its agents and views."""
 
 from __future__ import annotations
 
 import faust
 
-from shared.settings import Settings
-from shared.worker import build_service_app
+from services.ingest import agents, views
+from shared.runtime.app import create_app
+from shared.runtime.settings import Settings
 
 
 def build(settings: Settings | None = None) -> faust.App:
-    return build_service_app("ingest", settings or Settings.from_env("ingest"))
+    settings = settings or Settings.from_env("ingest")
+    app = create_app(settings)
+    agents.register(app, settings)
+    views.register(app, settings)
+    return app

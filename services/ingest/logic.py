@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from services.ingest import validation as v
-from shared.errors import InvalidEvent
+from shared.contract.errors import InvalidEvent
 
 # ---------------------------------------------------------------- reason codes
 EMPTY_RECORD = "empty_record"

@@ -26,11 +26,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from shared import codec
-from shared.compacted_view import CompactedView
-from shared.logging import get_logger
-from shared.settings import Settings
-from shared.topic_io import read_all
+from shared.kafka import codec
+from shared.kafka.compacted_view import CompactedView
+from shared.kafka.topic_io import read_all
+from shared.runtime.logging import get_logger
+from shared.runtime.settings import Settings
 
 TOKEN_PREFIX = "cvm_"
 TOPIC = "api.tokens"

@@ -2,7 +2,7 @@
 
 ``validate_event(event, received_at_ms=...)`` applies the event rules of the
 Conversions API (conversions-api.md) plus the contract's extra rules, and
-returns a :class:`NormalisedEvent` or raises ``shared.errors.InvalidEvent(reason,
+returns a :class:`NormalisedEvent` or raises ``shared.contract.errors.InvalidEvent(reason,
 message)``. The HTTP API returns ``message`` as the per-event ``error_message``;
 the topic path writes ``reason`` and ``message`` to ``conversions.dlq``.
 
@@ -51,7 +51,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import InvalidEvent
+from shared.contract.errors import InvalidEvent
 
 # ---------------------------------------------------------------- reason codes
 EVENT_NOT_OBJECT = "event_not_object"

@@ -21,8 +21,8 @@ from aiohttp import web
 from services.ingest.api import ConversionsApi, KafkaPublisher
 from services.ingest.tokens import TokenReader
 from services.ingest.validation import validate_event
-from shared.logging import get_logger
-from shared.settings import Settings
+from shared.runtime.logging import get_logger
+from shared.runtime.settings import Settings
 
 log = get_logger(component="api")
 

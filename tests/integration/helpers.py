@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.settings import BASE_WEB_PORTS, REPO_ROOT
+from shared.runtime.settings import BASE_WEB_PORTS, REPO_ROOT
 
 
 def cli_env(**overrides: str) -> dict[str, str]:
@@ -23,7 +23,7 @@ def cli_env(**overrides: str) -> dict[str, str]:
 def convmesh(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `convmesh ARGS` in a subprocess; stdout and stderr captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "ops.cli", *args],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,

@@ -28,9 +28,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from shared.admin import apply_topics
-from shared.registry_access import registry_for
-from shared.settings import REPO_ROOT, Settings
+from shared.kafka.admin import apply_topics
+from shared.kafka.registry_access import registry_for
+from shared.runtime.settings import REPO_ROOT, Settings
 from tests.conftest import delete_namespace_topics
 from tests.integration.helpers import free_port
 
@@ -72,7 +72,7 @@ def _env(ns: str, bootstrap: str, **extra: str) -> dict[str, str]:
 
 def _tokens_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "tokens", *args],
+        [sys.executable, "-m", "ops.cli", "tokens", *args],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,

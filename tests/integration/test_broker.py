@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared.broker import port_open, reachable
+from ops.broker import port_open, reachable
 from tests.integration.helpers import cli_env, convmesh, free_port, processes_with_env
 
 

@@ -12,11 +12,11 @@ import time
 
 import orjson
 
-from shared.identifiers import hash_email
-from shared.privacy import pseudonym
-from shared.registry_access import registry_for
-from shared.settings import SERVICES, Settings
-from shared.topic_io import latest_by_key, produce, read_all
+from shared.contract.identifiers import hash_email
+from shared.contract.pseudonyms import pseudonym
+from shared.kafka.registry_access import registry_for
+from shared.kafka.topic_io import latest_by_key, produce, read_all
+from shared.runtime.settings import SERVICES, Settings
 from tests.integration.test_pipeline import mesh  # noqa: F401  (the fixture)
 
 ACCOUNT = "549755885175"
@@ -24,25 +24,50 @@ DELETED, KEPT = "u-deleted-17", "u-kept-18"
 
 
 def envelope(event_id: str, event_time: int, user_data: dict) -> bytes:
-    return orjson.dumps({
-        "ad_account_id": ACCOUNT, "source": "api", "received_at_ms": event_time * 1000,
-        "event": {"event_name": "checkout", "action_source": "web", "event_time": event_time,
-                  "event_id": event_id, "user_data": user_data,
-                  "custom_data": {"currency": "USD", "value": "12.50"}},
-    })
+    return orjson.dumps(
+        {
+            "ad_account_id": ACCOUNT,
+            "source": "api",
+            "received_at_ms": event_time * 1000,
+            "event": {
+                "event_name": "checkout",
+                "action_source": "web",
+                "event_time": event_time,
+                "event_id": event_id,
+                "user_data": user_data,
+                "custom_data": {"currency": "USD", "value": "12.50"},
+            },
+        }
+    )
 
 
 def engagement(eid: str, user: str, ts_ms: int, click_id: str | None) -> bytes:
-    return orjson.dumps({
-        "engagement_id": eid, "user_id": user, "ad_account_id": ACCOUNT, "campaign_id": "c-1",
-        "ad_group_id": "g-1", "ad_id": "a-1", "type": "click", "ts_ms": ts_ms,
-        "click_id": click_id,
-    })
+    return orjson.dumps(
+        {
+            "engagement_id": eid,
+            "user_id": user,
+            "ad_account_id": ACCOUNT,
+            "campaign_id": "c-1",
+            "ad_group_id": "g-1",
+            "ad_id": "a-1",
+            "type": "click",
+            "ts_ms": ts_ms,
+            "click_id": click_id,
+        }
+    )
 
 
 def link(user: str, key: str, ts_ms: int) -> bytes:
-    return orjson.dumps({"user_id": user, "key_type": "em", "key": key, "ad_account_id": None,
-                         "op": "link", "ts_ms": ts_ms})
+    return orjson.dumps(
+        {
+            "user_id": user,
+            "key_type": "em",
+            "key": key,
+            "ad_account_id": None,
+            "op": "link",
+            "ts_ms": ts_ms,
+        }
+    )
 
 
 async def latest(bootstrap: str, topic: str) -> dict:
@@ -64,21 +89,48 @@ async def scenario(bootstrap: str, ns: str) -> None:
     em_deleted, em_kept = hash_email("gone@example.com"), hash_email("stays@example.com")
     other_em = hash_email("nobody@example.com")
     t = lambda name: f"{ns}.{name}"  # noqa: E731
-    await produce(bootstrap, [
-        (t("identity.signals"), em_deleted.encode(), link(DELETED, em_deleted, now_ms - 900_000)),
-        (t("identity.signals"), em_kept.encode(), link(KEPT, em_kept, now_ms - 900_000)),
-        (t("ads.engagements"), DELETED.encode(),
-         engagement("e-1", DELETED, (now - 800) * 1000, "epik-del")),
-        (t("ads.engagements"), KEPT.encode(), engagement("e-2", KEPT, (now - 800) * 1000, None)),
-    ])
+    await produce(
+        bootstrap,
+        [
+            (
+                t("identity.signals"),
+                em_deleted.encode(),
+                link(DELETED, em_deleted, now_ms - 900_000),
+            ),
+            (t("identity.signals"), em_kept.encode(), link(KEPT, em_kept, now_ms - 900_000)),
+            (
+                t("ads.engagements"),
+                DELETED.encode(),
+                engagement("e-1", DELETED, (now - 800) * 1000, "epik-del"),
+            ),
+            (
+                t("ads.engagements"),
+                KEPT.encode(),
+                engagement("e-2", KEPT, (now - 800) * 1000, None),
+            ),
+        ],
+    )
     await asyncio.sleep(3)
-    await produce(bootstrap, [
-        (t("conversions.raw"), ACCOUNT.encode(),
-         envelope("by-email", now - 100, {"em": [em_deleted]})),
-        (t("conversions.raw"), ACCOUNT.encode(),
-         envelope("by-click", now - 100, {"em": [other_em], "click_id": "epik-del"})),
-        (t("conversions.raw"), ACCOUNT.encode(), envelope("kept", now - 100, {"em": [em_kept]})),
-    ])
+    await produce(
+        bootstrap,
+        [
+            (
+                t("conversions.raw"),
+                ACCOUNT.encode(),
+                envelope("by-email", now - 100, {"em": [em_deleted]}),
+            ),
+            (
+                t("conversions.raw"),
+                ACCOUNT.encode(),
+                envelope("by-click", now - 100, {"em": [other_em], "click_id": "epik-del"}),
+            ),
+            (
+                t("conversions.raw"),
+                ACCOUNT.encode(),
+                envelope("kept", now - 100, {"em": [em_kept]}),
+            ),
+        ],
+    )
     keys = {f"{ACCOUNT}:checkout:{e}:online" for e in ("by-email", "by-click", "kept")}
 
     async def attributed():
@@ -92,8 +144,18 @@ async def scenario(bootstrap: str, ns: str) -> None:
     assert by_email["match"]["user"] == pseudonym(DELETED, keys_)
     assert before[f"{ACCOUNT}:checkout:by-click:online"]["match"]["key_type"] == "click_id"
 
-    await produce(bootstrap, [(t("privacy.requests"), DELETED.encode(), orjson.dumps(
-        {"request_id": "r-1", "user_id": DELETED, "kind": "delete", "ts_ms": now * 1000}))])
+    await produce(
+        bootstrap,
+        [
+            (
+                t("privacy.requests"),
+                DELETED.encode(),
+                orjson.dumps(
+                    {"request_id": "r-1", "user_id": DELETED, "kind": "delete", "ts_ms": now * 1000}
+                ),
+            )
+        ],
+    )
 
     async def scrubbed():
         out = await latest(bootstrap, t("conversions.attributed"))

@@ -27,9 +27,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.ingest import logic
 from services.ingest import validation as v
-from shared.admin import apply_topics
-from shared.registry_access import registry_for
-from shared.settings import REPO_ROOT, Settings
+from shared.kafka.admin import apply_topics
+from shared.kafka.registry_access import registry_for
+from shared.runtime.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 

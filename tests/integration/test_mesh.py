@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from shared.settings import SERVICES
+from shared.runtime.settings import SERVICES
 from tests.integration.helpers import (
     cli_env,
     convmesh,

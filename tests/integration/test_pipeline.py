@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.topic_io import latest_by_key, produce, read_all
-from shared.workload import CONTEXT_TOPICS, RAW, generate
+from ops.workload import CONTEXT_TOPICS, RAW, generate
+from shared.kafka.topic_io import latest_by_key, produce, read_all
 from tests.integration.helpers import cli_env, convmesh, convmesh_json, free_web_port_base
 from tests.support.reference import Expected, reference
 
@@ -233,7 +233,7 @@ def test_repeated_kill_9_of_random_workers_between_slices_stays_exact(
 
     Each kill lands while the previous restart's redelivery may still be under
     way, so recomputed state meets outputs made before the crash (the case that
-    needs versions to be stamps, see shared/versions.py).
+    needs versions to be stamps, see shared/contract/versions.py).
     """
     asyncio.run(run_with_crashes(bootstrap, namespace, mesh, kills=REPEATED_KILLS))
 

@@ -8,9 +8,9 @@ import time
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from shared.admin import all_specs
-from shared.settings import Settings
-from shared.topics import real_name
+from shared.kafka.admin import all_specs
+from shared.kafka.topics import real_name
+from shared.runtime.settings import Settings
 from tests.integration.helpers import cli_env, convmesh, convmesh_json
 
 

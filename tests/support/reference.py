@@ -69,9 +69,9 @@ from typing import Any
 
 import orjson
 
-from shared.identifiers import ip_ua_hash
-from shared.privacy import pseudonym
-from shared.settings import Settings
+from shared.contract.identifiers import ip_ua_hash
+from shared.contract.pseudonyms import pseudonym
+from shared.runtime.settings import Settings
 
 DAY_MS = 86_400_000
 IP_UA_VALIDITY_MS = 7 * DAY_MS

@@ -10,10 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.identifiers import hash_email, hash_external_id, hash_maid, hash_phone, ip_ua_hash
-from shared.privacy import pseudonym
-from shared.settings import Settings
-from shared.workload import Record, generate, iter_values
+from ops.workload import Record, generate, iter_values
+from shared.contract.identifiers import (
+    hash_email,
+    hash_external_id,
+    hash_maid,
+    hash_phone,
+    ip_ua_hash,
+)
+from shared.contract.pseudonyms import pseudonym
+from shared.runtime.settings import Settings
 from tests.support.reference import Expected, comparable_row, fold, reference
 
 NOW = 1_764_151_200_000  # 2025-11-26T10:00:00Z

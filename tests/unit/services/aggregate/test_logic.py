@@ -12,17 +12,37 @@ T = 1_764_151_000  # 2025-11-26 UTC
 def record(key="k", version=1, status="attributed", touch_type="click", ad="a1", value=10.5):
     touch = None
     if status == "attributed":
-        touch = {"engagement_id": "e", "campaign_id": "c1", "ad_group_id": "g1", "ad_id": ad,
-                 "type": touch_type, "ts_ms": 0}
-    return {"conversion_key": key, "ad_account_id": "1", "event_name": "checkout",
-            "event_time": T, "status": status, "touch": touch, "version": version,
-            "value": value, "currency": "USD"}
+        touch = {
+            "engagement_id": "e",
+            "campaign_id": "c1",
+            "ad_group_id": "g1",
+            "ad_id": ad,
+            "type": touch_type,
+            "ts_ms": 0,
+        }
+    return {
+        "conversion_key": key,
+        "ad_account_id": "1",
+        "event_name": "checkout",
+        "event_time": T,
+        "status": status,
+        "touch": touch,
+        "version": version,
+        "value": value,
+        "currency": "USD",
+    }
 
 
 def test_row_uses_touch_ids_and_type_or_status_for_unattributed():
     assert logic.row_of(record()) == {
-        "ad_account_id": "1", "campaign_id": "c1", "ad_group_id": "g1", "ad_id": "a1",
-        "event_name": "checkout", "attribution_type": "click", "date": "2025-11-26"}
+        "ad_account_id": "1",
+        "campaign_id": "c1",
+        "ad_group_id": "g1",
+        "ad_id": "a1",
+        "event_name": "checkout",
+        "attribution_type": "click",
+        "date": "2025-11-26",
+    }
     row = logic.row_of(record(status="unidentified"))
     assert (row["campaign_id"], row["attribution_type"]) == (None, "unidentified")
 
@@ -60,8 +80,16 @@ def test_replayed_and_out_of_date_deltas_are_idempotent():
 def test_summary_counts_members_and_sums_values_exactly():
     members = {}
     for i, value in enumerate([0.1, 0.2, None]):
-        logic.apply_delta(members, {"op": "add", "conversion_key": str(i), "version": 1,
-                                    "value": value, "currency": "USD"})
+        logic.apply_delta(
+            members,
+            {
+                "op": "add",
+                "conversion_key": str(i),
+                "version": 1,
+                "value": value,
+                "currency": "USD",
+            },
+        )
     summary = logic.summarise(logic.row_key(logic.row_of(record())), members, 3)
     assert summary["conversions"] == 3
     assert summary["value"] == {"USD": 0.3}
@@ -96,8 +124,14 @@ def test_report_query_sums_rows_at_campaign_level_in_the_date_range():
         rows.append((deltas[0]["row"], {"members": members, "version": 1}))
     query = parse_query({"ad_account_id": "1", "from": "2025-11-26", "to": "2025-11-26"})
     report = summarise_rows(query, rows)
-    assert report["rows"] == [{"campaign_id": "c1", "event_name": "checkout",
-                               "attribution_type": "click", "conversions": 2,
-                               "value": {"USD": 21.0}}]
+    assert report["rows"] == [
+        {
+            "campaign_id": "c1",
+            "event_name": "checkout",
+            "attribution_type": "click",
+            "conversions": 2,
+            "value": {"USD": 21.0},
+        }
+    ]
     outside = parse_query({"ad_account_id": "1", "from": "2025-11-27"})
     assert summarise_rows(outside, rows)["rows"] == []

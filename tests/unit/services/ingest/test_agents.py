@@ -11,7 +11,7 @@ import pytest
 
 from services.ingest import agents
 from services.ingest.stats import IngestStats
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 ACCOUNT = "549755885175"
 H1 = "a" * 64

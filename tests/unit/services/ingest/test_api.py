@@ -296,7 +296,7 @@ class _Producer:
 
 
 def _publisher(producer: _Producer) -> api.KafkaPublisher:
-    from shared.settings import Settings
+    from shared.runtime.settings import Settings
 
     publisher = api.KafkaPublisher(Settings())
     publisher.producer = producer
@@ -328,7 +328,7 @@ async def test_publisher_turns_broker_errors_into_publish_unavailable():
 
 
 async def test_publisher_not_started_is_unavailable():
-    from shared.settings import Settings
+    from shared.runtime.settings import Settings
 
     with pytest.raises(api.PublishUnavailable):
         await api.KafkaPublisher(Settings()).publish("t", b"k", [b"1"], 1)

@@ -18,7 +18,7 @@ from services.ingest import api
 from services.ingest.api import ConversionsApi, PublishUnavailable
 from services.ingest.tokens import TokenStore, new_token
 from services.ingest.validation import validate_event
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 AD = "549755885175"
 OTHER_AD = "42"

@@ -10,7 +10,7 @@ import pytest
 
 from services.ingest import validation as v
 from services.ingest.validation import NormalisedEvent, validate_event
-from shared.errors import InvalidEvent
+from shared.contract.errors import InvalidEvent
 from tests.unit.services.ingest.factories import event
 
 RECEIVED_MS = 1_764_151_200_000

@@ -1,0 +1,131 @@
+"""`convmesh demo`: a fresh mesh, a generated workload through it, a summary.
+
+`make demo` runs `convmesh down --purge` first, then this: the mesh comes up,
+`convmesh gen`'s workload (users, ad accounts, clicks, engagements, views,
+identity signals, privacy requests, conversions from the four sources with
+duplicates, restricted and invalid events) is produced to the input topics,
+and once every accepted conversion has its result the summary is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import orjson
+
+from ops import mesh
+from ops.commands.common import add_data_dir, print_json, settings_from
+from ops.commands.mesh import print_status, status_doc
+from ops.summary import pipeline_summary, render
+from shared.contract.errors import ConvmeshError
+from shared.kafka.topic_io import latest_by_key, produce, read_all
+from shared.runtime.settings import Settings
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="start the mesh, run a generated workload through it, print a summary"
+    )
+    add_data_dir(parser)
+    parser.add_argument("--workers", type=int, default=1, help="workers per service (default 1)")
+    parser.add_argument("--conversions", type=int, default=3000, help="distinct conversions")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--order",
+        default="interleaved",
+        choices=("context_first", "conversions_first", "interleaved"),
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait")
+    parser.set_defaults(func=run_demo)
+    summary = subparsers.add_parser("summary", help="summarise what the pipeline produced")
+    summary.add_argument("--json", action="store_true")
+    summary.set_defaults(func=run_summary)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from ops.workload import generate
+
+    settings = settings_from(args)
+    mesh.up(settings, workers=args.workers)
+    print_status(settings)
+    workload = generate(seed=args.seed, conversions=args.conversions)
+    records = workload.ordered(args.order)
+    expected_keys = {lbl.conversion_key for lbl in workload.raw_labels if lbl.expect == "accepted"}
+    print(f"\nProducing {len(records)} input records ({args.order}) ...")
+    started = time.monotonic()
+    asyncio.run(
+        produce(
+            settings.bootstrap, [(settings.topic_name(r.topic), r.key, r.value) for r in records]
+        )
+    )
+    summary = asyncio.run(wait_and_summarise(settings, len(expected_keys), args.timeout))
+    print(
+        f"All {summary['conversions']} conversions processed in "
+        f"{time.monotonic() - started:.1f} s\n"
+    )
+    print(render(summary))
+    print_urls(settings)
+    return 0
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    summary = asyncio.run(summarise(settings))
+    if args.json:
+        print_json(summary)
+    else:
+        print(render(summary))
+    return 0
+
+
+async def wait_and_summarise(settings: Settings, keys: int, timeout_s: float) -> dict[str, Any]:
+    """Wait until every accepted conversion has a result and the reports are quiet."""
+    deadline = time.monotonic() + timeout_s
+    previous: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        summary = await summarise(settings)
+        if summary["conversions"] >= keys and summary == previous:
+            return summary
+        previous = summary
+        await asyncio.sleep(2.0)
+    raise ConvmeshError(f"the pipeline did not finish within {timeout_s:.0f} s")
+
+
+async def summarise(settings: Settings) -> dict[str, Any]:
+    names = (
+        "conversions.raw",
+        "conversions.accepted",
+        "conversions.duplicates",
+        "conversions.dlq",
+        "conversions.attributed",
+        "reports.conversions",
+    )
+    reads = await asyncio.gather(
+        *(read_all(settings.bootstrap, settings.topic_name(n)) for n in names)
+    )
+    raw, accepted, duplicates, dlq, attributed, reports = reads
+    return pipeline_summary(
+        raw_received=len(raw),
+        accepted=[orjson.loads(r.value) for r in accepted],
+        duplicates=[orjson.loads(r.value) for r in duplicates],
+        dlq=[orjson.loads(r.value) for r in dlq],
+        raw_topic=settings.topic_name("conversions.raw"),
+        attributed=latest_by_key(attributed),
+        reports=latest_by_key(reports),
+    )
+
+
+def print_urls(settings: Settings) -> None:
+    print("\nLook at:")
+    urls = {w["name"]: w["url"] for w in status_doc(settings)["services"]}
+    for name, url in urls.items():
+        print(f"  {name:<15} {url}/health  {url}/ready")
+    if "ingest" in urls:
+        print(f"  ingest stats    {urls['ingest']}/stats")
+        print(f"  Conversions API POST {urls['ingest']}/v5/ad_accounts/<id>/events")
+    if "aggregate" in urls:
+        print(f"  reports         {urls['aggregate']}/reports?ad_account_id=<id>&level=campaign")
+    print("  `convmesh summary` prints this summary again; `convmesh down` stops the mesh.")

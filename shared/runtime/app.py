@@ -1,0 +1,165 @@
+"""The Faust app factory shared by the five services.
+
+One App per service: its id (``convmesh-<service>``) is the consumer group, the
+changelog prefix and the RocksDB folder. Topics and tables come from the
+registry; every topic carries raw bytes and is decoded by our own code.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+
+from shared.kafka.registry_access import registry_for
+from shared.runtime.consumer import InOrderConsumer
+from shared.runtime.settings import Settings
+
+
+class AckedTable(faust.Table):
+    """A Table whose changelog records can be awaited.
+
+    Faust acks a batch's input offsets as soon as the agent hands the batch
+    back, and its commit flushes the producer in a way that can miss a
+    changelog record still in its buffer (seen under load in the kill -9
+    test: a committed input whose state never reached the changelog, so the
+    restart restored an older state). Agents therefore wait for these records
+    (``shared.runtime.batching.finish_batch``) before the batch's offsets are acked.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unacked: list[Any] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        future = super().send_changelog(*args, **kwargs)
+        self.unacked.append(future)
+        return future
+
+    def take_unacked(self) -> list[Any]:
+        pending, self.unacked = self.unacked, []
+        return pending
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the Faust App of one service worker. No side effect beyond the object."""
+    settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
+    brokers = ";".join(f"kafka://{host.strip()}" for host in settings.bootstrap.split(","))
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        store="rocksdb://",
+        datadir=str(settings.worker_data_dir),
+        autodiscover=False,
+        web_enabled=True,
+        Table=AckedTable,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        topic_allow_declare=True,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        # On a rebalance, finish the batches in flight (their changelog records and
+        # offsets) before giving partitions up: otherwise the new owner can recover
+        # a partition before the old one's last writes reach the changelog.
+        stream_wait_empty=True,
+        broker_commit_every=1_000,
+        # Faust's 60 s default keeps a killed worker's partitions unassigned for a
+        # minute after it is restarted; heartbeats come from a background thread.
+        broker_session_timeout=float(settings.session_timeout_s),
+        broker_heartbeat_interval=3.0,
+        broker_commit_interval=1.0,
+    )
+    app.conf.convmesh = settings  # type: ignore[attr-defined]
+    _use_in_order_consumer(app, settings)
+    _add_health_views(app, settings)
+    return app
+
+
+def _use_in_order_consumer(app: faust.App, settings: Settings) -> None:
+    """The app's consumer delivers the records of non-compacted topics in sequence."""
+    registry = registry_for(settings)
+    gapless = frozenset(settings.topic_name(s.name) for s in registry if not s.compacted)
+    consumer_class = type("AppConsumer", (InOrderConsumer,), {"gapless_topics": gapless})
+    app.transport.Consumer = consumer_class  # before the consumer exists (created lazily)
+
+
+def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:
+    """A Faust topic (or several, as one channel) of the registry, as raw bytes."""
+    registry = registry_for(settings)
+    partitions = {registry.topic(n).partitions for n in names}
+    if len(partitions) != 1:
+        raise ValueError(f"topics {names} are consumed together but differ in partitions")
+    return app.topic(
+        *(settings.topic_name(n) for n in names),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions.pop(),
+        internal=False,
+    )
+
+
+def raw_table(app: faust.App, settings: Settings, table: str) -> Any:
+    """A RocksDB table of the registry: raw bytes keys and values."""
+    registry = registry_for(settings)
+    spec = registry.table(settings.service, table)
+    source = registry.topic(spec.source)
+    return app.Table(
+        table,
+        partitions=source.partitions,
+        key_type=bytes,  # bytes means the "raw" codec for both (see Table._serializer_from_type)
+        value_type=bytes,
+        options={"driver": "rocksdict"},
+    )
+
+
+def bind_event(event: Any) -> None:
+    """Make ``event`` Faust's current event.
+
+    Faust routes a table read or write to the RocksDB partition and changelog
+    partition of the *current* event. Inside a ``take_events`` batch, which
+    mixes partitions, this must be set per event before touching a table.
+    """
+    _current_event.set(weakref.ref(event))
+
+
+def is_ready(app: faust.App) -> bool:
+    """Started, past its first rebalance and table recovery, not rebalancing."""
+    consumer_ready = app._consumer is not None and bool(app.consumer.assignment())
+    recovered = app.tables.recovery.completed.is_set() if app.tables else True
+    return bool(app.started and not app.rebalancing and recovered and consumer_ready)
+
+
+def _add_health_views(app: faust.App, settings: Settings) -> None:
+    started_at = time.time()
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json(
+            {
+                "service": settings.service,
+                "worker": settings.worker,
+                "app_id": settings.app_id,
+                "status": "ok",
+                "uptime_s": round(time.time() - started_at, 1),
+            }
+        )
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        ok = is_ready(app)
+        body = {
+            "service": settings.service,
+            "worker": settings.worker,
+            "ready": ok,
+            "rebalancing": bool(app.rebalancing),
+            "assigned_partitions": len(app.consumer.assignment()) if app._consumer else 0,
+        }
+        return web.json(body, status=200 if ok else 503)

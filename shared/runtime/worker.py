@@ -1,0 +1,28 @@
+"""Run one service worker: settings from the environment, JSON logs, Faust worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import faust
+
+from shared.runtime.logging import configure_logging, logging_dict_config
+from shared.runtime.settings import Settings
+
+AppBuilder = Callable[[Settings], faust.App]
+
+
+def run(service: str, build: AppBuilder) -> None:
+    """Entry point of ``python -m services.<service>``: ``build`` is the service's app.py."""
+    settings = Settings.from_env(service)
+    configure_logging(service, settings.worker, settings.log_level)
+    app = build(settings)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        logging_config=logging_dict_config(service, settings.worker, settings.log_level),
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=True,
+    )
+    worker.execute_from_commandline()

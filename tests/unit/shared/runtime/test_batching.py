@@ -1,0 +1,160 @@
+"""Helpers of the agents (shared/runtime/batching.py): failure policy and state cache."""
+
+import asyncio
+from types import SimpleNamespace
+
+from shared.runtime.batching import DLQ, DeadLetterOnError, Outbox, StateCache
+
+
+class FakeOutbox:
+    dead_letter = Outbox.dead_letter  # the real policy over a recording send()
+
+    def __init__(self):
+        self.sent = []
+
+    async def send(self, topic, key, value):
+        self.sent.append((topic, key, value))
+
+
+class FakeLog:
+    def __init__(self):
+        self.errors = []
+
+    def error(self, event, **fields):
+        self.errors.append((event, fields))
+
+    def warning(self, event, **fields):
+        pass
+
+
+def event(value=b"\xffbad"):
+    message = SimpleNamespace(
+        topic="t.conversions.valid", partition=3, offset=42, key=b"k", value=value
+    )
+    return SimpleNamespace(message=message)
+
+
+async def process(guard, ev, fail):
+    async with guard(ev):
+        if fail:
+            raise ValueError("boom")
+    return "went on"
+
+
+def test_a_failing_message_is_dead_lettered_and_processing_goes_on():
+    outbox, log = FakeOutbox(), FakeLog()
+    guard = DeadLetterOnError(outbox, log)
+    assert asyncio.run(process(guard, event(), fail=True)) == "went on"
+    [(topic, key, record)] = outbox.sent
+    assert (topic, key) == (DLQ, b"k")
+    assert record["reason"] == "processing_error"
+    assert (record["source_topic"], record["partition"], record["offset"]) == (
+        "t.conversions.valid",
+        3,
+        42,
+    )
+    assert log.errors[0][1]["offset"] == 42
+
+
+def test_a_message_that_succeeds_sends_nothing_to_the_dlq():
+    outbox, log = FakeOutbox(), FakeLog()
+    asyncio.run(process(DeadLetterOnError(outbox, log), event(b"{}"), fail=False))
+    assert outbox.sent == [] and log.errors == []
+
+
+def test_cancellation_is_not_swallowed():
+    outbox, log = FakeOutbox(), FakeLog()
+    guard = DeadLetterOnError(outbox, log)
+
+    async def cancelled():
+        async with guard(event()):
+            raise asyncio.CancelledError
+
+    try:
+        asyncio.run(cancelled())
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("CancelledError must propagate")
+    assert outbox.sent == []
+
+
+def test_user_keyed_messages_are_dead_lettered_without_their_key_and_logged_hashed():
+    outbox, log = FakeOutbox(), FakeLog()
+    asyncio.run(process(DeadLetterOnError(outbox, log, user_keyed=True), event(), fail=True))
+    [(_topic, key, _record)] = outbox.sent
+    assert key is None
+    assert log.errors[0][1]["key"].startswith("sha256:")
+
+
+class RecordingTable(dict):
+    """A table stand-in: every write is a changelog record."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.writes = []
+
+    def __setitem__(self, key, value):
+        self.writes.append(key)
+        super().__setitem__(key, value)
+
+
+class Event:  # Faust routes table access through a weak reference to the event
+    def __init__(self):
+        self.message = event().message
+
+
+def test_rewrite_sends_an_already_applied_value_to_the_changelog_again():
+    """A redelivery that finds its effect in the local store writes it once more."""
+
+    table = RecordingTable({b"k": b'{"n":1}'})
+    cache = StateCache(table)
+    ev = Event()
+    cache.rewrite(b"k", ev)
+    cache.rewrite(b"absent", ev)
+    cache.flush()
+    assert table.writes == [b"k"] and table[b"k"] == b'{"n":1}'
+
+
+class FlakyRun:
+    def __init__(self, failures):
+        self.failures, self.calls = failures, 0
+
+    async def __call__(self, events):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("broker unreachable")
+
+
+class ForgettingOutbox:
+    def __init__(self):
+        self.forgotten = 0
+
+    def forget_pending(self):
+        self.forgotten += 1
+
+
+def test_a_failed_batch_is_run_again_until_it_succeeds(monkeypatch):
+    """The batch is retried, never skipped; each failure is logged."""
+    from shared.runtime import batching
+
+    monkeypatch.setattr(batching, "RETRY_FIRST_S", 0.0)
+    run, outbox, log = FlakyRun(failures=2), ForgettingOutbox(), FakeLog()
+    asyncio.run(batching.until_done(run, [event()], outbox, log))
+    assert run.calls == 3 and outbox.forgotten == 2
+    assert [e for e, _ in log.errors] == ["batch_failed", "batch_failed"]
+    assert log.errors[-1][1]["attempt"] == 2
+
+
+def test_a_cancelled_batch_is_not_retried():
+    from shared.runtime import batching
+
+    async def cancelled(events):
+        raise asyncio.CancelledError
+
+    try:
+        asyncio.run(batching.until_done(cancelled, [], ForgettingOutbox(), FakeLog()))
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("cancellation must propagate")

@@ -1,0 +1,134 @@
+"""Settings: defaults, environment parsing, errors, immutability."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from shared.runtime.errors import ConfigError
+from shared.runtime.settings import BASE_WEB_PORTS, REPO_ROOT, SERVICES, Settings
+
+
+def test_defaults_without_environment() -> None:
+    s = Settings.from_env(env={})
+    assert s.service == "cli"
+    assert s.bootstrap == "127.0.0.1:9092"
+    assert s.external_broker is False
+    assert s.namespace == ""
+    assert s.data_dir == (REPO_ROOT / "var").resolve()
+    assert s.broker_port == 9092
+    assert s.controller_port == 9093
+    assert s.web_port_base == 6100
+    assert s.broker_heap_mb == 512
+    assert s.cache_dir == (Path.home() / ".cache" / "convmesh").resolve()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_default_web_ports_follow_base_ports(service: str) -> None:
+    assert Settings.from_env(service, env={}).web_port == BASE_WEB_PORTS[service]
+    assert Settings.from_env(service, worker=3, env={}).web_port == BASE_WEB_PORTS[service] + 3
+
+
+def test_web_port_base_shifts_every_service() -> None:
+    env = {"CONVMESH_WEB_PORT_BASE": "7100"}
+    ports = {s: Settings.from_env(s, env=env).web_port for s in SERVICES}
+    assert ports == {
+        "ingest": 7100,
+        "dedupe": 7110,
+        "identity_match": 7120,
+        "attribute": 7130,
+        "aggregate": 7140,
+    }
+    cli = Settings.from_env(env=env)
+    assert cli.service_base_port("aggregate") == 7140
+
+
+def test_explicit_web_port_wins() -> None:
+    env = {"CONVMESH_WEB_PORT": "7555", "CONVMESH_WEB_PORT_BASE": "7100"}
+    assert Settings.from_env("dedupe", env=env).web_port == 7555
+
+
+def test_worker_comes_from_environment() -> None:
+    s = Settings.from_env("dedupe", env={"CONVMESH_WORKER": "2"})
+    assert s.worker == 2
+    assert s.worker_data_dir.parts[-3:] == ("services", "dedupe", "worker-2")
+
+
+def test_bootstrap_follows_broker_port_unless_external() -> None:
+    local = Settings.from_env(env={"CONVMESH_BROKER_PORT": "19092"})
+    assert local.bootstrap == "127.0.0.1:19092"
+    assert local.external_broker is False
+    external = Settings.from_env(
+        env={"KAFKA_BOOTSTRAP": "kafka:9092", "CONVMESH_BROKER_PORT": "19092"}
+    )
+    assert external.bootstrap == "kafka:9092"
+    assert external.external_broker is True
+
+
+def test_namespace_prefixes_topics_and_app_id() -> None:
+    s = Settings.from_env("dedupe", env={"CONVMESH_NAMESPACE": "t1"})
+    assert s.topic_name("conversions.raw") == "t1.conversions.raw"
+    assert s.app_id == "t1-convmesh-dedupe"
+    plain = Settings.from_env("dedupe", env={})
+    assert plain.topic_name("conversions.raw") == "conversions.raw"
+    assert plain.app_id == "convmesh-dedupe"
+
+
+def test_paths_and_levels_are_parsed() -> None:
+    env = {
+        "CONVMESH_DATA_DIR": "/tmp/cm-data",
+        "CONVMESH_CACHE_DIR": "/tmp/cm-cache",
+        "CONVMESH_LOG_LEVEL": "debug",
+        "CONVMESH_BATCH_WITHIN_S": "0.5",
+        "CONVMESH_X_FEATURE": "on",
+        "UNRELATED": "x",
+    }
+    s = Settings.from_env(env=env)
+    assert s.data_dir == Path("/tmp/cm-data").resolve()
+    assert s.broker_dir == s.data_dir / "broker"
+    assert s.cache_dir == Path("/tmp/cm-cache").resolve()
+    assert s.log_level == "DEBUG"
+    assert s.batch_within_s == 0.5
+    assert dict(s.extra) == {"CONVMESH_X_FEATURE": "on"}
+
+
+def test_empty_values_mean_default() -> None:
+    s = Settings.from_env(env={"CONVMESH_BROKER_PORT": "", "KAFKA_BOOTSTRAP": ""})
+    assert s.broker_port == 9092
+    assert s.external_broker is False
+
+
+def test_pseudonym_keys_parse_newest_first() -> None:
+    s = Settings.from_env(env={"CONVMESH_PSEUDONYM_KEYS": "k2:new, k1:old"})
+    assert s.pseudonym_keys == (("k2", "new"), ("k1", "old"))
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CONVMESH_BATCH_SIZE": "many"},
+        {"CONVMESH_BROKER_PORT": "0"},
+        {"CONVMESH_CONTROLLER_PORT": "70000"},
+        {"CONVMESH_WEB_PORT_BASE": "x"},
+        {"CONVMESH_PSEUDONYM_KEYS": "no-colon"},
+        {"CONVMESH_PSEUDONYM_KEYS": "k1:"},
+    ],
+)
+def test_bad_values_raise_config_error(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env(env=env)
+
+
+def test_unknown_service_raises() -> None:
+    with pytest.raises(ConfigError, match="unknown service"):
+        Settings.from_env("billing", env={})
+
+
+def test_settings_are_immutable() -> None:
+    s = Settings.from_env(env={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.bootstrap = "elsewhere:9092"  # type: ignore[misc]
+    changed = dataclasses.replace(s, broker_port=19092)
+    assert s.broker_port == 9092 and changed.broker_port == 19092
