@@ -22,6 +22,10 @@ from ops.broker import reachable
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
+# The tests run the services in development mode: the public development keys
+# stand in for the secrets that production must set (every subprocess inherits it).
+os.environ.setdefault("CONVMESH_DEV_MODE", "true")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Everything under tests/integration is an integration test, marked or not."""

@@ -53,7 +53,7 @@ def register(app: faust.App, settings: Settings) -> None:
 
     def as_result(user_id: str, result: dict[str, Any]) -> dict[str, Any]:
         matched = result["status"] != "unidentified"
-        user = pseudonym(user_id, settings.pseudonym_keys) if matched else None
+        user = pseudonym(user_id, settings.active_pseudonym_keys) if matched else None
         return {
             "conv": result["conv"],
             "status": result["status"],
@@ -66,7 +66,7 @@ def register(app: faust.App, settings: Settings) -> None:
     async def forget(outbox: Outbox, user_id: str, conversion_keys: list[str]) -> None:
         """A deleted user: results that named them are re-published without them,
         and each conversion's owner in identity_match scrubs the user id."""
-        scrub = {"op": "scrub", "user": pseudonym(user_id, settings.pseudonym_keys)}
+        scrub = {"op": "scrub", "user": pseudonym(user_id, settings.active_pseudonym_keys)}
         for conversion_key in conversion_keys:
             await outbox.send("attribution.results", conversion_key, scrub)
             forget_msg = {"op": "forget_user", "conversion_key": conversion_key, "user_id": user_id}

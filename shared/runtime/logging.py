@@ -93,7 +93,9 @@ def configure_logging(service: str, worker: int = 0, level: str = "INFO") -> Non
 
 
 def get_logger(**bound: Any) -> Any:
-    return structlog.get_logger().bind(**bound)
+    """A logger that binds ``bound``; lazy, so that it may be made before
+    ``configure_logging`` (at import) and still log as configured."""
+    return structlog.get_logger(**bound)
 
 
 def message_fields(message: Any, *, user_keyed: bool = False) -> dict[str, Any]:

@@ -1,15 +1,20 @@
 """One typed, immutable settings object per process, built from the environment.
 
-Every knob is an environment variable with a documented default (see
-README.md, "Configuration"). Nothing else in the code reads ``os.environ``.
+Every setting is declared once, as a field of ``Settings``: its default is the
+default of its environment variable, and its metadata names the variable and
+says what it means. ``from_env`` reads exactly these variables; the README's
+configuration table is generated from them (``python -m shared.runtime.settings``)
+and a test keeps the two equal. Nothing else in the code reads ``os.environ``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from shared.runtime.errors import ConfigError
 
@@ -30,78 +35,334 @@ DEFAULT_WEB_PORT_BASE = 6100
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
-DAY_S = 86_400
+#: Shortest secret accepted for keys and tokens: 32 bytes (256 bits).
+MIN_SECRET_BYTES = 32
 
-#: Development default only: set CONVMESH_PSEUDONYM_KEYS in any real deployment.
-DEFAULT_PSEUDONYM_KEYS: tuple[tuple[str, str], ...] = (("k0", "convmesh-dev-pseudonym-key"),)
+#: Used only in development mode (CONVMESH_DEV_MODE): public, so never safe.
+DEV_PSEUDONYM_KEYS: tuple[tuple[str, str], ...] = (
+    ("dev", "convmesh-development-pseudonym-key-not-secret"),
+)
+DEV_OPERATOR_TOKEN = "convmesh-development-operator-token"
+DEV_TOKEN_SECRET = "convmesh-development-token-signing-secret"
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+# ------------------------------------------------------------------ parsers
+
+
+def _int(name: str, raw: str) -> int:
     try:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    port = _int(env, name, default)
+def _float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _port(name: str, raw: str) -> int:
+    port = _int(name, raw)
     if not 0 < port < 65_536:
         raise ConfigError(f"{name} must be a TCP port (1-65535), got {port}")
     return port
 
 
-def _str(env: Mapping[str, str], name: str, default: str) -> str:
-    raw = env.get(name)
-    return default if raw is None or raw == "" else raw
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _path(_name: str, raw: str) -> Path:
+    return Path(raw).expanduser().resolve()
+
+
+def _upper(_name: str, raw: str) -> str:
+    return raw.strip().upper()
+
+
+def _str(_name: str, raw: str) -> str:
+    return raw
+
+
+def _choice(*allowed: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _keys(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    keys: list[tuple[str, str]] = []
+    for part in raw.split(","):
+        kid, sep, secret = part.strip().partition(":")
+        if not sep or not kid.strip() or not secret.strip():
+            raise ConfigError(f"{name} must look like 'kid:secret[,kid:secret...]'")
+        keys.append((kid.strip(), secret.strip()))
+    return tuple(keys)
+
+
+def env_field(
+    env: str, default: Any, doc: str, parse: Callable[[str, str], Any] = _str, **kw: Any
+) -> Any:
+    """A settings field read from ``env``; its default is the variable's default."""
+    return field(default=default, metadata={"env": env, "doc": doc, "parse": parse}, **kw)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, Path):
+        if value.is_relative_to(REPO_ROOT):
+            return f"./{value.relative_to(REPO_ROOT)}"
+        if value.is_relative_to(Path.home()):
+            return f"~/{value.relative_to(Path.home())}"
+        return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value in ("", (), None):
+        return "unset"
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything a convmesh process may be configured with."""
+    """Everything a convmesh process may be configured with.
+
+    Fields with ``metadata["env"]`` come from that environment variable; the
+    others (``service``, ``worker`` of the process, ``extra``) are set by
+    ``from_env`` itself.
+    """
 
     service: str = "cli"
-    worker: int = 0
-    bootstrap: str = "127.0.0.1:9092"
+    worker: int = env_field(
+        "CONVMESH_WORKER", 0, "worker number of one service process (set by `convmesh up`)", _int
+    )
+    bootstrap: str = env_field(
+        "KAFKA_BOOTSTRAP",
+        "127.0.0.1:9092",
+        "an existing cluster (`host:port[,host:port]`); when set, no local broker is started."
+        " Unset: the local broker, `127.0.0.1:<CONVMESH_BROKER_PORT>`",
+    )
     #: True when KAFKA_BOOTSTRAP was given: an external cluster, start no broker.
     external_broker: bool = False
-    namespace: str = ""
-    data_dir: Path = REPO_ROOT / "var"
-    topics_file: Path = REPO_ROOT / "topics.yaml"
-    web_host: str = "127.0.0.1"
-    web_port: int = 0
-    log_level: str = "INFO"
-    #: Keys for the user pseudonym, newest first: "kid:secret,kid:secret".
-    pseudonym_keys: tuple[tuple[str, str], ...] = DEFAULT_PSEUDONYM_KEYS
-    dedup_window_s: int = 172_800
-    #: How long conversions wait for late links / late engagements (seconds).
-    late_horizon_s: int = 7 * DAY_S
-    #: How soon the group notices a dead worker (a restarted one waits this long).
-    session_timeout_s: int = 15
-    max_record_bytes: int = 1_000_000
-    batch_size: int = 500
-    batch_within_s: float = 0.2
-    broker_heap_mb: int = 512
-    #: Ports of the local broker that `convmesh broker start` runs.
-    broker_port: int = 9092
-    controller_port: int = 9093
-    #: First web port of the mesh (ingest); the other services follow in steps of 10.
-    web_port_base: int = DEFAULT_WEB_PORT_BASE
-    #: Downloaded broker jars live here, outside the purgeable data dir.
-    cache_dir: Path = Path.home() / ".cache" / "convmesh"
-    #: Conversions API: calls per minute per ad account (token bucket, per ingest worker).
-    api_rate_per_minute: int = 5_000
-    #: Conversions API: largest request body (1000 events of up to ~4 KB each).
-    api_max_body_bytes: int = 4_194_304
-    #: Conversions API: requests one worker handles at once; more are answered 503.
-    api_max_in_flight: int = 64
-    #: Conversions API: how long a request waits for the broker's acknowledgement.
-    api_publish_timeout_s: float = 10.0
-    #: Conversions API: when > 0, every ingest worker also serves the API on this port,
-    #: bound with SO_REUSEPORT so that several workers share it (0: only the worker's web port).
-    api_port: int = 0
+    kafka_security_protocol: str = env_field(
+        "CONVMESH_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "Kafka `security.protocol` of every client: " + ", ".join(KAFKA_SECURITY_PROTOCOLS),
+        _choice(*KAFKA_SECURITY_PROTOCOLS),
+    )
+    kafka_sasl_mechanism: str = env_field(
+        "CONVMESH_KAFKA_SASL_MECHANISM",
+        "PLAIN",
+        "SASL mechanism with a SASL protocol: " + ", ".join(KAFKA_SASL_MECHANISMS),
+        _choice(*KAFKA_SASL_MECHANISMS),
+    )
+    kafka_sasl_username: str = env_field(
+        "CONVMESH_KAFKA_SASL_USERNAME", "", "SASL user name", repr=False
+    )
+    kafka_sasl_password: str = env_field(
+        "CONVMESH_KAFKA_SASL_PASSWORD", "", "SASL password (secret)", repr=False
+    )
+    kafka_ssl_cafile: str = env_field(
+        "CONVMESH_KAFKA_SSL_CAFILE", "", "CA file that signs the brokers' certificates (TLS)"
+    )
+    namespace: str = env_field(
+        "CONVMESH_NAMESPACE",
+        "",
+        "prefix of topic names and consumer groups (isolated runs on a shared cluster)",
+    )
+    data_dir: Path = env_field(
+        "CONVMESH_DATA_DIR",
+        REPO_ROOT / "var",
+        "broker data, RocksDB state, logs and pid files (default: `var/` of the checkout)",
+        _path,
+    )
+    topics_file: Path = env_field(
+        "CONVMESH_TOPICS_FILE",
+        REPO_ROOT / "topics.yaml",
+        "the topic registry (default: `topics.yaml` of the checkout)",
+        _path,
+    )
+    web_host: str = env_field(
+        "CONVMESH_WEB_HOST", "127.0.0.1", "address the services' web servers bind to"
+    )
+    web_port_base: int = env_field(
+        "CONVMESH_WEB_PORT_BASE",
+        DEFAULT_WEB_PORT_BASE,
+        "web port of ingest; dedupe, identity_match, attribute, aggregate follow at"
+        " +10, +20, +30, +40; worker N adds N",
+        _int,
+    )
+    web_port: int = env_field(
+        "CONVMESH_WEB_PORT",
+        0,
+        "web port of one worker (set by `convmesh up`). Unset: from the base",
+        _int,
+    )
+    log_level: str = env_field(
+        "CONVMESH_LOG_LEVEL", "INFO", "log level; logs are JSON lines on stderr", _upper
+    )
+    dev_mode: bool = env_field(
+        "CONVMESH_DEV_MODE",
+        False,
+        "development mode: public development keys and tokens stand in for the secrets"
+        " below (the demo and the tests set it; never in production)",
+        _bool,
+    )
+    pseudonym_keys: tuple[tuple[str, str], ...] = env_field(
+        "CONVMESH_PSEUDONYM_KEYS",
+        (),
+        "keys of the user pseudonym, newest first: `kid:secret[,kid:secret...]`, each"
+        " secret at least 32 bytes (required outside development mode)",
+        _keys,
+        repr=False,
+    )
+    operator_token: str = env_field(
+        "CONVMESH_OPERATOR_TOKEN",
+        "",
+        "bearer token of the operator views (tables, stats, metrics); at least 32 bytes"
+        " (required outside development mode)",
+        repr=False,
+    )
+    token_secret: str = env_field(
+        "CONVMESH_TOKEN_SECRET",
+        "",
+        "HMAC key that signs `api.tokens` records; at least 32 bytes (required outside"
+        " development mode)",
+        repr=False,
+    )
+    dedup_window_s: int = env_field(
+        "CONVMESH_DEDUP_WINDOW_S", 172_800, "deduplication window (seconds)", _int
+    )
+    late_horizon_s: int = env_field(
+        "CONVMESH_LATE_HORIZON_S",
+        604_800,
+        "how long conversions wait for late identity links and engagements (seconds)",
+        _int,
+    )
+    session_timeout_s: int = env_field(
+        "CONVMESH_SESSION_TIMEOUT_S",
+        15,
+        "consumer-group session timeout: how soon a dead worker's partitions move"
+        " (and how long a restarted one waits)",
+        _int,
+    )
+    max_record_bytes: int = env_field(
+        "CONVMESH_MAX_RECORD_BYTES",
+        1_000_000,
+        "largest input record; larger ones go to the dead-letter topic",
+        _int,
+    )
+    batch_size: int = env_field("CONVMESH_BATCH_SIZE", 500, "records per processing batch", _int)
+    batch_within_s: float = env_field(
+        "CONVMESH_BATCH_WITHIN_S", 0.2, "longest wait to fill a batch (seconds)", _float
+    )
+    broker_heap_mb: int = env_field(
+        "CONVMESH_BROKER_HEAP_MB", 512, "maximum Java heap of the local broker", _int
+    )
+    broker_port: int = env_field("CONVMESH_BROKER_PORT", 9092, "port of the local broker", _port)
+    controller_port: int = env_field(
+        "CONVMESH_CONTROLLER_PORT", 9093, "KRaft controller port of the local broker", _port
+    )
+    cache_dir: Path = env_field(
+        "CONVMESH_CACHE_DIR",
+        Path.home() / ".cache" / "convmesh",
+        "broker jars (kept by `down --purge`)",
+        _path,
+    )
+    api_port: int = env_field(
+        "CONVMESH_API_PORT",
+        0,
+        "if > 0, ingest workers also serve the Conversions API on this shared port",
+        _int,
+    )
+    api_rate_per_minute: int = env_field(
+        "CONVMESH_API_RATE_PER_MINUTE",
+        5_000,
+        "API calls per minute per ad account and ingest worker",
+        _int,
+    )
+    api_max_body_bytes: int = env_field(
+        "CONVMESH_API_MAX_BODY_BYTES", 4_194_304, "largest API request body", _int
+    )
+    api_max_in_flight: int = env_field(
+        "CONVMESH_API_MAX_IN_FLIGHT",
+        64,
+        "concurrent API requests per worker (more get 503)",
+        _int,
+    )
+    api_account_share: float = env_field(
+        "CONVMESH_API_ACCOUNT_SHARE",
+        0.25,
+        "largest share of the in-flight requests one ad account may hold (more get 429)",
+        _float,
+    )
+    api_header_timeout_s: float = env_field(
+        "CONVMESH_API_HEADER_TIMEOUT_S",
+        10.0,
+        "how long a client may take to send a request's headers",
+        _float,
+    )
+    api_body_timeout_s: float = env_field(
+        "CONVMESH_API_BODY_TIMEOUT_S",
+        30.0,
+        "how long a client may take to send a request's body",
+        _float,
+    )
+    api_publish_timeout_s: float = env_field(
+        "CONVMESH_API_PUBLISH_TIMEOUT_S",
+        10.0,
+        "how long an API request waits for Kafka's acknowledgement",
+        _float,
+    )
+    privacy_release_delay_s: int = env_field(
+        "CONVMESH_PRIVACY_RELEASE_DELAY_S",
+        259_200,
+        "protected lane: a date is released this long after its end (seconds)",
+        _int,
+    )
+    privacy_user_cap: int = env_field(
+        "CONVMESH_PRIVACY_USER_CAP",
+        1,
+        "protected lane: conversions one user contributes to one release",
+        _int,
+    )
+    privacy_value_cap: float = env_field(
+        "CONVMESH_PRIVACY_VALUE_CAP",
+        1000.0,
+        "protected lane: each conversion's value is clipped to [0, this]",
+        _float,
+    )
+    privacy_epsilon_per_release: float = env_field(
+        "CONVMESH_PRIVACY_EPSILON_PER_RELEASE",
+        1.0,
+        "protected lane: ε one release of one (ad account, date) costs",
+        _float,
+    )
+    privacy_k: int = env_field(
+        "CONVMESH_PRIVACY_K",
+        50,
+        "protected lane: least noisy user count of a published row; modeled lane:"
+        " least identified conversions of a modeled stratum",
+        _int,
+    )
+    privacy_epsilon_per_week: float = env_field(
+        "CONVMESH_PRIVACY_EPSILON_PER_WEEK",
+        4.0,
+        "protected lane: ε budget per ad account and ISO week",
+        _float,
+    )
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -130,6 +391,45 @@ class Settings:
         """The real Kafka name of a registry topic (namespaced for isolated test runs)."""
         return f"{self.namespace}.{name}" if self.namespace else name
 
+    @property
+    def active_pseudonym_keys(self) -> tuple[tuple[str, str], ...]:
+        """The pseudonym keys in force (the development key only in development mode)."""
+        return self.pseudonym_keys or (DEV_PSEUDONYM_KEYS if self.dev_mode else ())
+
+    @property
+    def active_operator_token(self) -> str:
+        return self.operator_token or (DEV_OPERATOR_TOKEN if self.dev_mode else "")
+
+    @property
+    def active_token_secret(self) -> str:
+        return self.token_secret or (DEV_TOKEN_SECRET if self.dev_mode else "")
+
+    def require_secrets(self) -> None:
+        """Refuse to run a service without real secrets outside development mode.
+
+        Raises ``ConfigError`` naming every missing or weak secret.
+        """
+        problems: list[str] = []
+        for kid, secret in self.pseudonym_keys:
+            if len(secret.encode()) < MIN_SECRET_BYTES:
+                problems.append(f"CONVMESH_PSEUDONYM_KEYS key {kid!r} is under 32 bytes")
+        for name, value in (
+            ("CONVMESH_OPERATOR_TOKEN", self.operator_token),
+            ("CONVMESH_TOKEN_SECRET", self.token_secret),
+        ):
+            if value and len(value.encode()) < MIN_SECRET_BYTES:
+                problems.append(f"{name} is under 32 bytes")
+        if not self.dev_mode:
+            for name, value in (
+                ("CONVMESH_PSEUDONYM_KEYS", self.pseudonym_keys),
+                ("CONVMESH_OPERATOR_TOKEN", self.operator_token),
+                ("CONVMESH_TOKEN_SECRET", self.token_secret),
+            ):
+                if not value:
+                    problems.append(f"{name} is required (or set CONVMESH_DEV_MODE=true)")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
     @classmethod
     def from_env(
         cls, service: str = "cli", worker: int | None = None, env: Mapping[str, str] | None = None
@@ -137,54 +437,42 @@ class Settings:
         env = os.environ if env is None else env
         if service != "cli" and service not in SERVICES:
             raise ConfigError(f"unknown service {service!r}; expected one of {SERVICES}")
-        worker = _int(env, "CONVMESH_WORKER", 0) if worker is None else worker
-        web_port_base = _int(env, "CONVMESH_WEB_PORT_BASE", DEFAULT_WEB_PORT_BASE)
-        offset = BASE_WEB_PORTS.get(service, DEFAULT_WEB_PORT_BASE - 1) - DEFAULT_WEB_PORT_BASE
-        default_port = web_port_base + offset + worker
-        bootstrap = env.get("KAFKA_BOOTSTRAP", "")
-        broker_port = _port(env, "CONVMESH_BROKER_PORT", 9092)
-        data_dir = Path(_str(env, "CONVMESH_DATA_DIR", str(REPO_ROOT / "var"))).resolve()
-        return cls(
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata.get("env")
+            raw = env.get(name) if name else None
+            if raw is not None and raw.strip() != "":
+                values[f.name] = f.metadata["parse"](name, raw)
+        if worker is not None:
+            values["worker"] = worker
+        values["external_broker"] = "bootstrap" in values
+        if not values["external_broker"]:
+            values["bootstrap"] = f"127.0.0.1:{values.get('broker_port', 9092)}"
+        settings = cls(
             service=service,
-            worker=worker,
-            bootstrap=bootstrap or f"127.0.0.1:{broker_port}",
-            external_broker=bool(bootstrap),
-            namespace=_str(env, "CONVMESH_NAMESPACE", ""),
-            data_dir=data_dir,
-            topics_file=Path(_str(env, "CONVMESH_TOPICS_FILE", str(REPO_ROOT / "topics.yaml"))),
-            web_host=_str(env, "CONVMESH_WEB_HOST", "127.0.0.1"),
-            web_port=_int(env, "CONVMESH_WEB_PORT", default_port),
-            log_level=_str(env, "CONVMESH_LOG_LEVEL", "INFO").upper(),
-            pseudonym_keys=_parse_keys(env.get("CONVMESH_PSEUDONYM_KEYS")),
-            dedup_window_s=_int(env, "CONVMESH_DEDUP_WINDOW_S", 172_800),
-            late_horizon_s=_int(env, "CONVMESH_LATE_HORIZON_S", 7 * DAY_S),
-            session_timeout_s=_int(env, "CONVMESH_SESSION_TIMEOUT_S", 15),
-            max_record_bytes=_int(env, "CONVMESH_MAX_RECORD_BYTES", 1_000_000),
-            batch_size=_int(env, "CONVMESH_BATCH_SIZE", 500),
-            batch_within_s=float(_str(env, "CONVMESH_BATCH_WITHIN_S", "0.2")),
-            broker_heap_mb=_int(env, "CONVMESH_BROKER_HEAP_MB", 512),
-            broker_port=broker_port,
-            controller_port=_port(env, "CONVMESH_CONTROLLER_PORT", 9093),
-            web_port_base=web_port_base,
-            cache_dir=Path(
-                _str(env, "CONVMESH_CACHE_DIR", str(Path.home() / ".cache" / "convmesh"))
-            ).resolve(),
-            api_rate_per_minute=_int(env, "CONVMESH_API_RATE_PER_MINUTE", 5_000),
-            api_max_body_bytes=_int(env, "CONVMESH_API_MAX_BODY_BYTES", 4_194_304),
-            api_max_in_flight=_int(env, "CONVMESH_API_MAX_IN_FLIGHT", 64),
-            api_publish_timeout_s=float(_str(env, "CONVMESH_API_PUBLISH_TIMEOUT_S", "10")),
-            api_port=_int(env, "CONVMESH_API_PORT", 0),
             extra={k: v for k, v in env.items() if k.startswith("CONVMESH_X_")},
+            **values,
         )
+        if not settings.web_port:
+            offset = BASE_WEB_PORTS.get(service, DEFAULT_WEB_PORT_BASE - 1) - DEFAULT_WEB_PORT_BASE
+            port = settings.web_port_base + offset + settings.worker
+            settings = dataclasses.replace(settings, web_port=port)
+        return settings
 
 
-def _parse_keys(raw: str | None) -> tuple[tuple[str, str], ...]:
-    if not raw:
-        return DEFAULT_PSEUDONYM_KEYS
-    keys: list[tuple[str, str]] = []
-    for part in raw.split(","):
-        kid, sep, secret = part.partition(":")
-        if not sep or not kid or not secret:
-            raise ConfigError("CONVMESH_PSEUDONYM_KEYS must look like 'kid:secret[,kid:secret...]'")
-        keys.append((kid.strip(), secret.strip()))
-    return tuple(keys)
+def environment_table() -> str:
+    """The README's configuration table, generated from the fields above."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        if "env" not in f.metadata:
+            continue
+        doc = f.metadata["doc"]
+        lines.append(f"| `{f.metadata['env']}` | `{_shown(f.default)}` | {doc} |")
+    lines.append(
+        "| `CONVMESH_X_*` | | free-form experimental flags, passed through as `Settings.extra` |"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(environment_table())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import faust
 
+from shared.runtime.errors import ConfigError
 from shared.runtime.logging import configure_logging, logging_dict_config
 from shared.runtime.settings import Settings
 
@@ -14,7 +16,12 @@ AppBuilder = Callable[[Settings], faust.App]
 
 def run(service: str, build: AppBuilder) -> None:
     """Entry point of ``python -m services.<service>``: ``build`` is the service's app.py."""
-    settings = Settings.from_env(service)
+    try:
+        settings = Settings.from_env(service)
+        settings.require_secrets()  # before anything starts: no service runs on a public key
+    except ConfigError as exc:
+        print(f"convmesh {service}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     configure_logging(service, settings.worker, settings.log_level)
     app = build(settings)
     worker = faust.Worker(

@@ -647,7 +647,7 @@ def reference(
 ) -> Expected:
     """The contract's results over ``records`` (production order).
 
-    ``pseudonym_keys``: default that of ``Settings()`` (the dev key).
+    ``pseudonym_keys``: default the development key (the tests run in development mode).
     ``windows``: ad_account_id -> {class: days}, missing classes/accounts take the
     defaults (click 30, engagement 30, view 1). ``now_ms`` stands for the Kafka
     timestamp of an envelope without ``received_at_ms`` (default 0: such an
@@ -656,7 +656,11 @@ def reference(
     object, an invalid source). ``check_key``: reject a record whose key is not
     the bytes of its ad_account_id (``key_mismatch``).
     """
-    keys = pseudonym_keys if pseudonym_keys is not None else Settings().pseudonym_keys
+    keys = (
+        pseudonym_keys
+        if pseudonym_keys is not None
+        else Settings(dev_mode=True).active_pseudonym_keys
+    )
     records = [tuple(r) for r in records]
     ctx = _context(records)  # type: ignore[arg-type]
     counts: dict[str, dict[str, int]] = {}

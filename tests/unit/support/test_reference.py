@@ -28,7 +28,7 @@ T_MS = T * 1000
 DAY_S = 86_400
 DAY_MS = DAY_S * 1000
 A1, A2 = "549755885175", "549755000002"
-KEYS = Settings().pseudonym_keys
+KEYS = Settings(dev_mode=True).active_pseudonym_keys
 EM1, EM2, EM3 = (hash_email(f"user{i}@example.com") for i in (1, 2, 3))
 PH1 = hash_phone("+1 415 555 0101")
 MAID1 = hash_maid("6d92078a-8246-4ba4-ae5b-76104861e7dc")

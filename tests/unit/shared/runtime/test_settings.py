@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from shared.runtime.errors import ConfigError
-from shared.runtime.settings import BASE_WEB_PORTS, REPO_ROOT, SERVICES, Settings
+from shared.runtime.settings import (
+    BASE_WEB_PORTS,
+    REPO_ROOT,
+    SERVICES,
+    Settings,
+    environment_table,
+)
 
 
 def test_defaults_without_environment() -> None:
@@ -132,3 +138,69 @@ def test_settings_are_immutable() -> None:
         s.bootstrap = "elsewhere:9092"  # type: ignore[misc]
     changed = dataclasses.replace(s, broker_port=19092)
     assert s.broker_port == 9092 and changed.broker_port == 19092
+
+
+def test_readme_table_is_the_generated_one() -> None:
+    """README's configuration table equals the one generated from the fields."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert environment_table() in readme
+
+
+def test_every_env_field_is_read_from_its_variable() -> None:
+    """Each declared variable reaches its field (no default written twice)."""
+    env = {"CONVMESH_DEDUP_WINDOW_S": "60", "CONVMESH_PRIVACY_K": "7", "CONVMESH_DEV_MODE": "yes"}
+    s = Settings.from_env(env=env)
+    assert (s.dedup_window_s, s.privacy_k, s.dev_mode) == (60, 7, True)
+    names = [f.metadata["env"] for f in dataclasses.fields(Settings) if "env" in f.metadata]
+    assert len(names) == len(set(names))
+
+
+def test_services_refuse_to_start_without_secrets_outside_dev_mode() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env("dedupe", env={}).require_secrets()
+    for name in ("CONVMESH_PSEUDONYM_KEYS", "CONVMESH_OPERATOR_TOKEN", "CONVMESH_TOKEN_SECRET"):
+        assert name in str(caught.value)
+
+
+def test_dev_mode_uses_the_public_development_secrets() -> None:
+    s = Settings.from_env("dedupe", env={"CONVMESH_DEV_MODE": "true"})
+    s.require_secrets()
+    assert s.active_pseudonym_keys and s.active_operator_token and s.active_token_secret
+
+
+def test_weak_keys_are_refused_even_in_dev_mode() -> None:
+    env = {"CONVMESH_DEV_MODE": "true", "CONVMESH_PSEUDONYM_KEYS": "k1:short"}
+    with pytest.raises(ConfigError, match="under 32 bytes"):
+        Settings.from_env("dedupe", env=env).require_secrets()
+
+
+def test_real_secrets_start_without_dev_mode() -> None:
+    strong = "x" * 32
+    env = {
+        "CONVMESH_PSEUDONYM_KEYS": f"k2:{strong},k1:{'y' * 40}",
+        "CONVMESH_OPERATOR_TOKEN": strong,
+        "CONVMESH_TOKEN_SECRET": strong,
+    }
+    s = Settings.from_env("dedupe", env=env)
+    s.require_secrets()
+    assert s.active_pseudonym_keys[0] == ("k2", strong)
+
+
+def test_secrets_are_not_in_the_repr() -> None:
+    secret = "s" * 40
+    s = Settings.from_env(env={"CONVMESH_OPERATOR_TOKEN": secret, "CONVMESH_TOKEN_SECRET": secret})
+    assert secret not in repr(s)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CONVMESH_KAFKA_SECURITY_PROTOCOL": "TLS"},
+        {"CONVMESH_KAFKA_SASL_MECHANISM": "GSSAPI"},
+        {"CONVMESH_DEV_MODE": "maybe"},
+        {"CONVMESH_PRIVACY_EPSILON_PER_RELEASE": "lots"},
+    ],
+)
+def test_bad_choices_raise_config_error(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env(env=env)
