@@ -20,13 +20,17 @@ $(STAMP): pyproject.toml requirements.lock
 jars: venv
 	$(CONVMESH) broker fetch
 
+# The local targets run in development mode (public development keys and
+# tokens) unless the caller sets CONVMESH_DEV_MODE or real secrets themselves.
+LOCAL := CONVMESH_DEV_MODE=$${CONVMESH_DEV_MODE:-true}
+
 # A fresh mesh on this machine: broker, topics, the five services, their status.
 demo: venv jars
-	$(CONVMESH) down --purge
-	$(CONVMESH) demo
+	$(LOCAL) $(CONVMESH) down --purge
+	$(LOCAL) $(CONVMESH) demo
 
 up: venv jars
-	$(CONVMESH) up
+	$(LOCAL) $(CONVMESH) up
 
 down: venv
 	$(CONVMESH) down
