@@ -36,18 +36,20 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from services.dedupe import logic as dedupe_rules
 from services.ingest.validation import EVENT_NAMES as API_EVENT_NAMES
+from shared.contract import keys
 from shared.contract.identifiers import (
     hash_email,
     hash_external_id,
     hash_maid,
     hash_phone,
-    ip_ua_hash,
     sha256_hex,
 )
+from shared.contract.keys import ip_ua_hash, scope_of
+from shared.contract.limits import DAY_MS, DAY_S, MAX_EVENT_AGE_MS
+from shared.runtime.settings import default_of
 
-DAY_S = 86_400
-DAY_MS = DAY_S * 1000
 HOUR_MS = 3_600_000
 
 RAW = "conversions.raw"
@@ -290,11 +292,14 @@ def generate(
     unknown_user_fraction: float = 0.12,
     restricted_fraction: float = 0.05,
     opt_out_user_fraction: float = 0.06,
+    dedup_window_s: int = default_of("dedup_window_s"),
 ) -> Workload:
     """Generate a workload. Deterministic for a given (seed, now_ms and parameters).
 
     Conversion ``event_time`` values lie within ``span_days`` before ``now_ms``;
     engagements and identity signals reach up to ~60 days further back.
+    Duplicates and supersedes are made for the deduplication window
+    ``dedup_window_s`` (the mesh's CONVMESH_DEDUP_WINDOW_S).
     """
     if conversions < 0:
         raise ValueError("conversions must be >= 0")
@@ -316,6 +321,7 @@ def generate(
             "restricted": restricted_fraction,
             "opt_out_user": opt_out_user_fraction,
         },
+        window_s=dedup_window_s,
     ).run()
 
 
@@ -335,6 +341,7 @@ class _Generator:
         n_users: int,
         span_ms: int,
         fractions: dict[str, float],
+        window_s: int,
     ):
         self.rng = rng
         self.seed = seed
@@ -344,6 +351,7 @@ class _Generator:
         self.n_users = max(1, n_users)
         self.span = max(span_ms, 10 * 60_000)
         self.f = fractions
+        self.window_s = window_s
         self.accounts: list[AdAccount] = []
         self.users: list[User] = []
         # (delivery_sort_key, seq, Record) per context topic
@@ -844,9 +852,9 @@ class _Generator:
         if r < 0.5:
             shift = 0
         elif r < 0.6:
-            shift = rng.choice((DAY_S * 2, -DAY_S * 2))  # exactly the window: a duplicate
+            shift = rng.choice((self.window_s, -self.window_s))  # exactly the window: a duplicate
         else:
-            shift = rng.randint(-DAY_S * 2, DAY_S * 2)
+            shift = rng.randint(-self.window_s, self.window_s)
         if event["event_time"] + shift > (self.now - 60_000) // 1000:
             shift = -abs(shift)
         dup["event_time"] = event["event_time"] + shift
@@ -899,12 +907,14 @@ class _Generator:
         t = event["event_time"]
         room_up = (self.now - 60_000) // 1000 - t
         room_down = t - (self.now - self.span) // 1000
-        sides = [d for d, room in ((1, room_up), (-1, room_down)) if room >= DAY_S * 2 + 1]
+        sides = [d for d, room in ((1, room_up), (-1, room_down)) if room >= self.window_s + 1]
         if not sides:  # a span shorter than twice the window: go back in time
-            sides, room_down = [-1], DAY_S * 5
+            sides, room_down = [-1], self.window_s * 5 // 2
         side = rng.choice(sides)
         room = room_up if side == 1 else room_down
-        shift = side * rng.choice((DAY_S * 2 + 1, rng.randint(DAY_S * 2 + 1, min(DAY_S * 5, room))))
+        outside = self.window_s + 1
+        far = max(outside, min(self.window_s * 5 // 2, room))
+        shift = side * rng.choice((outside, rng.randint(outside, far)))
         again = copy.deepcopy(event)
         again["event_time"] = event["event_time"] + shift
         received2 = self.resend_received(received, again["event_time"])
@@ -930,10 +940,10 @@ class _Generator:
         if self.rng.random() < 0.5:
             received = event["event_time"] * 1000 - HOUR_MS
         else:
-            received = event["event_time"] * 1000 + 67 * DAY_MS
+            received = event["event_time"] * 1000 + MAX_EVENT_AGE_MS
             if received > self.now:
-                event["event_time"] = (self.now - 67 * DAY_MS) // 1000
-                received = event["event_time"] * 1000 + 67 * DAY_MS
+                event["event_time"] = (self.now - MAX_EVENT_AGE_MS) // 1000
+                received = event["event_time"] * 1000 + MAX_EVENT_AGE_MS
         self.envelope(
             acct,
             source,
@@ -993,7 +1003,9 @@ class _Generator:
             event["event_time"] = received // 1000 + 3600 + rng.choice((2, 60, DAY_S))
         elif kind == "old_event_time":
             received = self.now
-            event["event_time"] = (received - 67 * DAY_MS) // 1000 - rng.choice((1, DAY_S * 30))
+            event["event_time"] = (received - MAX_EVENT_AGE_MS) // 1000 - rng.choice(
+                (1, DAY_S * 30)
+            )
         elif kind == "bad_currency":
             event["custom_data"] = {
                 "currency": rng.choice(("US", "EURO", "U$D", "12A")),
@@ -1080,7 +1092,7 @@ class _Generator:
             )
             for i, (_t, _s, _r, lbl) in enumerate(raw_sorted)
         ]
-        _fix_labels_by_arrival(records[RAW], labels)
+        _fix_labels_by_arrival(records[RAW], labels, self.window_s)
         values = [r.value for r in records[RAW]]
         if len(set(values)) != len(values):  # pragma: no cover - guarded by construction
             raise AssertionError("two conversions.raw records have the same bytes")
@@ -1122,15 +1134,10 @@ INVALID_KINDS: tuple[str, ...] = tuple(_INVALID_KINDS)
 ENVELOPE_KINDS: tuple[str, ...] = tuple(sorted(_ENVELOPE_KINDS))
 
 
-def scope_of(action_source: str) -> str:
-    return "offline" if action_source == "offline" else "online"
-
-
 def conversion_key(ad_account_id: str, event: dict[str, Any]) -> str:
-    return (
-        f"{ad_account_id}:{event['event_name']}:{event['event_id']}:"
-        f"{scope_of(event['action_source'])}"
-    )
+    """The contract's conversion key of one generated event."""
+    scope = scope_of(event["action_source"])
+    return keys.conversion_key(ad_account_id, event["event_name"], event["event_id"], scope)
 
 
 def _restriction(event: dict[str, Any]) -> str | None:
@@ -1141,25 +1148,26 @@ def _restriction(event: dict[str, Any]) -> str | None:
     return "ldp" if "LDP" in (k.strip() for k in kinds) else None
 
 
-def _fix_labels_by_arrival(records: list[Record], labels: list[RawLabel]) -> None:
+def _fix_labels_by_arrival(records: list[Record], labels: list[RawLabel], window_s: int) -> None:
     """Resends are generated after their original but sorted by received_at_ms;
     re-derive which of a key's valid records comes first in arrival order so that
     the labels follow the contract (first accepted wins, window against every
     accepted event of the key). Rejected records are left as generated."""
-    accepted_times: dict[str, list[int]] = {}
+    accepted: dict[str, dedupe_rules.Accepted] = {}
     for i, (rec, lbl) in enumerate(zip(records, labels, strict=True)):
         if lbl.expect == REJECTED or lbl.conversion_key is None:
             continue
         event_time = orjson.loads(rec.value)["event"]["event_time"]
-        times = accepted_times.setdefault(lbl.conversion_key, [])
-        if any(abs(event_time - t) <= 2 * DAY_S for t in times):
+        before = accepted.get(lbl.conversion_key)
+        outcome = dedupe_rules.decide(before, event_time, f"raw:{i}", window_s)
+        accepted[lbl.conversion_key] = outcome.state
+        if outcome.decision is dedupe_rules.Decision.DUPLICATE:
             expect, kind = DUPLICATE, ("duplicate" if lbl.kind != "duplicate" else lbl.kind)
         else:
             expect = ACCEPTED
             kind = lbl.kind if lbl.kind != "duplicate" else "original"
-            if times and kind == "original":
+            if before and kind == "original":
                 kind = "supersede"
-            times.append(event_time)
         if (expect, kind) != (lbl.expect, lbl.kind):
             labels[i] = RawLabel(
                 lbl.index,

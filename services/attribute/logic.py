@@ -18,15 +18,15 @@ from typing import Any
 
 import orjson
 
+from shared.contract.limits import (
+    ALLOWED_WINDOW_DAYS,
+    DAY_MS,
+    DEFAULT_WINDOWS_DAYS,
+    ENGAGEMENT_RETENTION_MS,
+)
 from shared.contract.versions import next_stamp
 
-DAY_MS = 86_400_000
-DEFAULT_WINDOWS_DAYS: Mapping[str, int] = {"click": 30, "engagement": 30, "view": 1}
-ALLOWED_WINDOW_DAYS = frozenset({0, 1, 7, 14, 30, 60})
 CLASS_RANK: Mapping[str, int] = {"click": 3, "engagement": 2, "view": 1}
-#: Engagements older than this can no longer be in any window of any valid
-#: conversion: the longest window (60 d) plus the oldest accepted event (67 d).
-ENGAGEMENT_RETENTION_MS = (60 + 67) * DAY_MS
 
 
 #: The attribution windows (ms per class) of an ad account.

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-#: An accepted event older than this (relative to the newest possible valid
-#: event, which is at most 67 days old) can never be within a window again.
-MAX_EVENT_AGE_S = 67 * 86_400
+from shared.contract.limits import MAX_EVENT_AGE_S
 
 
 class Decision(StrEnum):

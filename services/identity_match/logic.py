@@ -17,10 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.contract.limits import IP_UA_VALIDITY_MS
 from shared.contract.versions import next_stamp
-
-DAY_MS = 86_400_000
-IP_UA_VALIDITY_MS = 7 * DAY_MS
 
 #: Key types in matching priority order, with the conversion field holding them
 #: and the signal ``key_type`` they are looked up against.

@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.contract.errors import InvalidEvent
+from shared.contract.keys import conversion_key, ip_ua_hash, scope_of
+from shared.contract.limits import MAX_EVENT_AGE_MS, MAX_FUTURE_MS
 
 # ---------------------------------------------------------------- reason codes
 EVENT_NOT_OBJECT = "event_not_object"
@@ -103,8 +105,7 @@ MAX_HASHES = 100
 MAX_ITEMS = 1_000
 #: event_time at or above this is taken for milliseconds (year 5138 in seconds).
 MS_THRESHOLD = 10**11
-MAX_FUTURE_MS = 3_600_000
-MAX_AGE_MS = 67 * 86_400_000
+MAX_AGE_MS = MAX_EVENT_AGE_MS
 MAX_VALUE_CHARS = 40
 
 # ---------------------------------------------------------------- schema
@@ -209,17 +210,6 @@ class NormalisedEvent:
 
     def conversion_key(self, ad_account_id: str) -> str:
         return conversion_key(ad_account_id, self.event_name, self.event_id, self.scope)
-
-
-def conversion_key(ad_account_id: str, event_name: str, event_id: str, scope: str) -> str:
-    """``"{ad_account_id}:{event_name}:{event_id}:{scope}"`` (the deduplication key)."""
-    return f"{ad_account_id}:{event_name}:{event_id}:{scope}"
-
-
-def ip_ua_hash(client_ip_address: str, client_user_agent: str) -> str:
-    """``sha256(client_ip_address + "|" + client_user_agent)``, lower-case hex."""
-    data = f"{client_ip_address}|{client_user_agent}".encode("utf-8", "surrogatepass")
-    return _sha256(data).hexdigest()
 
 
 # ---------------------------------------------------------------- helpers
@@ -357,7 +347,7 @@ def validate_event(event: object, *, received_at_ms: int) -> NormalisedEvent:
         event_id=event_id,
         action_source=action_source,
         event_time=event_time,
-        scope="offline" if action_source == "offline" else "online",
+        scope=scope_of(action_source),
         value=value,
         currency=currency,
         ids=ids,

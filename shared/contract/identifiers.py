@@ -5,8 +5,8 @@ trimmed and lower-cased; phone digits only, with country code, no leading
 zeros; gender ``f``/``m``/``n``; date of birth ``YYYYMMDD``; names lower-case;
 city lower-case without spaces or punctuation; state two-letter lower-case; zip
 digits only (US: 5); country ISO-3166 alpha-2 lower-case. Hashes are SHA-256,
-lower-case hex. ``ip_ua_hash`` is the onsite session key of ``identity.signals``
-(``key_type = "ip_ua"``): ``sha256(ip + "|" + ua)`` of the plain texts.
+lower-case hex. The onsite session key of ``identity.signals`` (``key_type =
+"ip_ua"``) is ``shared.contract.keys.ip_ua_hash``.
 """
 
 from __future__ import annotations
@@ -133,8 +133,3 @@ def hash_maid(maid: str) -> str:
 def hash_external_id(external_id: str) -> str:
     """An advertiser's own customer id; hashed as given, only trimmed."""
     return sha256_hex(external_id.strip())
-
-
-def ip_ua_hash(ip: str, ua: str) -> str:
-    """The ``ip_ua`` key: ``sha256(ip + "|" + ua)`` of the plain texts, unchanged."""
-    return sha256_hex(f"{ip}|{ua}")

@@ -460,6 +460,11 @@ class Settings:
         return settings
 
 
+def default_of(name: str) -> Any:
+    """The declared default of one settings field (its environment default)."""
+    return Settings.__dataclass_fields__[name].default
+
+
 def environment_table() -> str:
     """The README's configuration table, generated from the fields above."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]

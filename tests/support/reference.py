@@ -69,7 +69,7 @@ from typing import Any
 
 import orjson
 
-from shared.contract.identifiers import ip_ua_hash
+from shared.contract.keys import ip_ua_hash
 from shared.contract.pseudonyms import pseudonym
 from shared.runtime.settings import Settings
 

@@ -22,7 +22,8 @@ from ops.workload import (
     Workload,
     generate,
 )
-from shared.contract.identifiers import ip_ua_hash, is_sha256_hex
+from shared.contract.identifiers import is_sha256_hex
+from shared.contract.keys import ip_ua_hash
 from tests.support.reference import reference
 
 NOW = 1_764_151_200_000  # 2025-11-26T10:00:00Z

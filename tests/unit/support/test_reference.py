@@ -16,8 +16,8 @@ from shared.contract.identifiers import (
     hash_external_id,
     hash_maid,
     hash_phone,
-    ip_ua_hash,
 )
+from shared.contract.keys import ip_ua_hash
 from shared.contract.pseudonyms import pseudonym
 from shared.runtime.settings import Settings
 from tests.support.reference import Expected, comparable_row, fold, reference

@@ -4,6 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.attribute import logic
+from shared.contract.limits import ENGAGEMENT_RETENTION_MS
 
 DAY_MS = 86_400_000
 T = 1_700_000_000
@@ -138,7 +139,7 @@ def test_trim_drops_old_engagements_and_expired_conversions():
     state = logic.new_user_state()
     logic.add_engagement(state, eng("old", 0), windows_of, NOW_MS)
     logic.assign(state, assignment(), windows_of, expires_ms=5, at_ms=NOW_MS)
-    logic.trim(state, now_ms=logic.ENGAGEMENT_RETENTION_MS + 10)
+    logic.trim(state, now_ms=ENGAGEMENT_RETENTION_MS + 10)
     assert state["eng"] == {} and state["convs"] == {}
 
 

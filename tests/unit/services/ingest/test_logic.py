@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from services.ingest import logic
 from services.ingest import validation as v
 from services.ingest.logic import Rejected, Valid, process_raw, redact_raw
+from shared.contract.keys import ip_ua_hash
 
 ACCOUNT = "549755885175"
 KEY = ACCOUNT.encode()
@@ -107,7 +108,7 @@ def test_valid_record_becomes_the_design_message():
             "em": [H1],
             "ph": [],
             "hashed_maids": [],
-            "ip_ua": v.ip_ua_hash(IP, UA),
+            "ip_ua": ip_ua_hash(IP, UA),
         },
         "opt_out": False,
         "ldp": False,

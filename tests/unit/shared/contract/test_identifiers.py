@@ -83,13 +83,3 @@ def test_maid_and_external_id() -> None:
     maid = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
     assert ids.hash_maid(maid) == ids.sha256_hex(maid.lower())
     assert ids.hash_external_id(" 100042 ") == ids.sha256_hex("100042")
-
-
-def test_ip_ua_hash_is_sha256_of_ip_bar_ua_unchanged() -> None:
-    ua = "Mozilla/5.0 (X11; Linux x86_64)"
-    assert (
-        ids.ip_ua_hash("203.0.113.7", ua)
-        == hashlib.sha256(f"203.0.113.7|{ua}".encode()).hexdigest()
-    )
-    assert ids.ip_ua_hash("203.0.113.7", ua) != ids.ip_ua_hash("203.0.113.7", ua.lower())
-    assert ids.ip_ua_hash("a|b", "c") == ids.ip_ua_hash("a", "b|c")  # the documented formula

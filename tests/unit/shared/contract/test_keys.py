@@ -1,0 +1,27 @@
+"""Keys of the contract (shared/contract/keys.py)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from shared.contract import keys as ids
+
+
+def test_ip_ua_hash_is_sha256_of_ip_bar_ua_unchanged() -> None:
+    ua = "Mozilla/5.0 (X11; Linux x86_64)"
+    assert (
+        ids.ip_ua_hash("203.0.113.7", ua)
+        == hashlib.sha256(f"203.0.113.7|{ua}".encode()).hexdigest()
+    )
+    assert ids.ip_ua_hash("203.0.113.7", ua) != ids.ip_ua_hash("203.0.113.7", ua.lower())
+    assert ids.ip_ua_hash("a|b", "c") == ids.ip_ua_hash("a", "b|c")  # the documented formula
+
+
+def test_ip_ua_hash_of_a_lone_surrogate_does_not_raise() -> None:
+    assert len(ids.ip_ua_hash("203.0.113.7", "agent \ud800")) == 64
+
+
+def test_conversion_key_and_scope() -> None:
+    assert ids.scope_of("offline") == "offline"
+    assert ids.scope_of("web") == ids.scope_of("app_ios") == "online"
+    assert ids.conversion_key("1", "lead", "e-1", "online") == "1:lead:e-1:online"
