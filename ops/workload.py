@@ -36,7 +36,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from services.dedupe import logic as dedupe_rules
+from services.dedupe import rules as dedupe_rules
+from services.dedupe.state import Seen
 from services.ingest.validation import EVENT_NAMES as API_EVENT_NAMES
 from shared.contract import keys
 from shared.contract.identifiers import (
@@ -1153,12 +1154,12 @@ def _fix_labels_by_arrival(records: list[Record], labels: list[RawLabel], window
     re-derive which of a key's valid records comes first in arrival order so that
     the labels follow the contract (first accepted wins, window against every
     accepted event of the key). Rejected records are left as generated."""
-    accepted: dict[str, dedupe_rules.Accepted] = {}
+    accepted: dict[str, Seen] = {}
     for i, (rec, lbl) in enumerate(zip(records, labels, strict=True)):
         if lbl.expect == REJECTED or lbl.conversion_key is None:
             continue
         event_time = orjson.loads(rec.value)["event"]["event_time"]
-        before = accepted.get(lbl.conversion_key)
+        before = accepted.get(lbl.conversion_key, ())
         outcome = dedupe_rules.decide(before, event_time, f"raw:{i}", window_s)
         accepted[lbl.conversion_key] = outcome.state
         if outcome.decision is dedupe_rules.Decision.DUPLICATE:

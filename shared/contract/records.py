@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
+
+
+class Send(NamedTuple):
+    """One output of a rule: a record for a registry topic (the agent sends it).
+
+    ``value`` is JSON-able, or bytes sent as they are.
+    """
+
+    topic: str
+    key: str | bytes | None
+    value: Any
 
 
 def attributed_record(

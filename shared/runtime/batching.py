@@ -8,12 +8,13 @@ table key is read and decoded once and written once, and every send is awaited
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
 
 from shared.contract.dead_letters import dlq_record, raw_as_text
+from shared.contract.records import Send
 from shared.kafka.codec import key_bytes
 from shared.kafka.registry_access import registry_for
 from shared.runtime.app import bind_event
@@ -107,6 +108,11 @@ class Outbox:
         )
         self._pending.append(future)
         self.sent[topic] += 1
+
+    async def send_all(self, sends: Iterable[Send]) -> None:
+        """Send what a rule returned, in order."""
+        for send in sends:
+            await self.send(send.topic, send.key, send.value)
 
     async def dead_letter(
         self, reason: str, text: str, message: Any, log: Any, *, user_keyed: bool = False
