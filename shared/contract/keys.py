@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 
 def scope_of(action_source: str) -> str:
@@ -23,3 +24,14 @@ def ip_ua_hash(client_ip_address: str, client_user_agent: str) -> str:
     """
     data = f"{client_ip_address}|{client_user_agent}".encode("utf-8", "surrogatepass")
     return hashlib.sha256(data).hexdigest()
+
+
+def keyed_ip_ua(ip_ua: str, key: str) -> str:
+    """The ``ip_ua`` identifier inside the pipeline: HMAC-SHA256 of the contract's hash.
+
+    The unkeyed ``sha256(ip|ua)`` can be brute-forced (IPv4 space times common
+    user agents); internal topics and tables hold only this keyed form. The
+    conversion's hash and the identity signal's key go through the same HMAC,
+    so matching is unchanged.
+    """
+    return hmac.new(key.encode(), ip_ua.encode(), hashlib.sha256).hexdigest()

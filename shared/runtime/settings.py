@@ -44,6 +44,7 @@ DEV_PSEUDONYM_KEYS: tuple[tuple[str, str], ...] = (
 )
 DEV_OPERATOR_TOKEN = "convmesh-development-operator-token"
 DEV_TOKEN_SECRET = "convmesh-development-token-signing-secret"
+DEV_IP_UA_KEY = "convmesh-development-ip-ua-identifier-key"
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -228,6 +229,14 @@ class Settings:
         _keys,
         repr=False,
     )
+    ip_ua_key: str = env_field(
+        "CONVMESH_IP_UA_KEY",
+        "",
+        "HMAC key of the `ip_ua` identifier inside the pipeline (internal topics and"
+        " tables); at least 32 bytes (required outside development mode). Changing it"
+        " orphans the ip_ua links already stored",
+        repr=False,
+    )
     operator_token: str = env_field(
         "CONVMESH_OPERATOR_TOKEN",
         "",
@@ -397,6 +406,10 @@ class Settings:
         return self.pseudonym_keys or (DEV_PSEUDONYM_KEYS if self.dev_mode else ())
 
     @property
+    def active_ip_ua_key(self) -> str:
+        return self.ip_ua_key or (DEV_IP_UA_KEY if self.dev_mode else "")
+
+    @property
     def active_operator_token(self) -> str:
         return self.operator_token or (DEV_OPERATOR_TOKEN if self.dev_mode else "")
 
@@ -414,6 +427,7 @@ class Settings:
             if len(secret.encode()) < MIN_SECRET_BYTES:
                 problems.append(f"CONVMESH_PSEUDONYM_KEYS key {kid!r} is under 32 bytes")
         for name, value in (
+            ("CONVMESH_IP_UA_KEY", self.ip_ua_key),
             ("CONVMESH_OPERATOR_TOKEN", self.operator_token),
             ("CONVMESH_TOKEN_SECRET", self.token_secret),
         ):
@@ -422,6 +436,7 @@ class Settings:
         if not self.dev_mode:
             for name, value in (
                 ("CONVMESH_PSEUDONYM_KEYS", self.pseudonym_keys),
+                ("CONVMESH_IP_UA_KEY", self.ip_ua_key),
                 ("CONVMESH_OPERATOR_TOKEN", self.operator_token),
                 ("CONVMESH_TOKEN_SECRET", self.token_secret),
             ):

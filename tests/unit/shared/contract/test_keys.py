@@ -25,3 +25,10 @@ def test_conversion_key_and_scope() -> None:
     assert ids.scope_of("offline") == "offline"
     assert ids.scope_of("web") == ids.scope_of("app_ios") == "online"
     assert ids.conversion_key("1", "lead", "e-1", "online") == "1:lead:e-1:online"
+
+
+def test_keyed_ip_ua_depends_on_the_key_and_hides_the_hash() -> None:
+    plain = ids.ip_ua_hash("203.0.113.7", "Mozilla/5.0")
+    one, two = ids.keyed_ip_ua(plain, "k" * 32), ids.keyed_ip_ua(plain, "j" * 32)
+    assert one != two and plain not in (one, two) and len(one) == 64
+    assert ids.keyed_ip_ua(plain, "k" * 32) == one  # deterministic: matching still works
