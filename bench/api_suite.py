@@ -198,6 +198,7 @@ def main() -> int:
             env = {k: v for k, v in os.environ.items() if not k.startswith("CONVMESH_")}
             env.update(
                 CONVMESH_NAMESPACE=ns,
+                CONVMESH_DEV_MODE="true",
                 CONVMESH_DATA_DIR=data_dir,
                 CONVMESH_WORKER=str(worker),
                 CONVMESH_WEB_PORT=str(port),

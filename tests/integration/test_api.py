@@ -66,7 +66,7 @@ def _env(ns: str, bootstrap: str, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if k == "CONVMESH_CI_RUN_ID" or not k.startswith(("CONVMESH_", "PINTEREST_"))
     }
-    env.update(CONVMESH_NAMESPACE=ns, KAFKA_BOOTSTRAP=bootstrap, **extra)
+    env.update(CONVMESH_NAMESPACE=ns, KAFKA_BOOTSTRAP=bootstrap, CONVMESH_DEV_MODE="true", **extra)
     return env
 
 
