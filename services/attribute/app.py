@@ -5,13 +5,10 @@ from __future__ import annotations
 import faust
 
 from services.attribute import agents, views
-from shared.runtime.app import create_app
+from shared.runtime.app import create_service_app
 from shared.runtime.settings import Settings
 
 
 def build(settings: Settings | None = None) -> faust.App:
     settings = settings or Settings.from_env("attribute")
-    app = create_app(settings)
-    agents.register(app, settings)
-    views.register(app, settings)
-    return app
+    return create_service_app(settings, agents.register, views.register)

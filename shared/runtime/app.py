@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -78,6 +79,16 @@ def create_app(settings: Settings) -> faust.App:
     app.conf.convmesh = settings  # type: ignore[attr-defined]
     _use_in_order_consumer(app, settings)
     _add_health_views(app, settings)
+    return app
+
+
+def create_service_app(
+    settings: Settings, *registrars: Callable[[faust.App, Settings], None]
+) -> faust.App:
+    """A service's App with its agents and views: each registrar adds its part."""
+    app = create_app(settings)
+    for register in registrars:
+        register(app, settings)
     return app
 
 
