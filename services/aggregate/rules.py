@@ -5,7 +5,8 @@ Two stages:
 1. per **conversion_key** (``on_result``): the last result counted. A newer
    version of a conversion leaves its old row (``remove``) and joins its new
    one (``add``): deltas on reports.deltas, keyed by ad account so that all
-   rows of an account live on one partition.
+   rows of an account live on one partition. The same goes for the privacy
+   lanes' stratum and bucket (``services.aggregate.lanes``).
 2. per **row** (``on_delta``): the row's *members*, i.e. which conversion (at
    which version, with which value) it holds. Counting members instead of
    adding increments makes every delta idempotent: a delta replayed after a
@@ -15,12 +16,12 @@ Two stages:
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
+from services.aggregate.lanes import lane_deltas, utc_date
 from services.aggregate.state import Counted, Row, RowMember
 from shared.contract import versions
 from shared.contract.records import Send
@@ -37,10 +38,6 @@ ROW_FIELDS = (
     "attribution_type",
     "date",
 )
-
-
-def utc_date(event_time: int) -> str:
-    return dt.datetime.fromtimestamp(event_time, tz=dt.UTC).date().isoformat()
 
 
 def row_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +87,8 @@ def on_result(last: Counted | None, record: dict[str, Any]) -> tuple[Counted | N
         "currency": record.get("currency"),
     }
     sends.append(Send(DELTAS, account, add))
-    return Counted(version, new_row), sends
+    stratum, bucket, lane_sends = lane_deltas(last, record, version)
+    return Counted(version, new_row, stratum, bucket), [*sends, *lane_sends]
 
 
 def apply_delta(row: Row, delta: dict[str, Any]) -> bool:
