@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "tokens",  # create, revoke, list (Conversions API tokens)
     "gen",  # generate a workload and produce it to the input topics
     "accounts",  # per ad account settings (attribution windows)
+    "privacy",  # protected-lane releases and privacy budget
 ]
 
 

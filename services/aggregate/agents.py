@@ -1,72 +1,270 @@
 """Agents of the aggregate service.
 
-* ``results``: per conversion_key, the last result counted; turns a new
-  version into ``remove`` (old row) and ``add`` (new row) deltas, keyed by ad
-  account so that all rows of an account live on one partition.
-* ``rows``: applies deltas to the rows' member sets and publishes every
-  changed row to reports.conversions once per batch (a tombstone when a row
-  empties).
+* ``ResultsHandler`` (conversions.attributed -> ``results``): the last result
+  counted per conversion_key; a new version becomes deltas on reports.deltas.
+* ``RowsHandler`` (reports.deltas and privacy.releases, both keyed by ad
+  account): applies deltas to the rows' members and publishes every changed
+  row to reports.conversions once per batch (a tombstone when a row
+  empties); the same for the privacy lanes (modeled strata, protected
+  buckets, releases: docs/privacy.md).
+
+The handlers are the agents' per-record steps; ``register`` only wires them
+to Faust, so they run in-process in unit tests (``tests/support/harness.py``).
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 
-from services.aggregate import logic
+from services.aggregate import lanes, rules, state
+from services.aggregate.noise import OpenDPNoise
 from shared.contract import versions
+from shared.kafka.registry_access import registry_for
 from shared.runtime.app import raw_table, raw_topic
-from shared.runtime.batching import Outbox, process
+from shared.runtime.batching import Outbox, StateCache, process
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import Settings
+
+RESULTS_OUTPUTS = ("reports.deltas",)
+ROWS_OUTPUTS = (
+    "reports.conversions",
+    "reports.conversions.modeled",
+    "reports.conversions.protected",
+    "privacy.ledger",
+    "privacy.releases",
+)
+#: The protected lane checks for closed dates at least every minute.
+RELEASE_CHECK_INTERVAL_S = 30.0
+
+
+class ResultsHandler:
+    """One conversions.attributed record against the ``results`` table."""
+
+    def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.log = log
+
+    async def __call__(self, event: Any, results: StateCache) -> None:
+        message = event.message
+        if message.value is None:
+            return  # a compaction tombstone carries no result
+        record = orjson.loads(message.value)
+        last = state.decode_counted(results.get(message.key, event))
+        counted, sends = rules.on_result(last, record)
+        if counted is None:
+            results.rewrite(message.key, event)  # counted already (or older)
+            return
+        await self.outbox.send_all(sends)
+        results.put(message.key, state.encode_counted(counted), event)
+
+
+class RowsHandler:
+    """One reports.deltas or privacy.releases record of an ad account.
+
+    * observed delta (no ``lane``) -> ``rows``; modeled delta -> ``strata``;
+      protected delta -> ``buckets`` (and the account's open dates in
+      ``privacy``). Changed rows and strata are published by
+      ``publish_changed`` after the batch, once each.
+    * release request -> the ledger charge (or refusal) and the noisy rows,
+      stored together in ``privacy``; publish request -> the stored rows.
+    """
+
+    def __init__(
+        self, settings: Settings, outbox: Outbox, log: Any, noise: lanes.Noise | None = None
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.log = log
+        self.noise = noise or OpenDPNoise()
+        self.releases_topic = settings.topic_name("privacy.releases")
+        self.partitions = registry_for(settings).topic("privacy.releases").partitions
+        self.changed: dict[str, state.Row] = {}
+        self.changed_strata: dict[str, state.Stratum] = {}
+        self.params = lanes.LaneParams(
+            epsilon=settings.privacy_epsilon_per_release,
+            budget=settings.privacy_epsilon_per_week,
+            k=settings.privacy_k,
+            user_cap=settings.privacy_user_cap,
+            value_cap=settings.privacy_value_cap,
+            delay_s=settings.privacy_release_delay_s,
+        )
+
+    async def __call__(
+        self,
+        event: Any,
+        rows: StateCache,
+        strata: StateCache,
+        buckets: StateCache,
+        privacy: StateCache,
+    ) -> None:
+        doc = orjson.loads(event.message.value)
+        if event.message.topic == self.releases_topic:
+            if doc["op"] == "publish":
+                await self.on_publish(event, doc, privacy)
+            else:
+                await self.on_release(event, doc, buckets, privacy)
+            return
+        lane = doc.get("lane", "observed")
+        if lane == "observed":
+            self.on_row_delta(event, doc, rows)
+        elif lane == "modeled":
+            self.on_stratum_delta(event, doc, strata)
+        else:
+            self.on_bucket_delta(event, doc, buckets, privacy)
+
+    def on_row_delta(self, event: Any, delta: dict[str, Any], rows: StateCache) -> None:
+        key = delta["row"]
+        row = state.decode_row(rows.get(key.encode(), event))
+        if rules.on_delta(row, delta, versions.now_ms()):
+            rows.put(key.encode(), state.encode_row(row), event)
+            self.changed[key] = row
+        else:
+            rows.rewrite(key.encode(), event)  # applied already (or older)
+
+    def on_stratum_delta(self, event: Any, delta: dict[str, Any], strata: StateCache) -> None:
+        key = delta["stratum"]
+        stratum = state.decode_stratum(strata.get(key.encode(), event))
+        if lanes.on_stratum_delta(stratum, delta, versions.now_ms()):
+            strata.put(key.encode(), state.encode_stratum(stratum), event)
+            self.changed_strata[key] = stratum
+        else:
+            strata.rewrite(key.encode(), event)
+
+    def on_bucket_delta(
+        self, event: Any, delta: dict[str, Any], buckets: StateCache, privacy: StateCache
+    ) -> None:
+        key = delta["bucket"].encode()
+        account_key = event.message.key
+        account = state.decode_privacy(privacy.get(account_key, event))
+        bucket = state.decode_bucket(buckets.get(key, event))
+        delay = self.params.delay_s
+        if lanes.on_bucket_delta(account, bucket, delta, versions.now_ms(), delay):
+            buckets.put(key, state.encode_bucket(bucket), event)
+            privacy.put(account_key, state.encode_privacy(account), event)
+        else:
+            buckets.rewrite(key, event)
+
+    async def on_release(
+        self, event: Any, request: dict[str, Any], buckets: StateCache, privacy: StateCache
+    ) -> None:
+        account_id = request.get("ad_account_id")
+        if account_id is None:
+            await self.fan_out(event, request, privacy)
+            return
+        account_key = account_id.encode()
+        account = state.decode_privacy(privacy.get(account_key, event))
+        dates = lanes.due_dates(account, request)
+        bucket_of = {
+            d: state.decode_bucket(buckets.get(f"{account_id}:{d}".encode(), event)) for d in dates
+        }
+        now_ms = versions.now_ms()
+        outcome, sends = lanes.release(
+            account, account_id, bucket_of, request, self.params, self.noise, _release_id, now_ms
+        )
+        for date in outcome.released:
+            buckets.put(f"{account_id}:{date}".encode(), None, event)
+            self.log.info("privacy_release_charged", ad_account_id=account_id, date=date)
+        for date in outcome.refused:
+            self.log.warning(
+                "privacy_release_refused",
+                ad_account_id=account_id,
+                date=date,
+                reason="weekly privacy budget would be exceeded",
+            )
+        lanes.prune(account, now_ms, self.params.delay_s)
+        # Written even when unchanged: a redelivered request may meet a state
+        # this store kept through a kill -9 but the changelog never got.
+        privacy.put(account_key, state.encode_privacy(account), event)
+        await self.outbox.send_all(sends)
+
+    async def fan_out(self, event: Any, request: dict[str, Any], privacy: StateCache) -> None:
+        """A request for every ad account: one request per account of this partition."""
+        partition = event.message.partition
+        for key, _raw in list(privacy.table.items()):
+            if (murmur2(key) & 0x7FFFFFFF) % self.partitions != partition:
+                continue
+            account_id = key.decode()
+            await self.outbox.send(
+                "privacy.releases", account_id, {**request, "ad_account_id": account_id}
+            )
+
+    async def on_publish(self, event: Any, request: dict[str, Any], privacy: StateCache) -> None:
+        account_key = request["ad_account_id"].encode()
+        account = state.decode_privacy(privacy.get(account_key, event))
+        sends = lanes.publish(account, request)
+        if not sends:
+            privacy.rewrite(account_key, event)
+            return
+        if self.settings.extra.get("CONVMESH_X_CRASH_AFTER_CHARGE") == "1":
+            # Test hook: the charge and the noisy rows are in the changelog
+            # (an earlier batch); die before publishing them.
+            self.log.warning("crash_after_charge", ad_account_id=request["ad_account_id"])
+            os._exit(70)
+        privacy.put(account_key, state.encode_privacy(account), event)
+        await self.outbox.send_all(sends)
+        self.log.info(
+            "privacy_release_published",
+            ad_account_id=request["ad_account_id"],
+            date=request["date"],
+            rows=len(sends),
+        )
+
+    async def publish_changed(self, *_caches: StateCache) -> None:
+        changed, self.changed = self.changed, {}
+        await self.outbox.send_all(rules.publish_row(key, row) for key, row in changed.items())
+        strata, self.changed_strata = self.changed_strata, {}
+        k = self.params.k
+        await self.outbox.send_all(lanes.publish_stratum(key, s, k) for key, s in strata.items())
+
+
+def _release_id() -> str:
+    return uuid.uuid4().hex
 
 
 def register(app: faust.App, settings: Settings) -> None:
     log = get_logger()
     results = raw_table(app, settings, "results")
-    rows = raw_table(app, settings, "rows")
+    tables = [raw_table(app, settings, name) for name in ("rows", "strata", "buckets", "privacy")]
+    privacy = tables[-1]
 
     @app.agent(raw_topic(app, settings, "conversions.attributed"), name="results")
     async def results_agent(stream: Any) -> None:
-        outbox = Outbox(app, settings, "reports.deltas")
+        outbox = Outbox(app, settings, *RESULTS_OUTPUTS)
+        handler = ResultsHandler(settings, outbox, log)
+        await process(stream, settings, outbox, handler, results, log=log)
 
-        async def handle(event: Any, cache: Any) -> None:
-            message = event.message
-            if message.value is None:
-                return  # a compaction tombstone carries no result
-            record = orjson.loads(message.value)
-            last, deltas = logic.on_result(cache.get(message.key, event), record)
-            if last is None:
-                cache.rewrite(message.key, event)  # counted already (or older)
-                return
-            for delta in deltas:
-                await outbox.send("reports.deltas", record["ad_account_id"], delta)
-            cache.put(message.key, last, event)
-
-        await process(stream, settings, outbox, handle, results, log=log)
-
-    @app.agent(raw_topic(app, settings, "reports.deltas"), name="rows")
+    @app.agent(raw_topic(app, settings, "reports.deltas", "privacy.releases"), name="rows")
     async def rows_agent(stream: Any) -> None:
-        outbox = Outbox(app, settings, "reports.conversions")
-        changed: dict[bytes, Any] = {}
+        outbox = Outbox(app, settings, *ROWS_OUTPUTS)
+        handler = RowsHandler(settings, outbox, log)
+        await process(
+            stream, settings, outbox, handler, *tables, log=log, after_batch=handler.publish_changed
+        )
 
-        async def handle(event: Any, cache: Any) -> None:
-            delta = orjson.loads(event.message.value)
-            key = delta["row"].encode()
-            row = cache.get(key, event) or {"members": {}, "version": 0}
-            if logic.apply_delta(row["members"], delta):
-                row["version"] = versions.next_stamp(row["version"], versions.now_ms())
-                cache.put(key, row, event)
-                changed[key] = row
-            else:
-                cache.rewrite(key, event)  # applied already (or older)
+    @app.timer(RELEASE_CHECK_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def request_due_releases() -> None:
+        """Ask the owning partitions to release every closed date.
 
-        async def publish_rows(_cache: Any) -> None:
-            for key, row in changed.items():
-                summary = logic.summarise(key.decode(), row["members"], row["version"])
-                await outbox.send("reports.conversions", key, summary)
-            changed.clear()
-
-        await process(stream, settings, outbox, handle, rows, log=log, after_batch=publish_rows)
+        Releases must happen inside the stream (state and changelog belong to
+        the account's partition), so the check only sends requests.
+        """
+        now_ms = versions.now_ms()
+        topic = raw_topic(app, settings, "privacy.releases")
+        for key, raw in list(privacy.items()):
+            account = state.decode_privacy(orjson.loads(raw))
+            dates = lanes.dates_to_request(account, now_ms, settings.privacy_release_delay_s)
+            if dates:
+                request = {
+                    "op": "release",
+                    "ad_account_id": key.decode(),
+                    "dates": dates,
+                    "requested_at_ms": now_ms,
+                }
+                await topic.send(key=key, value=orjson.dumps(request))

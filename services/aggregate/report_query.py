@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from services.aggregate.logic import row_from_key, summarise
+from services.aggregate.rules import row_from_key, summarise
+from services.aggregate.state import decode_row
 
 LEVELS = {
     "campaign": ("campaign_id",),
@@ -47,7 +48,7 @@ def summarise_rows(query: ReportQuery, rows: list[tuple[str, dict[str, Any]]]) -
     """Sum the account's rows in the date range at the requested level."""
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for key, row in rows:
-        summary = summarise(key, row["members"], row["version"])
+        summary = summarise(key, decode_row(row))
         if summary is None or not (query.start <= summary["date"] <= query.end):
             continue
         ident = tuple(summary[f] for f in LEVELS[query.level])

@@ -12,7 +12,7 @@ from shared.runtime.settings import Settings
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    rows = app.tables["rows"]
+    rows: Any = app.tables["rows"]
 
     @app.page("/reports")
     async def reports(web: Any, request: Any) -> Any:

@@ -170,6 +170,7 @@ class Harness:
         batch_size: int | None = None,
         outbox: Outbox | None = None,
         user_keyed: bool = False,
+        after_batch: Callable[..., Awaitable[None]] | None = None,
     ) -> None:
         """Run ``handler`` over ``events`` with the real batching loop."""
         size = batch_size or max(1, len(events))
@@ -185,6 +186,7 @@ class Harness:
             *tables,
             log=self.log,
             user_keyed=user_keyed,
+            after_batch=after_batch,
         )
 
     def sent(self, topic: str) -> list[Sent]:

@@ -1,0 +1,389 @@
+"""The privacy lanes' steps (docs/privacy.md), pure apart from the injected noise.
+
+Both lanes ride on reports.deltas (keyed by ad account), next to the observed
+rows: ``lane_deltas`` says what a new version of a conversion changes in the
+modeled stratum and protected bucket it leaves and joins.
+
+* modeled: ``on_stratum_delta`` + ``publish_stratum`` (live, versioned);
+* protected: ``on_bucket_delta`` keeps a date's attributed conversions until
+  the date is released; ``release`` charges the ledger and draws the noisy
+  rows ONCE, storing them with the charge (one table value); ``publish``
+  sends exactly those stored rows. Charging and publishing are two steps,
+  connected by a ``publish`` record on privacy.releases that is consumed only
+  after the charge is in the changelog.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from services.aggregate.noise import Thresholded
+from services.aggregate.state import (
+    Bucket,
+    BucketMember,
+    Counted,
+    PrivacyAccount,
+    Release,
+    Stratum,
+    StratumMember,
+)
+from shared.contract import privacy_lanes as pl
+from shared.contract import versions
+from shared.contract.records import Send
+
+DELTAS = "reports.deltas"
+MODELED = "reports.conversions.modeled"
+PROTECTED = "reports.conversions.protected"
+LEDGER = "privacy.ledger"
+RELEASES = "privacy.releases"
+#: Ledger weeks kept in the table (the compacted topic keeps them all).
+WEEKS_KEPT = 5
+
+
+def utc_date(event_time: int) -> str:
+    """The UTC day of an event_time (Unix seconds), ``YYYY-MM-DD``."""
+    return dt.datetime.fromtimestamp(event_time, tz=dt.UTC).date().isoformat()
+
+
+# ----------------------------------------------------------------- deltas
+
+
+def stratum_key(record: dict[str, Any]) -> str:
+    date = utc_date(int(record["event_time"]))
+    return f"{record['ad_account_id']}:{record['event_name']}:{record['action_source']}:{date}"
+
+
+def bucket_key(record: dict[str, Any]) -> str | None:
+    """The protected bucket of an attributed conversion of a known user, else None.
+
+    A conversion whose user was deleted (``match.user`` null) cannot be
+    bounded per user, so it leaves the lane.
+    """
+    match = record.get("match") or {}
+    if record["status"] != "attributed" or not record.get("touch") or not match.get("user"):
+        return None
+    return f"{record['ad_account_id']}:{utc_date(int(record['event_time']))}"
+
+
+def lane_deltas(
+    last: Counted | None, record: dict[str, Any], version: int
+) -> tuple[str, str | None, list[Send]]:
+    """The stratum, bucket and lane deltas of a new version of a conversion."""
+    key = record["conversion_key"]
+    account = record["ad_account_id"]
+    stratum, bucket = stratum_key(record), bucket_key(record)
+    sends: list[Send] = []
+
+    def remove(lane: str, field: str, where: str) -> None:
+        delta = {"lane": lane, "op": "remove", field: where, "conversion_key": key}
+        sends.append(Send(DELTAS, account, {**delta, "version": version}))
+
+    if last is not None and last.stratum is not None and last.stratum != stratum:
+        remove("modeled", "stratum", last.stratum)
+    modeled = {"lane": "modeled", "op": "add", "stratum": stratum, "conversion_key": key}
+    sends.append(Send(DELTAS, account, {**modeled, "version": version, "status": record["status"]}))
+    if last is not None and last.bucket is not None and last.bucket != bucket:
+        remove("protected", "bucket", last.bucket)
+    if bucket is not None:
+        touch = record["touch"]
+        protected = {
+            "lane": "protected",
+            "op": "add",
+            "bucket": bucket,
+            "conversion_key": key,
+            "version": version,
+            "user": record["match"]["user"],
+            "event_time": int(record["event_time"]),
+            "campaign_id": touch["campaign_id"],
+            "event_name": record["event_name"],
+            "attribution_type": touch["type"],
+            "value": record.get("value"),
+            "currency": record.get("currency"),
+        }
+        sends.append(Send(DELTAS, account, protected))
+    return stratum, bucket, sends
+
+
+# ---------------------------------------------------------------- modeled
+
+
+def on_stratum_delta(stratum: Stratum, delta: dict[str, Any], now_ms: int) -> bool:
+    """Apply one modeled delta; True if the stratum changed (and got a new version)."""
+    key, version = delta["conversion_key"], int(delta["version"])
+    current = stratum.members.get(key)
+    if current is not None and current.version >= version:
+        return False
+    present = delta["op"] == "add"
+    stratum.members[key] = StratumMember(version, present, delta.get("status") if present else None)
+    stratum.version = versions.next_stamp(stratum.version, now_ms)
+    return True
+
+
+def modeled_record(key: str, stratum: Stratum, k: int) -> dict[str, Any] | None:
+    """The reports.conversions.modeled value of a stratum (None when empty)."""
+    statuses = [m.status for m in stratum.members.values() if m.present]
+    if not statuses:
+        return None
+    account, rest = key.split(":", 1)
+    event_name, action_source, date = rest.rsplit(":", 2)
+    identified = sum(s in ("attributed", "unattributed") for s in statuses)
+    attributed = statuses.count("attributed")
+    unidentified = statuses.count("unidentified")
+    estimate = pl.modeled_estimate(identified, attributed, unidentified, k)
+    return {
+        "ad_account_id": account,
+        "event_name": event_name,
+        "action_source": action_source,
+        "date": date,
+        "identified": identified,
+        "identified_attributed": attributed,
+        "unidentified": unidentified,
+        "modeled_attributed": estimate.modeled_attributed,
+        "ci95": list(estimate.ci95) if estimate.ci95 is not None else None,
+        "method": "wilson",
+        "version": stratum.version,
+    }
+
+
+def publish_stratum(key: str, stratum: Stratum, k: int) -> Send:
+    return Send(MODELED, key, modeled_record(key, stratum, k))
+
+
+# --------------------------------------------------------------- protected
+
+
+def on_bucket_delta(
+    account: PrivacyAccount, bucket: Bucket, delta: dict[str, Any], now_ms: int, delay_s: int
+) -> bool:
+    """Apply one protected delta; True if the bucket (or the account's open dates) changed.
+
+    A date already released, or past every lateness, takes no conversion:
+    "conversions of it that arrive later are not in the lane".
+    """
+    date = delta["bucket"].rsplit(":", 1)[1]
+    if date in account.released or pl.is_beyond_lateness(date, now_ms, delay_s):
+        return False
+    key, version = delta["conversion_key"], int(delta["version"])
+    current = bucket.members.get(key)
+    if current is not None and current.version >= version:
+        return False
+    if delta["op"] == "add":
+        bucket.members[key] = BucketMember(
+            version,
+            True,
+            delta["user"],
+            int(delta["event_time"]),
+            delta["campaign_id"],
+            delta["event_name"],
+            delta["attribution_type"],
+            delta.get("value"),
+            delta.get("currency"),
+        )
+    else:
+        bucket.members[key] = BucketMember(version, False)
+    if date not in account.open:
+        account.open.append(date)
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class LaneParams:
+    epsilon: float
+    budget: float
+    k: int
+    user_cap: int
+    value_cap: float
+    delay_s: int
+
+
+class Noise(Protocol):
+    mechanism: str
+
+    def thresholded_counts(
+        self, counts: dict[str, int], epsilon: float, user_cap: int, threshold: int
+    ) -> Thresholded: ...
+
+    def counts(self, values: list[int], epsilon: float, sensitivity: int) -> list[int]: ...
+
+    def sums(self, values: list[float], epsilon: float, sensitivity: float) -> list[float]: ...
+
+
+def contributions(bucket: Bucket) -> list[pl.Contribution]:
+    return [
+        pl.Contribution(
+            key,
+            m.user,
+            m.event_time,
+            orjson.dumps([m.campaign_id, m.event_name, m.attribution_type]).decode(),
+            m.value,
+            m.currency,
+        )
+        for key, m in bucket.members.items()
+        if m.present and m.user
+    ]
+
+
+def noisy_rows(
+    account_id: str,
+    date: str,
+    bucket: Bucket,
+    params: LaneParams,
+    noise: Noise,
+    released_at_ms: int,
+) -> dict[str, dict[str, Any]]:
+    """The protected records of one release: bounded, clipped, noised, thresholded."""
+    bounded = pl.bound_contributions(contributions(bucket), params.user_cap)
+    exact = pl.exact_release(bounded, params.value_cap)
+    split = pl.split_epsilon(params.epsilon, params.user_cap)
+    users = noise.thresholded_counts(exact.users, split.users, params.user_cap, params.k)
+    rows = sorted(users.counts)
+    if params.user_cap == 1:
+        conversions = [users.counts[r] for r in rows]  # the same statistic: no second draw
+    else:
+        exact_conversions = [exact.conversions[r] for r in rows]
+        conversions = noise.counts(exact_conversions, split.conversions, params.user_cap)
+    cells = sorted(cell for cell in exact.sums if cell[0] in users.counts)
+    sums = noise.sums(
+        [exact.sums[c] for c in cells], split.sums, params.user_cap * params.value_cap
+    )
+    values: dict[str, dict[str, float]] = {r: {} for r in rows}
+    for (row, currency), total in zip(cells, sums, strict=True):
+        values[row][currency] = round(max(total, 0.0), 2)
+    records = {}
+    for row, count in zip(rows, conversions, strict=True):
+        campaign_id, event_name, attribution_type = orjson.loads(row)
+        key = f"{account_id}:{campaign_id}:{event_name}:{attribution_type}:{date}"
+        records[key] = {
+            "ad_account_id": account_id,
+            "campaign_id": campaign_id,
+            "event_name": event_name,
+            "attribution_type": attribution_type,
+            "date": date,
+            "conversions": max(int(count), 0),
+            "value": values[row],
+            "epsilon": params.epsilon,
+            "delta": users.delta,
+            "k": params.k,
+            "user_cap": params.user_cap,
+            "value_cap": params.value_cap,
+            "mechanism": noise.mechanism,
+            "released_at_ms": released_at_ms,
+        }
+    return records
+
+
+def ledger_week(
+    account: PrivacyAccount, account_id: str, week: str, budget: float
+) -> pl.LedgerWeek:
+    doc = account.weeks.get(week)
+    if doc is None:
+        return pl.LedgerWeek(account_id, week, budget)
+    return pl.LedgerWeek.from_record(doc)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseOutcome:
+    released: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()
+    #: Already released (the publish request is sent again).
+    repeated: tuple[str, ...] = ()
+
+
+def due_dates(account: PrivacyAccount, request: dict[str, Any]) -> list[str]:
+    """The open dates a release request names (``dates`` and/or ``before``)."""
+    dates = request.get("dates")
+    before = request.get("before")
+    return sorted(
+        d for d in account.open if (dates is None or d in dates) and (before is None or d < before)
+    )
+
+
+def release(
+    account: PrivacyAccount,
+    account_id: str,
+    buckets: dict[str, Bucket],
+    request: dict[str, Any],
+    params: LaneParams,
+    noise: Noise,
+    new_release_id: Any,
+    now_ms: int,
+) -> tuple[ReleaseOutcome, list[Send]]:
+    """One release request of an ad account: charge, draw and store, or refuse.
+
+    ``account`` and ``buckets`` (date -> bucket; emptied when released) are
+    updated in place. The week is the request's (``requested_at_ms``), so a
+    redelivered request charges the same week. What is sent: the ledger
+    record of every week touched, and for each charged date a ``publish``
+    request that will send its stored rows. No protected row is sent here.
+    """
+    requested_at_ms = int(request["requested_at_ms"])
+    week_name = pl.iso_week(requested_at_ms)
+    week = ledger_week(account, account_id, week_name, params.budget)
+    released, refused, repeated = [], [], []
+    sends: list[Send] = []
+    named = request.get("dates") or []
+    for date in sorted(set(named) & set(account.released)):
+        if not account.released[date].published:
+            repeated.append(date)
+    touched = False
+    for date in due_dates(account, request):
+        answer = pl.charge(week, date, params.epsilon)
+        week, touched = answer.week, touched or answer.changed
+        if not answer.granted:
+            if answer.changed:
+                refused.append(date)
+            continue
+        rows = noisy_rows(account_id, date, buckets[date], params, noise, now_ms)
+        account.released[date] = Release(str(new_release_id()), week_name, now_ms, rows)
+        account.open.remove(date)
+        buckets[date] = Bucket()
+        released.append(date)
+    if touched:
+        account.weeks[week_name] = week.record()
+        for old in sorted(account.weeks)[:-WEEKS_KEPT]:
+            del account.weeks[old]
+    if touched or released or repeated:
+        key = pl.ledger_key(account_id, week_name)
+        sends.append(Send(LEDGER, key, account.weeks.get(week_name, week.record())))
+    for date in (*released, *repeated):
+        publish = {
+            "op": "publish",
+            "ad_account_id": account_id,
+            "date": date,
+            "release_id": account.released[date].release_id,
+        }
+        sends.append(Send(RELEASES, account_id, publish))
+    return ReleaseOutcome(tuple(released), tuple(refused), tuple(repeated)), sends
+
+
+def publish(account: PrivacyAccount, request: dict[str, Any]) -> list[Send]:
+    """A publish request: the stored rows of that release, once (marked published)."""
+    stored = account.released.get(request["date"])
+    if stored is None or stored.release_id != request["release_id"] or stored.published:
+        return []  # a draw that was never charged (lost in a crash), or done already
+    stored.published = True
+    return [Send(PROTECTED, key, row) for key, row in sorted(stored.rows.items())]
+
+
+def prune(account: PrivacyAccount, now_ms: int, delay_s: int) -> bool:
+    """Forget released dates no conversion can reach any more; True if any went."""
+    gone = [
+        d
+        for d, r in account.released.items()
+        if r.published and pl.is_beyond_lateness(d, now_ms, delay_s)
+    ]
+    for date in gone:
+        del account.released[date]
+    return bool(gone)
+
+
+def dates_to_request(account: PrivacyAccount, now_ms: int, delay_s: int) -> list[str]:
+    """Closed open dates, without those the current week has refused already."""
+    refused = set(account.weeks.get(pl.iso_week(now_ms), {}).get("refused", ()))
+    return [
+        d for d in sorted(account.open) if pl.is_closed(d, now_ms, delay_s) and d not in refused
+    ]

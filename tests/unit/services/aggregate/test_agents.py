@@ -1,0 +1,234 @@
+"""The aggregate agents' steps, run in-process (tests/support/harness.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from typing import Any
+
+import pytest
+from aiokafka.partitioner import murmur2
+
+from services.aggregate.agents import (
+    RESULTS_OUTPUTS,
+    ROWS_OUTPUTS,
+    ResultsHandler,
+    RowsHandler,
+)
+from services.aggregate.noise import Thresholded
+from tests.support.harness import Harness
+
+ACCOUNT = "549755885175"
+KEY = f"{ACCOUNT}:checkout:ev-1:online"
+#: Five days ago: recent enough for the protected lane to take it.
+T = int(time.time()) - 5 * 86_400
+DATE = dt.datetime.fromtimestamp(T, tz=dt.UTC).date().isoformat()
+NEXT_DAY = (dt.date.fromisoformat(DATE) + dt.timedelta(days=1)).isoformat()
+
+
+def attributed(version: int, ad: str = "a1", value: float | None = 10.0) -> dict[str, Any]:
+    return {
+        "conversion_key": KEY,
+        "ad_account_id": ACCOUNT,
+        "event_id": "ev-1",
+        "event_name": "checkout",
+        "action_source": "web",
+        "source": "api",
+        "event_time": T,
+        "value": value,
+        "currency": "USD",
+        "status": "attributed",
+        "unidentified_reason": None,
+        "match": {"key_type": "em", "user": "p-1"},
+        "touch": {
+            "engagement_id": "e1",
+            "campaign_id": "c1",
+            "ad_group_id": "g1",
+            "ad_id": ad,
+            "type": "click",
+            "ts_ms": 0,
+        },
+        "version": version,
+        "processed_at_ms": 0,
+    }
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+async def count(h: Harness, *records: dict[str, Any] | None) -> None:
+    """Run the results step over attributed records, then the rows step over its deltas."""
+    results = ResultsHandler(h.settings, h.outbox(*RESULTS_OUTPUTS), h.log)
+    before = len(h.sent("reports.deltas"))
+    events = [h.record("conversions.attributed", KEY, r) for r in records]
+    await h.run(results, events, h.table("results"))
+    deltas = h.sent("reports.deltas")[before:]
+    await lanes_step(h, [h.record("reports.deltas", d.key, d.value) for d in deltas])
+
+
+def lane_tables(h: Harness) -> list[Any]:
+    return [h.table(name) for name in ("rows", "strata", "buckets", "privacy")]
+
+
+async def lanes_step(h: Harness, events: list[Any], **settings: Any) -> None:
+    """Run the rows step (observed rows and privacy lanes) over its input records."""
+    config = dataclasses.replace(h.settings, **settings)
+    rows = RowsHandler(config, h.outbox(*ROWS_OUTPUTS), h.log, noise=NoNoise())
+    await h.run(rows, events, *lane_tables(h), after_batch=rows.publish_changed)
+
+
+def ad_of(row_key: bytes) -> str:
+    return str(row_key.decode().split(",")[3].strip('"'))
+
+
+async def test_a_new_version_retracts_the_old_row_and_adds_the_new(h: Harness) -> None:
+    await count(h, attributed(1, ad="a1"))
+    await count(h, attributed(2, ad="a2"))
+    published = h.sent("reports.conversions")
+    assert [(ad_of(p.key), p.json and p.json["conversions"]) for p in published] == [
+        ("a1", 1),
+        ("a1", None),  # the old row emptied: a tombstone
+        ("a2", 1),
+    ]
+    assert h.table("results").value(KEY)["version"] == 2
+
+
+async def test_deltas_are_keyed_by_ad_account(h: Harness) -> None:
+    await count(h, attributed(1))
+    assert {d.key for d in h.sent("reports.deltas")} == {ACCOUNT.encode()}
+
+
+async def test_a_tombstone_of_conversions_attributed_is_ignored(h: Harness) -> None:
+    await count(h, None)
+    assert h.sent("reports.deltas") == [] and h.dead_letters() == []
+
+
+async def test_a_stale_version_sends_nothing(h: Harness) -> None:
+    await count(h, attributed(2))
+    sent = len(h.sent("reports.deltas"))
+    await count(h, attributed(1))
+    assert len(h.sent("reports.deltas")) == sent
+
+
+async def test_an_undecodable_record_is_dead_lettered_and_the_batch_goes_on(h: Harness) -> None:
+    results = ResultsHandler(h.settings, h.outbox(*RESULTS_OUTPUTS), h.log)
+    events = [
+        h.record("conversions.attributed", KEY, b"not json"),
+        h.record("conversions.attributed", KEY, attributed(1)),
+    ]
+    await h.run(results, events, h.table("results"))
+    [dead] = h.dead_letters()
+    assert dead["reason"] == "processing_error" and dead["offset"] == 0
+    assert [d.json.get("lane") for d in h.sent("reports.deltas")] == [None, "modeled", "protected"]
+
+
+async def test_a_row_is_published_once_per_batch(h: Harness) -> None:
+    """Many deltas of one row in a batch: one reports.conversions record, the last state."""
+    await count(h, attributed(1, value=1.0), attributed(2, value=2.0), attributed(3, value=3.0))
+    [published] = h.sent("reports.conversions")
+    assert published.json["conversions"] == 1 and published.json["value"] == {"USD": 3.0}
+
+
+class NoNoise:
+    """Exact 'noise' (a huge ε): the release rules without randomness."""
+
+    mechanism = "none (test)"
+
+    def thresholded_counts(
+        self, counts: dict[str, int], epsilon: float, user_cap: int, threshold: int
+    ) -> Thresholded:
+        return Thresholded({r: c for r, c in counts.items() if c >= threshold}, epsilon, 0.0)
+
+    def counts(self, values: list[int], epsilon: float, sensitivity: int) -> list[int]:
+        return values
+
+    def sums(self, values: list[float], epsilon: float, sensitivity: float) -> list[float]:
+        return values
+
+
+async def test_a_modeled_stratum_is_published_once_per_batch(h: Harness) -> None:
+    await count(h, attributed(1), attributed(2))
+    [modeled] = h.sent("reports.conversions.modeled")
+    assert modeled.key == f"{ACCOUNT}:checkout:web:{DATE}".encode()
+    assert (modeled.json["identified"], modeled.json["identified_attributed"]) == (1, 1)
+    assert modeled.json["modeled_attributed"] is None  # under K identified
+
+
+def release_request(**fields: Any) -> dict[str, Any]:
+    return {
+        "op": "release",
+        "ad_account_id": ACCOUNT,
+        "requested_at_ms": 1_765_000_000_000,
+        **fields,
+    }
+
+
+async def release_and_publish(h: Harness, **settings: Any) -> None:
+    """A release request, then the publish requests it sent (as Kafka would deliver them)."""
+    before = len(h.sent("privacy.releases"))
+    await lanes_step(
+        h, [h.record("privacy.releases", ACCOUNT, release_request(before=NEXT_DAY))], **settings
+    )
+    published = h.sent("privacy.releases")[before:]
+    await lanes_step(
+        h, [h.record("privacy.releases", p.key, p.value) for p in published], **settings
+    )
+
+
+async def test_a_release_charges_the_ledger_then_publishes_the_stored_rows(h: Harness) -> None:
+    await count(h, attributed(1, value=2500.0))
+    await release_and_publish(h, privacy_k=1)
+    [ledger] = h.sent("privacy.ledger")
+    assert ledger.key == f"{ACCOUNT}:2025-W49".encode()
+    assert ledger.json["spent"] == 1.0 and ledger.json["released"] == [DATE]
+    [row] = h.sent("reports.conversions.protected")
+    assert row.key == f"{ACCOUNT}:c1:checkout:click:{DATE}".encode()
+    assert row.json["conversions"] == 1 and row.json["value"] == {"USD": 1000.0}  # clipped
+    assert h.table("buckets").value(f"{ACCOUNT}:{DATE}") is None  # members dropped
+
+
+async def test_a_released_date_is_never_released_nor_published_again(h: Harness) -> None:
+    await count(h, attributed(1))
+    await release_and_publish(h, privacy_k=1)
+    await release_and_publish(h, privacy_k=1)
+    assert len(h.sent("reports.conversions.protected")) == 1
+    assert h.table("privacy").value(ACCOUNT)["weeks"]["2025-W49"]["spent"] == 1.0
+
+
+async def test_a_publish_request_of_an_uncharged_draw_publishes_nothing(h: Harness) -> None:
+    """A crash can leave a publish request whose charge never reached the state."""
+    await count(h, attributed(1))
+    request = {"op": "publish", "ad_account_id": ACCOUNT, "date": DATE, "release_id": "x"}
+    await lanes_step(h, [h.record("privacy.releases", ACCOUNT, request)])
+    assert h.sent("reports.conversions.protected") == []
+
+
+async def test_a_release_over_the_weekly_budget_is_refused_and_recorded(h: Harness) -> None:
+    await count(h, attributed(1))
+    await release_and_publish(h, privacy_k=1, privacy_epsilon_per_week=0.5)
+    assert h.sent("reports.conversions.protected") == []
+    [ledger] = h.sent("privacy.ledger")
+    assert ledger.json["refused"] == [DATE] and ledger.json["spent"] == 0.0
+    assert h.table("privacy").value(ACCOUNT)["open"] == [DATE]
+
+
+async def test_a_request_for_every_account_fans_out_per_account(h: Harness) -> None:
+    await count(h, attributed(1))
+    partition = 0
+    for p in range(8):
+        request = {
+            "op": "release",
+            "ad_account_id": None,
+            "before": NEXT_DAY,
+            "requested_at_ms": 1,
+        }
+        await lanes_step(h, [h.record("privacy.releases", "*", request, partition=p)])
+        if h.sent("privacy.releases"):
+            partition = p
+            break
+    [fanned] = h.sent("privacy.releases")
+    assert fanned.key == ACCOUNT.encode() and fanned.json["ad_account_id"] == ACCOUNT
+    assert partition == (murmur2(ACCOUNT.encode()) & 0x7FFFFFFF) % 8
