@@ -1,7 +1,7 @@
 """The ingest agent: conversions.raw -> conversions.valid | conversions.dlq.
 
 Batches come from ``stream.take_events``; every record is decoded and checked by
-the pure ``services.ingest.logic.process_raw`` (never raises). Valid messages go
+the pure ``services.ingest.rules.process_raw`` (never raises). Valid messages go
 to conversions.valid keyed by conversion_key, rejects to conversions.dlq keyed by
 ad_account_id (or None). Sends are queued in input order without waiting for each
 acknowledgement (the producer keeps per-partition order, so the events of one
@@ -21,7 +21,7 @@ from typing import Any
 
 import faust
 
-from services.ingest.logic import REDACTED, Rejected, Valid, process_raw
+from services.ingest.rules import REDACTED, Rejected, Valid, process_raw
 from services.ingest.stats import IngestStats, register_stats_view
 from shared.runtime.app import raw_topic
 from shared.runtime.batching import hold_offsets
