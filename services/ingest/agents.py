@@ -39,7 +39,7 @@ def register(app: faust.App, settings: Settings) -> None:
     dlq_topic = settings.topic_name("conversions.dlq")
     stats = IngestStats()
     register_stats_view(app, stats)
-    app.conf.convmesh_ingest_stats = stats  # type: ignore[attr-defined]
+    app.conf.convmesh_ingest_stats = stats
 
     @app.agent(source, name="ingest-main")
     async def main(stream: Any) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -127,7 +127,7 @@ def process_raw(
         )
 
 
-def _is_account_id(value: Any) -> bool:
+def _is_account_id(value: Any) -> TypeGuard[str]:
     return (
         type(value) is str
         and 0 < len(value) <= MAX_AD_ACCOUNT_ID_CHARS
