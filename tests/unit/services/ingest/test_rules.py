@@ -529,3 +529,28 @@ def test_fuzz_envelopes_near_valid_never_raise(
             value = user.get(field)
             if isinstance(value, str) and len(value) > 3 and value not in ("[redacted]",):
                 assert f'"{field}":"[redacted]"' in raw or field not in raw
+
+
+# ---------------------------------------------------------------- nesting orjson cannot write
+
+
+def _deep_envelope(field: str) -> bytes:
+    """An envelope whose event holds ``field`` nested 300 objects deep.
+
+    orjson reads 1,024 levels but writes only ~255: nothing of such an event may
+    need writing back whole.
+    """
+    deep = b'{"a":' * 300 + b"1" + b"}" * 300
+    head = orjson.dumps(envelope(event=event(action_source="app_ios")))[:-2]
+    return head + b', "' + field.encode() + b'": ' + deep + b"}}"
+
+
+def test_a_deeply_nested_app_info_is_valid_and_its_message_written():
+    out = valid(_deep_envelope("app_info"))
+    assert orjson.loads(out.value)["event_id"] == "ev-1"
+
+
+def test_a_deeply_nested_reject_is_dead_lettered_with_a_writable_record():
+    out = rejected(_deep_envelope("bogus"))
+    assert out.reason == "unknown_field"
+    assert orjson.loads(out.value)["reason"] == "unknown_field"
