@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.api_load import percentile, sample_event  # noqa: E402
-from services.ingest.api import KafkaPublisher, envelope_bytes  # noqa: E402
+from services.ingest.protocol import envelope_bytes  # noqa: E402
+from services.ingest.publisher import KafkaPublisher  # noqa: E402
 from shared.runtime.settings import Settings  # noqa: E402
 
 

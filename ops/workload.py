@@ -16,7 +16,7 @@ Ground truth for ``conversions.raw`` is kept in :class:`RawLabel` (one per raw
 record, aligned with ``Workload.records["conversions.raw"]``): the expected
 outcome (``accepted`` / ``duplicate`` / ``rejected``), the kind of case it was
 generated as, and for rejected records the expected dead-letter reason code
-(codes of services/ingest/validation.py and services/ingest/logic.py).
+(codes of services/ingest/validation.py and services/ingest/rules.py).
 
 ``conversions`` is the number of distinct valid conversions generated as
 originals; duplicates, resends, other-scope copies and invalid records come on

@@ -3,7 +3,8 @@
 Per source (api, tag, topic, batch; ``unknown`` when the envelope does not say
 one): ``received`` = ``valid`` + ``rejected`` once every batch is published.
 Counters are per worker process and start at zero when it starts; they count
-deliveries, so a record redelivered after a crash is counted again.
+deliveries, so a record redelivered after a crash, or in a batch run again after
+a failed send, is counted again.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Web views of the ingest service: the Conversions API (see services/ingest/api.py).
+"""Web views of the ingest service: the Conversions API (services/ingest/handler.py).
 
 The API is a raw aiohttp handler mounted on the aiohttp Application that Faust's web
 driver serves (``app.web.web_app``), so it shares the worker's web port and event loop.
@@ -9,6 +9,10 @@ With ``CONVMESH_API_PORT`` set, the worker also serves the API from an aiohttp r
 its own on that port, bound with ``SO_REUSEPORT``: several ingest workers then share one
 API port and the kernel spreads connections over them (Faust's web server binds each
 worker's own port without ``reuse_port``, which stays for /health and /ready).
+
+Both servers get the API's server options (``handler.server_options``: the header
+timeout): Faust makes its runner without options, so ``register`` gives Faust's
+web driver a runner made with them before the web server starts.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any
 import faust
 from aiohttp import web
 
-from services.ingest.api import ConversionsApi, KafkaPublisher
+from services.ingest.handler import ConversionsApi, api_runner, server_options
+from services.ingest.publisher import KafkaPublisher
 from services.ingest.tokens import TokenReader
 from services.ingest.validation import validate_event
 from shared.runtime.logging import get_logger
@@ -40,15 +45,16 @@ def register(app: faust.App, settings: Settings) -> None:
     )
     web_app = app.web.web_app  # type: ignore[attr-defined]  # the aiohttp driver's Application
     web_app.router.add_routes(api.routes())
+    # Faust's aiohttp driver serves web_app with ``_runner`` (made with access_log=None
+    # only) from start_server(), which runs after this: same runner, plus our options.
+    app.web._runner = web.AppRunner(web_app, **server_options(settings))  # type: ignore[attr-defined]
     shared_runner: list[web.AppRunner] = []
 
     async def start(_web_app: Any) -> None:
         await publisher.start()
         await reader.start()
         if settings.api_port:
-            own = web.Application(client_max_size=settings.api_max_body_bytes)
-            own.router.add_routes(api.routes())
-            runner = web.AppRunner(own, access_log=None)
+            runner = api_runner(api, settings)
             await runner.setup()
             site = web.TCPSite(runner, settings.web_host, settings.api_port, reuse_port=True)
             await site.start()
@@ -63,4 +69,4 @@ def register(app: faust.App, settings: Settings) -> None:
 
     web_app.on_startup.append(start)
     web_app.on_cleanup.append(stop)
-    app.conf.convmesh_api = api  # type: ignore[attr-defined]
+    app.conf.convmesh_api = api

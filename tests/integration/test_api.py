@@ -43,6 +43,8 @@ RATE_PER_MINUTE = 20
 EMAIL = "dana.plaintext@example.net"
 H1 = hashlib.sha256(b"dana@example.net").hexdigest()
 START_TIMEOUT_S = 90
+#: Short, so that the slow-client test waits little; long enough for every other request.
+HEADER_TIMEOUT_S = 2.0
 
 
 class Service:
@@ -130,13 +132,16 @@ def service(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     _tokens_cli(cli_env, "revoke", tokens["old"]["token_id"])
     listing = json.loads(_tokens_cli(cli_env, "list", "--json").stdout)
     port = free_port()
+    api_port = free_port()
     log = tmp / "ingest.log"
     env = _env(
         ns,
         bootstrap,
         CONVMESH_DATA_DIR=str(tmp / "data"),
         CONVMESH_WEB_PORT=str(port),
+        CONVMESH_API_PORT=str(api_port),
         CONVMESH_API_RATE_PER_MINUTE=str(RATE_PER_MINUTE),
+        CONVMESH_API_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
     )
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -149,6 +154,7 @@ def service(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         )
     svc = Service(ns=ns, bootstrap=bootstrap, port=port, log=log, tokens=tokens)
     svc.listing = listing  # type: ignore[attr-defined]
+    svc.api_port = api_port  # type: ignore[attr-defined]
     try:
         asyncio.run(_wait_ready(svc.events_url(), tokens["main"]["token"], proc))
         yield svc
@@ -465,6 +471,43 @@ def test_rate_limit_is_429_code_8(service) -> None:
         )
     )
     assert status == 200
+
+
+def test_an_event_nested_too_deeply_fails_alone(service) -> None:
+    """orjson reads 1,024 levels but writes ~255: that event fails, not the request."""
+    run = uuid.uuid4().hex[:8]
+    deep = b'{"a":' * 300 + b"1" + b"}" * 300
+    nested = orjson.dumps(event(f"deep-{run}", action_source="app_ios"))
+    body = b'{"data": [%s, %s]}' % (
+        orjson.dumps(event(f"ok-{run}")),
+        nested[:-1] + b', "app_info": ' + deep + b"}",
+    )
+    status, answer = asyncio.run(post(service.events_url(), service.tokens["main"]["token"], body))
+    assert status == 422
+    assert [e["status"] for e in answer["details"]["events"]] == ["processed", "failed"]
+    assert raw_event_ids(service, f"ok-{run}") == [f"ok-{run}"]
+
+
+@pytest.mark.parametrize("which", ["web port", "shared API port"])
+def test_unfinished_headers_are_closed_after_the_header_timeout(service, which) -> None:
+    """Both servers of the worker (Faust's web server and the SO_REUSEPORT one)."""
+    port = service.port if which == "web port" else service.api_port
+
+    async def half_headers() -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        writer.write(f"POST /v5/ad_accounts/{AD}/events HTTP/1.1\r\nHost: x\r\n".encode())
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(reader.read(), HEADER_TIMEOUT_S + 10), (
+                time.monotonic() - started
+            )
+        finally:
+            writer.close()
+
+    data, waited = asyncio.run(half_headers())
+    assert data == b""
+    assert HEADER_TIMEOUT_S * 0.8 <= waited < HEADER_TIMEOUT_S + 5
 
 
 def test_zz_logs_never_hold_tokens_or_plaintext(service) -> None:

@@ -25,7 +25,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services.ingest import logic
+from services.ingest import rules
 from services.ingest import validation as v
 from shared.kafka.admin import apply_topics
 from shared.kafka.registry_access import registry_for
@@ -211,12 +211,12 @@ async def test_ingest_routes_valid_and_invalid_records(ingest_service: IngestPro
     ]
     oversized = envelope(event("big", partner_name="x" * MAX_RECORD_BYTES))
     invalid_inputs: list[tuple[bytes | None, bytes | None, str]] = [
-        (key, b"\xff\xfe not json " + EMAIL.encode(), logic.INVALID_JSON),
-        (key, None, logic.EMPTY_RECORD),
-        (key, oversized, logic.RECORD_TOO_LARGE),
-        (key, b"[1, 2, 3]", logic.NOT_AN_OBJECT),
-        (b"999", envelope(event("k-1")), logic.KEY_MISMATCH),
-        (key, envelope(event("s-1"), source="email"), logic.INVALID_SOURCE),
+        (key, b"\xff\xfe not json " + EMAIL.encode(), rules.INVALID_JSON),
+        (key, None, rules.EMPTY_RECORD),
+        (key, oversized, rules.RECORD_TOO_LARGE),
+        (key, b"[1, 2, 3]", rules.NOT_AN_OBJECT),
+        (b"999", envelope(event("k-1")), rules.KEY_MISMATCH),
+        (key, envelope(event("s-1"), source="email"), rules.INVALID_SOURCE),
         (
             key,
             envelope(event("u-1", user_data={"em": [EMAIL], "ph": [PHONE]})),

@@ -1,38 +1,21 @@
-"""services.ingest.agents: batch routing and publishing, with fake messages and producer."""
+"""The ingest agent's step, run in-process over the house loop (tests/support/harness.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
 
-from services.ingest import agents
+from services.ingest.agents import OUTPUTS, IngestHandler
 from services.ingest.stats import IngestStats
-from shared.runtime.settings import Settings
+from tests.support.harness import FakeEvent, Harness
 
 ACCOUNT = "549755885175"
 H1 = "a" * 64
 EMAIL = "dave@example.net"
-TS = 1_764_151_200.0
-
-
-@dataclass
-class FakeMessage:
-    key: bytes | None
-    value: bytes | None
-    topic: str = "conversions.raw"
-    partition: int = 0
-    offset: int = 0
-    timestamp: float = TS
-    acked: bool = False
-
-
-@dataclass
-class FakeEvent:
-    message: FakeMessage
+TS = 1_764_151_200.0  # the harness's record timestamp
 
 
 def envelope(event_id: str, em: str = H1, event_time: int = 1_764_151_000) -> bytes:
@@ -51,74 +34,6 @@ def envelope(event_id: str, em: str = H1, event_time: int = 1_764_151_000) -> by
     )
 
 
-def batch(*values: tuple[bytes | None, bytes | None]) -> list[FakeEvent]:
-    return [FakeEvent(FakeMessage(k, val, offset=i)) for i, (k, val) in enumerate(values)]
-
-
-def route(events: list[FakeEvent], stats: IngestStats | None = None) -> list[agents.Send]:
-    return agents.route_batch(events, Settings(), stats or IngestStats(), "valid", "dlq")
-
-
-class FakeProducer:
-    """Records sends; fails the sends whose position is in ``fail_at`` once."""
-
-    def __init__(self, fail_at: set[int] | None = None) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes]] = []
-        self.fail_at = fail_at or set()
-        self.calls = 0
-
-    async def send(self, topic: str, key: Any, value: Any, *_: Any) -> asyncio.Future:
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        position = self.calls
-        self.calls += 1
-        if position in self.fail_at:
-            future.set_exception(RuntimeError("broker said no"))
-        else:
-            self.sent.append((topic, key, value))
-            future.set_result(None)
-        return future
-
-
-def test_route_batch_keeps_input_order():
-    sends = route(
-        batch(
-            (ACCOUNT.encode(), envelope("a")),
-            (b"x", b"junk"),
-            (None, None),
-            (ACCOUNT.encode(), envelope("b")),
-        )
-    )
-    assert [topic for topic, _, _ in sends] == ["valid", "dlq", "dlq", "valid"]
-    assert orjson.loads(sends[3][2])["event_id"] == "b"
-
-
-def test_route_batch_keys_valid_by_conversion_key_and_dlq_by_account():
-    sends = route(batch((ACCOUNT.encode(), envelope("a")), (ACCOUNT.encode(), b"junk")))
-    assert sends[0][1] == f"{ACCOUNT}:lead:a:online".encode()
-    assert sends[1][1] == ACCOUNT.encode()
-
-
-def test_route_batch_uses_the_kafka_timestamp_when_received_at_is_missing():
-    sends = route(batch((ACCOUNT.encode(), envelope("a"))))
-    assert orjson.loads(sends[0][2])["received_at_ms"] == int(TS * 1000)
-
-
-def test_route_batch_counts_per_source():
-    stats = IngestStats()
-    route(
-        batch(
-            (ACCOUNT.encode(), envelope("a")),
-            (ACCOUNT.encode(), envelope("b", em=EMAIL)),
-            (None, b"junk"),
-        ),
-        stats,
-    )
-    snapshot = stats.snapshot()
-    assert snapshot["by_source"]["tag"] == {"received": 2, "valid": 1, "rejected": 1}
-    assert snapshot["by_source"]["unknown"] == {"received": 1, "valid": 0, "rejected": 1}
-    assert snapshot["rejected_by_reason"] == {"invalid_json": 1, "unhashed_identifier": 1}
-
-
 class RecordingLog:
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
@@ -129,73 +44,130 @@ class RecordingLog:
     error = info = warning
 
 
-def test_rejects_are_logged_with_message_fields_and_without_plaintext(
-    monkeypatch: pytest.MonkeyPatch,
-):
-    recorder = RecordingLog()
-    monkeypatch.setattr(agents, "log", recorder)
-    route(batch((ACCOUNT.encode(), envelope("b", em=EMAIL)), (EMAIL.encode(), b"junk")))
-    logs = recorder.entries
-    rejected = [entry for entry in logs if entry["event"] == "ingest_rejected"]
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+def raw(h: Harness, key: bytes | str | None, value: bytes | None) -> FakeEvent:
+    return h.record("conversions.raw", key, value)
+
+
+async def run(
+    h: Harness, *events: FakeEvent, stats: IngestStats | None = None, log: Any = None
+) -> IngestStats:
+    stats = stats or IngestStats()
+    handler = IngestHandler(h.settings, h.outbox(*OUTPUTS), log or h.log, stats)
+    await h.run(handler, list(events), user_keyed=True)
+    return stats
+
+
+async def test_outcomes_are_sent_in_input_order(h: Harness) -> None:
+    await run(
+        h,
+        raw(h, ACCOUNT, envelope("a")),
+        raw(h, "x", b"junk"),
+        raw(h, None, None),
+        raw(h, ACCOUNT, envelope("b")),
+    )
+    assert [s.topic for s in h.producer.sent] == [
+        "conversions.valid",
+        "conversions.dlq",
+        "conversions.dlq",
+        "conversions.valid",
+    ]
+    assert [s.json["event_id"] for s in h.sent("conversions.valid")] == ["a", "b"]
+
+
+async def test_valid_is_keyed_by_conversion_key_and_a_reject_by_ad_account(h: Harness) -> None:
+    await run(h, raw(h, ACCOUNT, envelope("a")), raw(h, ACCOUNT, b"junk"))
+    [valid] = h.sent("conversions.valid")
+    [dead] = h.sent("conversions.dlq")
+    assert valid.key == f"{ACCOUNT}:lead:a:online".encode()
+    assert dead.key == ACCOUNT.encode()
+
+
+async def test_valid_message_refers_to_its_raw_record(h: Harness) -> None:
+    await run(h, raw(h, ACCOUNT, envelope("a")), raw(h, ACCOUNT, envelope("b")))
+    refs = [s.json["raw_ref"] for s in h.sent("conversions.valid")]
+    topic = h.settings.topic_name("conversions.raw")
+    assert refs == [f"{topic}:0:0", f"{topic}:0:1"]
+
+
+async def test_the_kafka_timestamp_stands_in_for_a_missing_received_at(h: Harness) -> None:
+    await run(h, raw(h, ACCOUNT, envelope("a")))
+    [valid] = h.sent("conversions.valid")
+    assert valid.json["received_at_ms"] == int(TS * 1000)
+
+
+async def test_a_reject_is_dead_lettered_with_its_reason_and_place(h: Harness) -> None:
+    await run(h, raw(h, ACCOUNT, envelope("a")), raw(h, ACCOUNT, envelope("b", em=EMAIL)))
+    [dead] = h.dead_letters()
+    assert dead["reason"] == "unhashed_identifier"
+    assert (dead["source_topic"], dead["partition"], dead["offset"]) == (
+        h.settings.topic_name("conversions.raw"),
+        0,
+        1,
+    )
+    assert dead["ad_account_id"] == ACCOUNT
+    assert EMAIL not in dead["raw"]
+
+
+async def test_counts_per_source_add_up(h: Harness) -> None:
+    """received = valid + rejected, per source; unknown when the envelope says none."""
+    stats = await run(
+        h,
+        raw(h, ACCOUNT, envelope("a")),
+        raw(h, ACCOUNT, envelope("b", em=EMAIL)),
+        raw(h, None, b"junk"),
+    )
+    snapshot = stats.snapshot()
+    assert snapshot["by_source"]["tag"] == {"received": 2, "valid": 1, "rejected": 1}
+    assert snapshot["by_source"]["unknown"] == {"received": 1, "valid": 0, "rejected": 1}
+    assert snapshot["rejected_by_reason"] == {"invalid_json": 1, "unhashed_identifier": 1}
+
+
+async def test_rejects_are_logged_with_message_fields_and_without_plaintext(h: Harness) -> None:
+    log = RecordingLog()
+    await run(h, raw(h, ACCOUNT, envelope("b", em=EMAIL)), raw(h, EMAIL, b"junk"), log=log)
+    rejected = [entry for entry in log.entries if entry["event"] == "ingest_rejected"]
     assert [(e["reason"], e["offset"], e["partition"]) for e in rejected] == [
         ("unhashed_identifier", 0, 0),
         ("invalid_json", 1, 0),
     ]
     assert rejected[0]["key"] == ACCOUNT
-    assert rejected[1]["key"] == "[redacted]"
-    assert rejected[0]["topic"] == "conversions.raw"
-    assert EMAIL not in repr(logs)
+    assert rejected[1]["key"] == "[redacted]"  # a key that is not the ad account id
+    assert rejected[0]["topic"] == h.settings.topic_name("conversions.raw")
+    assert EMAIL not in repr(log.entries)
 
 
-async def test_publish_sends_everything_in_order():
-    producer = FakeProducer()
-    sends = [("valid", b"k", b"1"), ("dlq", None, b"2"), ("valid", b"k", b"3")]
-    await agents.publish(producer, sends)
-    assert producer.sent == sends
+async def test_a_batch_whose_sends_fail_is_run_again_and_nothing_is_lost(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.runtime.batching.RETRY_FIRST_S", 0.0)
+    h.producer.fail_next = 1
+    await run(h, raw(h, ACCOUNT, envelope("a")), raw(h, ACCOUNT, envelope("b")))
+    ids = [s.json["event_id"] for s in h.sent("conversions.valid")]
+    assert ids[-2:] == ["a", "b"]  # the whole batch again, in order
 
 
-async def test_publish_retries_from_the_first_failure_in_order(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(agents, "RETRY_BACKOFF_S", (0.0,))
-    producer = FakeProducer(fail_at={1})
-    sends = [("valid", b"k", b"1"), ("valid", b"k", b"2"), ("valid", b"k", b"3")]
-    await agents.publish(producer, sends)
-    # 1 ok, 2 failed, 3 ok; then 2 and 3 again, in order.
-    assert [v for _, _, v in producer.sent] == [b"1", b"3", b"2", b"3"]
-
-
-async def test_publish_retries_when_queueing_itself_fails(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(agents, "RETRY_BACKOFF_S", (0.0,))
-
-    class Flaky(FakeProducer):
-        async def send(self, topic: str, key: Any, value: Any, *rest: Any) -> asyncio.Future:
-            if self.calls == 0:
-                self.calls += 1
-                raise RuntimeError("buffer full")
-            return await super().send(topic, key, value, *rest)
-
-    producer = Flaky()
-    await agents.publish(producer, [("valid", b"k", b"1")])
-    assert [v for _, _, v in producer.sent] == [b"1"]
-
-
-async def test_a_published_batch_is_left_for_take_events_to_ack():
-    events = batch((ACCOUNT.encode(), envelope("a")))
-    producer = FakeProducer()
-
-    async def get_producer() -> FakeProducer:
-        return producer
-
-    await agents.process_batch(events, Settings(), IngestStats(), "valid", "dlq", get_producer)
-    assert len(producer.sent) == 1
-    assert events[0].message.acked is False
-
-
-async def test_an_unfinished_batch_never_gets_its_offsets_committed():
-    events = batch((ACCOUNT.encode(), envelope("a")), (ACCOUNT.encode(), envelope("b")))
+async def test_a_batch_that_does_not_finish_never_gets_its_offsets_committed(
+    h: Harness,
+) -> None:
+    events = [raw(h, ACCOUNT, envelope("a")), raw(h, ACCOUNT, envelope("b"))]
 
     async def cancelled() -> Any:
         raise asyncio.CancelledError
 
+    outbox = h.outbox(*OUTPUTS)
+    outbox._app.maybe_start_producer = cancelled  # type: ignore[attr-defined]
+    handler = IngestHandler(h.settings, outbox, h.log, IngestStats())
     with pytest.raises(asyncio.CancelledError):
-        await agents.process_batch(events, Settings(), IngestStats(), "valid", "dlq", cancelled)
-    assert all(event.message.acked for event in events)
+        await h.run(handler, events)
+    assert all(event.message.acked for event in events)  # marked: skipped by commits
+
+
+async def test_a_finished_batch_is_left_for_take_events_to_ack(h: Harness) -> None:
+    events = [raw(h, ACCOUNT, envelope("a"))]
+    await run(h, *events)
+    assert events[0].message.acked is False

@@ -1,4 +1,4 @@
-"""services.ingest.logic.process_raw: one behaviour per test, plus fuzzing."""
+"""services.ingest.rules.process_raw: one behaviour per test, plus fuzzing."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.ingest import logic
+from services.ingest import rules
 from services.ingest import validation as v
-from services.ingest.logic import Rejected, Valid, process_raw, redact_raw
+from services.ingest.rules import Rejected, Valid, process_raw, redact_raw
 from shared.contract.keys import ip_ua_hash
 
 ACCOUNT = "549755885175"
@@ -76,7 +76,7 @@ def valid(value: Any, key: bytes | None = KEY) -> Valid:
 def rejected(value: Any, key: bytes | None = KEY, max_bytes: int = MAX_BYTES) -> Rejected:
     outcome = run(value, key, max_bytes)
     assert isinstance(outcome, Rejected), outcome
-    assert outcome.reason in logic.ALL_REASONS
+    assert outcome.reason in rules.ALL_REASONS
     return outcome
 
 
@@ -143,7 +143,7 @@ def test_null_source_means_topic():
     assert valid(envelope(source=None)).message["source"] == "topic"
 
 
-@pytest.mark.parametrize("source", sorted(logic.SOURCES))
+@pytest.mark.parametrize("source", sorted(rules.SOURCES))
 def test_every_source_is_accepted(source: str):
     assert valid(envelope(source=source)).source == source
 
@@ -169,19 +169,19 @@ def test_ldp_and_opt_out_flags_reach_the_message():
 # ---------------------------------------------------------------- record rules
 def test_none_value_is_an_empty_record():
     out = rejected(None)
-    assert out.reason == logic.EMPTY_RECORD
+    assert out.reason == rules.EMPTY_RECORD
     assert out.record["raw"] == ""
 
 
 def test_oversized_record_is_rejected():
     big = orjson.dumps(envelope(event=event(partner_name="x" * 5000)))
-    assert rejected(big, max_bytes=1000).reason == logic.RECORD_TOO_LARGE
+    assert rejected(big, max_bytes=1000).reason == rules.RECORD_TOO_LARGE
 
 
 def test_oversized_record_raw_is_truncated():
-    big = b'{"x": "' + b"y" * (logic.MAX_RAW_CHARS * 10) + b'"}'
+    big = b'{"x": "' + b"y" * (rules.MAX_RAW_CHARS * 10) + b'"}'
     out = rejected(big, max_bytes=1000)
-    assert len(out.record["raw"]) < logic.MAX_RAW_CHARS + 100
+    assert len(out.record["raw"]) < rules.MAX_RAW_CHARS + 100
     assert "truncated" in out.record["raw"]
 
 
@@ -193,15 +193,15 @@ def test_large_valid_json_raw_is_truncated():
             )
         )
     )
-    assert len(out.record["raw"]) < logic.MAX_RAW_CHARS + 100
+    assert len(out.record["raw"]) < rules.MAX_RAW_CHARS + 100
 
 
 def test_non_json_is_rejected():
-    assert rejected(b"not json").reason == logic.INVALID_JSON
+    assert rejected(b"not json").reason == rules.INVALID_JSON
 
 
 def test_non_utf8_bytes_are_rejected_as_invalid_json():
-    assert rejected(b'{"a": "\xff\xfe"}').reason == logic.INVALID_JSON
+    assert rejected(b'{"a": "\xff\xfe"}').reason == rules.INVALID_JSON
 
 
 def test_non_utf8_bytes_are_escaped_in_raw():
@@ -211,26 +211,26 @@ def test_non_utf8_bytes_are_escaped_in_raw():
 
 
 def test_json_array_is_not_an_object():
-    assert rejected(b"[1, 2]").reason == logic.NOT_AN_OBJECT
+    assert rejected(b"[1, 2]").reason == rules.NOT_AN_OBJECT
 
 
 def test_unknown_envelope_field_is_rejected():
-    assert rejected(envelope(recieved_at_ms=1)).reason == logic.UNKNOWN_ENVELOPE_FIELD
+    assert rejected(envelope(recieved_at_ms=1)).reason == rules.UNKNOWN_ENVELOPE_FIELD
 
 
 def test_invalid_source_is_rejected():
-    assert rejected(envelope(source="email")).reason == logic.INVALID_SOURCE
+    assert rejected(envelope(source="email")).reason == rules.INVALID_SOURCE
 
 
 def test_missing_ad_account_id_is_rejected():
     env = envelope()
     del env["ad_account_id"]
-    assert rejected(env).reason == logic.INVALID_AD_ACCOUNT_ID
+    assert rejected(env).reason == rules.INVALID_AD_ACCOUNT_ID
 
 
 @pytest.mark.parametrize("bad", ["", "12a", "1" * 19, 549755885175, "٣٤٥", " 12"])
 def test_bad_ad_account_id_is_rejected(bad: Any):
-    assert rejected(envelope(ad_account_id=bad)).reason == logic.INVALID_AD_ACCOUNT_ID
+    assert rejected(envelope(ad_account_id=bad)).reason == rules.INVALID_AD_ACCOUNT_ID
 
 
 def test_ad_account_id_of_18_digits_is_accepted():
@@ -239,25 +239,25 @@ def test_ad_account_id_of_18_digits_is_accepted():
 
 
 def test_key_different_from_ad_account_id_is_rejected():
-    assert rejected(envelope(), key=b"999").reason == logic.KEY_MISMATCH
+    assert rejected(envelope(), key=b"999").reason == rules.KEY_MISMATCH
 
 
 def test_missing_key_is_rejected():
-    assert rejected(envelope(), key=None).reason == logic.KEY_MISMATCH
+    assert rejected(envelope(), key=None).reason == rules.KEY_MISMATCH
 
 
 def test_non_integer_received_at_is_rejected():
-    assert rejected(envelope(received_at_ms="1")).reason == logic.INVALID_RECEIVED_AT
+    assert rejected(envelope(received_at_ms="1")).reason == rules.INVALID_RECEIVED_AT
 
 
 def test_bool_received_at_is_rejected():
-    assert rejected(envelope(received_at_ms=True)).reason == logic.INVALID_RECEIVED_AT
+    assert rejected(envelope(received_at_ms=True)).reason == rules.INVALID_RECEIVED_AT
 
 
 def test_missing_event_is_rejected():
     env = envelope()
     del env["event"]
-    assert rejected(env).reason == logic.MISSING_EVENT
+    assert rejected(env).reason == rules.MISSING_EVENT
 
 
 def test_event_rule_reason_reaches_the_dlq():
@@ -309,7 +309,7 @@ def test_rejected_source_is_the_envelope_source():
 
 
 def test_rejected_source_is_unknown_without_envelope():
-    assert rejected(b"junk").source == logic.UNKNOWN_SOURCE
+    assert rejected(b"junk").source == rules.UNKNOWN_SOURCE
 
 
 # ---------------------------------------------------------------- redaction
@@ -375,7 +375,7 @@ def test_ids_and_times_survive_redaction():
 def test_invalid_json_is_redacted_by_pattern():
     text = orjson.dumps(envelope(event=event(event_id="")))[:-3] + PHONE.encode()
     out = rejected(text)
-    assert out.reason == logic.INVALID_JSON
+    assert out.reason == rules.INVALID_JSON
     assert_no_plaintext(out)
 
 
@@ -407,7 +407,7 @@ def test_oversized_record_is_redacted():
 
 
 def test_oversized_record_with_identifier_at_the_cut_is_redacted():
-    padding = b'{"pad": "' + b"x" * (logic.MAX_RAW_CHARS - 20) + b'", "e": "'
+    padding = b'{"pad": "' + b"x" * (rules.MAX_RAW_CHARS - 20) + b'", "e": "'
     out = rejected(padding + EMAIL.encode() + b'"}' + b" " * 100_000, max_bytes=1000)
     assert_no_plaintext(out)
 
@@ -424,7 +424,7 @@ def test_deeply_nested_json_never_raises():
 def test_every_reason_code_is_documented():
     with open("docs/reason-codes.md", encoding="utf-8") as doc:
         text = doc.read()
-    for reason in logic.ALL_REASONS:
+    for reason in rules.ALL_REASONS:
         assert f"`{reason}`" in text, reason
 
 
@@ -436,7 +436,7 @@ def check_outcome(outcome: Any) -> None:
         assert decoded == outcome.message
         assert outcome.key == decoded["conversion_key"].encode()
     else:
-        assert outcome.reason in logic.ALL_REASONS
+        assert outcome.reason in rules.ALL_REASONS
         assert decoded == outcome.record
         assert isinstance(decoded["raw"], str)
 
@@ -529,3 +529,28 @@ def test_fuzz_envelopes_near_valid_never_raise(
             value = user.get(field)
             if isinstance(value, str) and len(value) > 3 and value not in ("[redacted]",):
                 assert f'"{field}":"[redacted]"' in raw or field not in raw
+
+
+# ---------------------------------------------------------------- nesting orjson cannot write
+
+
+def _deep_envelope(field: str) -> bytes:
+    """An envelope whose event holds ``field`` nested 300 objects deep.
+
+    orjson reads 1,024 levels but writes only ~255: nothing of such an event may
+    need writing back whole.
+    """
+    deep = b'{"a":' * 300 + b"1" + b"}" * 300
+    head = orjson.dumps(envelope(event=event(action_source="app_ios")))[:-2]
+    return head + b', "' + field.encode() + b'": ' + deep + b"}}"
+
+
+def test_a_deeply_nested_app_info_is_valid_and_its_message_written():
+    out = valid(_deep_envelope("app_info"))
+    assert orjson.loads(out.value)["event_id"] == "ev-1"
+
+
+def test_a_deeply_nested_reject_is_dead_lettered_with_a_writable_record():
+    out = rejected(_deep_envelope("bogus"))
+    assert out.reason == "unknown_field"
+    assert orjson.loads(out.value)["reason"] == "unknown_field"

@@ -1,21 +1,20 @@
-"""services.ingest.api: the pure parts (parsing, per-event processing, responses, limiter)."""
+"""services.ingest.protocol: query, bearer and body parsing, per-event processing, answers."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Any
 
 import orjson
 import pytest
 
-from services.ingest import api
-from services.ingest.api import (
+from services.ingest import protocol
+from services.ingest.protocol import (
     ApiError,
     EventResult,
-    RateLimiter,
     bearer_token,
     build_response,
+    is_ad_account_id,
     parse_body,
     parse_test_flag,
     process_events,
@@ -66,7 +65,7 @@ def test_test_flag_accepts_true_and_false_in_any_case(query, expected):
 def test_test_flag_rejects_anything_else_with_400(raw):
     with pytest.raises(ApiError) as info:
         parse_test_flag({"test": raw})
-    assert (info.value.status, info.value.code) == (400, api.CODE_BAD_REQUEST)
+    assert (info.value.status, info.value.code) == (400, protocol.CODE_BAD_REQUEST)
 
 
 # ------------------------------------------------------------------ Authorization
@@ -82,6 +81,19 @@ def test_bearer_token_missing_or_other_scheme_is_none(header):
     assert bearer_token(header) is None
 
 
+# ------------------------------------------------------------------ ad account id
+
+
+@pytest.mark.parametrize("value", ["1", "549755885175", "9" * 18])
+def test_ad_account_id_is_1_to_18_digits(value):
+    assert is_ad_account_id(value)
+
+
+@pytest.mark.parametrize("value", ["", "9" * 19, "123\n", "123\r\n", " 123", "12a", "١٢٣"])
+def test_ad_account_id_refuses_anything_else_even_a_trailing_newline(value):
+    assert not is_ad_account_id(value)
+
+
 # ------------------------------------------------------------------ body
 
 
@@ -89,7 +101,7 @@ def _bad_body(raw: bytes) -> ApiError:
     with pytest.raises(ApiError) as info:
         parse_body(raw)
     assert info.value.status == 400
-    assert info.value.code == api.CODE_BAD_REQUEST
+    assert info.value.code == protocol.CODE_BAD_REQUEST
     return info.value
 
 
@@ -180,6 +192,32 @@ def test_a_crashing_validator_fails_the_event_not_the_call():
     assert results[0].status == "failed" and values == []
 
 
+def nested(depth: int) -> Any:
+    """A JSON value nested ``depth`` objects deep, as orjson reads it from a request."""
+    return orjson.loads(b'{"a":' * depth + b"1" + b"}" * depth)
+
+
+def test_an_event_nested_too_deeply_to_store_fails_alone():
+    """orjson reads 1,024 levels but writes ~255: that event fails, the others are stored."""
+    events = [event(event_id="a"), event(event_id="deep", app_info=nested(300)), event()]
+    results, values = process(events)
+    assert [r.status for r in results] == ["processed", "failed", "processed"]
+    assert results[1].error_message == protocol.TOO_DEEP
+    assert [orjson.loads(v)["event"]["event_id"] for v in values] == ["a", "ev-1"]
+
+
+def test_an_event_too_deep_and_invalid_fails_with_the_validation_message():
+    results, _ = process([event(event_name="nope", app_info=nested(300))])
+    assert results[0].status == "failed"
+    assert results[0].error_message != protocol.TOO_DEEP
+
+
+def test_every_answer_of_a_request_with_a_too_deep_event_can_be_written():
+    results, _ = process([event(app_info=nested(300))])
+    status, body = build_response(results)
+    assert status == 422 and orjson.dumps(body)
+
+
 # ------------------------------------------------------------------ responses
 
 
@@ -196,7 +234,7 @@ def test_all_processed_is_200_with_the_pinterest_response():
 def test_some_failed_is_422_with_details():
     status, body = build_response([EventResult("processed"), EventResult("failed", "bad")])
     assert status == 422
-    assert body["code"] == api.CODE_EVENTS_FAILED
+    assert body["code"] == protocol.CODE_EVENTS_FAILED
     assert body["message"].startswith("1 of 2 events failed")
     details = body["details"]
     assert details["num_events_received"] == 2 and details["num_events_processed"] == 1
@@ -207,128 +245,3 @@ def test_some_failed_is_422_with_details():
 def test_all_failed_is_422_with_zero_processed():
     status, body = build_response([EventResult("failed", "x")])
     assert status == 422 and body["details"]["num_events_processed"] == 0
-
-
-# ------------------------------------------------------------------ rate limiter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_rate_limiter_allows_the_burst_then_refuses():
-    clock = Clock()
-    limiter = RateLimiter(per_minute=60, burst=3, clock=clock)
-    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
-    assert limiter.retry_after_s("a") == 1
-
-
-def test_rate_limiter_refills_at_the_per_minute_rate():
-    clock = Clock()
-    limiter = RateLimiter(per_minute=60, burst=1, clock=clock)
-    assert limiter.allow("a") and not limiter.allow("a")
-    clock.now += 0.5
-    assert not limiter.allow("a")
-    clock.now += 0.6
-    assert limiter.allow("a")
-
-
-def test_rate_limiter_buckets_are_per_ad_account():
-    limiter = RateLimiter(per_minute=60, burst=1, clock=Clock())
-    assert limiter.allow("a") and not limiter.allow("a")
-    assert limiter.allow("b")
-
-
-def test_rate_limiter_default_burst_is_a_minute_of_calls():
-    limiter = RateLimiter(per_minute=5000, clock=Clock())
-    assert sum(limiter.allow("a") for _ in range(5001)) == 5000
-
-
-def test_rate_limiter_disabled_with_zero():
-    limiter = RateLimiter(per_minute=0, clock=Clock())
-    assert all(limiter.allow("a") for _ in range(10_000))
-
-
-# ------------------------------------------------------------------ KafkaPublisher
-
-
-class _Batch:
-    def __init__(self, capacity: int) -> None:
-        self.records: list[bytes] = []
-        self.capacity = capacity
-
-    def append(self, *, key: bytes, value: bytes, timestamp: int) -> object | None:
-        if len(self.records) >= self.capacity:
-            return None
-        self.records.append(value)
-        return object()
-
-    def close(self) -> None:
-        pass
-
-
-class _Producer:
-    """Stands in for AIOKafkaProducer: batches of ``capacity`` records, optional failure."""
-
-    def __init__(self, capacity: int = 1000, error: Exception | None = None) -> None:
-        self.capacity = capacity
-        self.error = error
-        self.sent: list[tuple[str, int, list[bytes]]] = []
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return set(range(8))
-
-    def create_batch(self) -> _Batch:
-        return _Batch(self.capacity)
-
-    async def send_batch(self, batch: _Batch, topic: str, *, partition: int):
-        future = asyncio.get_running_loop().create_future()
-        if self.error is not None:
-            future.set_exception(self.error)
-        else:
-            self.sent.append((topic, partition, batch.records))
-            future.set_result(None)
-        return future
-
-
-def _publisher(producer: _Producer) -> api.KafkaPublisher:
-    from shared.runtime.settings import Settings
-
-    publisher = api.KafkaPublisher(Settings())
-    publisher.producer = producer
-    publisher.started = True
-    return publisher
-
-
-async def test_publisher_sends_one_batch_per_request_to_the_key_partition():
-    from aiokafka.partitioner import murmur2
-
-    producer = _Producer()
-    await _publisher(producer).publish("t", AD.encode(), [b"a", b"b", b"c"], 1)
-    expected = (murmur2(AD.encode()) & 0x7FFFFFFF) % 8
-    assert producer.sent == [("t", expected, [b"a", b"b", b"c"])]
-
-
-async def test_publisher_splits_what_does_not_fit_one_batch_in_order():
-    producer = _Producer(capacity=2)
-    await _publisher(producer).publish("t", b"k", [b"1", b"2", b"3", b"4", b"5"], 1)
-    assert [records for _, _, records in producer.sent] == [[b"1", b"2"], [b"3", b"4"], [b"5"]]
-
-
-async def test_publisher_turns_broker_errors_into_publish_unavailable():
-    from aiokafka.errors import KafkaTimeoutError
-
-    producer = _Producer(error=KafkaTimeoutError())
-    with pytest.raises(api.PublishUnavailable):
-        await _publisher(producer).publish("t", b"k", [b"1"], 1)
-
-
-async def test_publisher_not_started_is_unavailable():
-    from shared.runtime.settings import Settings
-
-    with pytest.raises(api.PublishUnavailable):
-        await api.KafkaPublisher(Settings()).publish("t", b"k", [b"1"], 1)

@@ -3,8 +3,8 @@
 ``process_raw(value, key, topic=..., partition=..., offset=..., timestamp_ms=...,
 max_bytes=...)`` returns either :class:`Valid` (the ``conversions.valid`` message of
 docs/design.md, keyed by conversion_key) or :class:`Rejected` (the
-``conversions.dlq`` record of the contract, keyed by ad_account_id or None). It
-never raises, whatever the bytes.
+``conversions.dlq`` record of the contract, keyed by ad_account_id or None); either
+one's ``send`` is the record the agent sends. It never raises, whatever the bytes.
 
 Envelope rules (on top of the event rules of ``validation.py``):
 
@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
 from services.ingest import validation as v
 from shared.contract.errors import InvalidEvent
+from shared.contract.records import Send
 
 # ---------------------------------------------------------------- reason codes
 EMPTY_RECORD = "empty_record"
@@ -85,6 +86,10 @@ class Valid:
     message: dict[str, Any]
     source: str
 
+    @property
+    def send(self) -> Send:
+        return Send("conversions.valid", self.key, self.value)
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
@@ -98,6 +103,10 @@ class Rejected:
     @property
     def reason(self) -> str:
         return str(self.record["reason"])
+
+    @property
+    def send(self) -> Send:
+        return Send("conversions.dlq", self.key, self.value)
 
 
 def process_raw(
@@ -127,7 +136,7 @@ def process_raw(
         )
 
 
-def _is_account_id(value: Any) -> bool:
+def _is_account_id(value: Any) -> TypeGuard[str]:
     return (
         type(value) is str
         and 0 < len(value) <= MAX_AD_ACCOUNT_ID_CHARS

@@ -1,21 +1,24 @@
-"""services.ingest.api.ConversionsApi over a real aiohttp server, with a fake publisher."""
+"""services.ingest.handler.ConversionsApi over a real aiohttp server, with a fake publisher."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.ingest import api
-from services.ingest.api import ConversionsApi, PublishUnavailable
+from services.ingest import protocol
+from services.ingest.handler import ConversionsApi, api_runner
+from services.ingest.publisher import PublishUnavailable
 from services.ingest.tokens import TokenStore, new_token
 from services.ingest.validation import validate_event
 from shared.runtime.settings import Settings
@@ -169,7 +172,7 @@ async def test_body_over_the_limit_is_413(setup):
         status, body = await _post(client, token, big)
     finally:
         await client.close()
-    assert status == 413 and body["code"] == api.CODE_TOO_LARGE
+    assert status == 413 and body["code"] == protocol.CODE_TOO_LARGE
     assert publisher.calls == []
 
 
@@ -233,16 +236,184 @@ async def test_not_ready_is_503(setup):
 
 async def test_overload_answers_503_instead_of_queueing(setup):
     settings, store, publisher, token, _ = setup
-    settings = dataclasses.replace(settings, api_max_in_flight=2)
+    settings = dataclasses.replace(settings, api_max_in_flight=2, api_account_share=1.0)
     publisher.delay_s = 0.3
     client = await _client(settings, store, publisher)
     try:
         answers = await asyncio.gather(
             *(_post(client, token, {"data": [event(i)]}) for i in range(5))
         )
-        assert client.handler.in_flight == 0
+        assert client.handler.slots.held == 0
     finally:
         await client.close()
     statuses = sorted(s for s, _ in answers)
     assert statuses == [200, 200, 503, 503, 503]
     assert len(publisher.calls) == 2
+
+
+async def test_ad_account_id_with_a_trailing_newline_is_403(setup):
+    """``$`` would accept '123\\n'; even a token of exactly that account gets 403."""
+    settings, _, publisher, _, _ = setup
+    token, record = new_token("123")
+    store = TokenStore([dataclasses.replace(record, ad_account_id="123\n")])
+    client = await _client(settings, store, publisher)
+    try:
+        status, body = await _post(client, token, {"data": [event()]}, ad="123%0A")
+    finally:
+        await client.close()
+    assert status == 403 and body["code"] == protocol.CODE_FORBIDDEN
+    assert publisher.calls == []
+
+
+async def test_an_event_nested_too_deeply_fails_alone_and_the_others_are_stored(setup):
+    settings, store, publisher, token, _ = setup
+    deep = b'{"a":' * 300 + b"1" + b"}" * 300
+    body = b'{"data": [%s, %s, %s]}' % (
+        orjson.dumps(event(1)),
+        orjson.dumps(event(2, action_source="app_android"))[:-1] + b', "app_info": ' + deep + b"}",
+        orjson.dumps(event(3)),
+    )
+    client = await _client(settings, store, publisher)
+    try:
+        status, answer = await _post(client, token, body)
+    finally:
+        await client.close()
+    assert status == 422
+    results = answer["details"]["events"]
+    assert [e["status"] for e in results] == ["processed", "failed", "processed"]
+    assert results[1]["error_message"] == protocol.TOO_DEEP
+    [(_topic, _key, values, _ts)] = publisher.calls
+    assert [orjson.loads(v)["event"]["event_id"] for v in values] == ["ev-1", "ev-3"]
+
+
+async def test_any_publisher_failure_is_503_never_500(setup):
+    """A broker problem that is not PublishUnavailable is still 'retry the request'."""
+    settings, store, _, token, _ = setup
+
+    class Broken:
+        async def publish(self, *_: Any) -> None:
+            raise ConnectionRefusedError("broker down")
+
+    client = await _client(settings, store, Broken())
+    try:
+        status, body = await _post(client, token, {"data": [event()]})
+    finally:
+        await client.close()
+    assert status == 503 and body["code"] == protocol.CODE_UNAVAILABLE
+    assert client.handler.slots.held == 0
+
+
+async def test_a_bug_is_500_with_a_json_body_and_frees_the_slot(setup):
+    settings, store, publisher, token, _ = setup
+
+    def crash(*_: Any, **__: Any) -> list[Any]:
+        raise RuntimeError("bug")
+
+    client = await _client(settings, store, publisher)
+    client.handler._events = crash
+    try:
+        status, body = await _post(client, token, {"data": [event()]})
+    finally:
+        await client.close()
+    assert (status, body["code"]) == (500, protocol.CODE_INTERNAL)
+    assert client.handler.slots.held == 0
+
+
+# ------------------------------------------------------------------ slow clients (real sockets)
+
+TIMEOUT_S = 0.6
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, store: TokenStore, publisher: Any) -> AsyncIterator[Any]:
+    """The handler behind ``api_runner`` (the shared-port server) on 127.0.0.1."""
+    settings = dataclasses.replace(
+        settings, api_header_timeout_s=TIMEOUT_S, api_body_timeout_s=TIMEOUT_S
+    )
+    api = ConversionsApi(settings, store, publisher, validate_event)
+    runner = api_runner(api, settings)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        api.port = port  # type: ignore[attr-defined]
+        yield api
+    finally:
+        await runner.cleanup()
+
+
+def head(token: str, ad: str = AD, length: int = 100) -> bytes:
+    return (
+        f"POST /v5/ad_accounts/{ad}/events HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], Any]:
+    """One HTTP answer: status, headers (lower-case names), JSON body."""
+    head_bytes = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=TIMEOUT_S + 5)
+    status_line, *lines = head_bytes.decode().strip().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    body = await reader.readexactly(int(headers["content-length"]))
+    return int(status_line.split()[1]), headers, orjson.loads(body)
+
+
+async def test_a_connection_with_unfinished_headers_is_closed_after_the_header_timeout(setup):
+    settings, store, publisher, token, _ = setup
+    async with serving(settings, store, publisher) as api:
+        reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+        started = time.monotonic()
+        writer.write(head(token)[:40])  # half a request line and no end of headers
+        await writer.drain()
+        closed = await asyncio.wait_for(reader.read(), timeout=TIMEOUT_S + 5)
+        waited = time.monotonic() - started
+        writer.close()
+    assert closed == b""  # closed by the server, no answer
+    assert TIMEOUT_S * 0.8 <= waited < TIMEOUT_S + 3
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408_and_frees_the_slot(setup):
+    settings, store, publisher, token, _ = setup
+    async with serving(settings, store, publisher) as api:
+        reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+        writer.write(head(token) + b'{"data": [')
+        await writer.drain()
+        status, headers, body = await read_answer(reader)
+        rest = await asyncio.wait_for(reader.read(), timeout=2)  # closed at once
+        writer.close()
+        held = api.slots.held
+    assert rest == b""
+    assert (status, body["code"]) == (408, protocol.CODE_BODY_TIMEOUT)
+    assert headers["connection"] == "close"
+    assert held == 0 and publisher.calls == []
+
+
+async def test_trickling_bodies_of_one_account_do_not_fail_another_accounts_request(setup):
+    """One account holds at most its share of the slots; the others keep being served."""
+    settings, store, publisher, token, other_token = setup
+    settings = dataclasses.replace(settings, api_max_in_flight=4, api_account_share=0.5)
+    async with serving(settings, store, publisher) as api:
+        trickling = []
+        for _ in range(4):  # as many as the worker has slots
+            reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+            writer.write(head(token) + b"{")
+            trickling.append((reader, writer))
+        await asyncio.gather(*(w.drain() for _, w in trickling))
+        while api.slots.held_by(AD) < 2:  # the share: 2 of 4
+            await asyncio.sleep(0.01)
+        url = f"http://127.0.0.1:{api.port}/v5/ad_accounts/{OTHER_AD}/events"
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                url, data=orjson.dumps({"data": [event()]}), headers=_headers(other_token)
+            ) as response:
+                other_status = response.status
+        answers = await asyncio.gather(*(read_answer(r) for r, _ in trickling))
+        for _, writer in trickling:
+            writer.close()
+        held = api.slots.held
+    assert other_status == 200
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses == [408, 408, 429, 429]
+    assert held == 0
