@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from services.attribute.state import Assigned, Engagement, PrivacyChoice, Published, User
+from shared.contract.keys import ad_account_of
 from shared.contract.limits import (
     ALLOWED_WINDOW_DAYS,
     DAY_MS,
@@ -140,9 +141,11 @@ def _signature(outcome: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def result_message(entry: Assigned, outcome: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
-    """The attribution.results message of one outcome: the user only as a pseudonym."""
+    """The attribution.results message of one outcome: the user only as a
+    pseudonym, scoped by the conversion's ad account."""
     matched = outcome["status"] != "unidentified"
-    match = {"key_type": entry.key_type, "user": pseudonym(ctx.user_id, ctx.keys)}
+    user = pseudonym(entry.conv["ad_account_id"], ctx.user_id, ctx.keys)
+    match = {"key_type": entry.key_type, "user": user}
     return {
         "conv": entry.conv,
         "status": outcome["status"],
@@ -251,9 +254,10 @@ def on_delete(user: User, ctx: Context) -> tuple[None, list[Send]]:
     """A deleted user: no state is left (a tombstone), and every conversion that
     named them is scrubbed: the publisher re-emits its record without the user,
     and the conversion's owner in identity_match forgets the user id."""
-    scrub = {"op": "scrub", "user": pseudonym(ctx.user_id, ctx.keys)}
     sends = []
     for key in named_conversions(user):
+        # The account of a conversion no longer in the state is in its key.
+        scrub = {"op": "scrub", "user": pseudonym(ad_account_of(key), ctx.user_id, ctx.keys)}
         forget = {"op": "forget_user", "conversion_key": key, "user_id": ctx.user_id}
         sends += [Send(RESULTS, key, scrub), Send("identity.answers", key, forget)]
     return None, sends

@@ -141,7 +141,7 @@ async def scenario(bootstrap: str, ns: str) -> None:
     assert before, "the three conversions were not attributed in time"
     keys_ = Settings(dev_mode=True).active_pseudonym_keys
     by_email = before[f"{ACCOUNT}:checkout:by-email:online"]
-    assert by_email["match"]["user"] == pseudonym(DELETED, keys_)
+    assert by_email["match"]["user"] == pseudonym(ACCOUNT, DELETED, keys_)
     assert before[f"{ACCOUNT}:checkout:by-click:online"]["match"]["key_type"] == "click_id"
 
     await produce(

@@ -115,7 +115,7 @@ def test_assign_sends_the_result_with_the_user_as_a_pseudonym() -> None:
     user = with_engagements(eng("c", T_MS - 10))
     _, [result] = assign(user)
     assert result["status"] == "attributed" and result["reason"] is None
-    assert result["match"] == {"key_type": "em", "user": pseudonym("u1", KEYS)}
+    assert result["match"] == {"key_type": "em", "user": pseudonym("1", "u1", KEYS)}
     assert result["conv"] == assignment()["conv"] and result["order"] == [1, NOW_MS]
     assert result["touch"]["engagement_id"] == "c" and result["touch"]["campaign_id"] == "c-c"
 
@@ -309,3 +309,21 @@ def test_an_assignment_recomputed_after_a_crash_outranks_its_first_result() -> N
     assert unattributed["status"] == "unattributed" and attributed["status"] == "attributed"
     mv, seq = unattributed["order"]
     assert rules.is_newer(attributed["order"], Published((mv, seq), {}))
+
+
+def test_the_same_user_has_another_pseudonym_in_another_ad_account() -> None:
+    other = assignment("k2")
+    other["conv"] = {**other["conv"], "ad_account_id": "2"}
+    user, [in_1] = assign(User())
+    _, [in_2] = assign(user, other)
+    assert in_1["match"]["user"] == pseudonym("1", "u1", KEYS)
+    assert in_2["match"]["user"] == pseudonym("2", "u1", KEYS) != in_1["match"]["user"]
+
+
+def test_delete_scrubs_each_conversion_with_the_pseudonym_of_its_own_account() -> None:
+    other = assignment("2:lead:e:online")
+    other["conv"] = {**other["conv"], "ad_account_id": "2"}
+    user, _ = assign(User(), other, expires_ms=5)
+    user = rules.trim(user, now_ms=10)  # gone from convs: the account comes from the key
+    _, [scrub, _forget] = rules.on_delete(user, ctx())
+    assert scrub.value["user"] == pseudonym("2", "u1", KEYS)
