@@ -11,7 +11,7 @@ writes to conversions.attributed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,7 +25,12 @@ from shared.contract.limits import (
     DEFAULT_WINDOWS_DAYS,
     ENGAGEMENT_RETENTION_MS,
 )
-from shared.contract.pseudonyms import pseudonym
+from shared.contract.pseudonyms import (
+    PseudonymKeys,
+    pseudonym,
+    pseudonyms,
+    unscoped_pseudonyms,
+)
 from shared.contract.records import Send, attributed_record
 from shared.contract.versions import next_stamp
 
@@ -44,7 +49,7 @@ class Context:
 
     user_id: str
     #: Pseudonym keys (kid, secret), newest first.
-    keys: tuple[tuple[str, str], ...]
+    keys: PseudonymKeys
     windows_of: WindowsOf
     #: The worker's wall clock: the floor of every stamp issued.
     now_ms: int
@@ -257,7 +262,7 @@ def on_delete(user: User, ctx: Context) -> tuple[None, list[Send]]:
     sends = []
     for key in named_conversions(user):
         # The account of a conversion no longer in the state is in its key.
-        scrub = {"op": "scrub", "user": pseudonym(ad_account_of(key), ctx.user_id, ctx.keys)}
+        scrub = scrub_message(ad_account_of(key), ctx.user_id, ctx.keys)
         forget = {"op": "forget_user", "conversion_key": key, "user_id": ctx.user_id}
         sends += [Send(RESULTS, key, scrub), Send("identity.answers", key, forget)]
     return None, sends
@@ -297,13 +302,28 @@ def on_result(
     return Published((mv, seq), record), [Send(ATTRIBUTED, conversion_key, record)]
 
 
-def scrubbed(last: Mapping[str, Any], user: str, at_ms: int) -> dict[str, Any] | None:
-    """The published record re-emitted without a deleted user's pseudonym, if it named them."""
+def scrubbed(last: Mapping[str, Any], users: Collection[str], at_ms: int) -> dict[str, Any] | None:
+    """The published record re-emitted without a deleted user, if it names them.
+
+    ``users``: the user's pseudonyms under every key (a record published
+    before a key rotation carries an older one).
+    """
     match = last.get("match")
-    if not match or match.get("user") != user:
+    if not match or match.get("user") not in users:
         return None
     version = next_stamp(last["version"], at_ms)
     return {**last, "match": {**match, "user": None}, "version": version, "processed_at_ms": at_ms}
+
+
+def scrub_message(ad_account_id: str, user_id: str, keys: PseudonymKeys) -> dict[str, Any]:
+    """What the publisher needs to scrub a deleted user from one account's record.
+
+    Every pseudonym the record may carry: the user's in that account under
+    every key in force (newest first), and the unscoped ones of before
+    pseudonyms were scoped by account.
+    """
+    users = pseudonyms(ad_account_id, user_id, keys) + unscoped_pseudonyms(user_id, keys)
+    return {"op": "scrub", "users": list(users)}
 
 
 def on_scrub(
@@ -312,7 +332,9 @@ def on_scrub(
     """A deleted user: re-emit the published record without them, if it names them."""
     if published is None:
         return None, []
-    record = scrubbed(published.record, scrub["user"], now_ms)
+    # {"user": p} is the scrub of before key rotations were handled.
+    users = scrub["users"] if "users" in scrub else [scrub["user"]]
+    record = scrubbed(published.record, users, now_ms)
     if record is None:
         return published, []
     return replace(published, record=record), [Send(ATTRIBUTED, conversion_key, record)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from services.attribute.agents import (
     PublisherHandler,
     UsersHandler,
 )
+from shared.runtime.settings import Settings
 from tests.support.harness import FakeEvent, Harness
 
 USER = "u-secret-17"
@@ -136,3 +138,20 @@ async def test_scrub_of_a_record_that_names_another_user_sends_nothing(h: Harnes
     scrub = {"op": "scrub", "user": "dev.0123456789abcdef0123456789abcdef"}
     await publish(h, h.record("attribution.results", CK, scrub))
     assert len(h.sent("conversions.attributed")) == 1
+
+
+K1 = ("k1", "the-first-pseudonym-secret-32-bytes-long")
+K2 = ("k2", "the-second-pseudonym-secret-32-bytes-long")
+
+
+async def test_delete_after_a_key_rotation_scrubs_records_published_under_the_old_key() -> None:
+    h = Harness(Settings(dev_mode=True, pseudonym_keys=(K1,)))
+    await users(h, h.record("attribution.assignments", USER, assign()))
+    await results_to_publisher(h)
+    [before] = h.sent("conversions.attributed")
+    assert before.json["match"]["user"].startswith("k1.")
+    h.settings = replace(h.settings, pseudonym_keys=(K2, K1))  # rotated: k2 newest
+    await users(h, h.record("privacy.requests", USER, privacy("delete")))
+    await results_to_publisher(h, start=1)
+    [_, after] = h.sent("conversions.attributed")
+    assert after.json["match"] == {"key_type": "em", "user": None}

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from services.attribute import rules
 from services.attribute.state import Published, User
 from shared.contract.limits import ENGAGEMENT_RETENTION_MS
-from shared.contract.pseudonyms import pseudonym
+from shared.contract.pseudonyms import pseudonym, unscoped_pseudonyms
 from shared.contract.records import Send
 
 DAY_MS = 86_400_000
@@ -234,13 +234,26 @@ PUBLISHED = Published((5, 7), {"version": 7, "match": {"key_type": "em", "user":
 
 
 def test_scrub_re_emits_only_records_naming_the_user_with_a_higher_version() -> None:
-    again, [sent] = rules.on_scrub(PUBLISHED, "ck", {"op": "scrub", "user": "k0.abc"}, NOW_MS)
+    scrub = {"op": "scrub", "users": ["k1.new", "k0.abc"]}
+    again, [sent] = rules.on_scrub(PUBLISHED, "ck", scrub, NOW_MS)
     assert again is not None and again.order == PUBLISHED.order and sent.value == again.record
     assert again.record["match"] == {"key_type": "em", "user": None}
     assert again.record["version"] == again.record["processed_at_ms"] == NOW_MS
-    assert rules.on_scrub(again, "ck", {"op": "scrub", "user": "k0.abc"}, 0)[1] == []
-    assert rules.on_scrub(PUBLISHED, "ck", {"op": "scrub", "user": "k0.other"}, NOW_MS)[1] == []
-    assert rules.on_scrub(None, "ck", {"op": "scrub", "user": "k0.abc"}, NOW_MS) == (None, [])
+    assert rules.on_scrub(again, "ck", scrub, 0)[1] == []
+    assert rules.on_scrub(PUBLISHED, "ck", {"op": "scrub", "users": ["k0.other"]}, NOW_MS)[1] == []
+    assert rules.on_scrub(None, "ck", scrub, NOW_MS) == (None, [])
+
+
+def test_a_scrub_of_before_key_rotations_were_handled_still_applies() -> None:
+    _, [sent] = rules.on_scrub(PUBLISHED, "ck", {"op": "scrub", "user": "k0.abc"}, NOW_MS)
+    assert sent.value["match"]["user"] is None
+
+
+def test_scrub_names_the_user_under_every_key_and_in_the_unscoped_form() -> None:
+    k2 = ("k2", "another-secret-of-at-least-thirty-two-bytes")
+    users = rules.scrub_message("1", "u1", (k2, *KEYS))["users"]
+    assert users[:2] == [pseudonym("1", "u1", (k2,)), pseudonym("1", "u1", KEYS)]
+    assert users[2:] == list(unscoped_pseudonyms("u1", (k2, *KEYS)))
 
 
 def test_each_ad_account_uses_its_own_windows() -> None:
@@ -326,4 +339,5 @@ def test_delete_scrubs_each_conversion_with_the_pseudonym_of_its_own_account() -
     user, _ = assign(User(), other, expires_ms=5)
     user = rules.trim(user, now_ms=10)  # gone from convs: the account comes from the key
     _, [scrub, _forget] = rules.on_delete(user, ctx())
-    assert scrub.value["user"] == pseudonym("2", "u1", KEYS)
+    assert pseudonym("2", "u1", KEYS) in scrub.value["users"]
+    assert pseudonym("1", "u1", KEYS) not in scrub.value["users"]
