@@ -25,12 +25,13 @@ import orjson
 
 from services.attribute import rules, state
 from shared.contract import versions
+from shared.contract.dead_letters import dlq_record
 from shared.contract.errors import InvalidEvent
 from shared.contract.inputs import decode_engagement, decode_privacy_request
 from shared.kafka.compacted_view import CompactedView
 from shared.runtime.app import raw_table, raw_topic
-from shared.runtime.batching import Outbox, StateCache, process
-from shared.runtime.logging import get_logger
+from shared.runtime.batching import DLQ, Outbox, StateCache, process
+from shared.runtime.logging import get_logger, message_fields
 from shared.runtime.settings import Settings
 
 USERS_INPUTS = ("ads.engagements", "privacy.requests", "attribution.assignments")
@@ -59,10 +60,10 @@ class UsersHandler:
         kind = self.kinds[message.topic]
         try:
             payload = self.decode(kind, message.value)
+            if kind == "privacy.requests":
+                rules.requested_user(message.key, payload)
         except InvalidEvent as exc:
-            await self.outbox.dead_letter(
-                exc.reason, exc.message, message, self.log, user_keyed=True
-            )
+            await self.reject(exc, message)
             return
         user = state.decode_user(users.get(message.key, event))
         now_ms = versions.now_ms()
@@ -86,6 +87,14 @@ class UsersHandler:
         await self.outbox.send_all(sends)
         users.put(message.key, state.encode_user(rules.trim(user, now_ms)), event)
 
+    async def reject(self, exc: InvalidEvent, message: Any) -> None:
+        """Dead-letter an input that breaks a rule, with no user id in the record."""
+        fields = message_fields(message, user_keyed=True)
+        self.log.warning("rejected", reason=exc.reason, **fields)
+        raw = text_without_user_ids(message.value, message.key)
+        record = dlq_record(exc.reason, exc.message, message, None, raw)
+        await self.outbox.send(DLQ, None, record)
+
     @staticmethod
     def decode(kind: str, raw: bytes | None) -> Any:
         if kind == "ads.engagements":
@@ -93,6 +102,40 @@ class UsersHandler:
         if kind == "privacy.requests":
             return decode_privacy_request(raw)
         return orjson.loads(raw) if raw is not None else None
+
+
+REDACTED = "[redacted]"
+NOT_SHOWN = "[not shown: a user-keyed input that is not a JSON object]"
+
+
+def text_without_user_ids(value: bytes | None, key: bytes | None) -> str:
+    """A user-keyed input as DLQ text: user ids leave the pipeline only as pseudonyms.
+
+    In a JSON object the ``user_id`` field, and any string holding the
+    record's key or that user_id, become ``"[redacted]"``; anything else
+    cannot be searched reliably and is not shown.
+    """
+    try:
+        doc = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return NOT_SHOWN
+    if not isinstance(doc, dict):
+        return NOT_SHOWN
+    user_ids = {key.decode("utf-8", "replace")} if key else set()
+    if isinstance(doc.get("user_id"), str) and doc["user_id"]:
+        user_ids.add(doc["user_id"])
+    doc = {k: REDACTED if k == "user_id" else v for k, v in doc.items()}
+    return orjson.dumps(_redact(doc, user_ids)).decode()
+
+
+def _redact(value: Any, user_ids: set[str]) -> Any:
+    if isinstance(value, str):
+        return REDACTED if any(uid and uid in value for uid in user_ids) else value
+    if isinstance(value, list):
+        return [_redact(item, user_ids) for item in value]
+    if isinstance(value, dict):
+        return {_redact(k, user_ids): _redact(v, user_ids) for k, v in value.items()}
+    return value
 
 
 class PublisherHandler:

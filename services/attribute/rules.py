@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from services.attribute.state import Assigned, Engagement, PrivacyChoice, Published, User
+from shared.contract.errors import InvalidEvent
 from shared.contract.keys import ad_account_of
 from shared.contract.limits import (
     ALLOWED_WINDOW_DAYS,
@@ -253,6 +254,18 @@ def trim(user: User, now_ms: int) -> User:
 def named_conversions(user: User) -> list[str]:
     """The conversion keys a user was ever assigned (a deletion scrubs each)."""
     return sorted(set(user.named) | set(user.convs))
+
+
+def requested_user(key: bytes | None, request: Mapping[str, Any]) -> str:
+    """The user a privacy request is for: its key and its ``user_id`` must agree.
+
+    The request acts on the key's state (the partition of the user's data); a
+    request whose key is missing or names someone else would wipe or restrict
+    the wrong user, or no one at all.
+    """
+    if key is None or key != request["user_id"].encode():
+        raise InvalidEvent("key_mismatch", "the record key is missing or is not the user_id")
+    return str(request["user_id"])
 
 
 def on_delete(user: User, ctx: Context) -> tuple[None, list[Send]]:

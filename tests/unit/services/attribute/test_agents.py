@@ -112,7 +112,38 @@ async def test_invalid_engagement_is_dead_lettered_and_the_batch_goes_on(h: Harn
     )
     [dead] = h.dead_letters()
     assert dead["reason"] == "invalid_type" and dead["source_topic"].endswith("ads.engagements")
+    assert USER not in str(dead) and '"engagement_id":"e-1"' in dead["raw"]
+    assert h.sent("conversions.dlq")[0].key is None
     assert len(h.sent("attribution.results")) == 1
+
+
+async def test_invalid_privacy_request_is_dead_lettered_without_the_user_id(h: Harness) -> None:
+    await users(
+        h,
+        h.record("privacy.requests", USER, privacy("forget-me")),
+        h.record("privacy.requests", USER, b"not json " + USER.encode()),
+    )
+    invalid, not_json = h.dead_letters()
+    assert invalid["reason"] == "invalid_kind" and not_json["reason"] == "invalid_json"
+    assert USER not in str(h.dead_letters())
+
+
+async def test_privacy_request_for_another_user_than_its_key_is_dead_lettered(
+    h: Harness,
+) -> None:
+    """The key's state is not touched: the request would wipe the wrong user."""
+    await users(h, h.record("attribution.assignments", USER, assign()))
+    await users(
+        h,
+        h.record("privacy.requests", USER, privacy("delete", user="u-someone-else")),
+        h.record("privacy.requests", None, privacy("delete")),
+        h.record("ads.engagements", USER, engagement()),
+    )
+    assert [d["reason"] for d in h.dead_letters()] == ["key_mismatch", "key_mismatch"]
+    assert USER not in str(h.dead_letters()) and "u-someone-else" not in str(h.dead_letters())
+    assert h.sent("identity.answers") == []
+    assert h.table("users").value(USER)["named"] == [CK]
+    assert len(h.sent("attribution.results")) == 2  # the engagement after them re-attributes
 
 
 async def test_delete_leaves_a_tombstone_and_scrubs_the_published_record(h: Harness) -> None:
