@@ -28,6 +28,7 @@ from shared.contract import versions
 from shared.contract.dead_letters import dlq_record
 from shared.contract.errors import InvalidEvent
 from shared.contract.inputs import decode_engagement, decode_privacy_request
+from shared.kafka.codec import key_bytes
 from shared.kafka.compacted_view import CompactedView
 from shared.runtime.app import raw_table, raw_topic
 from shared.runtime.batching import DLQ, Outbox, StateCache, process
@@ -35,7 +36,7 @@ from shared.runtime.logging import get_logger, message_fields
 from shared.runtime.settings import Settings
 
 USERS_INPUTS = ("ads.engagements", "privacy.requests", "attribution.assignments")
-USERS_OUTPUTS = ("attribution.results", "identity.answers")
+USERS_OUTPUTS = ("attribution.results", "identity.answers", "privacy.deleted", "privacy.receipts")
 PUBLISHER_OUTPUTS = ("conversions.attributed",)
 
 
@@ -47,13 +48,17 @@ class UsersHandler:
         settings: Settings,
         outbox: Outbox,
         log: Any,
+        deleted: CompactedView,
         windows_of: Callable[[str], Mapping[str, int]] = rules.default_windows,
     ) -> None:
         self.settings = settings
         self.outbox = outbox
         self.log = log
+        #: privacy.deleted: global pseudonym -> deleted_at_ms (``deleted_users_view``).
+        self.deleted = deleted
         self.windows_of = windows_of
         self.kinds = {settings.topic_name(name): name for name in USERS_INPUTS}
+        self.dropped = 0
 
     async def __call__(self, event: Any, users: StateCache) -> None:
         message = event.message
@@ -65,16 +70,19 @@ class UsersHandler:
         except InvalidEvent as exc:
             await self.reject(exc, message)
             return
+        user_id = message.key.decode()
+        keys = self.settings.active_pseudonym_keys
+        if kind == "privacy.requests" and payload["kind"] == "delete":
+            await self.delete(user_id, payload, users, event)
+            return
+        deleted_at_ms = self.deleted_at_ms(user_id)
+        if rules.predates_deletion(rules.input_time_ms(kind, payload), deleted_at_ms):
+            self.dropped += 1  # never the user id in a log line
+            self.log.info("deleted_user_input_dropped", topic=kind, dropped_total=self.dropped)
+            return
         user = state.decode_user(users.get(message.key, event))
         now_ms = versions.now_ms()
-        ctx = rules.Context(
-            message.key.decode(), self.settings.active_pseudonym_keys, self.windows_of, now_ms
-        )
-        if kind == "privacy.requests" and payload["kind"] == "delete":
-            _, sends = rules.on_delete(user, ctx)
-            await self.outbox.send_all(sends)
-            users.put(message.key, None, event)  # a tombstone in the changelog
-            return
+        ctx = rules.Context(user_id, keys, self.windows_of, now_ms)
         if kind == "ads.engagements":
             user, sends = rules.on_engagement(user, payload, ctx)
         elif kind == "privacy.requests":
@@ -86,6 +94,29 @@ class UsersHandler:
             user, sends = rules.on_retract(user, payload)
         await self.outbox.send_all(sends)
         users.put(message.key, state.encode_user(rules.trim(user, now_ms)), event)
+
+    async def delete(self, user_id: str, request: Any, users: StateCache, event: Any) -> None:
+        message = event.message
+        user = state.decode_user(users.get(message.key, event))
+        ctx = rules.Context(
+            user_id, self.settings.active_pseudonym_keys, self.windows_of, versions.now_ms()
+        )
+        _, sends = rules.on_delete(user, request, ctx)
+        await self.outbox.send_all(sends)
+        users.put(message.key, None, event)  # a tombstone in the changelog
+        for send in sends:
+            if send.topic == rules.DELETED:
+                # This worker drops a replay at once, before its view reads the topic.
+                self.deleted.apply(key_bytes(send.key), orjson.dumps(send.value))
+        self.log.info("user_deleted", conversions_scrubbed=len(rules.named_conversions(user)))
+
+    def deleted_at_ms(self, user_id: str) -> int | None:
+        """Up to when the user is deleted, if they are (under any pseudonym key)."""
+        found = [
+            self.deleted.get(k)
+            for k in rules.deleted_keys(user_id, self.settings.active_pseudonym_keys)
+        ]
+        return max((at for at in found if at is not None), default=None)
 
     async def reject(self, exc: InvalidEvent, message: Any) -> None:
         """Dead-letter an input that breaks a rule, with no user id in the record."""
@@ -164,6 +195,12 @@ class PublisherHandler:
             published.put(message.key, state.encode_published(new), event)
 
 
+def deleted_users_view(settings: Settings) -> CompactedView:
+    """privacy.deleted, read whole by every worker: pseudonym -> deleted_at_ms."""
+    topic = settings.topic_name("privacy.deleted")
+    return CompactedView(settings.bootstrap, topic, rules.parse_deleted)
+
+
 def register(app: faust.App, settings: Settings) -> None:
     log = get_logger()
     users = raw_table(app, settings, "users")
@@ -176,13 +213,16 @@ def register(app: faust.App, settings: Settings) -> None:
         windows: Mapping[str, int] | None = accounts.get(ad_account_id)
         return windows or rules.DEFAULT_WINDOWS_MS
 
+    deleted = deleted_users_view(settings)
     app.task(accounts.run)  # follows accounts.settings in every worker
+    app.task(deleted.run)  # follows privacy.deleted in every worker
 
     @app.agent(raw_topic(app, settings, *USERS_INPUTS), name="users")
     async def users_agent(stream: Any) -> None:
         outbox = Outbox(app, settings, *USERS_OUTPUTS)
-        handler = UsersHandler(settings, outbox, log, windows_of)
+        handler = UsersHandler(settings, outbox, log, deleted, windows_of)
         await accounts.ready.wait()  # never attribute with windows not yet read
+        await deleted.ready.wait()  # nor bring back a user deleted before this start
         await process(stream, settings, outbox, handler, users, log=log, user_keyed=True)
 
     @app.agent(raw_topic(app, settings, "attribution.results"), name="publisher")

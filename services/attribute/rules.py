@@ -27,6 +27,7 @@ from shared.contract.limits import (
     ENGAGEMENT_RETENTION_MS,
 )
 from shared.contract.pseudonyms import (
+    DELETED_USERS_SCOPE,
     PseudonymKeys,
     pseudonym,
     pseudonyms,
@@ -37,6 +38,8 @@ from shared.contract.versions import next_stamp
 
 CLASS_RANK: Mapping[str, int] = {"click": 3, "engagement": 2, "view": 1}
 RESULTS = "attribution.results"
+DELETED = "privacy.deleted"
+RECEIPTS = "privacy.receipts"
 
 #: The attribution windows (ms per class) of an ad account.
 WindowsOf = Callable[[str], Mapping[str, int]]
@@ -268,17 +271,75 @@ def requested_user(key: bytes | None, request: Mapping[str, Any]) -> str:
     return str(request["user_id"])
 
 
-def on_delete(user: User, ctx: Context) -> tuple[None, list[Send]]:
+def on_delete(user: User, request: Mapping[str, Any], ctx: Context) -> tuple[None, list[Send]]:
     """A deleted user: no state is left (a tombstone), and every conversion that
     named them is scrubbed: the publisher re-emits its record without the user,
-    and the conversion's owner in identity_match forgets the user id."""
+    and the conversion's owner in identity_match forgets the user id.
+
+    The user joins the deleted users (``privacy.deleted``) and a receipt says
+    attribute's part is done (``privacy.receipts``, if the request has an id).
+    """
     sends = []
-    for key in named_conversions(user):
+    named = named_conversions(user)
+    for key in named:
         # The account of a conversion no longer in the state is in its key.
         scrub = scrub_message(ad_account_of(key), ctx.user_id, ctx.keys)
         forget = {"op": "forget_user", "conversion_key": key, "user_id": ctx.user_id}
         sends += [Send(RESULTS, key, scrub), Send("identity.answers", key, forget)]
+    request_id = request.get("request_id")
+    request_id = request_id if isinstance(request_id, str) and request_id else None
+    sends.append(deleted_user(ctx, int(request["ts_ms"]), request_id))
+    if request_id is not None:
+        receipt = {
+            "request_id": request_id,
+            "service": "attribute",
+            "completed_at_ms": ctx.now_ms,
+            "conversions_scrubbed": len(named),
+        }
+        sends.append(Send(RECEIPTS, request_id, receipt))
     return None, sends
+
+
+def deleted_user(ctx: Context, requested_at_ms: int, request_id: str | None) -> Send:
+    """The privacy.deleted record of a user deleted now.
+
+    Keyed by the user's one pseudonym across accounts (newest key). Deleted
+    up to the later of the request's ts_ms and now: everything this deletion
+    wiped from the state is at or before it.
+    """
+    user = pseudonym(DELETED_USERS_SCOPE, ctx.user_id, ctx.keys)
+    deleted_at_ms = max(requested_at_ms, ctx.now_ms)
+    value = {"user": user, "deleted_at_ms": deleted_at_ms, "request_id": request_id}
+    return Send(DELETED, user, value)
+
+
+def deleted_keys(user_id: str, keys: PseudonymKeys) -> tuple[str, ...]:
+    """The privacy.deleted keys a user may have: one per key, newest first."""
+    return pseudonyms(DELETED_USERS_SCOPE, user_id, keys)
+
+
+def parse_deleted(raw: bytes) -> int:
+    """A privacy.deleted value -> the time up to which the user is deleted (ms)."""
+    return int(orjson.loads(raw)["deleted_at_ms"])
+
+
+def input_time_ms(kind: str, payload: Mapping[str, Any]) -> int | None:
+    """When a users input happened (ms): an engagement's or a privacy request's
+    ts_ms, an assigned conversion's event_time; None for a retraction."""
+    if kind == "attribution.assignments":
+        if payload.get("op") != "assign":
+            return None
+        return int(payload["conv"]["event_time"]) * 1000
+    return int(payload["ts_ms"])
+
+
+def predates_deletion(at_ms: int | None, deleted_at_ms: int | None) -> bool:
+    """Whether an input is of a deleted user from before the deletion.
+
+    Such an input (a replay, a late record) is dropped: it must not bring the
+    user back. Inputs after the deletion are new data.
+    """
+    return at_ms is not None and deleted_at_ms is not None and at_ms <= deleted_at_ms
 
 
 # -------------------------------------------------------- publisher steps

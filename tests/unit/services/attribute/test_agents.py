@@ -13,7 +13,9 @@ from services.attribute.agents import (
     USERS_OUTPUTS,
     PublisherHandler,
     UsersHandler,
+    deleted_users_view,
 )
+from shared.kafka.compacted_view import CompactedView
 from shared.runtime.settings import Settings
 from tests.support.harness import FakeEvent, Harness
 
@@ -64,8 +66,14 @@ def privacy(kind: str, ts_ms: int = T * 1000, user: str = USER) -> dict[str, Any
     return {"request_id": "r-1", "user_id": user, "kind": kind, "ts_ms": ts_ms}
 
 
+def deleted_of(h: Harness) -> CompactedView:
+    """The harness's privacy.deleted view, like the one each worker follows."""
+    view: CompactedView = h.__dict__.setdefault("deleted_view", deleted_users_view(h.settings))
+    return view
+
+
 async def users(h: Harness, *events: FakeEvent) -> None:
-    handler = UsersHandler(h.settings, h.outbox(*USERS_OUTPUTS), h.log)
+    handler = UsersHandler(h.settings, h.outbox(*USERS_OUTPUTS), h.log, deleted_of(h))
     await h.run(handler, list(events), h.table("users"), user_keyed=True)
 
 
@@ -186,3 +194,52 @@ async def test_delete_after_a_key_rotation_scrubs_records_published_under_the_ol
     await results_to_publisher(h, start=1)
     [_, after] = h.sent("conversions.attributed")
     assert after.json["match"] == {"key_type": "em", "user": None}
+
+
+async def test_delete_writes_the_deleted_user_and_a_receipt_without_the_user_id(
+    h: Harness,
+) -> None:
+    await users(h, h.record("attribution.assignments", USER, assign()))
+    await users(h, h.record("privacy.requests", USER, privacy("delete")))
+    [deleted] = h.sent("privacy.deleted")
+    assert deleted.key == deleted.json["user"].encode() and deleted.json["request_id"] == "r-1"
+    [receipt] = h.sent("privacy.receipts")
+    assert receipt.key == b"r-1"
+    assert set(receipt.json) == {"request_id", "service", "completed_at_ms", "conversions_scrubbed"}
+    assert receipt.json["service"] == "attribute" and receipt.json["conversions_scrubbed"] == 1
+    assert USER not in str([s.value for s in h.producer.sent if s.topic != "identity.answers"])
+
+
+async def test_replayed_inputs_from_before_the_deletion_do_not_bring_the_user_back(
+    h: Harness,
+) -> None:
+    before = [
+        ("ads.engagements", engagement()),
+        ("attribution.assignments", assign()),
+        ("privacy.requests", privacy("opt_in", ts_ms=(T - 60) * 1000)),
+    ]
+    await users(h, *(h.record(topic, USER, value) for topic, value in before))
+    sent = len(h.producer.sent)
+    await users(h, h.record("privacy.requests", USER, privacy("delete")))
+    deletion = len(h.producer.sent)
+    await users(h, *(h.record(topic, USER, value) for topic, value in before))
+    assert h.table("users").value(USER) is None
+    assert len(h.producer.sent) == deletion > sent
+
+
+async def test_a_deletion_seen_by_another_worker_drops_the_replay_too(h: Harness) -> None:
+    """The view of privacy.deleted (another worker deleted the user, under an older key)."""
+    other = Harness(Settings(dev_mode=True, pseudonym_keys=(K1,)))
+    await users(other, other.record("privacy.requests", USER, privacy("delete")))
+    [record] = other.sent("privacy.deleted")
+    h.settings = replace(h.settings, pseudonym_keys=(K2, K1))
+    deleted_of(h).apply(record.key, record.value)
+    await users(h, h.record("ads.engagements", USER, engagement()))
+    assert h.table("users").value(USER) is None
+
+
+async def test_inputs_after_the_deletion_are_new_data(h: Harness) -> None:
+    await users(h, h.record("privacy.requests", USER, privacy("delete", ts_ms=(T - 60) * 1000)))
+    later = engagement("e-2", ts_ms=int(time.time() * 1000) + 60_000)
+    await users(h, h.record("ads.engagements", USER, later))
+    assert list(h.table("users").value(USER)["eng"]) == ["e-2"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.attribute import rules
 from services.attribute.state import Published, User
 from shared.contract.limits import ENGAGEMENT_RETENTION_MS
-from shared.contract.pseudonyms import pseudonym, unscoped_pseudonyms
+from shared.contract.pseudonyms import DELETED_USERS_SCOPE, pseudonym, unscoped_pseudonyms
 from shared.contract.records import Send
 
 DAY_MS = 86_400_000
@@ -219,10 +220,13 @@ def test_deleted_user_lists_every_conversion_ever_assigned_even_past_the_horizon
     assert rules.named_conversions(user) == ["k1", "k2"]
 
 
+DELETE = {"request_id": "r-1", "user_id": "u1", "kind": "delete", "ts_ms": T_MS}
+
+
 def test_delete_leaves_no_state_and_scrubs_every_named_conversion() -> None:
     user, _ = assign(User(), assignment("k1"), expires_ms=5)
     user, _ = assign(user, assignment("k2"))
-    new, sends = rules.on_delete(rules.trim(user, now_ms=10), ctx())
+    new, sends = rules.on_delete(rules.trim(user, now_ms=10), DELETE, ctx())
     assert new is None
     scrubbed = [s.key for s in sends if s.topic == "attribution.results"]
     forgotten = [s.key for s in sends if s.topic == "identity.answers"]
@@ -338,6 +342,51 @@ def test_delete_scrubs_each_conversion_with_the_pseudonym_of_its_own_account() -
     other["conv"] = {**other["conv"], "ad_account_id": "2"}
     user, _ = assign(User(), other, expires_ms=5)
     user = rules.trim(user, now_ms=10)  # gone from convs: the account comes from the key
-    _, [scrub, _forget] = rules.on_delete(user, ctx())
+    _, [scrub, _forget, *_] = rules.on_delete(user, DELETE, ctx())
     assert pseudonym("2", "u1", KEYS) in scrub.value["users"]
     assert pseudonym("1", "u1", KEYS) not in scrub.value["users"]
+
+
+def test_delete_records_the_deleted_user_and_a_receipt() -> None:
+    user, _ = assign(User(), assignment("k1"))
+    _, sends = rules.on_delete(user, DELETE, ctx())
+    [deleted] = [s for s in sends if s.topic == "privacy.deleted"]
+    [receipt] = [s for s in sends if s.topic == "privacy.receipts"]
+    global_user = pseudonym(DELETED_USERS_SCOPE, "u1", KEYS)
+    assert deleted.key == global_user
+    assert deleted.value == {"user": global_user, "deleted_at_ms": NOW_MS, "request_id": "r-1"}
+    assert receipt.key == "r-1"
+    assert receipt.value == {
+        "request_id": "r-1",
+        "service": "attribute",
+        "completed_at_ms": NOW_MS,
+        "conversions_scrubbed": 1,
+    }
+
+
+def test_deleted_up_to_the_later_of_the_request_and_now() -> None:
+    later = {**DELETE, "ts_ms": NOW_MS + 5}
+    _, sends = rules.on_delete(User(), later, ctx())
+    assert [s.value["deleted_at_ms"] for s in sends if s.topic == "privacy.deleted"] == [NOW_MS + 5]
+
+
+def test_delete_without_a_request_id_still_deletes_without_a_receipt() -> None:
+    request = {k: v for k, v in DELETE.items() if k != "request_id"}
+    _, sends = rules.on_delete(User(), request, ctx())
+    assert [s.topic for s in sends] == ["privacy.deleted"]
+    assert rules.parse_deleted(orjson.dumps(sends[0].value)) == NOW_MS
+
+
+@given(st.integers(0, 2 * T_MS), st.integers(0, 2 * T_MS))
+def test_only_inputs_at_or_before_the_deletion_are_dropped(at_ms: int, deleted_at: int) -> None:
+    assert rules.predates_deletion(at_ms, deleted_at) == (at_ms <= deleted_at)
+    assert not rules.predates_deletion(at_ms, None)
+    assert not rules.predates_deletion(None, deleted_at)
+
+
+def test_the_time_of_an_input_is_its_ts_or_its_conversion_event_time() -> None:
+    assert rules.input_time_ms("ads.engagements", eng("c", 7)) == 7
+    assert rules.input_time_ms("privacy.requests", DELETE) == T_MS
+    assert rules.input_time_ms("attribution.assignments", assignment()) == T_MS
+    retract = {"op": "retract", "conversion_key": "k", "mv": 2}
+    assert rules.input_time_ms("attribution.assignments", retract) is None
