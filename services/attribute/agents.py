@@ -4,7 +4,8 @@
   ads.engagements): the user's engagements, assigned conversions and privacy
   state; attributes conversions on assignment and re-attributes them when a
   late engagement or a privacy request changes the outcome; forgets the user
-  on a deletion.
+  on a deletion (``privacy.deleted`` keeps it from coming back, a receipt goes
+  to ``privacy.receipts``).
 * ``publisher`` (``PublisherHandler``): per conversion_key: writes a result to
   conversions.attributed only if its order is newer than the last one
   published, so the latest record of every key is its newest result even when
@@ -24,6 +25,7 @@ import faust
 import orjson
 
 from services.attribute import rules, state
+from services.attribute.redaction import text_without_user_ids
 from shared.contract import versions
 from shared.contract.dead_letters import dlq_record
 from shared.contract.errors import InvalidEvent
@@ -133,40 +135,6 @@ class UsersHandler:
         if kind == "privacy.requests":
             return decode_privacy_request(raw)
         return orjson.loads(raw) if raw is not None else None
-
-
-REDACTED = "[redacted]"
-NOT_SHOWN = "[not shown: a user-keyed input that is not a JSON object]"
-
-
-def text_without_user_ids(value: bytes | None, key: bytes | None) -> str:
-    """A user-keyed input as DLQ text: user ids leave the pipeline only as pseudonyms.
-
-    In a JSON object the ``user_id`` field, and any string holding the
-    record's key or that user_id, become ``"[redacted]"``; anything else
-    cannot be searched reliably and is not shown.
-    """
-    try:
-        doc = orjson.loads(value) if value is not None else None
-    except orjson.JSONDecodeError:
-        return NOT_SHOWN
-    if not isinstance(doc, dict):
-        return NOT_SHOWN
-    user_ids = {key.decode("utf-8", "replace")} if key else set()
-    if isinstance(doc.get("user_id"), str) and doc["user_id"]:
-        user_ids.add(doc["user_id"])
-    doc = {k: REDACTED if k == "user_id" else v for k, v in doc.items()}
-    return orjson.dumps(_redact(doc, user_ids)).decode()
-
-
-def _redact(value: Any, user_ids: set[str]) -> Any:
-    if isinstance(value, str):
-        return REDACTED if any(uid and uid in value for uid in user_ids) else value
-    if isinstance(value, list):
-        return [_redact(item, user_ids) for item in value]
-    if isinstance(value, dict):
-        return {_redact(k, user_ids): _redact(v, user_ids) for k, v in value.items()}
-    return value
 
 
 class PublisherHandler:
