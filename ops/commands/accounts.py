@@ -17,7 +17,7 @@ import asyncio
 import orjson
 
 from ops.commands.common import print_json
-from services.attribute.logic import DEFAULT_WINDOWS_DAYS, windows_ms
+from services.attribute.rules import DEFAULT_WINDOWS_DAYS, windows_ms
 from shared.kafka.topic_io import latest_by_key, produce, read_all
 from shared.runtime.errors import ConfigError
 from shared.runtime.settings import Settings

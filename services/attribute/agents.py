@@ -1,149 +1,200 @@
 """Agents of the attribute service.
 
-* ``users``: per user_id (co-partitioned with ads.engagements): the user's
-  engagements, assigned conversions and privacy state; attributes conversions
-  on assignment and re-attributes them when a late engagement or a privacy
-  request changes the outcome; forgets the user on a deletion.
-* ``publisher``: per conversion_key: writes a result to conversions.attributed
-  only if its version is newer than the last one published, so the latest
-  record of every key is its newest result even when two user partitions race.
+* ``users`` (``UsersHandler``): per user_id (co-partitioned with
+  ads.engagements): the user's engagements, assigned conversions and privacy
+  state; attributes conversions on assignment and re-attributes them when a
+  late engagement or a privacy request changes the outcome; forgets the user
+  on a deletion (``privacy.deleted`` keeps it from coming back, a receipt goes
+  to ``privacy.receipts``).
+* ``publisher`` (``PublisherHandler``): per conversion_key: writes a result to
+  conversions.attributed only if its order is newer than the last one
+  published, so the latest record of every key is its newest result even when
+  two user partitions race.
+
+The handlers are each agent's per-record step (decode, rule, state, sends);
+``register`` only wires them to Faust, so they run in-process in unit tests
+(``tests/support/harness.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import faust
 import orjson
 
-from services.attribute import logic
+from services.attribute import rules, state
+from services.attribute.redaction import text_without_user_ids
 from shared.contract import versions
+from shared.contract.dead_letters import dlq_record
 from shared.contract.errors import InvalidEvent
 from shared.contract.inputs import decode_engagement, decode_privacy_request
-from shared.contract.pseudonyms import pseudonym
-from shared.contract.records import attributed_record
+from shared.kafka.codec import key_bytes
 from shared.kafka.compacted_view import CompactedView
 from shared.runtime.app import raw_table, raw_topic
-from shared.runtime.batching import Outbox, process
-from shared.runtime.logging import get_logger
+from shared.runtime.batching import DLQ, Outbox, StateCache, process
+from shared.runtime.logging import get_logger, message_fields
 from shared.runtime.settings import Settings
 
-DECODERS = {
-    "ads.engagements": decode_engagement,
-    "privacy.requests": decode_privacy_request,
-    "attribution.assignments": orjson.loads,
-}
+USERS_INPUTS = ("ads.engagements", "privacy.requests", "attribution.assignments")
+USERS_OUTPUTS = ("attribution.results", "identity.answers", "privacy.deleted", "privacy.receipts")
+PUBLISHER_OUTPUTS = ("conversions.attributed",)
+
+
+class UsersHandler:
+    """One engagement, privacy request or assignment against the ``users`` table."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        outbox: Outbox,
+        log: Any,
+        deleted: CompactedView,
+        windows_of: Callable[[str], Mapping[str, int]] = rules.default_windows,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.log = log
+        #: privacy.deleted: global pseudonym -> deleted_at_ms (``deleted_users_view``).
+        self.deleted = deleted
+        self.windows_of = windows_of
+        self.kinds = {settings.topic_name(name): name for name in USERS_INPUTS}
+        self.dropped = 0
+
+    async def __call__(self, event: Any, users: StateCache) -> None:
+        message = event.message
+        kind = self.kinds[message.topic]
+        try:
+            payload = self.decode(kind, message.value)
+            if kind == "privacy.requests":
+                rules.requested_user(message.key, payload)
+        except InvalidEvent as exc:
+            await self.reject(exc, message)
+            return
+        user_id = message.key.decode()
+        keys = self.settings.active_pseudonym_keys
+        if kind == "privacy.requests" and payload["kind"] == "delete":
+            await self.delete(user_id, payload, users, event)
+            return
+        deleted_at_ms = self.deleted_at_ms(user_id)
+        if rules.predates_deletion(rules.input_time_ms(kind, payload), deleted_at_ms):
+            self.dropped += 1  # never the user id in a log line
+            self.log.info("deleted_user_input_dropped", topic=kind, dropped_total=self.dropped)
+            return
+        user = state.decode_user(users.get(message.key, event))
+        now_ms = versions.now_ms()
+        ctx = rules.Context(user_id, keys, self.windows_of, now_ms)
+        if kind == "ads.engagements":
+            user, sends = rules.on_engagement(user, payload, ctx)
+        elif kind == "privacy.requests":
+            user, sends = rules.on_privacy_request(user, payload, message.offset, ctx)
+        elif payload["op"] == "assign":
+            expires_ms = now_ms + self.settings.late_horizon_s * 1000
+            user, sends = rules.on_assign(user, payload, ctx, expires_ms)
+        else:
+            user, sends = rules.on_retract(user, payload)
+        await self.outbox.send_all(sends)
+        users.put(message.key, state.encode_user(rules.trim(user, now_ms)), event)
+
+    async def delete(self, user_id: str, request: Any, users: StateCache, event: Any) -> None:
+        message = event.message
+        user = state.decode_user(users.get(message.key, event))
+        ctx = rules.Context(
+            user_id, self.settings.active_pseudonym_keys, self.windows_of, versions.now_ms()
+        )
+        _, sends = rules.on_delete(user, request, ctx)
+        await self.outbox.send_all(sends)
+        users.put(message.key, None, event)  # a tombstone in the changelog
+        for send in sends:
+            if send.topic == rules.DELETED:
+                # This worker drops a replay at once, before its view reads the topic.
+                self.deleted.apply(key_bytes(send.key), orjson.dumps(send.value))
+        self.log.info("user_deleted", conversions_scrubbed=len(rules.named_conversions(user)))
+
+    def deleted_at_ms(self, user_id: str) -> int | None:
+        """Up to when the user is deleted, if they are (under any pseudonym key)."""
+        found = [
+            self.deleted.get(k)
+            for k in rules.deleted_keys(user_id, self.settings.active_pseudonym_keys)
+        ]
+        return max((at for at in found if at is not None), default=None)
+
+    async def reject(self, exc: InvalidEvent, message: Any) -> None:
+        """Dead-letter an input that breaks a rule, with no user id in the record."""
+        fields = message_fields(message, user_keyed=True)
+        self.log.warning("rejected", reason=exc.reason, **fields)
+        raw = text_without_user_ids(message.value, message.key)
+        record = dlq_record(exc.reason, exc.message, message, None, raw)
+        await self.outbox.send(DLQ, None, record)
+
+    @staticmethod
+    def decode(kind: str, raw: bytes | None) -> Any:
+        if kind == "ads.engagements":
+            return decode_engagement(raw)
+        if kind == "privacy.requests":
+            return decode_privacy_request(raw)
+        return orjson.loads(raw) if raw is not None else None
+
+
+class PublisherHandler:
+    """One attribution.results message against the ``published`` table."""
+
+    def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.log = log
+
+    async def __call__(self, event: Any, published: StateCache) -> None:
+        message = event.message
+        result = orjson.loads(message.value)
+        last = state.decode_published(published.get(message.key, event))
+        conversion_key = message.key.decode()
+        now_ms = versions.now_ms()
+        if result.get("op") == "scrub":
+            new, sends = rules.on_scrub(last, conversion_key, result, now_ms)
+        else:
+            new, sends = rules.on_result(last, conversion_key, result, now_ms)
+            if not sends:
+                published.rewrite(message.key, event)  # not newer than what was published
+                return
+        if new is not None and sends:
+            await self.outbox.send_all(sends)
+            published.put(message.key, state.encode_published(new), event)
+
+
+def deleted_users_view(settings: Settings) -> CompactedView:
+    """privacy.deleted, read whole by every worker: pseudonym -> deleted_at_ms."""
+    topic = settings.topic_name("privacy.deleted")
+    return CompactedView(settings.bootstrap, topic, rules.parse_deleted)
 
 
 def register(app: faust.App, settings: Settings) -> None:
     log = get_logger()
     users = raw_table(app, settings, "users")
     published = raw_table(app, settings, "published")
-    names = {settings.topic_name(n): n for n in DECODERS}
     accounts = CompactedView(
-        settings.bootstrap, settings.topic_name("accounts.settings"), logic.parse_account_settings
+        settings.bootstrap, settings.topic_name("accounts.settings"), rules.parse_account_settings
     )
 
-    def windows(ad_account_id: str) -> Any:
-        return accounts.get(ad_account_id) or logic.DEFAULT_WINDOWS_MS
+    def windows_of(ad_account_id: str) -> Mapping[str, int]:
+        windows: Mapping[str, int] | None = accounts.get(ad_account_id)
+        return windows or rules.DEFAULT_WINDOWS_MS
 
-    @app.task
-    async def follow_account_settings() -> None:
-        await accounts.run()
+    deleted = deleted_users_view(settings)
+    app.task(accounts.run)  # follows accounts.settings in every worker
+    app.task(deleted.run)  # follows privacy.deleted in every worker
 
-    def as_result(user_id: str, result: dict[str, Any]) -> dict[str, Any]:
-        matched = result["status"] != "unidentified"
-        user = pseudonym(user_id, settings.active_pseudonym_keys) if matched else None
-        return {
-            "conv": result["conv"],
-            "status": result["status"],
-            "reason": result["reason"],
-            "touch": result["touch"],
-            "match": {"key_type": result["key_type"], "user": user} if matched else None,
-            "order": result["order"],
-        }
-
-    async def forget(outbox: Outbox, user_id: str, conversion_keys: list[str]) -> None:
-        """A deleted user: results that named them are re-published without them,
-        and each conversion's owner in identity_match scrubs the user id."""
-        scrub = {"op": "scrub", "user": pseudonym(user_id, settings.active_pseudonym_keys)}
-        for conversion_key in conversion_keys:
-            await outbox.send("attribution.results", conversion_key, scrub)
-            forget_msg = {"op": "forget_user", "conversion_key": conversion_key, "user_id": user_id}
-            await outbox.send("identity.answers", conversion_key, forget_msg)
-
-    @app.agent(raw_topic(app, settings, *DECODERS), name="users")
+    @app.agent(raw_topic(app, settings, *USERS_INPUTS), name="users")
     async def users_agent(stream: Any) -> None:
-        outbox = Outbox(app, settings, "attribution.results", "identity.answers")
-
-        async def handle(event: Any, cache: Any) -> None:
-            message = event.message
-            kind = names[message.topic]
-            try:
-                payload = DECODERS[kind](message.value)
-            except InvalidEvent as exc:
-                await outbox.dead_letter(exc.reason, exc.message, message, log, user_keyed=True)
-                return
-            user_id = message.key.decode()
-            state = cache.get(message.key, event) or logic.new_user_state()
-            now_ms = versions.now_ms()
-            if kind == "privacy.requests" and payload["kind"] == "delete":
-                await forget(outbox, user_id, logic.delete_user(state))
-                cache.put(message.key, None, event)  # a tombstone in the changelog
-                return
-            changed: list[tuple[str, dict[str, Any]]] = []
-            if kind == "ads.engagements":
-                changed = logic.add_engagement(state, payload, windows, now_ms)
-            elif kind == "privacy.requests":
-                changed = logic.add_privacy_request(state, payload, message.offset, windows, now_ms)
-            elif payload["op"] == "assign":
-                expires_ms = now_ms + settings.late_horizon_s * 1000
-                result = logic.assign(state, payload, windows, expires_ms, now_ms)
-                if result is not None:
-                    changed = [(payload["conversion_key"], result)]
-            else:
-                logic.retract(state, payload)
-            for conversion_key, result in changed:
-                await outbox.send("attribution.results", conversion_key, as_result(user_id, result))
-            logic.trim(state, now_ms)
-            cache.put(message.key, state, event)
-
+        outbox = Outbox(app, settings, *USERS_OUTPUTS)
+        handler = UsersHandler(settings, outbox, log, deleted, windows_of)
         await accounts.ready.wait()  # never attribute with windows not yet read
-        await process(stream, settings, outbox, handle, users, log=log, user_keyed=True)
+        await deleted.ready.wait()  # nor bring back a user deleted before this start
+        await process(stream, settings, outbox, handler, users, log=log, user_keyed=True)
 
     @app.agent(raw_topic(app, settings, "attribution.results"), name="publisher")
     async def publisher(stream: Any) -> None:
-        outbox = Outbox(app, settings, "conversions.attributed")
-
-        async def handle(event: Any, cache: Any) -> None:
-            message = event.message
-            result = orjson.loads(message.value)
-            # {"order": [mv, seq] of the result published, "record": what was published}
-            last = cache.get(message.key, event)
-            last_record = last["record"] if last else None
-            now_ms = versions.now_ms()
-            if result.get("op") == "scrub":
-                record = logic.scrubbed(last_record, result["user"], now_ms)
-                order = last["order"] if last else None
-            elif logic.is_newer(result["order"], last):
-                record = attributed_record(
-                    message.key.decode(),
-                    result["conv"],
-                    status=result["status"],
-                    reason=result["reason"],
-                    match=result.get("match"),
-                    touch=result.get("touch"),
-                    # A stamp: grows even if this table came back older after a crash.
-                    version=versions.next_stamp(last_record and last_record["version"], now_ms),
-                    processed_at_ms=now_ms,
-                )
-                order = result["order"]
-            else:
-                cache.rewrite(message.key, event)  # not newer than what was published
-                return
-            if record is not None:
-                record["processed_at_ms"] = now_ms
-                await outbox.send("conversions.attributed", message.key, record)
-                cache.put(message.key, {"order": order, "record": record}, event)
-
-        await process(stream, settings, outbox, handle, published, log=log)
+        outbox = Outbox(app, settings, *PUBLISHER_OUTPUTS)
+        handler = PublisherHandler(settings, outbox, log)
+        await process(stream, settings, outbox, handler, published, log=log)

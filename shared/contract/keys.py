@@ -16,6 +16,11 @@ def conversion_key(ad_account_id: str, event_name: str, event_id: str, scope: st
     return f"{ad_account_id}:{event_name}:{event_id}:{scope}"
 
 
+def ad_account_of(conversion_key: str) -> str:
+    """The ad account of a conversion key (ad account ids are digits: no colon)."""
+    return conversion_key.split(":", 1)[0]
+
+
 def ip_ua_hash(client_ip_address: str, client_user_agent: str) -> str:
     """``sha256(client_ip_address + "|" + client_user_agent)``, lower-case hex.
 

@@ -141,7 +141,7 @@ async def scenario(bootstrap: str, ns: str) -> None:
     assert before, "the three conversions were not attributed in time"
     keys_ = Settings(dev_mode=True).active_pseudonym_keys
     by_email = before[f"{ACCOUNT}:checkout:by-email:online"]
-    assert by_email["match"]["user"] == pseudonym(DELETED, keys_)
+    assert by_email["match"]["user"] == pseudonym(ACCOUNT, DELETED, keys_)
     assert before[f"{ACCOUNT}:checkout:by-click:online"]["match"]["key_type"] == "click_id"
 
     await produce(
@@ -185,6 +185,48 @@ async def scenario(bootstrap: str, ns: str) -> None:
         return None if found else True
 
     assert await wait_until(no_state_names_the_user, 60), "a changelog still names the user"
+
+    async def attribute_receipt():
+        receipts = await read_all(bootstrap, t("privacy.receipts"))
+        mine = [orjson.loads(r.value) for r in receipts if r.key == b"r-1"]
+        return [r for r in mine if r["service"] == "attribute"]
+
+    [receipt] = await wait_until(attribute_receipt, 30)
+    assert set(receipt) == {"request_id", "service", "completed_at_ms", "conversions_scrubbed"}
+    assert receipt["request_id"] == "r-1" and receipt["conversions_scrubbed"] == 2
+    assert receipt["completed_at_ms"] >= now_ms
+    await replayed_engagement_does_not_resurrect_the_user(bootstrap, ns, now, after)
+
+
+async def replayed_engagement_does_not_resurrect_the_user(
+    bootstrap: str, ns: str, now: int, after: dict
+) -> None:
+    """The user's pre-deletion engagement comes again (a replay); then a new one.
+
+    Same key, same partition: once attribute's state holds the new engagement,
+    the replay before it has been processed, and it must not be there.
+    """
+    t = lambda name: f"{ns}.{name}"  # noqa: E731
+    new_ms = int(time.time() * 1000) + 60_000  # after the deletion: new data
+    # Without its click_id: the click index is identity_match's side of deletion.
+    replay = engagement("e-1", DELETED, (now - 800) * 1000, None)
+    fresh = engagement("e-new", DELETED, new_ms, None)
+    await produce(
+        bootstrap,
+        [(t("ads.engagements"), DELETED.encode(), v) for v in (replay, fresh)],
+    )
+    settings = Settings(service="attribute", namespace=ns)
+    changelog = registry_for(settings).table("attribute", "users").changelog_name(settings.app_id)
+
+    async def state_after_the_fresh_engagement():
+        state = (await latest(bootstrap, changelog)).get(DELETED)
+        return state if state and "e-new" in state["eng"] else None
+
+    state = await wait_until(state_after_the_fresh_engagement, 60)
+    assert state, "the engagement after the deletion was not processed"
+    assert list(state["eng"]) == ["e-new"] and state["named"] == []
+    out = await latest(bootstrap, t("conversions.attributed"))
+    assert out == after, "a replay changed a published result"
 
 
 def test_delete_request_reaches_every_store(bootstrap: str, namespace: str, mesh) -> None:  # noqa: F811

@@ -38,6 +38,8 @@ Readings chosen where the contract leaves room (each also a test):
 * ``match.key_type`` is the identity.signals vocabulary: ``click_id``,
   ``external_id``, ``em``, ``ph``, ``hashed_maid`` (parameter ``maid_key_type``),
   ``ip_ua``.
+* ``match.user``: the pseudonym of the user in the conversion's ad account
+  (``shared.contract.pseudonyms.pseudonym(ad_account_id, user_id, keys)``).
 * Restricted: ``opt_out`` is checked before ``ldp``, both before matching (no
   match is reported). ``opt_out_type`` is split on commas; an item equal to
   ``LDP`` (trimmed, case-insensitive) restricts. ``user_opt_out``: the matched
@@ -623,7 +625,9 @@ def attribute_one(
     if _opted_out(ctx, user_id, t_ms if privacy_as_of_event_time else None):
         result["unidentified_reason"] = "user_opt_out"
         return result
-    result["match"] = {"key_type": key_type, "user": pseudonym(user_id, pseudonym_keys)}
+    # Scoped by the conversion's ad account: another account sees another pseudonym.
+    user = pseudonym(conv.ad_account_id, user_id, pseudonym_keys)
+    result["match"] = {"key_type": key_type, "user": user}
     touch = _touch(ctx, conv, user_id, windows_days)
     result["status"] = "attributed" if touch is not None else "unattributed"
     result["touch"] = touch

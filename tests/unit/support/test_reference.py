@@ -37,8 +37,9 @@ IP, UA = "203.0.113.7", "Mozilla/5.0 (X11; Linux x86_64)"
 IPUA = ip_ua_hash(IP, UA)
 
 
-def p(user_id: str) -> str:
-    return pseudonym(user_id, KEYS)
+def p(user_id: str, acct: str = A1) -> str:
+    """The pseudonym of ``user_id`` in ad account ``acct``."""
+    return pseudonym(acct, user_id, KEYS)
 
 
 def conv(
@@ -428,6 +429,13 @@ def test_click_id_counts_only_clicks_at_or_before_event_time() -> None:
     assert (r["status"], r["unidentified_reason"]) == ("unidentified", "no_match")
 
 
+def test_the_same_user_has_another_pseudonym_in_another_ad_account() -> None:
+    ctx = [sig("u-1", "em", EM1, T_MS - DAY_MS)]
+    in_a1 = only(run(*ctx, conv(em=[EM1])))["match"]["user"]
+    in_a2 = only(run(*ctx, conv(em=[EM1], acct=A2)))["match"]["user"]
+    assert in_a1 == p("u-1", A1) and in_a2 == p("u-1", A2) and in_a1 != in_a2
+
+
 def test_external_id_of_another_ad_account_is_ignored() -> None:
     ctx = [
         sig("u-other", "external_id", EXT1, T_MS - DAY_MS, acct=A2),
@@ -436,7 +444,7 @@ def test_external_id_of_another_ad_account_is_ignored() -> None:
     r = only(run(*ctx, conv(external_id=[EXT1], em=[EM1])))
     assert r["match"] == {"key_type": "em", "user": p("u-em")}
     r = only(run(*ctx, conv(external_id=[EXT1], em=[EM1], acct=A2)))
-    assert r["match"] == {"key_type": "external_id", "user": p("u-other")}
+    assert r["match"] == {"key_type": "external_id", "user": p("u-other", A2)}
     # an unlink in another account does not clear this account's link
     ctx2 = [
         sig("u-1", "external_id", EXT1, T_MS - 2 * DAY_MS, acct=A1),

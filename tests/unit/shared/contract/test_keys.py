@@ -27,6 +27,12 @@ def test_conversion_key_and_scope() -> None:
     assert ids.conversion_key("1", "lead", "e-1", "online") == "1:lead:e-1:online"
 
 
+def test_ad_account_of_a_conversion_key_even_when_the_event_id_has_colons() -> None:
+    assert ids.ad_account_of(ids.conversion_key("549755885175", "lead", "a:b", "online")) == (
+        "549755885175"
+    )
+
+
 def test_keyed_ip_ua_depends_on_the_key_and_hides_the_hash() -> None:
     plain = ids.ip_ua_hash("203.0.113.7", "Mozilla/5.0")
     one, two = ids.keyed_ip_ua(plain, "k" * 32), ids.keyed_ip_ua(plain, "j" * 32)

@@ -1,0 +1,245 @@
+"""The attribute agents' steps, run in-process (tests/support/harness.py)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from services.attribute.agents import (
+    PUBLISHER_OUTPUTS,
+    USERS_OUTPUTS,
+    PublisherHandler,
+    UsersHandler,
+    deleted_users_view,
+)
+from shared.kafka.compacted_view import CompactedView
+from shared.runtime.settings import Settings
+from tests.support.harness import FakeEvent, Harness
+
+USER = "u-secret-17"
+ACCOUNT = "549755885175"
+CK = f"{ACCOUNT}:checkout:ev-1:online"
+#: Recent: the users table keeps engagements 127 days by the wall clock.
+T = int(time.time()) - 3_600
+CONV = {
+    "conversion_key": CK,
+    "ad_account_id": ACCOUNT,
+    "event_id": "ev-1",
+    "event_name": "checkout",
+    "action_source": "web",
+    "source": "api",
+    "event_time": T,
+    "value": 12.5,
+    "currency": "USD",
+}
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+def engagement(eid: str = "e-1", **changes: Any) -> dict[str, Any]:
+    return {
+        "engagement_id": eid,
+        "user_id": USER,
+        "ad_account_id": ACCOUNT,
+        "campaign_id": "c-1",
+        "ad_group_id": "g-1",
+        "ad_id": "a-1",
+        "type": "click",
+        "ts_ms": (T - 600) * 1000,
+        "click_id": None,
+        **changes,
+    }
+
+
+def assign(mv: int = 1, key: str = CK) -> dict[str, Any]:
+    conv = {**CONV, "conversion_key": key}
+    return {"op": "assign", "conversion_key": key, "mv": mv, "key_type": "em", "conv": conv}
+
+
+def privacy(kind: str, ts_ms: int = T * 1000, user: str = USER) -> dict[str, Any]:
+    return {"request_id": "r-1", "user_id": user, "kind": kind, "ts_ms": ts_ms}
+
+
+def deleted_of(h: Harness) -> CompactedView:
+    """The harness's privacy.deleted view, like the one each worker follows."""
+    view: CompactedView = h.__dict__.setdefault("deleted_view", deleted_users_view(h.settings))
+    return view
+
+
+async def users(h: Harness, *events: FakeEvent) -> None:
+    handler = UsersHandler(h.settings, h.outbox(*USERS_OUTPUTS), h.log, deleted_of(h))
+    await h.run(handler, list(events), h.table("users"), user_keyed=True)
+
+
+async def publish(h: Harness, *events: FakeEvent) -> None:
+    handler = PublisherHandler(h.settings, h.outbox(*PUBLISHER_OUTPUTS), h.log)
+    await h.run(handler, list(events), h.table("published"))
+
+
+async def results_to_publisher(h: Harness, start: int = 0) -> None:
+    """Feed what the users agent sent to attribution.results to the publisher."""
+    sent = h.sent("attribution.results")[start:]
+    await publish(h, *(h.record("attribution.results", s.key, s.value) for s in sent))
+
+
+async def test_assignment_sends_a_result_keyed_by_conversion(h: Harness) -> None:
+    await users(h, h.record("ads.engagements", USER, engagement()))
+    await users(h, h.record("attribution.assignments", USER, assign()))
+    [result] = h.sent("attribution.results")
+    assert result.key == CK.encode() and result.json["status"] == "attributed"
+    assert result.json["match"]["user"] and USER not in result.json["match"]["user"]
+    assert h.table("users").value(USER)["named"] == [CK]
+
+
+async def test_publisher_writes_a_result_only_when_it_is_newer(h: Harness) -> None:
+    await users(h, h.record("attribution.assignments", USER, assign(mv=2)))
+    [result] = h.sent("attribution.results")
+    older = {**result.json, "order": [1, 99]}
+    await publish(
+        h,
+        h.record("attribution.results", CK, result.json),
+        h.record("attribution.results", CK, older),
+        h.record("attribution.results", CK, result.json),
+    )
+    [record] = h.sent("conversions.attributed")
+    assert record.key == CK.encode() and record.json["status"] == "unattributed"
+    assert h.table("published").value(CK) == {"order": result.json["order"], "record": record.json}
+
+
+async def test_invalid_engagement_is_dead_lettered_and_the_batch_goes_on(h: Harness) -> None:
+    await users(
+        h,
+        h.record("ads.engagements", USER, engagement(type="poke")),
+        h.record("attribution.assignments", USER, assign()),
+    )
+    [dead] = h.dead_letters()
+    assert dead["reason"] == "invalid_type" and dead["source_topic"].endswith("ads.engagements")
+    assert USER not in str(dead) and '"engagement_id":"e-1"' in dead["raw"]
+    assert h.sent("conversions.dlq")[0].key is None
+    assert len(h.sent("attribution.results")) == 1
+
+
+async def test_invalid_privacy_request_is_dead_lettered_without_the_user_id(h: Harness) -> None:
+    await users(
+        h,
+        h.record("privacy.requests", USER, privacy("forget-me")),
+        h.record("privacy.requests", USER, b"not json " + USER.encode()),
+    )
+    invalid, not_json = h.dead_letters()
+    assert invalid["reason"] == "invalid_kind" and not_json["reason"] == "invalid_json"
+    assert USER not in str(h.dead_letters())
+
+
+async def test_privacy_request_for_another_user_than_its_key_is_dead_lettered(
+    h: Harness,
+) -> None:
+    """The key's state is not touched: the request would wipe the wrong user."""
+    await users(h, h.record("attribution.assignments", USER, assign()))
+    await users(
+        h,
+        h.record("privacy.requests", USER, privacy("delete", user="u-someone-else")),
+        h.record("privacy.requests", None, privacy("delete")),
+        h.record("ads.engagements", USER, engagement()),
+    )
+    assert [d["reason"] for d in h.dead_letters()] == ["key_mismatch", "key_mismatch"]
+    assert USER not in str(h.dead_letters()) and "u-someone-else" not in str(h.dead_letters())
+    assert h.sent("identity.answers") == []
+    assert h.table("users").value(USER)["named"] == [CK]
+    assert len(h.sent("attribution.results")) == 2  # the engagement after them re-attributes
+
+
+async def test_delete_leaves_a_tombstone_and_scrubs_the_published_record(h: Harness) -> None:
+    await users(h, h.record("attribution.assignments", USER, assign()))
+    await results_to_publisher(h)
+    [before] = h.sent("conversions.attributed")
+    await users(h, h.record("privacy.requests", USER, privacy("delete")))
+    assert h.table("users").value(USER) is None
+    [forget] = h.sent("identity.answers")
+    assert forget.key == CK.encode() and forget.json["op"] == "forget_user"
+    await results_to_publisher(h, start=1)
+    [_, after] = h.sent("conversions.attributed")
+    assert after.json["match"] == {"key_type": "em", "user": None}
+    assert after.json["version"] > before.json["version"]
+    assert {
+        k: v for k, v in after.json.items() if k not in ("match", "version", "processed_at_ms")
+    } == {k: v for k, v in before.json.items() if k not in ("match", "version", "processed_at_ms")}
+
+
+async def test_scrub_of_a_record_that_names_another_user_sends_nothing(h: Harness) -> None:
+    await users(h, h.record("attribution.assignments", "u-other", assign()))
+    await results_to_publisher(h)
+    scrub = {"op": "scrub", "user": "dev.0123456789abcdef0123456789abcdef"}
+    await publish(h, h.record("attribution.results", CK, scrub))
+    assert len(h.sent("conversions.attributed")) == 1
+
+
+K1 = ("k1", "the-first-pseudonym-secret-32-bytes-long")
+K2 = ("k2", "the-second-pseudonym-secret-32-bytes-long")
+
+
+async def test_delete_after_a_key_rotation_scrubs_records_published_under_the_old_key() -> None:
+    h = Harness(Settings(dev_mode=True, pseudonym_keys=(K1,)))
+    await users(h, h.record("attribution.assignments", USER, assign()))
+    await results_to_publisher(h)
+    [before] = h.sent("conversions.attributed")
+    assert before.json["match"]["user"].startswith("k1.")
+    h.settings = replace(h.settings, pseudonym_keys=(K2, K1))  # rotated: k2 newest
+    await users(h, h.record("privacy.requests", USER, privacy("delete")))
+    await results_to_publisher(h, start=1)
+    [_, after] = h.sent("conversions.attributed")
+    assert after.json["match"] == {"key_type": "em", "user": None}
+
+
+async def test_delete_writes_the_deleted_user_and_a_receipt_without_the_user_id(
+    h: Harness,
+) -> None:
+    await users(h, h.record("attribution.assignments", USER, assign()))
+    await users(h, h.record("privacy.requests", USER, privacy("delete")))
+    [deleted] = h.sent("privacy.deleted")
+    assert deleted.key == deleted.json["user"].encode() and deleted.json["request_id"] == "r-1"
+    [receipt] = h.sent("privacy.receipts")
+    assert receipt.key == b"r-1"
+    assert set(receipt.json) == {"request_id", "service", "completed_at_ms", "conversions_scrubbed"}
+    assert receipt.json["service"] == "attribute" and receipt.json["conversions_scrubbed"] == 1
+    assert USER not in str([s.value for s in h.producer.sent if s.topic != "identity.answers"])
+
+
+async def test_replayed_inputs_from_before_the_deletion_do_not_bring_the_user_back(
+    h: Harness,
+) -> None:
+    before = [
+        ("ads.engagements", engagement()),
+        ("attribution.assignments", assign()),
+        ("privacy.requests", privacy("opt_in", ts_ms=(T - 60) * 1000)),
+    ]
+    await users(h, *(h.record(topic, USER, value) for topic, value in before))
+    sent = len(h.producer.sent)
+    await users(h, h.record("privacy.requests", USER, privacy("delete")))
+    deletion = len(h.producer.sent)
+    await users(h, *(h.record(topic, USER, value) for topic, value in before))
+    assert h.table("users").value(USER) is None
+    assert len(h.producer.sent) == deletion > sent
+
+
+async def test_a_deletion_seen_by_another_worker_drops_the_replay_too(h: Harness) -> None:
+    """The view of privacy.deleted (another worker deleted the user, under an older key)."""
+    other = Harness(Settings(dev_mode=True, pseudonym_keys=(K1,)))
+    await users(other, other.record("privacy.requests", USER, privacy("delete")))
+    [record] = other.sent("privacy.deleted")
+    h.settings = replace(h.settings, pseudonym_keys=(K2, K1))
+    deleted_of(h).apply(record.key, record.value)
+    await users(h, h.record("ads.engagements", USER, engagement()))
+    assert h.table("users").value(USER) is None
+
+
+async def test_inputs_after_the_deletion_are_new_data(h: Harness) -> None:
+    await users(h, h.record("privacy.requests", USER, privacy("delete", ts_ms=(T - 60) * 1000)))
+    later = engagement("e-2", ts_ms=int(time.time() * 1000) + 60_000)
+    await users(h, h.record("ads.engagements", USER, later))
+    assert list(h.table("users").value(USER)["eng"]) == ["e-2"]
