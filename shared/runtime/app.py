@@ -55,6 +55,20 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(settings.worker_data_dir),
         autodiscover=False,
         web_enabled=True,
+        # Faust's built-in web pages, all off: /table/<name>/<key>/ serves raw table
+        # rows (user ids), /router/ the key-to-worker map and the cluster's URLs,
+        # /graph and the statistics at / the worker's internals. @app.table_route
+        # does not need /router: it forwards a request itself, from the assignor's
+        # metadata. What stays at / is Faust's bare {"status": "OK"} index.
+        debug=False,
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+        # Faust lets environment variables (APP_WEB_TABLES_ENABLED, ...) override
+        # the arguments here; Settings is the only configuration convmesh reads.
+        env={},
         Table=AckedTable,
         web_bind=settings.web_host,
         web_host=settings.web_host,
