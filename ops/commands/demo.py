@@ -124,7 +124,7 @@ def print_urls(settings: Settings) -> None:
     for name, url in urls.items():
         print(f"  {name:<15} {url}/health  {url}/ready")
     if "ingest" in urls:
-        print(f"  ingest stats    {urls['ingest']}/stats")
+        print(f"  ingest stats    {urls['ingest']}/stats  (Authorization: Bearer <operator token>)")
         print(f"  Conversions API POST {urls['ingest']}/v5/ad_accounts/<id>/events")
     if "aggregate" in urls:
         print(f"  reports         {urls['aggregate']}/reports?ad_account_id=<id>&level=campaign")

@@ -38,7 +38,7 @@ def register(app: faust.App, settings: Settings) -> None:
     valid_topic = settings.topic_name("conversions.valid")
     dlq_topic = settings.topic_name("conversions.dlq")
     stats = IngestStats()
-    register_stats_view(app, stats)
+    register_stats_view(app, settings, stats)
     app.conf.convmesh_ingest_stats = stats  # type: ignore[attr-defined]
 
     @app.agent(source, name="ingest-main")
