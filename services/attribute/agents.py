@@ -41,7 +41,7 @@ def register(app: faust.App, settings: Settings) -> None:
     published = raw_table(app, settings, "published")
     names = {settings.topic_name(n): n for n in DECODERS}
     accounts = CompactedView(
-        settings.bootstrap, settings.topic_name("accounts.settings"), logic.parse_account_settings
+        settings, settings.topic_name("accounts.settings"), logic.parse_account_settings
     )
 
     def windows(ad_account_id: str) -> Any:

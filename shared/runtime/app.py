@@ -14,6 +14,7 @@ from typing import Any
 import faust
 from faust.streams import _current_event
 
+from shared.kafka.client_config import faust_credentials
 from shared.kafka.registry_access import registry_for
 from shared.runtime.consumer import InOrderConsumer
 from shared.runtime.settings import Settings
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=brokers,
+        broker_credentials=faust_credentials(settings),  # TLS / SASL, like every client
         store="rocksdb://",
         datadir=str(settings.worker_data_dir),
         autodiscover=False,
