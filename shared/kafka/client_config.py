@@ -41,6 +41,11 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
+def check_client_settings(settings: Settings) -> None:
+    """Raise ``ConfigError`` now for a security setting no client could connect with."""
+    client_kwargs(settings)
+
+
 def faust_credentials(settings: Settings) -> CredentialsT | None:
     """The Faust app's ``broker_credentials``: Faust's aiokafka driver turns them
     into the same arguments as ``client_kwargs`` for its consumers and producer."""
