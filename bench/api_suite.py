@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -37,9 +38,25 @@ sys.path.insert(0, str(ROOT))
 
 from services.ingest.tokens import new_token, publish_record  # noqa: E402
 from shared.kafka.admin import apply_topics  # noqa: E402
+from shared.kafka.client_config import client_kwargs  # noqa: E402
 from shared.runtime.settings import Settings  # noqa: E402
 
 AD = "549755885175"
+
+
+#: The caller's CONVMESH_* settings that the bench's workers keep: how to reach
+#: the cluster (TLS / SASL) and the secrets; every other one is the bench's to set.
+WORKER_KEEPS = (
+    "CONVMESH_KAFKA_",
+    "CONVMESH_DEV_MODE",
+    "CONVMESH_PSEUDONYM_KEYS",
+    "CONVMESH_OPERATOR_TOKEN",
+    "CONVMESH_TOKEN_SECRET",
+)
+
+
+def kept_for_worker(name: str) -> bool:
+    return not name.startswith("CONVMESH_") or name.startswith(WORKER_KEEPS)
 
 
 def free_port() -> int:
@@ -88,8 +105,8 @@ async def consumer_lag(settings: Settings) -> int:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    consumer = AIOKafkaConsumer(**client_kwargs(settings))
     await admin.start()
     await consumer.start()
     try:
@@ -106,10 +123,10 @@ async def consumer_lag(settings: Settings) -> int:
         await admin.close()
 
 
-async def delete_topics(bootstrap: str, ns: str) -> None:
+async def delete_topics(settings: Settings, ns: str) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith((f"{ns}.", f"{ns}-"))]
@@ -183,7 +200,7 @@ def main() -> int:
 
     ns = f"bench{uuid.uuid4().hex[:8]}"
     base = Settings.from_env("ingest")
-    settings = Settings(namespace=ns, bootstrap=base.bootstrap)
+    settings = dataclasses.replace(base, namespace=ns)  # keeps the Kafka TLS / SASL settings
     asyncio.run(apply_topics(settings))
     token, record = new_token(AD)
     asyncio.run(publish_record(settings, record))
@@ -195,7 +212,7 @@ def main() -> int:
     try:
         for worker in range(args.workers):
             port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("CONVMESH_")}
+            env = {k: v for k, v in os.environ.items() if kept_for_worker(k)}
             env.update(
                 CONVMESH_NAMESPACE=ns,
                 CONVMESH_DEV_MODE="true",
@@ -243,7 +260,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        asyncio.run(delete_topics(settings.bootstrap, ns))
+        asyncio.run(delete_topics(settings, ns))
     print(json.dumps(report, indent=2))
     return 0
 

@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from ops.errors import BrokerError
 from ops.procs import claim_data_dir, log_tail, running_pid, spawn_detached, stop_pids
+from shared.kafka.client_config import client_kwargs
 from shared.runtime.settings import REPO_ROOT, Settings
 
 KAFKA_VERSION = "3.9.1"
@@ -209,10 +210,9 @@ def port_open(bootstrap: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
-async def _describe(bootstrap: str, timeout_s: float) -> bool:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
+async def _describe(settings: Settings, timeout_s: float) -> bool:
+    # Outside the try: a wrong TLS / SASL setting (ConfigError) is not "not answering yet".
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
@@ -226,17 +226,18 @@ async def _describe(bootstrap: str, timeout_s: float) -> bool:
             pass
 
 
-def reachable(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True when a Kafka cluster answers a metadata request at ``bootstrap``."""
-    if not port_open(bootstrap):
+def reachable(settings: Settings, timeout_s: float = 5.0) -> bool:
+    """True when the Kafka cluster of ``settings`` answers a metadata request
+    (over its TLS / SASL settings)."""
+    if not port_open(settings.bootstrap):
         return False
-    return asyncio.run(_describe(bootstrap, timeout_s))
+    return asyncio.run(_describe(settings, timeout_s))
 
 
 # ------------------------------------------------------------------ lifecycle
 def status(settings: Settings) -> BrokerStatus:
     pid = running_pid(pid_path(settings))
-    up = reachable(settings.bootstrap, timeout_s=3.0)
+    up = reachable(settings, timeout_s=3.0)
     if settings.external_broker:
         state = "external"
     elif pid is not None:
@@ -251,7 +252,7 @@ def status(settings: Settings) -> BrokerStatus:
 def start(settings: Settings, timeout_s: float = 90.0) -> BrokerStatus:
     """Start the local broker unless one is already there; wait until it answers."""
     if settings.external_broker:
-        if not reachable(settings.bootstrap):
+        if not reachable(settings):
             raise BrokerError(f"KAFKA_BOOTSTRAP={settings.bootstrap} does not answer")
         log().info("external broker answers; starting nothing", bootstrap=settings.bootstrap)
         return status(settings)
@@ -259,7 +260,7 @@ def start(settings: Settings, timeout_s: float = 90.0) -> BrokerStatus:
         _wait_until_reachable(settings, timeout_s)
         return status(settings)
     if port_open(settings.bootstrap):
-        if reachable(settings.bootstrap):
+        if reachable(settings):
             log().warning(
                 "a broker convmesh did not start answers; using it", bootstrap=settings.bootstrap
             )
@@ -298,7 +299,7 @@ def _wait_until_reachable(settings: Settings, timeout_s: float) -> None:
                 + "\n"
                 + log_tail(settings.broker_dir / "logs" / "stdout.log")
             )
-        if reachable(settings.bootstrap, timeout_s=3.0):
+        if reachable(settings, timeout_s=3.0):
             log().info("broker ready", seconds=round(time.monotonic() - started, 1))
             return
         time.sleep(0.5)

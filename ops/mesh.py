@@ -124,7 +124,7 @@ def _ensure_broker(settings: Settings) -> None:
     if settings.external_broker or running_pid(broker.pid_path(settings)) is not None:
         broker.start(settings)  # checks the cluster answers; starts nothing
         return
-    if broker.reachable(settings.bootstrap):
+    if broker.reachable(settings):
         log().warning(
             "a broker convmesh did not start answers; using it", bootstrap=settings.bootstrap
         )

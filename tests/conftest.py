@@ -19,6 +19,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 
 from ops.broker import reachable
+from shared.runtime.settings import Settings
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
@@ -56,7 +57,7 @@ def _stderr_logger(*_args: object) -> structlog.PrintLogger:
 def bootstrap() -> str:
     """The broker of the integration tests; fails (never skips) when it is down."""
     address = os.environ.get("KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
-    if not reachable(address, timeout_s=10.0):
+    if not reachable(Settings(bootstrap=address), timeout_s=10.0):
         pytest.fail(f"no Kafka broker answers at {address}: run `make test` or set KAFKA_BOOTSTRAP")
     return address
 
@@ -72,7 +73,11 @@ def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
     yield ns
     address = os.environ.get("KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
     keep = os.environ.get("CONVMESH_TEST_KEEP_TOPICS") == "1"  # to inspect a failure
-    if not keep and "bootstrap" in request.fixturenames and reachable(address, timeout_s=5.0):
+    if (
+        not keep
+        and "bootstrap" in request.fixturenames
+        and reachable(Settings(bootstrap=address), 5.0)
+    ):
         asyncio.run(delete_namespace_topics(address, ns))
 
 

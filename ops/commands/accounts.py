@@ -53,7 +53,7 @@ def _set_windows(args: argparse.Namespace) -> int:
     record = windows_record(args.ad_account, {k: getattr(args, k) for k in DEFAULT_WINDOWS_DAYS})
     asyncio.run(
         produce(
-            settings.bootstrap,
+            settings,
             [(settings.topic_name(TOPIC), args.ad_account.encode(), orjson.dumps(record))],
         )
     )
@@ -63,5 +63,5 @@ def _set_windows(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    print_json(latest_by_key(asyncio.run(read_all(settings.bootstrap, settings.topic_name(TOPIC)))))
+    print_json(latest_by_key(asyncio.run(read_all(settings, settings.topic_name(TOPIC)))))
     return 0

@@ -57,9 +57,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"\nProducing {len(records)} input records ({args.order}) ...")
     started = time.monotonic()
     asyncio.run(
-        produce(
-            settings.bootstrap, [(settings.topic_name(r.topic), r.key, r.value) for r in records]
-        )
+        produce(settings, [(settings.topic_name(r.topic), r.key, r.value) for r in records])
     )
     summary = asyncio.run(wait_and_summarise(settings, len(expected_keys), args.timeout))
     print(
@@ -103,9 +101,7 @@ async def summarise(settings: Settings) -> dict[str, Any]:
         "conversions.attributed",
         "reports.conversions",
     )
-    reads = await asyncio.gather(
-        *(read_all(settings.bootstrap, settings.topic_name(n)) for n in names)
-    )
+    reads = await asyncio.gather(*(read_all(settings, settings.topic_name(n)) for n in names))
     raw, accepted, duplicates, dlq, attributed, reports = reads
     return pipeline_summary(
         raw_received=len(raw),
@@ -124,7 +120,7 @@ def print_urls(settings: Settings) -> None:
     for name, url in urls.items():
         print(f"  {name:<15} {url}/health  {url}/ready")
     if "ingest" in urls:
-        print(f"  ingest stats    {urls['ingest']}/stats")
+        print(f"  ingest stats    {urls['ingest']}/stats  (Authorization: Bearer <operator token>)")
         print(f"  Conversions API POST {urls['ingest']}/v5/ad_accounts/<id>/events")
     if "aggregate" in urls:
         print(f"  reports         {urls['aggregate']}/reports?ad_account_id=<id>&level=campaign")

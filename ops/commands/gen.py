@@ -17,12 +17,13 @@ import asyncio
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from ops.commands.common import print_json
 from ops.workload import INPUT_TOPICS, ORDERS, Record, Workload, default_now_ms, generate
 from shared.contract.errors import ConvmeshError
+from shared.kafka.client_config import client_kwargs
 from shared.runtime.settings import Settings
 
 
@@ -110,15 +111,15 @@ async def _produce(settings: Settings, records: list[Record], create: bool) -> d
         from shared.kafka.admin import apply_topics
 
         await apply_topics(settings)
-    await require_topics(settings.bootstrap, [settings.topic_name(t) for t in INPUT_TOPICS])
-    return await produce_records(records, settings.bootstrap, settings.topic_name)
+    await require_topics(settings, [settings.topic_name(t) for t in INPUT_TOPICS])
+    return await produce_records(records, settings)
 
 
-async def require_topics(bootstrap: str, names: list[str]) -> None:
+async def require_topics(settings: Settings, names: list[str]) -> None:
     """Raise ConvmeshError naming the topics that do not exist on the cluster."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=30_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -127,7 +128,7 @@ async def require_topics(bootstrap: str, names: list[str]) -> None:
     missing = [n for n in names if n not in existing]
     if missing:
         raise ConvmeshError(
-            f"topics missing on {bootstrap}: {', '.join(missing)} "
+            f"topics missing on {settings.bootstrap}: {', '.join(missing)} "
             "(run `convmesh topics apply` or pass --create-topics)"
         )
 
@@ -159,22 +160,21 @@ def summary(
 
 async def produce_records(
     records: Iterable[Record],
-    bootstrap: str,
-    topic_name: Callable[[str], str] = lambda name: name,
+    settings: Settings,
     *,
     linger_ms: int = 20,
     window: int = 5_000,
 ) -> dict[str, int]:
     """Produce records in order (acks=all, idempotent); returns the count per topic.
 
-    ``topic_name`` maps a registry name to the real topic (e.g.
-    ``settings.topic_name``). At most ``window`` sends are in flight; ordering per
-    partition is kept by the idempotent producer.
+    Records name registry topics; ``settings.topic_name`` gives the real ones. At
+    most ``window`` sends are in flight; ordering per partition is kept by the
+    idempotent producer.
     """
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **client_kwargs(settings),
         acks="all",
         enable_idempotence=True,
         linger_ms=linger_ms,
@@ -187,7 +187,9 @@ async def produce_records(
     pending: list[asyncio.Future[Any]] = []
     try:
         for rec in records:
-            pending.append(await producer.send(topic_name(rec.topic), rec.value, key=rec.key))
+            pending.append(
+                await producer.send(settings.topic_name(rec.topic), rec.value, key=rec.key)
+            )
             counts[rec.topic] += 1
             if len(pending) >= window:
                 await asyncio.gather(*pending)

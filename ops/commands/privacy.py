@@ -90,7 +90,7 @@ async def send_request(settings: Settings, request: dict[str, object]) -> int:
         if isinstance(account, str):
             await (await producer.send(topic, value, key=account.encode()))
             return 1
-        partitions = await partitions_of(settings.bootstrap, topic)
+        partitions = await partitions_of(settings, topic)
         if not partitions:
             raise ConvmeshError(f"topic {topic} does not exist: is the aggregate service up?")
         for partition in partitions:
@@ -102,7 +102,7 @@ async def send_request(settings: Settings, request: dict[str, object]) -> int:
 
 def _budget(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    reads = asyncio.run(read_all(settings.bootstrap, settings.topic_name("privacy.ledger")))
+    reads = asyncio.run(read_all(settings, settings.topic_name("privacy.ledger")))
     prefix = f"{args.ad_account}:"
     weeks = [v for k, v in sorted(latest_by_key(reads).items()) if k.startswith(prefix)]
     if args.json:

@@ -166,7 +166,7 @@ class PublisherHandler:
 def deleted_users_view(settings: Settings) -> CompactedView:
     """privacy.deleted, read whole by every worker: pseudonym -> deleted_at_ms."""
     topic = settings.topic_name("privacy.deleted")
-    return CompactedView(settings.bootstrap, topic, rules.parse_deleted)
+    return CompactedView(settings, topic, rules.parse_deleted)
 
 
 def register(app: faust.App, settings: Settings) -> None:
@@ -174,7 +174,7 @@ def register(app: faust.App, settings: Settings) -> None:
     users = raw_table(app, settings, "users")
     published = raw_table(app, settings, "published")
     accounts = CompactedView(
-        settings.bootstrap, settings.topic_name("accounts.settings"), rules.parse_account_settings
+        settings, settings.topic_name("accounts.settings"), rules.parse_account_settings
     )
 
     def windows_of(ad_account_id: str) -> Mapping[str, int]:

@@ -82,7 +82,7 @@ class IngestHandler:
 def register(app: faust.App, settings: Settings) -> None:
     log = get_logger(component="ingest-agent")
     stats = IngestStats()
-    register_stats_view(app, stats)
+    register_stats_view(app, settings, stats)
     app.conf.convmesh_ingest_stats = stats
 
     @app.agent(raw_topic(app, settings, "conversions.raw"), name="ingest-main")

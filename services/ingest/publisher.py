@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from shared.kafka.client_config import client_kwargs
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import Settings
 
@@ -73,7 +74,7 @@ class KafkaPublisher:
         max_batch_bytes = self.max_batch_bytes
         for _ in range(self.pool_size):
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.bootstrap,
+                **client_kwargs(self.settings),
                 acks="all",
                 enable_idempotence=True,
                 max_batch_size=max_batch_bytes,

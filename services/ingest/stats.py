@@ -14,6 +14,9 @@ from typing import Any
 
 import faust
 
+from shared.runtime.settings import Settings
+from shared.runtime.web_auth import operator_page
+
 
 class IngestStats:
     """What the ingest agent has received, sent to conversions.valid, and rejected."""
@@ -55,9 +58,9 @@ class IngestStats:
         }
 
 
-def register_stats_view(app: faust.App, stats: IngestStats) -> None:
-    """``GET /stats``: the counters of this worker as JSON."""
+def register_stats_view(app: faust.App, settings: Settings, stats: IngestStats) -> None:
+    """``GET /stats``: the counters of this worker as JSON, for operators only."""
 
-    @app.page("/stats")
+    @operator_page(app, settings, "/stats")
     async def ingest_stats(web: Any, request: Any) -> Any:
         return web.json(stats.snapshot())

@@ -27,6 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from shared.kafka import codec
+from shared.kafka.client_config import client_kwargs
 from shared.kafka.compacted_view import CompactedView
 from shared.kafka.topic_io import read_all
 from shared.runtime.logging import get_logger
@@ -180,16 +181,14 @@ class TokenStore:
 async def load_tokens(settings: Settings) -> TokenStore:
     """Read ``api.tokens`` from the beginning to its current end (for the CLI)."""
     store = TokenStore()
-    for read in await read_all(settings.bootstrap, settings.topic_name(TOPIC)):
+    for read in await read_all(settings, settings.topic_name(TOPIC)):
         store.apply(read.key, read.value)
     return store
 
 
 async def publish_record(settings: Settings, record: TokenRecord) -> None:
     """Write one token record, acknowledged by every in-sync replica."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         await producer.send_and_wait(
@@ -208,9 +207,7 @@ class TokenReader:
 
     def __init__(self, settings: Settings, store: TokenStore | None = None) -> None:
         self.store = store if store is not None else TokenStore()
-        self._view = CompactedView(
-            settings.bootstrap, settings.topic_name(TOPIC), apply=self.store.apply
-        )
+        self._view = CompactedView(settings, settings.topic_name(TOPIC), apply=self.store.apply)
         self.ready = self._view.ready
         self._task: asyncio.Task[None] | None = None
 

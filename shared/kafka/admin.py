@@ -10,6 +10,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from shared.kafka.client_config import client_kwargs
 from shared.kafka.errors import TopicsError
 from shared.kafka.registry_access import registry_for
 from shared.kafka.topics import TopicSpec, real_name
@@ -38,7 +39,7 @@ def all_specs(settings: Settings) -> list[TopicSpec]:
 
 async def apply_topics(settings: Settings, replication_factor: int | None = None) -> ApplyReport:
     """Create missing topics; compare existing ones with their declaration."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=30_000)
     await admin.start()
     try:
         brokers = len((await admin.describe_cluster())["brokers"])

@@ -14,8 +14,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared.kafka.client_config import client_kwargs
 from shared.kafka.topic_io import partitions_of
 from shared.runtime.logging import get_logger
+from shared.runtime.settings import Settings
 
 Decoder = Callable[[bytes], Any]
 Apply = Callable[[bytes | None, bytes | None], None]
@@ -26,9 +28,13 @@ class CompactedView:
     a view of your own (it receives every record's raw key and value)."""
 
     def __init__(
-        self, bootstrap: str, topic: str, decode: Decoder | None = None, apply: Apply | None = None
+        self,
+        settings: Settings,
+        topic: str,
+        decode: Decoder | None = None,
+        apply: Apply | None = None,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.settings = settings
         self.topic = topic
         self.decode = decode
         self.values: dict[str, Any] = {}
@@ -63,10 +69,10 @@ class CompactedView:
                 await asyncio.sleep(1.0)
 
     async def _follow(self) -> None:
-        partitions = await partitions_of(self.bootstrap, self.topic)
+        partitions = await partitions_of(self.settings, self.topic)
         tps = [TopicPartition(self.topic, p) for p in partitions]
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+            **client_kwargs(self.settings), enable_auto_commit=False, auto_offset_reset="earliest"
         )
         await consumer.start()
         try:

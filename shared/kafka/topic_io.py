@@ -11,6 +11,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.kafka.client_config import client_kwargs
+from shared.runtime.settings import Settings
+
 
 class Position(NamedTuple):
     topic: str
@@ -26,11 +29,11 @@ class Read(NamedTuple):
 
 
 async def produce(
-    bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]
+    settings: Settings, records: Iterable[tuple[str, bytes | None, bytes | None]]
 ) -> list[Position]:
     """Produce (real topic, key, value) records in order; their positions, in order."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=10
+        **client_kwargs(settings), acks="all", enable_idempotence=True, linger_ms=10
     )
     await producer.start()
     try:
@@ -41,14 +44,14 @@ async def produce(
     return [Position(m.topic, m.partition, m.offset) for m in metas]
 
 
-async def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Read]:
-    """Every record of a topic from the beginning to its current end."""
+async def read_all(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Read]:
+    """Every record of a (real) topic from the beginning to its current end."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        **client_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        tps = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
         if not tps:
             return []
         consumer.assign(tps)
@@ -69,8 +72,8 @@ async def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[
         await consumer.stop()
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

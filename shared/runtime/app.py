@@ -15,6 +15,7 @@ from typing import Any
 import faust
 from faust.streams import _current_event
 
+from shared.kafka.client_config import faust_credentials
 from shared.kafka.registry_access import registry_for
 from shared.runtime.consumer import InOrderConsumer
 from shared.runtime.settings import Settings
@@ -52,10 +53,25 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=brokers,
+        broker_credentials=faust_credentials(settings),  # TLS / SASL, like every client
         store="rocksdb://",
         datadir=str(settings.worker_data_dir),
         autodiscover=False,
         web_enabled=True,
+        # Faust's built-in web pages, all off: /table/<name>/<key>/ serves raw table
+        # rows (user ids), /router/ the key-to-worker map and the cluster's URLs,
+        # /graph and the statistics at / the worker's internals. @app.table_route
+        # does not need /router: it forwards a request itself, from the assignor's
+        # metadata. What stays at / is Faust's bare {"status": "OK"} index.
+        debug=False,
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+        # Faust lets environment variables (APP_WEB_TABLES_ENABLED, ...) override
+        # the arguments here; Settings is the only configuration convmesh reads.
+        env={},
         Table=AckedTable,
         web_bind=settings.web_host,
         web_host=settings.web_host,

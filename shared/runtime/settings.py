@@ -240,7 +240,7 @@ class Settings:
     operator_token: str = env_field(
         "CONVMESH_OPERATOR_TOKEN",
         "",
-        "bearer token of the operator views (tables, stats, metrics); at least 32 bytes"
+        "bearer token of the operator web views (e.g. ingest `/stats`); at least 32 bytes"
         " (required outside development mode)",
         repr=False,
     )

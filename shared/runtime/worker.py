@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import faust
 
+from shared.kafka.client_config import check_client_settings
 from shared.runtime.errors import ConfigError
 from shared.runtime.logging import configure_logging, logging_dict_config
 from shared.runtime.settings import Settings
@@ -19,6 +20,7 @@ def run(service: str, build: AppBuilder) -> None:
     try:
         settings = Settings.from_env(service)
         settings.require_secrets()  # before anything starts: no service runs on a public key
+        check_client_settings(settings)  # a bad TLS / SASL setting: named here, not retried
     except ConfigError as exc:
         print(f"convmesh {service}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc

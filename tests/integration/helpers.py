@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.runtime.settings import BASE_WEB_PORTS, REPO_ROOT
+from shared.runtime.settings import BASE_WEB_PORTS, REPO_ROOT, Settings
 
 
 def cli_env(**overrides: str) -> dict[str, str]:
@@ -89,3 +89,8 @@ def processes_with_env(key: str, value: str) -> list[int]:
         if needle in environ.split(b"\0"):
             found.append(int(entry.name))
     return found
+
+
+def kafka(bootstrap: str) -> Settings:
+    """Client settings of the test broker, for shared.kafka.topic_io's functions."""
+    return Settings(bootstrap=bootstrap)

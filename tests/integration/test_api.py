@@ -62,11 +62,13 @@ class Service:
 
 
 def _env(ns: str, bootstrap: str, **extra: str) -> dict[str, str]:
-    # a clean convmesh configuration, but keep CONVMESH_CI_RUN_ID: CI finds leftovers by it
+    # a clean convmesh configuration, but keep CONVMESH_CI_RUN_ID (CI finds leftovers by
+    # it) and CONVMESH_DEV_MODE (without it, or real secrets, the worker refuses to start)
+    kept = ("CONVMESH_CI_RUN_ID", "CONVMESH_DEV_MODE")
     env = {
         k: v
         for k, v in os.environ.items()
-        if k == "CONVMESH_CI_RUN_ID" or not k.startswith(("CONVMESH_", "PINTEREST_"))
+        if k in kept or not k.startswith(("CONVMESH_", "PINTEREST_"))
     }
     env.update(CONVMESH_NAMESPACE=ns, KAFKA_BOOTSTRAP=bootstrap, CONVMESH_DEV_MODE="true", **extra)
     return env

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ops.broker import port_open, reachable
+from shared.runtime.settings import Settings
 from tests.integration.helpers import cli_env, convmesh, free_port, processes_with_env
 
 
@@ -25,7 +26,7 @@ def test_broker_start_status_stop(tmp_path: Path) -> None:
         started = json.loads(start.stdout)
         assert started["state"] == "running" and started["reachable"]
         assert started["bootstrap"] == bootstrap
-        assert reachable(bootstrap)
+        assert reachable(Settings(bootstrap=bootstrap))
         props = (data_dir / "broker" / "server.properties").read_text()
         assert f"controller.quorum.voters=1@127.0.0.1:{ctrl}" in props
         assert "auto.create.topics.enable=false" in props

@@ -17,6 +17,7 @@ from shared.contract.pseudonyms import pseudonym
 from shared.kafka.registry_access import registry_for
 from shared.kafka.topic_io import latest_by_key, produce, read_all
 from shared.runtime.settings import SERVICES, Settings
+from tests.integration.helpers import kafka
 from tests.integration.test_pipeline import mesh  # noqa: F401  (the fixture)
 
 ACCOUNT = "549755885175"
@@ -71,7 +72,7 @@ def link(user: str, key: str, ts_ms: int) -> bytes:
 
 
 async def latest(bootstrap: str, topic: str) -> dict:
-    return latest_by_key(await read_all(bootstrap, topic))
+    return latest_by_key(await read_all(kafka(bootstrap), topic))
 
 
 async def wait_until(check, timeout_s: float = 120.0):
@@ -90,7 +91,7 @@ async def scenario(bootstrap: str, ns: str) -> None:
     other_em = hash_email("nobody@example.com")
     t = lambda name: f"{ns}.{name}"  # noqa: E731
     await produce(
-        bootstrap,
+        kafka(bootstrap),
         [
             (
                 t("identity.signals"),
@@ -112,7 +113,7 @@ async def scenario(bootstrap: str, ns: str) -> None:
     )
     await asyncio.sleep(3)
     await produce(
-        bootstrap,
+        kafka(bootstrap),
         [
             (
                 t("conversions.raw"),
@@ -145,7 +146,7 @@ async def scenario(bootstrap: str, ns: str) -> None:
     assert before[f"{ACCOUNT}:checkout:by-click:online"]["match"]["key_type"] == "click_id"
 
     await produce(
-        bootstrap,
+        kafka(bootstrap),
         [
             (
                 t("privacy.requests"),
@@ -187,7 +188,7 @@ async def scenario(bootstrap: str, ns: str) -> None:
     assert await wait_until(no_state_names_the_user, 60), "a changelog still names the user"
 
     async def attribute_receipt():
-        receipts = await read_all(bootstrap, t("privacy.receipts"))
+        receipts = await read_all(kafka(bootstrap), t("privacy.receipts"))
         mine = [orjson.loads(r.value) for r in receipts if r.key == b"r-1"]
         return [r for r in mine if r["service"] == "attribute"]
 

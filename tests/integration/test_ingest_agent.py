@@ -191,8 +191,12 @@ async def read_all(settings: Settings, name: str, expected: int) -> list[Any]:
         await consumer.stop()
 
 
-def stats(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as response:
+def stats(port: int, settings: Settings) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/stats",
+        headers={"Authorization": f"Bearer {settings.active_operator_token}"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
         return orjson.loads(response.read())
 
 
@@ -275,7 +279,7 @@ async def test_ingest_routes_valid_and_invalid_records(ingest_service: IngestPro
     assert log_text.count('"ingest_rejected"') >= len(invalid_inputs)
 
     # Per-source counters: received = valid + rejected.
-    counters = stats(ingest_service.port)
+    counters = stats(ingest_service.port, settings)
     totals = counters["totals"]
     assert totals == {
         "received": len(records),

@@ -26,7 +26,7 @@ from rocksdict import AccessType, Rdict
 
 from ops.workload import CONTEXT_TOPICS, INPUT_TOPICS, RAW, Workload, generate
 from shared.kafka.topic_io import latest_by_key, produce, read_all
-from tests.integration.helpers import cli_env, convmesh, free_web_port_base
+from tests.integration.helpers import cli_env, convmesh, free_web_port_base, kafka
 
 #: Topics written by the outside world (the contract's inputs and configuration).
 OUTSIDE_TOPICS = frozenset({*INPUT_TOPICS, "accounts.settings", "api.tokens"})
@@ -75,7 +75,7 @@ async def scan_topics(bootstrap: str, namespace: str, needles: set[str]) -> list
     outside = {f"{namespace}.{t}" for t in OUTSIDE_TOPICS}
     found: list[str] = []
     for name in sorted(set(names) - outside):
-        for record in await read_all(bootstrap, name):
+        for record in await read_all(kafka(bootstrap), name):
             blob = (record.key or b"") + b"\0" + (record.value or b"")
             found += hits(blob, needles, f"topic {name}")
     return found
@@ -123,7 +123,9 @@ async def wait_for_results(bootstrap: str, namespace: str, count: int) -> None:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     held = 0
     while time.monotonic() < deadline:
-        held = len(latest_by_key(await read_all(bootstrap, f"{namespace}.conversions.attributed")))
+        held = len(
+            latest_by_key(await read_all(kafka(bootstrap), f"{namespace}.conversions.attributed"))
+        )
         if held >= count:
             return
         await asyncio.sleep(2)
@@ -149,7 +151,7 @@ def test_no_identifier_id_or_secret_in_any_topic_store_or_log(
     try:
         assert up.returncode == 0, f"up failed:\n{up.stdout}\n{up.stderr}"
         records = [r._replace(topic=f"{namespace}.{r.topic}") for r in workload.ordered()]
-        asyncio.run(produce(bootstrap, records))
+        asyncio.run(produce(kafka(bootstrap), records))
         asyncio.run(wait_for_results(bootstrap, namespace, len(accepted)))
     finally:
         down = convmesh("down", env=env, timeout=120)

@@ -27,7 +27,7 @@ import pytest
 
 from ops.workload import CONTEXT_TOPICS, RAW, generate
 from shared.kafka.topic_io import latest_by_key, produce, read_all
-from tests.integration.helpers import cli_env, convmesh, convmesh_json, free_web_port_base
+from tests.integration.helpers import cli_env, convmesh, convmesh_json, free_web_port_base, kafka
 from tests.support.reference import Expected, reference
 
 CONVERSIONS = int(os.environ.get("CONVMESH_E2E_CONVERSIONS", "2000"))
@@ -67,10 +67,10 @@ def real(namespace: str, topic: str) -> str:
 
 async def outputs(bootstrap: str, namespace: str) -> dict[str, Any]:
     attributed, reports, dlq, duplicates = await asyncio.gather(
-        read_all(bootstrap, real(namespace, "conversions.attributed")),
-        read_all(bootstrap, real(namespace, "reports.conversions")),
-        read_all(bootstrap, real(namespace, "conversions.dlq")),
-        read_all(bootstrap, real(namespace, "conversions.duplicates")),
+        read_all(kafka(bootstrap), real(namespace, "conversions.attributed")),
+        read_all(kafka(bootstrap), real(namespace, "reports.conversions")),
+        read_all(kafka(bootstrap), real(namespace, "conversions.dlq")),
+        read_all(kafka(bootstrap), real(namespace, "conversions.duplicates")),
     )
     return {
         "attributed_reads": attributed,
@@ -104,7 +104,9 @@ async def wait_for_keys(bootstrap: str, namespace: str, count: int, poll_s: floa
     """Wait until conversions.attributed holds ``count`` keys; how many it holds."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while time.monotonic() < deadline:
-        out = latest_by_key(await read_all(bootstrap, real(namespace, "conversions.attributed")))
+        out = latest_by_key(
+            await read_all(kafka(bootstrap), real(namespace, "conversions.attributed"))
+        )
         if len(out) >= count:
             return len(out)
         await asyncio.sleep(poll_s)
@@ -138,15 +140,15 @@ async def run_order(bootstrap: str, namespace: str, order: str, env: dict[str, s
     if order == "context_first":
         # Poison on internal topics must be dead-lettered, not stop a service.
         await produce(
-            bootstrap, [(real(namespace, t), b"k", b"\xffnot json") for t in POISONED_TOPICS]
+            kafka(bootstrap), [(real(namespace, t), b"k", b"\xffnot json") for t in POISONED_TOPICS]
         )
-        await produce(bootstrap, context)
+        await produce(kafka(bootstrap), context)
         await asyncio.sleep(5)  # let the context be consumed before any conversion
-        positions = await produce(bootstrap, raws)
+        positions = await produce(kafka(bootstrap), raws)
     else:
-        positions = await produce(bootstrap, raws)
+        positions = await produce(kafka(bootstrap), raws)
         await wait_for_keys(bootstrap, namespace, len(expected.attributed))
-        await produce(bootstrap, context)
+        await produce(kafka(bootstrap), context)
     out = await settle(bootstrap, namespace, expected)
     elapsed = time.monotonic() - started
 
@@ -202,7 +204,7 @@ async def run_with_crash(bootstrap: str, namespace: str, env: dict[str, str]) ->
     expected = reference(records, now_ms=workload.now_ms)
     real_records = [(real(namespace, r.topic), r.key, r.value) for r in records]
     half = len(real_records) // 2
-    await produce(bootstrap, real_records[:half])
+    await produce(kafka(bootstrap), real_records[:half])
     # Mid-stream: every service is busy with the first half when the kill comes.
     flowing = max(1, len(expected.attributed) // 20)
     out_at_kill = await wait_for_keys(bootstrap, namespace, flowing, poll_s=0.2)
@@ -211,7 +213,7 @@ async def run_with_crash(bootstrap: str, namespace: str, env: dict[str, str]) ->
     victims = [s["pid"] for s in status["services"] if s["name"] != "ingest"]
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
-    await produce(bootstrap, real_records[half:])
+    await produce(kafka(bootstrap), real_records[half:])
     restarted = convmesh("up", "--workers", WORKERS, env=env, timeout=300)
     assert restarted.returncode == 0, restarted.stderr
     after = convmesh_json("status", "--json", env=env)
@@ -250,7 +252,7 @@ async def run_with_crashes(bootstrap: str, namespace: str, env: dict[str, str], 
     step = len(real_records) // (kills + 1)
     victims = []
     for kill in range(kills):
-        await produce(bootstrap, real_records[kill * step : (kill + 1) * step])
+        await produce(kafka(bootstrap), real_records[kill * step : (kill + 1) * step])
         await asyncio.sleep(rng.uniform(0.5, 3.0))
         status = convmesh_json("status", "--json", env=env)
         victim = rng.choice([s for s in status["services"] if s["name"] != "ingest"])
@@ -258,7 +260,7 @@ async def run_with_crashes(bootstrap: str, namespace: str, env: dict[str, str], 
         victims.append(victim["name"])
         restarted = convmesh("up", "--workers", WORKERS, env=env, timeout=300)
         assert restarted.returncode == 0, restarted.stderr
-    await produce(bootstrap, real_records[kills * step :])
+    await produce(kafka(bootstrap), real_records[kills * step :])
     out = await settle(bootstrap, namespace, expected)
     print(
         f"\n[kill -9 x{kills}] killed {victims}; "

@@ -27,7 +27,7 @@ import pytest
 from shared.contract import privacy_lanes as pl
 from shared.kafka.topic_io import latest_by_key, produce, read_all
 from shared.runtime.settings import REPO_ROOT
-from tests.integration.helpers import cli_env, convmesh
+from tests.integration.helpers import cli_env, convmesh, kafka
 
 ACCOUNT = "549755885175"
 NOW_S = int(time.time())
@@ -140,18 +140,18 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 def feed(env: dict[str, str], records: list[dict[str, Any]]) -> None:
     topic = f"{env['CONVMESH_NAMESPACE']}.conversions.attributed"
     rows = [(topic, r["conversion_key"].encode(), orjson.dumps(r)) for r in records]
-    asyncio.run(produce(env["KAFKA_BOOTSTRAP"], rows))
+    asyncio.run(produce(kafka(env["KAFKA_BOOTSTRAP"]), rows))
 
 
 def latest(env: dict[str, str], topic: str) -> dict[str, Any]:
     real = f"{env['CONVMESH_NAMESPACE']}.{topic}"
-    return latest_by_key(asyncio.run(read_all(env["KAFKA_BOOTSTRAP"], real)))
+    return latest_by_key(asyncio.run(read_all(kafka(env["KAFKA_BOOTSTRAP"]), real)))
 
 
 def every_record(env: dict[str, str], topic: str) -> dict[str, list[bytes | None]]:
     real = f"{env['CONVMESH_NAMESPACE']}.{topic}"
     out: dict[str, list[bytes | None]] = defaultdict(list)
-    for read in asyncio.run(read_all(env["KAFKA_BOOTSTRAP"], real)):
+    for read in asyncio.run(read_all(kafka(env["KAFKA_BOOTSTRAP"]), real)):
         out[(read.key or b"").decode()].append(read.value)
     return out
 

@@ -70,4 +70,4 @@ def test_java_command_uses_the_configured_heap(tmp_path: Path) -> None:
 
 def test_unreachable_address_is_not_reachable() -> None:
     assert not broker.port_open("127.0.0.1:1", timeout_s=0.2)
-    assert not broker.reachable("127.0.0.1:1", timeout_s=0.5)
+    assert not broker.reachable(Settings(bootstrap="127.0.0.1:1"), timeout_s=0.5)

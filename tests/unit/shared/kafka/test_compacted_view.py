@@ -3,10 +3,11 @@
 import orjson
 
 from shared.kafka.compacted_view import CompactedView
+from shared.runtime.settings import Settings
 
 
 def view():
-    return CompactedView("127.0.0.1:1", "t", orjson.loads)
+    return CompactedView(Settings(bootstrap="127.0.0.1:1"), "t", orjson.loads)
 
 
 def test_latest_record_per_key_wins_and_tombstones_remove():

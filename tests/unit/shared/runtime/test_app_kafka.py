@@ -1,0 +1,35 @@
+"""create_app's Kafka clients honour the TLS / SASL settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+from shared.runtime.app import create_app
+from shared.runtime.settings import Settings
+
+
+def auth_of_app(tmp_path: Path, **kw: str) -> dict[str, object]:
+    """What Faust's aiokafka driver gives its consumers and producer."""
+    s = Settings(service="dedupe", data_dir=tmp_path, web_port=6199, dev_mode=True, **kw)
+    conf = create_app(s).conf
+    return dict(credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context))
+
+
+def test_plaintext_app_connects_as_before(tmp_path: Path) -> None:
+    assert auth_of_app(tmp_path) == {"security_protocol": "PLAINTEXT"}
+
+
+def test_sasl_ssl_app_logs_in_over_tls(tmp_path: Path) -> None:
+    auth = auth_of_app(
+        tmp_path,
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-256",
+        kafka_sasl_username="convmesh",
+        kafka_sasl_password="s3cret",
+    )
+    assert auth["security_protocol"] == "SASL_SSL"
+    assert auth["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert (auth["sasl_plain_username"], auth["sasl_plain_password"]) == ("convmesh", "s3cret")
+    assert auth["ssl_context"] is not None
