@@ -87,6 +87,7 @@ def route_batch(
             offset=message.offset,
             timestamp_ms=int(timestamp * 1000) if timestamp else None,
             max_bytes=max_bytes,
+            ip_ua_key=settings.active_ip_ua_key,
         )
         if type(outcome) is Valid:
             stats.count_valid(outcome.source)
