@@ -32,8 +32,8 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from services.ingest.tokens import AD_ACCOUNT_RE, TokenStore
 from shared.contract.errors import InvalidEvent
+from shared.kafka.api_tokens import AD_ACCOUNT_RE, TokenStore
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import Settings
 

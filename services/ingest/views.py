@@ -19,8 +19,8 @@ import faust
 from aiohttp import web
 
 from services.ingest.api import ConversionsApi, KafkaPublisher
-from services.ingest.tokens import TokenReader
 from services.ingest.validation import validate_event
+from shared.kafka.api_tokens import TokenReader
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import Settings
 

@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.ingest import api
 from services.ingest.api import ConversionsApi, PublishUnavailable
-from services.ingest.tokens import TokenStore, new_token
 from services.ingest.validation import validate_event
+from shared.kafka.api_tokens import TokenStore, new_token
 from shared.runtime.settings import Settings
 
 AD = "549755885175"
