@@ -184,7 +184,7 @@ async def run(args: argparse.Namespace, targets: list[tuple[str, str]]) -> Stats
 
 
 def create_tokens(ad_accounts: list[str]) -> list[tuple[str, str]]:
-    from services.ingest.tokens import new_token, publish_record
+    from shared.kafka.api_tokens import new_token, publish_record
     from shared.runtime.settings import Settings
 
     settings = Settings.from_env()

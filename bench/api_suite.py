@@ -36,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.ingest.tokens import new_token, publish_record  # noqa: E402
 from shared.kafka.admin import apply_topics  # noqa: E402
+from shared.kafka.api_tokens import new_token, publish_record  # noqa: E402
 from shared.kafka.client_config import client_kwargs  # noqa: E402
 from shared.runtime.settings import Settings  # noqa: E402
 

@@ -1,7 +1,8 @@
 """`convmesh tokens create|revoke|list`: conversion tokens of the HTTP API.
 
 A new token is printed once and never stored: ``api.tokens`` (compacted, keyed by
-token id) holds only a salted hash. Every ingest worker follows that topic, so a
+token id) holds only a salted hash, in a record signed with ``CONVMESH_TOKEN_SECRET``
+(readers drop records without a valid signature). Every ingest worker follows that topic, so a
 created or revoked token takes effect on all of them within a second or so.
 """
 
@@ -14,15 +15,16 @@ import sys
 import time
 
 from ops.commands.common import add_data_dir, print_json, settings_from
-from services.ingest.tokens import (
-    AD_ACCOUNT_RE,
+from shared.contract.errors import ConvmeshError
+from shared.kafka.api_tokens import (
+    is_ad_account_id,
     is_token_id,
     load_tokens,
     new_token,
     publish_record,
     record_view,
+    signing_secret,
 )
-from shared.contract.errors import ConvmeshError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,9 +49,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    if not AD_ACCOUNT_RE.match(args.ad_account):
+    if not is_ad_account_id(args.ad_account):
         raise ConvmeshError("--ad-account must be 1 to 18 digits")
     settings = settings_from(args)
+    signing_secret(settings)  # refuse before anything is written
     token, record = new_token(args.ad_account)
     asyncio.run(publish_record(settings, record))
     if args.json:
@@ -68,6 +71,7 @@ def _revoke(args: argparse.Namespace) -> int:
     if not is_token_id(args.token_id):
         raise ConvmeshError("TOKEN_ID is the 12 hex digits shown by `convmesh tokens list`")
     settings = settings_from(args)
+    signing_secret(settings)
     store = asyncio.run(load_tokens(settings))
     record = store.get(args.token_id)
     if record is None:

@@ -25,16 +25,14 @@ import faust
 import orjson
 
 from services.attribute import rules, state
-from services.attribute.redaction import text_without_user_ids
 from shared.contract import versions
-from shared.contract.dead_letters import dlq_record
 from shared.contract.errors import InvalidEvent
 from shared.contract.inputs import decode_engagement, decode_privacy_request
 from shared.kafka.codec import key_bytes
 from shared.kafka.compacted_view import CompactedView
 from shared.runtime.app import raw_table, raw_topic
-from shared.runtime.batching import DLQ, Outbox, StateCache, process
-from shared.runtime.logging import get_logger, message_fields
+from shared.runtime.batching import Outbox, StateCache, process
+from shared.runtime.logging import get_logger
 from shared.runtime.settings import Settings
 
 USERS_INPUTS = ("ads.engagements", "privacy.requests", "attribution.assignments")
@@ -121,12 +119,8 @@ class UsersHandler:
         return max((at for at in found if at is not None), default=None)
 
     async def reject(self, exc: InvalidEvent, message: Any) -> None:
-        """Dead-letter an input that breaks a rule, with no user id in the record."""
-        fields = message_fields(message, user_keyed=True)
-        self.log.warning("rejected", reason=exc.reason, **fields)
-        raw = text_without_user_ids(message.value, message.key)
-        record = dlq_record(exc.reason, exc.message, message, None, raw)
-        await self.outbox.send(DLQ, None, record)
+        """Dead-letter an input that breaks a rule: no key, no user id in the record."""
+        await self.outbox.dead_letter(exc.reason, exc.message, message, self.log, user_keyed=True)
 
     @staticmethod
     def decode(kind: str, raw: bytes | None) -> Any:

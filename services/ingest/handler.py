@@ -55,7 +55,7 @@ from services.ingest.protocol import (
     process_events,
 )
 from services.ingest.publisher import Publisher
-from services.ingest.tokens import TokenStore
+from shared.kafka.api_tokens import TokenStore
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import Settings
 

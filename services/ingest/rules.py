@@ -1,7 +1,7 @@
 """Ingest's pure core: one ``conversions.raw`` record in, exactly one outcome out.
 
 ``process_raw(value, key, topic=..., partition=..., offset=..., timestamp_ms=...,
-max_bytes=...)`` returns either :class:`Valid` (the ``conversions.valid`` message of
+max_bytes=..., ip_ua_key=...)`` returns either :class:`Valid` (the ``conversions.valid`` message of
 docs/design.md, keyed by conversion_key) or :class:`Rejected` (the
 ``conversions.dlq`` record of the contract, keyed by ad_account_id or None); either
 one's ``send`` is the record the agent sends. It never raises, whatever the bytes.
@@ -20,21 +20,24 @@ Envelope rules (on top of the event rules of ``validation.py``):
   partitioned by ad account, and "the first accepted event wins" in dedupe is only
   defined when every event of one conversion_key arrives through one partition.
 
-The DLQ ``raw`` field is the input as text with plaintext identifiers redacted
-(see :func:`redact_raw`) and truncated to ``MAX_RAW_CHARS``.
+The DLQ record is built by the contract's one builder
+(``shared.contract.dead_letters.dead_letter``), which redacts ``raw`` (an
+allow-list, ``shared.contract.redaction``) and cuts it to ``MAX_RAW_CHARS``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import orjson
 
 from services.ingest import validation as v
+from shared.contract.dead_letters import REDACTED, UNPARSED, dead_letter
 from shared.contract.errors import InvalidEvent
 from shared.contract.records import Send
+
+__all__ = ["REDACTED", "Rejected", "Valid", "process_raw"]
 
 # ---------------------------------------------------------------- reason codes
 EMPTY_RECORD = "empty_record"
@@ -72,9 +75,6 @@ SOURCES: frozenset[str] = frozenset({"api", "tag", "topic", "batch"})
 UNKNOWN_SOURCE = "unknown"
 _ENVELOPE_FIELDS = frozenset({"ad_account_id", "source", "received_at_ms", "event"})
 MAX_AD_ACCOUNT_ID_CHARS = 18
-#: The DLQ ``raw`` text is cut to this many characters.
-MAX_RAW_CHARS = 16_384
-REDACTED = "[redacted]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +118,14 @@ def process_raw(
     offset: int,
     timestamp_ms: int | None,
     max_bytes: int,
+    ip_ua_key: str,
 ) -> Valid | Rejected:
-    """Decode, validate and normalise one conversions.raw record. Never raises."""
+    """Decode, validate and normalise one conversions.raw record. Never raises.
+
+    ``ip_ua_key`` keys the message's ``ids.ip_ua`` (``CONVMESH_IP_UA_KEY``).
+    """
     try:
-        return _process(value, key, topic, partition, offset, timestamp_ms, max_bytes)
+        return _process(value, key, topic, partition, offset, timestamp_ms, max_bytes, ip_ua_key)
     except Exception:  # noqa: BLE001 - the contract: every input yields one outcome
         return _reject(
             InvalidEvent(PROCESSING_ERROR, "The record could not be processed."),
@@ -153,6 +157,7 @@ def _process(
     offset: int,
     timestamp_ms: int | None,
     max_bytes: int,
+    ip_ua_key: str,
 ) -> Valid | Rejected:
     envelope: Any = None
     source = UNKNOWN_SOURCE
@@ -203,7 +208,7 @@ def _process(
         event = envelope.get("event")
         if event is None:
             raise InvalidEvent(MISSING_EVENT, "Field 'event' is required.")
-        normalised = v.validate_event(event, received_at_ms=received_at_ms)
+        normalised = v.validate_event(event, received_at_ms=received_at_ms, ip_ua_key=ip_ua_key)
     except InvalidEvent as exc:
         return _reject(exc, value, key, envelope, topic, partition, offset, max_bytes, source)
 
@@ -254,195 +259,20 @@ def _reject(
             from_key = None
         if _is_account_id(from_key):
             account = from_key
-    record = {
-        "reason": exc.reason,
-        "message": exc.message,
-        "source_topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "ad_account_id": account,
-        "raw": redact_raw(value, envelope),
-    }
-    try:
-        encoded = orjson.dumps(record)
-    except (TypeError, orjson.JSONEncodeError):  # pragma: no cover - record is plain JSON
-        record["raw"] = REDACTED
-        encoded = orjson.dumps(record)
+    record = dead_letter(
+        exc.reason,
+        exc.message,
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        raw=value,
+        ad_account_id=account,
+        parsed=UNPARSED if envelope is None else envelope,
+    )
+    encoded = orjson.dumps(record)
     return Rejected(
         key=account.encode("ascii") if account else None,
         value=encoded,
         record=record,
         source=source,
     )
-
-
-# ---------------------------------------------------------------- redaction
-_SECRET_KEYS = frozenset({"client_ip_address", "client_user_agent"})
-#: user_data fields that are kept as they are in the DLQ (not personal plaintext).
-_USER_KEEP = frozenset({"click_id", "partner_id"})
-#: Keys whose digit strings / large integers are ids or times, not phone numbers.
-_NUMERIC_OK = frozenset(
-    {
-        "ad_account_id",
-        "event_id",
-        "event_time",
-        "received_at_ms",
-        "order_id",
-        "id",
-        "content_ids",
-        "value",
-        "item_price",
-        "predicted_ltv",
-        "quantity",
-        "num_items",
-        "app_id",
-        "app_version",
-        "os_version",
-        "external_measurement_id",
-        "external_measurement_vendor_id",
-        "np",
-        "partner_id",
-        "partner_name",
-        "click_id",
-    }
-)
-_EMAIL = re.compile(r"[\w.+%-]+(?:@|%40)[\w-]+(?:\.[\w-]+)*", re.ASCII)
-_PHONE = re.compile(r"\+?\(?\d[\d ().-]{5,24}\d")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
-_TEXT_SECRET = re.compile(
-    r'"(client_ip_address|client_user_agent)"\s*:\s*(?:"(?:[^"\\]|\\.)*(?:"|\\?$)|[^,}\]]*)'
-)
-_HASHED_NAMES = "|".join(sorted(v.HASHED_FIELDS))
-_TEXT_HASHED = re.compile(
-    rf'"({_HASHED_NAMES})"\s*:\s*(\[[^\]]*(?:\]|$)|"(?:[^"\\]|\\.)*(?:"|\\?$)|[^,}}\]]*)'
-)
-_TEXT_STRING = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?$)')
-_TEXT_QUOTED_PHONE = re.compile(r'"\+?[\d ().-]{9,30}"')
-_ID_KEY_BEFORE = re.compile(r'"(?:ad_account_id|event_id|order_id|id)"\s*:\s*\[?\s*$')
-
-
-def _phone_sub(match: re.Match[str]) -> str:
-    text = match.group(0)
-    digits = sum(c.isdigit() for c in text)
-    if digits >= 10 or (digits >= 7 and text[0] == "+"):
-        return REDACTED
-    return text
-
-
-def _phone_sub_text(match: re.Match[str]) -> str:
-    # In unparsed text a bare run of digits is as likely a timestamp: only numbers
-    # written like phone numbers (leading +, or separators) are taken for phones.
-    text = match.group(0)
-    if text.isdigit():
-        return text
-    return _phone_sub(match)
-
-
-def _redact_string(text: str, in_text: bool = False) -> str:
-    if "@" in text or "%40" in text:
-        text = _EMAIL.sub(REDACTED, text)
-    text = _IPV4.sub(REDACTED, text)
-    if text.count(":") >= 2:
-        text = _IPV6.sub(_ipv6_sub, text)
-    return _PHONE.sub(_phone_sub_text if in_text else _phone_sub, text)
-
-
-def _ipv6_sub(match: re.Match[str]) -> str:
-    text = match.group(0)
-    return REDACTED if "::" in text or text.count(":") >= 4 else text
-
-
-def _redact(obj: Any, key: str | None, in_user_data: bool) -> Any:
-    if obj is None or obj is True or obj is False:
-        return obj
-    if key is not None:
-        if key in _SECRET_KEYS:
-            return REDACTED
-        if key in v.HASHED_FIELDS:
-            if type(obj) is list:
-                return [item if type(item) is str and v._HEX64(item) else REDACTED for item in obj]
-            return obj if type(obj) is str and v._HEX64(obj) else REDACTED
-        if in_user_data and key not in _USER_KEEP:
-            # An unknown user_data field: whatever it holds is about a person.
-            return REDACTED
-    if type(obj) is dict:
-        child_in_user = key == "user_data"
-        out: dict[str, Any] = {}
-        for k, val in obj.items():
-            safe_k = _redact_string(k) if k not in _NUMERIC_OK else k
-            out[safe_k] = _redact(val, k, child_in_user)
-        return out
-    if type(obj) is list:
-        return [_redact(item, key, in_user_data) for item in obj]
-    if type(obj) is str:
-        if key in _NUMERIC_OK:
-            return _EMAIL.sub(REDACTED, obj) if "@" in obj else obj
-        return _redact_string(obj)
-    if type(obj) is int and key not in _NUMERIC_OK and 10**6 <= abs(obj) < 10**15:
-        return REDACTED
-    return obj
-
-
-def _hash_literal(literal: str) -> bool:
-    return len(literal) == 66 and v._HEX64(literal[1:-1]) is not None
-
-
-def _redact_hashed_text(match: re.Match[str]) -> str:
-    name, body = match.group(1), match.group(2)
-    if body.startswith("["):
-        literals = _TEXT_STRING.findall(body)
-        kept = [lit if _hash_literal(lit) else f'"{REDACTED}"' for lit in literals]
-        if _TEXT_STRING.sub("", body).strip("[], \t\r\n"):
-            kept.append(f'"{REDACTED}"')  # bare numbers or junk in the array
-        return f'"{name}": [{", ".join(kept)}]'
-    if body.startswith('"') and _hash_literal(body):
-        return match.group(0)
-    return f'"{name}": "{REDACTED}"'
-
-
-def _redact_quoted_phone(match: re.Match[str]) -> str:
-    literal = match.group(0)
-    if sum(c.isdigit() for c in literal) < 10:
-        return literal
-    start = match.start()
-    if _ID_KEY_BEFORE.search(match.string, max(0, start - 48), start):
-        return literal
-    return f'"{REDACTED}"'
-
-
-def _redact_text(text: str) -> str:
-    """Redaction of text that is not JSON (or too large to parse): pattern based."""
-    text = _TEXT_SECRET.sub(lambda m: f'"{m.group(1)}": "{REDACTED}"', text)
-    text = _TEXT_HASHED.sub(_redact_hashed_text, text)
-    text = _TEXT_QUOTED_PHONE.sub(_redact_quoted_phone, text)
-    return _redact_string(text, in_text=True)
-
-
-def redact_raw(value: bytes | None, parsed: Any = None) -> str:
-    """The input as text for the DLQ, plaintext identifiers replaced by ``[redacted]``.
-
-    ``parsed`` is the already decoded JSON value when there is one: it is redacted
-    structurally (client_ip_address / client_user_agent, non-hash values of hashed
-    fields, unknown user_data fields, emails, phone numbers and IP addresses
-    anywhere). Otherwise (not JSON, not UTF-8, too large) the bytes are decoded
-    with backslash escapes and redacted by pattern. Cut to ``MAX_RAW_CHARS``.
-    """
-    if value is None:
-        return ""
-    if parsed is not None:
-        try:
-            text = orjson.dumps(_redact(parsed, None, False)).decode("utf-8")
-        except (TypeError, RecursionError, orjson.JSONEncodeError):
-            text = None
-        if text is not None:
-            return _truncate(text, len(value))
-    head = bytes(value[: MAX_RAW_CHARS * 4 + 1_024])
-    text = _redact_text(head.decode("utf-8", "backslashreplace"))
-    return _truncate(text, len(value), cut=len(head) < len(value))
-
-
-def _truncate(text: str, total_bytes: int, cut: bool = False) -> str:
-    if len(text) <= MAX_RAW_CHARS and not cut:
-        return text
-    return text[:MAX_RAW_CHARS] + f"...[truncated, {total_bytes} bytes]"

@@ -1,6 +1,6 @@
 """Validation and normalisation of one Conversions API event (pure: no Faust, no I/O).
 
-``validate_event(event, received_at_ms=...)`` applies the event rules of the
+``validate_event(event, received_at_ms=..., ip_ua_key=...)`` applies the event rules of the
 Conversions API (conversions-api.md) plus the contract's extra rules, and
 returns a :class:`NormalisedEvent` or raises ``shared.contract.errors.InvalidEvent(reason,
 message)``. The HTTP API returns ``message`` as the per-event ``error_message``;
@@ -32,6 +32,9 @@ reason                          when
 ``event_time_in_future``        event_time more than 1 hour after received_at_ms
 ``event_time_too_old``          event_time more than 67 days before received_at_ms
 ``invalid_event_id``            event_id empty, blank or longer than ``MAX_EVENT_ID_CHARS``
+``identifier_in_event_id``      event_id is a plaintext email address or phone number (it
+                                becomes part of the conversion key, which is logged and
+                                published)
 ``missing_user_identifiers``    user_data holds none of: em; hashed_maids; both
                                 client_ip_address and client_user_agent
 ``unhashed_identifier``         a hashed user_data field holds something other than a
@@ -52,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.contract.errors import InvalidEvent
-from shared.contract.keys import conversion_key, ip_ua_hash, scope_of
+from shared.contract.keys import conversion_key, ip_ua_hash, keyed_ip_ua, scope_of
 from shared.contract.limits import MAX_EVENT_AGE_MS, MAX_FUTURE_MS
 
 # ---------------------------------------------------------------- reason codes
@@ -69,6 +72,7 @@ EVENT_TIME_IN_MILLISECONDS = "event_time_in_milliseconds"
 EVENT_TIME_IN_FUTURE = "event_time_in_future"
 EVENT_TIME_TOO_OLD = "event_time_too_old"
 INVALID_EVENT_ID = "invalid_event_id"
+IDENTIFIER_IN_EVENT_ID = "identifier_in_event_id"
 MISSING_USER_IDENTIFIERS = "missing_user_identifiers"
 UNHASHED_IDENTIFIER = "unhashed_identifier"
 INVALID_CLIENT_IP_ADDRESS = "invalid_client_ip_address"
@@ -90,6 +94,7 @@ EVENT_REASONS: frozenset[str] = frozenset(
         EVENT_TIME_IN_FUTURE,
         EVENT_TIME_TOO_OLD,
         INVALID_EVENT_ID,
+        IDENTIFIER_IN_EVENT_ID,
         MISSING_USER_IDENTIFIERS,
         UNHASHED_IDENTIFIER,
         INVALID_CLIENT_IP_ADDRESS,
@@ -107,6 +112,8 @@ MAX_ITEMS = 1_000
 MS_THRESHOLD = 10**11
 MAX_AGE_MS = MAX_EVENT_AGE_MS
 MAX_VALUE_CHARS = 40
+#: Longest string of an app_info / device_info field.
+MAX_INFO_CHARS = 256
 
 # ---------------------------------------------------------------- schema
 EVENT_NAMES: frozenset[str] = frozenset(
@@ -154,7 +161,14 @@ _EVENT_STRINGS = frozenset(
     }
 )
 _EVENT_BOOLS = frozenset({"opt_out", "wifi"})
-_EVENT_OBJECTS = frozenset({"app_info", "device_info"})
+#: The structured forms of the flat app_ / device_ fields: the same names, scalars
+#: only (docs/api.md). A free-form object would carry anything, identifiers included.
+INFO_FIELDS: dict[str, frozenset[str]] = {
+    "app_info": frozenset({"app_id", "app_name", "app_version"}),
+    "device_info": frozenset(
+        {"device_brand", "device_carrier", "device_model", "device_type", "os_version", "wifi"}
+    ),
+}
 _EVENT_CORE = frozenset({*_REQUIRED, "custom_data"})
 
 #: user_data fields holding arrays of SHA-256 hex strings.
@@ -187,6 +201,15 @@ _CONTENT_FIELDS = frozenset({*_CONTENT_STRINGS, "quantity"})
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}").fullmatch
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)").fullmatch
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}").fullmatch
+#: local@domain.tld, in any script, also percent-encoded ("%40").
+_EMAIL = re.compile(r"[^@\s]+(?:@|%40)[^@\s.]+(?:\.[^@\s.]+)+", re.IGNORECASE).search
+#: A phone number as people write one: E.164 ("+14155550100", "+1 415 555 0100") or
+#: with separators ("(415) 555-0100", "415.555.0100"). A bare run of digits is not
+#: taken for one: numeric order numbers are common event ids.
+_E164 = re.compile(r"\+[0-9][0-9 ().-]{5,22}[0-9]").fullmatch
+_SEPARATED_PHONE = re.compile(
+    r"\(?[0-9]{2,4}\)?[ .-]?[0-9]{3,4}[ .-][0-9]{3,5}|\([0-9]{2,4}\)[0-9]{6,9}"
+).fullmatch
 _ip_address = ipaddress.ip_address
 _sha256 = hashlib.sha256
 
@@ -265,12 +288,19 @@ def _hashes(value: Any, field: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- the rules
-def validate_event(event: object, *, received_at_ms: int) -> NormalisedEvent:
+def validate_event(
+    event: object, *, received_at_ms: int, ip_ua_key: str | None = None
+) -> NormalisedEvent:
     """Validate one Conversions API event and normalise it.
 
     ``received_at_ms`` is when the event reached us (Unix ms): event_time must lie
     within [received_at - 67 days, received_at + 1 hour]. Raises
     ``InvalidEvent(reason, message)`` with a reason code of this module.
+
+    ``ids.ip_ua`` is the keyed form ``keyed_ip_ua(ip_ua_hash(ip, ua), ip_ua_key)``
+    (``CONVMESH_IP_UA_KEY``): the plain hash never enters the pipeline. Without a
+    key (``None``: the HTTP API, which only checks events and publishes them as
+    received) ``ids.ip_ua`` is None; the ingest agent always passes one.
     """
     if type(event) is not dict:
         raise InvalidEvent(EVENT_NOT_OBJECT, "The event must be a JSON object.")
@@ -291,9 +321,9 @@ def validate_event(event: object, *, received_at_ms: int) -> NormalisedEvent:
                 raise _type_error(field, "true, false or null")
             if field == "opt_out":
                 opt_out = val is True
-        elif field in _EVENT_OBJECTS:
-            if val is not None and type(val) is not dict:
-                raise _type_error(field, "an object or null")
+        elif field in INFO_FIELDS:
+            if val is not None:
+                _info(val, field)
         else:
             raise _unknown(field, "the event")
 
@@ -338,8 +368,15 @@ def validate_event(event: object, *, received_at_ms: int) -> NormalisedEvent:
         raise InvalidEvent(
             INVALID_EVENT_ID, f"Field 'event_id' is longer than {MAX_EVENT_ID_CHARS} characters."
         )
+    if is_plaintext_identifier(event_id):
+        raise InvalidEvent(
+            IDENTIFIER_IN_EVENT_ID,
+            "Field 'event_id' must not be an email address or a phone number: it is part of"
+            " the deduplication key, which is logged and published. Use an order or event"
+            " number.",
+        )
 
-    ids = _user_data(event["user_data"])
+    ids = _user_data(event["user_data"], ip_ua_key)
     value, currency, ldp = _custom_data(event.get("custom_data"))
 
     return NormalisedEvent(
@@ -356,7 +393,37 @@ def validate_event(event: object, *, received_at_ms: int) -> NormalisedEvent:
     )
 
 
-def _user_data(user_data: Any) -> dict[str, Any]:
+def is_plaintext_identifier(text: str) -> bool:
+    """Whether ``text`` holds an email address or is written like a phone number."""
+    if ("@" in text or "%40" in text) and _EMAIL(text):
+        return True
+    stripped = text.strip()
+    return bool(_E164(stripped) or _SEPARATED_PHONE(stripped))
+
+
+def _info(value: Any, field: str) -> None:
+    """app_info / device_info: an object of known scalar fields, strings bounded."""
+    if type(value) is not dict:
+        raise _type_error(field, "an object or null")
+    allowed = INFO_FIELDS[field]
+    for name, item in value.items():
+        if name not in allowed:
+            raise _unknown(name, field)
+        path = f"{field}.{name}"
+        if item is None:
+            continue
+        if name == "wifi":
+            if item is not True and item is not False:
+                raise _type_error(path, "true, false or null")
+        elif type(item) is not str:
+            raise _type_error(path, "a string or null")
+        elif len(item) > MAX_INFO_CHARS:
+            raise InvalidEvent(
+                FIELD_TOO_LONG, f"Field '{path}' is longer than {MAX_INFO_CHARS} characters."
+            )
+
+
+def _user_data(user_data: Any, ip_ua_key: str | None) -> dict[str, Any]:
     if type(user_data) is not dict:
         raise _type_error("user_data", "an object")
     hashes: dict[str, list[str]] = {}
@@ -369,8 +436,9 @@ def _user_data(user_data: Any) -> dict[str, Any]:
         else:
             raise _unknown(field, "user_data")
 
-    ip = user_data.get("client_ip_address")
-    ua = user_data.get("client_user_agent")
+    # Both are strings or None here (checked above).
+    ip: str | None = user_data.get("client_ip_address")
+    ua: str | None = user_data.get("client_user_agent")
     if ip is not None:
         try:
             _ip_address(ip)
@@ -379,11 +447,11 @@ def _user_data(user_data: Any) -> dict[str, Any]:
                 INVALID_CLIENT_IP_ADDRESS,
                 "Field 'user_data.client_ip_address' must be an IPv4 or IPv6 address.",
             ) from None
-    ip_ua = ip_ua_hash(ip, ua) if ip and ua else None
+    has_ip_ua = bool(ip and ua)
 
     em = hashes.get("em", [])
     maids = hashes.get("hashed_maids", [])
-    if not em and not maids and ip_ua is None:
+    if not em and not maids and not has_ip_ua:
         raise InvalidEvent(
             MISSING_USER_IDENTIFIERS,
             "Field 'user_data' must contain at least one of: em; hashed_maids; both"
@@ -395,8 +463,13 @@ def _user_data(user_data: Any) -> dict[str, Any]:
         "em": em,
         "ph": hashes.get("ph", []),
         "hashed_maids": maids,
-        "ip_ua": ip_ua,
+        "ip_ua": _keyed_ip_ua(ip, ua, ip_ua_key) if ip and ua else None,
     }
+
+
+def _keyed_ip_ua(ip: str, ua: str, key: str | None) -> str | None:
+    """The pipeline's ip_ua (keyed); None when the caller only checks the event."""
+    return keyed_ip_ua(ip_ua_hash(ip, ua), key) if key else None
 
 
 def _custom_data(custom: Any) -> tuple[float | None, str | None, bool]:

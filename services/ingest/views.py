@@ -24,8 +24,8 @@ from aiohttp import web
 
 from services.ingest.handler import ConversionsApi, api_runner, server_options
 from services.ingest.publisher import KafkaPublisher
-from services.ingest.tokens import TokenReader
 from services.ingest.validation import validate_event
+from shared.kafka.api_tokens import TokenReader
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import Settings
 

@@ -27,7 +27,9 @@ PseudonymKeys = tuple[tuple[str, str], ...]
 
 
 def _under(kid: str, secret: str, message: str) -> str:
-    digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+    # surrogatepass: a lone surrogate (valid in JSON text) must hash, not raise.
+    data = message.encode("utf-8", "surrogatepass")
+    digest = hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
     return f"{kid}.{digest[:32]}"
 
 

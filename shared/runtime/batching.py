@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from shared.contract.dead_letters import dlq_record, raw_as_text
+from shared.contract.dead_letters import dead_letter_of_record
 from shared.contract.records import Send
 from shared.kafka.codec import key_bytes
 from shared.kafka.registry_access import registry_for
@@ -119,11 +119,19 @@ class Outbox:
     ) -> None:
         """Log and dead-letter one input (conversions.dlq, contract shape).
 
-        The DLQ key is left empty for user-keyed topics: user ids leave the
-        pipeline only as pseudonyms.
+        ``raw`` is redacted by the contract's one builder. The DLQ key is left
+        empty for user-keyed topics: user ids leave the pipeline only as
+        pseudonyms.
         """
         log.warning("rejected", reason=reason, **message_fields(message, user_keyed=user_keyed))
-        record = dlq_record(reason, text, message, None, raw_as_text(message.value))
+        record = dead_letter_of_record(
+            reason,
+            text,
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            raw=message.value,
+        )
         await self.send(DLQ, None if user_keyed else message.key, record)
 
     def forget_pending(self) -> None:

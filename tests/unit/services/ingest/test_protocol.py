@@ -33,14 +33,19 @@ def event(**overrides: Any) -> dict[str, Any]:
     return factories.event(em=H1, **overrides)
 
 
-def process(events: list[Any], max_record_bytes: int = 1_000_000):
+def process(events: list[Any], max_record_bytes: int = 1_000_000, validate: Any = validate_event):
     return process_events(
         events,
         ad_account_id=AD,
         received_at_ms=RECEIVED_MS,
-        validate=validate_event,
+        validate=validate,
         max_record_bytes=max_record_bytes,
     )
+
+
+def accept_anything(event: Any, **_: Any) -> Any:
+    """A validator that accepts every event (the event rules forbid deep objects)."""
+    return event
 
 
 # ------------------------------------------------------------------ ?test=
@@ -200,7 +205,7 @@ def nested(depth: int) -> Any:
 def test_an_event_nested_too_deeply_to_store_fails_alone():
     """orjson reads 1,024 levels but writes ~255: that event fails, the others are stored."""
     events = [event(event_id="a"), event(event_id="deep", app_info=nested(300)), event()]
-    results, values = process(events)
+    results, values = process(events, validate=accept_anything)
     assert [r.status for r in results] == ["processed", "failed", "processed"]
     assert results[1].error_message == protocol.TOO_DEEP
     assert [orjson.loads(v)["event"]["event_id"] for v in values] == ["a", "ev-1"]
@@ -213,7 +218,7 @@ def test_an_event_too_deep_and_invalid_fails_with_the_validation_message():
 
 
 def test_every_answer_of_a_request_with_a_too_deep_event_can_be_written():
-    results, _ = process([event(app_info=nested(300))])
+    results, _ = process([event(app_info=nested(300))], validate=accept_anything)
     status, body = build_response(results)
     assert status == 422 and orjson.dumps(body)
 
@@ -245,3 +250,10 @@ def test_some_failed_is_422_with_details():
 def test_all_failed_is_422_with_zero_processed():
     status, body = build_response([EventResult("failed", "x")])
     assert status == 422 and body["details"]["num_events_processed"] == 0
+
+
+def test_a_deeply_nested_app_info_is_rejected_alone_by_the_event_rules():
+    events = [event(event_id="a"), event(event_id="deep", app_info=nested(300))]
+    results, values = process(events)
+    assert [r.status for r in results] == ["processed", "failed"]
+    assert len(values) == 1

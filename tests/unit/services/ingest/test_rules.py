@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from services.ingest import rules
 from services.ingest import validation as v
-from services.ingest.rules import Rejected, Valid, process_raw, redact_raw
-from shared.contract.keys import ip_ua_hash
+from services.ingest.rules import Rejected, Valid, process_raw
+from shared.contract.keys import ip_ua_hash, keyed_ip_ua
+from shared.contract.redaction import MAX_RAW_CHARS, redact_raw
 
 ACCOUNT = "549755885175"
 KEY = ACCOUNT.encode()
@@ -28,6 +29,7 @@ IPV6 = "2001:db8:85a3::8a2e:370:7334"
 UA = "Mozilla/5.0 (SecretAgent 9.1)"
 PLAINTEXTS = (EMAIL, PHONE, PHONE_DIGITS, IP, IPV6, UA)
 MAX_BYTES = 100_000
+IP_UA_KEY = "k" * 32
 
 
 def event(**overrides: Any) -> dict[str, Any]:
@@ -64,6 +66,7 @@ def run(value: Any, key: bytes | None = KEY, max_bytes: int = MAX_BYTES) -> Vali
         offset=1234,
         timestamp_ms=KAFKA_TS_MS,
         max_bytes=max_bytes,
+        ip_ua_key=IP_UA_KEY,
     )
 
 
@@ -108,11 +111,18 @@ def test_valid_record_becomes_the_design_message():
             "em": [H1],
             "ph": [],
             "hashed_maids": [],
-            "ip_ua": ip_ua_hash(IP, UA),
+            "ip_ua": keyed_ip_ua(ip_ua_hash(IP, UA), IP_UA_KEY),
         },
         "opt_out": False,
         "ldp": False,
     }
+
+
+def test_the_plain_ip_ua_hash_never_reaches_conversions_valid():
+    """Inside the pipeline ip_ua is keyed: sha256(ip|ua) alone can be brute-forced."""
+    out = valid(envelope())
+    assert ip_ua_hash(IP, UA) not in out.value.decode()
+    assert out.message["ids"]["ip_ua"] == keyed_ip_ua(ip_ua_hash(IP, UA), IP_UA_KEY)
 
 
 def test_valid_value_is_the_message_as_json():
@@ -179,9 +189,9 @@ def test_oversized_record_is_rejected():
 
 
 def test_oversized_record_raw_is_truncated():
-    big = b'{"x": "' + b"y" * (rules.MAX_RAW_CHARS * 10) + b'"}'
+    big = b'{"x": "' + b"y" * (MAX_RAW_CHARS * 10) + b'"}'
     out = rejected(big, max_bytes=1000)
-    assert len(out.record["raw"]) < rules.MAX_RAW_CHARS + 100
+    assert len(out.record["raw"]) < MAX_RAW_CHARS + 100
     assert "truncated" in out.record["raw"]
 
 
@@ -193,7 +203,7 @@ def test_large_valid_json_raw_is_truncated():
             )
         )
     )
-    assert len(out.record["raw"]) < rules.MAX_RAW_CHARS + 100
+    assert len(out.record["raw"]) < MAX_RAW_CHARS + 100
 
 
 def test_non_json_is_rejected():
@@ -204,9 +214,9 @@ def test_non_utf8_bytes_are_rejected_as_invalid_json():
     assert rejected(b'{"a": "\xff\xfe"}').reason == rules.INVALID_JSON
 
 
-def test_non_utf8_bytes_are_escaped_in_raw():
-    raw = rejected(b'{"a": "\xff"}').record["raw"]
-    assert "\\xff" in raw
+def test_non_utf8_bytes_never_reach_raw():
+    raw = rejected(b'{"a": "\xff", "b": \xfe}').record["raw"]
+    assert "xff" not in raw and "xfe" not in raw and '"a"' in raw
     raw.encode("utf-8")
 
 
@@ -407,7 +417,7 @@ def test_oversized_record_is_redacted():
 
 
 def test_oversized_record_with_identifier_at_the_cut_is_redacted():
-    padding = b'{"pad": "' + b"x" * (rules.MAX_RAW_CHARS - 20) + b'", "e": "'
+    padding = b'{"pad": "' + b"x" * (MAX_RAW_CHARS - 20) + b'", "e": "'
     out = rejected(padding + EMAIL.encode() + b'"}' + b" " * 100_000, max_bytes=1000)
     assert_no_plaintext(out)
 
@@ -459,7 +469,14 @@ json_values = st.recursive(
 def test_fuzz_arbitrary_bytes_never_raise(value: bytes | None, key: bytes | None):
     check_outcome(
         process_raw(
-            value, key, topic="t", partition=0, offset=0, timestamp_ms=KAFKA_TS_MS, max_bytes=1000
+            value,
+            key,
+            topic="t",
+            partition=0,
+            offset=0,
+            timestamp_ms=KAFKA_TS_MS,
+            max_bytes=1000,
+            ip_ua_key=IP_UA_KEY,
         )
     )
 
@@ -521,6 +538,7 @@ def test_fuzz_envelopes_near_valid_never_raise(
         offset=2,
         timestamp_ms=timestamp_ms,
         max_bytes=MAX_BYTES,
+        ip_ua_key=IP_UA_KEY,
     )
     check_outcome(outcome)
     if type(outcome) is Rejected:
@@ -545,9 +563,10 @@ def _deep_envelope(field: str) -> bytes:
     return head + b', "' + field.encode() + b'": ' + deep + b"}}"
 
 
-def test_a_deeply_nested_app_info_is_valid_and_its_message_written():
-    out = valid(_deep_envelope("app_info"))
-    assert orjson.loads(out.value)["event_id"] == "ev-1"
+def test_a_deeply_nested_app_info_is_rejected_with_a_writable_record():
+    """app_info takes known scalar fields only: a deep one is one writable reject."""
+    out = rejected(_deep_envelope("app_info"))
+    assert orjson.loads(out.value)["reason"] == "unknown_field"
 
 
 def test_a_deeply_nested_reject_is_dead_lettered_with_a_writable_record():

@@ -11,6 +11,7 @@ import pytest
 from services.ingest import validation as v
 from services.ingest.validation import NormalisedEvent, validate_event
 from shared.contract.errors import InvalidEvent
+from shared.contract.keys import ip_ua_hash, keyed_ip_ua
 from tests.unit.services.ingest.factories import event
 
 RECEIVED_MS = 1_764_151_200_000
@@ -20,15 +21,16 @@ H2 = "b" * 64
 IP = "203.0.113.7"
 UA = "Mozilla/5.0 (X11; Linux x86_64)"
 EMAIL = "alice.smith@example.com"
+IP_UA_KEY = "k" * 32
 
 
 def ok(ev: Any) -> NormalisedEvent:
-    return validate_event(ev, received_at_ms=RECEIVED_MS)
+    return validate_event(ev, received_at_ms=RECEIVED_MS, ip_ua_key=IP_UA_KEY)
 
 
 def reject(ev: Any) -> InvalidEvent:
     with pytest.raises(InvalidEvent) as info:
-        validate_event(ev, received_at_ms=RECEIVED_MS)
+        validate_event(ev, received_at_ms=RECEIVED_MS, ip_ua_key=IP_UA_KEY)
     assert info.value.reason in v.EVENT_REASONS
     return info.value
 
@@ -60,7 +62,7 @@ def test_every_action_source_is_accepted():
 
 
 def test_explicit_nulls_for_every_optional_event_field_are_accepted():
-    nulls = {f: None for f in [*v._EVENT_STRINGS, *v._EVENT_BOOLS, *v._EVENT_OBJECTS]}
+    nulls = {f: None for f in [*v._EVENT_STRINGS, *v._EVENT_BOOLS, *v.INFO_FIELDS]}
     ok(event(custom_data=None, **nulls))
 
 
@@ -98,8 +100,8 @@ def test_full_sdk_like_event_is_accepted():
         device_model="iPhone",
         device_type="phone",
         os_version="17",
-        app_info={"anything": 1},
-        device_info=None,
+        app_info={"app_id": "123", "app_name": "Shop", "app_version": None},
+        device_info={"device_model": "iPhone", "os_version": "17", "wifi": True},
         user_data={
             "em": [H1],
             "ph": [H2],
@@ -289,6 +291,80 @@ def test_non_object_app_info_is_rejected():
     assert reject(event(app_info="x")).reason == v.INVALID_FIELD_TYPE
 
 
+@pytest.mark.parametrize("field", ["app_info", "device_info"])
+def test_unknown_field_in_an_info_object_is_rejected(field: str):
+    err = reject(event(**{field: {"email": EMAIL}}))
+    assert err.reason == v.UNKNOWN_FIELD and EMAIL not in err.message
+
+
+@pytest.mark.parametrize(
+    ("field", "name"), [("app_info", "app_name"), ("device_info", "device_model")]
+)
+def test_nested_object_in_an_info_object_is_rejected(field: str, name: str):
+    assert reject(event(**{field: {name: {"user": EMAIL}}})).reason == v.INVALID_FIELD_TYPE
+
+
+def test_array_in_an_info_object_is_rejected():
+    assert reject(event(device_info={"os_version": ["17"]})).reason == v.INVALID_FIELD_TYPE
+
+
+def test_too_long_info_string_is_rejected():
+    long = "x" * (v.MAX_INFO_CHARS + 1)
+    assert reject(event(app_info={"app_name": long})).reason == v.FIELD_TOO_LONG
+
+
+def test_non_bool_wifi_in_device_info_is_rejected():
+    assert reject(event(device_info={"wifi": "yes"})).reason == v.INVALID_FIELD_TYPE
+
+
+def test_documented_info_fields_are_accepted():
+    ok(
+        event(
+            app_info={"app_id": "com.shop", "app_name": "Shop", "app_version": "1.2"},
+            device_info={
+                "device_brand": "Apple",
+                "device_carrier": "T",
+                "device_model": "iPhone14,2",
+                "device_type": "phone",
+                "os_version": "17.1",
+                "wifi": False,
+            },
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    [
+        EMAIL,
+        "ALICE@EXAMPLE.COM",
+        "order for alice@example.com",
+        "jörg.müller@beispiel.de",
+        "山田@例え.jp",
+        "alice%40example.com",
+        "+14155550100",
+        "+1 415 555 0100",
+        "+44 (20) 7946-0958",
+        "(415) 555-0100",
+        "415-555-0100",
+        "415.555.0100",
+        "415 555 0100",
+    ],
+)
+def test_a_plaintext_identifier_as_event_id_is_rejected(event_id: str):
+    err = reject(event(event_id=event_id))
+    assert err.reason == v.IDENTIFIER_IN_EVENT_ID
+    assert event_id not in err.message
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    ["ev-1", "4155550100123", "order-2024-11-26-0001", "2024-11-26", "a@b", "uuid-1f2e", "1.2.3"],
+)
+def test_order_numbers_and_ids_are_accepted_as_event_id(event_id: str):
+    assert ok(event(event_id=event_id)).event_id == event_id
+
+
 # ---------------------------------------------------------------- user_data
 def test_non_object_user_data_is_rejected():
     assert reject(event(user_data=[H1])).reason == v.INVALID_FIELD_TYPE
@@ -467,9 +543,29 @@ def test_too_many_contents_are_rejected():
 
 
 # ---------------------------------------------------------------- normalisation
-def test_ip_ua_is_sha256_of_ip_bar_user_agent():
+def test_ip_ua_is_the_keyed_sha256_of_ip_bar_user_agent():
     result = ok(user(client_ip_address=IP, client_user_agent=UA))
-    assert result.ids["ip_ua"] == hashlib.sha256(f"{IP}|{UA}".encode()).hexdigest()
+    plain = hashlib.sha256(f"{IP}|{UA}".encode()).hexdigest()
+    assert (
+        result.ids["ip_ua"]
+        == keyed_ip_ua(plain, IP_UA_KEY)
+        == keyed_ip_ua(ip_ua_hash(IP, UA), IP_UA_KEY)
+    )
+    assert result.ids["ip_ua"] != plain
+
+
+def test_ip_ua_differs_under_another_key():
+    ev = user(client_ip_address=IP, client_user_agent=UA)
+    other = validate_event(ev, received_at_ms=RECEIVED_MS, ip_ua_key="o" * 32)
+    assert other.ids["ip_ua"] != ok(ev).ids["ip_ua"]
+
+
+def test_without_a_key_ip_ua_is_checked_but_not_computed():
+    """The HTTP API only checks events; the plain hash is never returned."""
+    result = validate_event(
+        user(client_ip_address=IP, client_user_agent=UA), received_at_ms=RECEIVED_MS
+    )
+    assert result.ids["ip_ua"] is None
 
 
 def test_normalised_event_holds_no_plaintext_ip_or_user_agent():

@@ -87,6 +87,37 @@ def test_user_keyed_messages_are_dead_lettered_without_their_key_and_logged_hash
     assert log.errors[0][1]["key"].startswith("sha256:")
 
 
+def test_a_dead_lettered_engagement_never_carries_its_user_or_click_id():
+    """conversions.dlq keeps 30 days: user-keyed inputs must not leave their user id there."""
+    engagement = (
+        b'{"engagement_id": "e-81", "user_id": "u-secret-17", "ad_account_id": "549755885175",'
+        b' "type": "click", "ts_ms": 1764150000000, "click_id": "epik-secret"}'
+    )
+    outbox, log = FakeOutbox(), FakeLog()
+    guard = DeadLetterOnError(outbox, log, user_keyed=True)
+    asyncio.run(process(guard, event(engagement), fail=True))
+    [(_topic, _key, record)] = outbox.sent
+    assert "u-secret-17" not in record["raw"] and "epik-secret" not in record["raw"]
+    assert '"engagement_id":"e-81"' in record["raw"]
+    assert record["ad_account_id"] == "549755885175"
+
+
+def test_a_dead_lettered_conversion_never_carries_its_click_id():
+    valid = b'{"conversion_key": "1:lead:ev-1:online", "ids": {"click_id": "dj0yJnU9secret"}}'
+    outbox, log = FakeOutbox(), FakeLog()
+    asyncio.run(process(DeadLetterOnError(outbox, log), event(valid), fail=True))
+    [(_topic, _key, record)] = outbox.sent
+    assert "dj0yJnU9secret" not in record["raw"] and "1:lead:ev-1:online" in record["raw"]
+
+
+def test_an_unparsable_dead_letter_is_redacted_as_text():
+    outbox, log = FakeOutbox(), FakeLog()
+    bad = b'{"user_id": "u-secret-17", "privacy": '
+    asyncio.run(process(DeadLetterOnError(outbox, log, user_keyed=True), event(bad), fail=True))
+    [(_topic, _key, record)] = outbox.sent
+    assert "u-secret-17" not in record["raw"] and record["ad_account_id"] is None
+
+
 class RecordingTable(dict):
     """A table stand-in: every write is a changelog record."""
 
