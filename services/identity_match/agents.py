@@ -17,7 +17,7 @@ from typing import Any
 import faust
 import orjson
 
-from services.identity_match import logic
+from services.identity_match import rules
 from shared.contract import versions
 from shared.contract.errors import InvalidEvent
 from shared.contract.inputs import decode_engagement, decode_privacy_request, decode_signal
@@ -66,29 +66,29 @@ def register(app: faust.App, settings: Settings) -> None:
             except InvalidEvent as exc:
                 await outbox.dead_letter(exc.reason, exc.message, message, log)
                 return
-            state = cache.get(message.key, event) or logic.new_key_state()
+            state = cache.get(message.key, event) or rules.new_key_state()
             now_ms = versions.now_ms()
             if kind == "identity.lookups" and payload.get("op") == "forget_user":
-                for scrub in logic.forget_user(state, payload["user_id"]):
+                for scrub in rules.forget_user(state, payload["user_id"]):
                     await outbox.send("identity.answers", scrub["conversion_key"], scrub)
-                cache.put(message.key, state if logic.holds_links(state) else None, event)
+                cache.put(message.key, state if rules.holds_links(state) else None, event)
                 return
-            known_users = logic.users_of(state)
+            known_users = rules.users_of(state)
             if kind == "identity.lookups":
-                watchers = [logic.watch(state, payload, now_ms + horizon_ms)]
-            elif is_signal and logic.add_signal(state, payload, message.offset):
-                watchers = logic.touched_watchers(state, int(payload["ts_ms"]))
-            elif kind == "identity.clicks" and logic.add_click(state, payload):
-                watchers = logic.touched_watchers(state, int(payload["ts_ms"]))
+                watchers = [rules.watch(state, payload, now_ms + horizon_ms)]
+            elif is_signal and rules.add_signal(state, payload, message.offset):
+                watchers = rules.touched_watchers(state, int(payload["ts_ms"]))
+            elif kind == "identity.clicks" and rules.add_click(state, payload):
+                watchers = rules.touched_watchers(state, int(payload["ts_ms"]))
             else:
                 cache.rewrite(message.key, event)  # folded already: a redelivery
                 return
-            for user_id in logic.users_of(state) - known_users:
+            for user_id in rules.users_of(state) - known_users:
                 entry = {"user_id": user_id, "key": message.key.decode()}
                 await outbox.send("identity.user_keys", user_id, entry)
-            for reply in logic.answers(state, watchers, always=kind == "identity.lookups"):
+            for reply in rules.answers(state, watchers, always=kind == "identity.lookups"):
                 await outbox.send("identity.answers", reply["conversion_key"], reply)
-            logic.prune_watchers(state, now_ms)
+            rules.prune_watchers(state, now_ms)
             cache.put(message.key, state, event)
 
         await process(stream, settings, outbox, handle, keys_table, log=log)
@@ -112,22 +112,22 @@ def register(app: faust.App, settings: Settings) -> None:
                 if state is not None and state["conv"]["raw_ref"] == payload["raw_ref"]:
                     cache.rewrite(key, event)  # owned already: a redelivery
                     return
-                state = logic.new_owner_state(payload, state)
+                state = rules.new_owner_state(payload, state)
                 state["dirty"] = True
-                for identifier, request in logic.lookup_requests(state, conversion_key):
+                for identifier, request in rules.lookup_requests(state, conversion_key):
                     await outbox.send("identity.lookups", identifier, request)
             elif payload.get("op") == "forget_user":
                 if state is not None:
-                    logic.forget_user_in_owner(state, payload["user_id"])
+                    rules.forget_user_in_owner(state, payload["user_id"])
                     cache.put(key, state, event)
                 return
             else:
                 if state is None or payload["gen"] != state["gen"]:
                     return  # an answer for a superseded acceptance
                 state["answers"][payload["slot"]] = payload["user_id"]
-            result = logic.combine(state)
+            result = rules.combine(state)
             if result is not None:
-                sends = logic.on_result(state, result, conversion_key, versions.now_ms())
+                sends = rules.on_result(state, result, conversion_key, versions.now_ms())
                 for topic, send_key, value in sends:
                     await outbox.send(topic, send_key, value)
             cache.put(key, state, event)

@@ -1,9 +1,9 @@
-"""Matching rules (services/identity_match/logic.py)."""
+"""Matching rules (services/identity_match/rules.py)."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.identity_match import logic
+from services.identity_match import rules
 
 NOW_MS = 1_800_000_000_000  # the wall clock of the worker (version stamps)
 
@@ -47,9 +47,9 @@ def signal(ts_ms, op="link", user="u1", key_type="em", account=None):
 
 
 def key_state(*signals):
-    state = logic.new_key_state()
+    state = rules.new_key_state()
     for offset, s in enumerate(signals):
-        logic.add_signal(state, s, offset)
+        rules.add_signal(state, s, offset)
     return state
 
 
@@ -66,7 +66,7 @@ def test_slots_follow_priority_then_array_order():
         external_id=["x1"],
         hashed_maids=["m1"],
     )
-    assert [s[0] for s in logic.slots(c)] == [
+    assert [s[0] for s in rules.slots(c)] == [
         "click_id",
         "external_id",
         "em",
@@ -75,85 +75,85 @@ def test_slots_follow_priority_then_array_order():
         "hashed_maid",
         "ip_ua",
     ]
-    assert [s[2] for s in logic.slots(c)][2:4] == ["e1", "e2"]
+    assert [s[2] for s in rules.slots(c)][2:4] == ["e1", "e2"]
 
 
 def test_hashed_maids_look_up_hashed_maid_signals():
-    assert logic.slots(conv(hashed_maids=["m"]))[0][1] == "hashed_maid"
+    assert rules.slots(conv(hashed_maids=["m"]))[0][1] == "hashed_maid"
 
 
 def test_link_points_key_at_user_as_of_event_time():
-    assert logic.answer(key_state(signal(T_MS - 1)), watch()) == "u1"
+    assert rules.answer(key_state(signal(T_MS - 1)), watch()) == "u1"
 
 
 def test_link_made_after_the_conversion_does_not_claim_it():
-    assert logic.answer(key_state(signal(T_MS + 1)), watch()) is None
+    assert rules.answer(key_state(signal(T_MS + 1)), watch()) is None
 
 
 def test_link_at_exactly_event_time_counts():
-    assert logic.answer(key_state(signal(T_MS)), watch()) == "u1"
+    assert rules.answer(key_state(signal(T_MS)), watch()) == "u1"
 
 
 def test_unlink_clears_only_its_own_user():
     state = key_state(signal(1, user="u1"), signal(2, op="unlink", user="u2"))
-    assert logic.answer(state, watch()) == "u1"
+    assert rules.answer(state, watch()) == "u1"
     state = key_state(signal(1, user="u1"), signal(2, op="unlink", user="u1"))
-    assert logic.answer(state, watch()) is None
+    assert rules.answer(state, watch()) is None
 
 
 def test_relink_to_another_user_moves_the_key():
     state = key_state(signal(1, user="u1"), signal(2, user="u2"))
-    assert logic.answer(state, watch()) == "u2"
+    assert rules.answer(state, watch()) == "u2"
 
 
 def test_equal_timestamps_fold_in_arrival_order():
     state = key_state(signal(5, user="u1"), signal(5, user="u2"))
-    assert logic.answer(state, watch()) == "u2"
+    assert rules.answer(state, watch()) == "u2"
     state = key_state(signal(5, user="u1"), signal(5, op="unlink", user="u1"))
-    assert logic.answer(state, watch()) is None
+    assert rules.answer(state, watch()) is None
 
 
 def test_late_arriving_earlier_signal_is_folded_in_time_order():
     state = key_state(signal(10, user="u2"), signal(5, user="u1"))  # u1 arrives late
-    assert logic.answer(state, watch()) == "u2"
+    assert rules.answer(state, watch()) == "u2"
 
 
 def test_signals_of_another_key_type_are_ignored():
-    assert logic.answer(key_state(signal(1, key_type="ph")), watch("em")) is None
+    assert rules.answer(key_state(signal(1, key_type="ph")), watch("em")) is None
 
 
 def test_external_id_matches_only_its_own_ad_account():
     state = key_state(signal(1, key_type="external_id", account="2"))
-    assert logic.answer(state, watch("external_id", account="1")) is None
-    assert logic.answer(state, watch("external_id", account="2")) == "u1"
+    assert rules.answer(state, watch("external_id", account="1")) is None
+    assert rules.answer(state, watch("external_id", account="2")) == "u1"
 
 
 def test_ip_ua_is_valid_for_seven_days_inclusive():
     state = key_state(signal(T_MS - 7 * DAY_MS, key_type="ip_ua"))
-    assert logic.answer(state, watch("ip_ua")) == "u1"
+    assert rules.answer(state, watch("ip_ua")) == "u1"
     state = key_state(signal(T_MS - 7 * DAY_MS - 1, key_type="ip_ua"))
-    assert logic.answer(state, watch("ip_ua")) is None
+    assert rules.answer(state, watch("ip_ua")) is None
 
 
 def test_click_id_resolves_to_the_user_of_a_click_at_or_before_event_time():
-    state = logic.new_key_state()
-    logic.add_click(state, {"ts_ms": T_MS + 1, "user_id": "late", "engagement_id": "e2"})
-    assert logic.answer(state, watch("click")) is None
-    logic.add_click(state, {"ts_ms": T_MS, "user_id": "u1", "engagement_id": "e1"})
-    assert logic.answer(state, watch("click")) == "u1"
+    state = rules.new_key_state()
+    rules.add_click(state, {"ts_ms": T_MS + 1, "user_id": "late", "engagement_id": "e2"})
+    assert rules.answer(state, watch("click")) is None
+    rules.add_click(state, {"ts_ms": T_MS, "user_id": "u1", "engagement_id": "e1"})
+    assert rules.answer(state, watch("click")) == "u1"
 
 
 def test_repeated_signal_offset_and_click_are_ignored():
-    state = logic.new_key_state()
-    assert logic.add_signal(state, signal(1), 7)
-    assert not logic.add_signal(state, signal(1), 7)
+    state = rules.new_key_state()
+    assert rules.add_signal(state, signal(1), 7)
+    assert not rules.add_signal(state, signal(1), 7)
     click = {"ts_ms": 1, "user_id": "u1", "engagement_id": "e1"}
-    assert logic.add_click(state, click)
-    assert not logic.add_click(state, click)
+    assert rules.add_click(state, click)
+    assert not rules.add_click(state, click)
 
 
 def owner(c, answers=None):
-    state = logic.new_owner_state(c, None)
+    state = rules.new_owner_state(c, None)
     for slot, user in (answers or {}).items():
         state["answers"][slot] = user
     return state
@@ -161,32 +161,32 @@ def owner(c, answers=None):
 
 def test_combine_waits_for_every_slot():
     state = owner(conv(em=["e1"], ph=["p1"]), {"1": "u2"})
-    assert logic.combine(state) is None
+    assert rules.combine(state) is None
 
 
 def test_combine_takes_the_first_slot_that_resolves():
     state = owner(conv(click_id="c", em=["e1"], ph=["p1"]), {"0": None, "1": "u1", "2": "u2"})
-    assert logic.combine(state) == {"status": "matched", "key_type": "em", "user_id": "u1"}
+    assert rules.combine(state) == {"status": "matched", "key_type": "em", "user_id": "u1"}
 
 
 def test_restricted_and_empty_conversions_are_unidentified_without_lookups():
     c = conv(em=["e1"])
     c["opt_out"] = True
-    assert logic.combine(owner(c)) == {"status": "unidentified", "reason": "opt_out"}
+    assert rules.combine(owner(c)) == {"status": "unidentified", "reason": "opt_out"}
     c = conv(em=["e1"])
     c["ldp"] = True
-    assert logic.combine(owner(c)) == {"status": "unidentified", "reason": "ldp"}
-    assert logic.combine(owner(conv())) == {"status": "unidentified", "reason": "no_identifiers"}
-    assert logic.combine(owner(conv(em=["e"]), {"0": None}))["reason"] == "no_match"
+    assert rules.combine(owner(c)) == {"status": "unidentified", "reason": "ldp"}
+    assert rules.combine(owner(conv())) == {"status": "unidentified", "reason": "no_identifiers"}
+    assert rules.combine(owner(conv(em=["e"]), {"0": None}))["reason"] == "no_match"
 
 
 def test_moving_a_conversion_retracts_it_from_the_old_user_with_a_higher_version():
     state = owner(conv(em=["e1"]))
-    first = logic.on_result(
+    first = rules.on_result(
         state, {"status": "matched", "key_type": "em", "user_id": "u1"}, "k", NOW_MS
     )
     assert [(t, k) for t, k, _ in first] == [("attribution.assignments", "u1")]
-    second = logic.on_result(
+    second = rules.on_result(
         state, {"status": "matched", "key_type": "em", "user_id": "u2"}, "k", NOW_MS
     )
     assert [(t, k, m["op"]) for t, k, m in second] == [
@@ -200,9 +200,9 @@ def test_moving_a_conversion_retracts_it_from_the_old_user_with_a_higher_version
 def test_unchanged_result_sends_nothing_and_unmatching_publishes_unidentified():
     state = owner(conv(em=["e1"]))
     matched = {"status": "matched", "key_type": "em", "user_id": "u1"}
-    logic.on_result(state, matched, "k", NOW_MS)
-    assert logic.on_result(state, matched, "k", NOW_MS) == []
-    sends = logic.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
+    rules.on_result(state, matched, "k", NOW_MS)
+    assert rules.on_result(state, matched, "k", NOW_MS) == []
+    sends = rules.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
     assert [(t, k) for t, k, _ in sends] == [
         ("attribution.assignments", "u1"),
         ("attribution.results", "k"),
@@ -212,11 +212,11 @@ def test_unchanged_result_sends_nothing_and_unmatching_publishes_unidentified():
 
 def test_superseding_acceptance_keeps_match_version_growing():
     state = owner(conv(em=["e1"]))
-    logic.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
-    again = logic.new_owner_state(conv(em=["e1"]), state)
+    rules.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
+    again = rules.new_owner_state(conv(em=["e1"]), state)
     again["dirty"] = True
     assert again["gen"] == state["gen"] + 1
-    sends = logic.on_result(again, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
+    sends = rules.on_result(again, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
     assert sends and again["mv"] == state["mv"] + 1  # same clock: one more
 
 
@@ -236,26 +236,26 @@ def test_fold_is_independent_of_arrival_order_for_distinct_timestamps(signals, r
     rnd.shuffle(shuffled)
     w = watch(event_time=0)
     w["event_time"] = 1  # 1000 ms: every signal ts (<= 20 ms) counts
-    assert logic.answer(key_state(*items), w) == logic.answer(key_state(*shuffled), w)
+    assert rules.answer(key_state(*items), w) == rules.answer(key_state(*shuffled), w)
 
 
 def test_forget_user_drops_their_links_and_tells_owners_without_rematching():
     state = key_state(signal(1, user="gone"), signal(2, user="stays", key_type="ph"))
-    logic.add_click(state, {"ts_ms": 1, "user_id": "gone", "engagement_id": "e1"})
+    rules.add_click(state, {"ts_ms": 1, "user_id": "gone", "engagement_id": "e1"})
     state["watchers"]["k|0"] = {"conversion_key": "k", "last": "gone"}
-    scrubs = logic.forget_user(state, "gone")
+    scrubs = rules.forget_user(state, "gone")
     assert scrubs == [{"op": "forget_user", "conversion_key": "k", "user_id": "gone"}]
-    assert logic.users_of(state) == {"stays"} and logic.holds_links(state)
+    assert rules.users_of(state) == {"stays"} and rules.holds_links(state)
     assert state["watchers"]["k|0"]["last"] is None
     lonely = key_state(signal(1, user="gone"))
-    logic.forget_user(lonely, "gone")
-    assert not logic.holds_links(lonely)
+    rules.forget_user(lonely, "gone")
+    assert not rules.holds_links(lonely)
 
 
 def test_owner_forgets_user_id_and_identifiers_but_keeps_its_result():
     state = owner(conv(em=["e1"], ph=["p1"]), {"0": "gone", "1": "gone"})
-    logic.on_result(state, logic.combine(state), "k", NOW_MS)
-    logic.forget_user_in_owner(state, "gone")
+    rules.on_result(state, rules.combine(state), "k", NOW_MS)
+    rules.forget_user_in_owner(state, "gone")
     assert "gone" not in str(state) and "e1" not in str(state)
     assert state["result"]["key_type"] == "em" and len(state["slots"]) == 2
 
@@ -263,13 +263,13 @@ def test_owner_forgets_user_id_and_identifiers_but_keeps_its_result():
 def test_a_decision_recomputed_after_a_crash_outranks_the_decisions_made_before_it():
     """The owner's state came back from before two decisions; its next one ranks above them."""
     state = owner(conv(em=["e1"]))
-    logic.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
+    rules.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
     restored = {**state, "answers": dict(state["answers"])}
-    first = logic.on_result(
+    first = rules.on_result(
         state, {"status": "matched", "key_type": "em", "user_id": "u"}, "k", NOW_MS
     )
-    logic.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
-    late = logic.on_result(
+    rules.on_result(state, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
+    late = rules.on_result(
         restored, {"status": "matched", "key_type": "em", "user_id": "u"}, "k", NOW_MS + 5_000
     )
     assert late[0][2]["mv"] > state["mv"] > first[0][2]["mv"]
