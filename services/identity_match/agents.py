@@ -1,32 +1,206 @@
 """Agents of identity_match.
 
-* ``clicks``: click engagements re-keyed by click_id (the click index input).
-* ``keys``: per identifier (co-partitioned with identity.signals): signal
-  history, clicks and the conversions watching the identifier; answers them,
-  and re-answers when a late signal or click changes what they resolve to.
+* ``clicks``: click engagements re-keyed by click_id (identity.clicks).
+* ``signals``: identity signals re-keyed by their internal identifier
+  (identity.key_signals): an ip_ua key becomes its keyed form, so that the
+  plain hash is never stored and the signal lands in the partition of the
+  keyed lookups.
+* ``keys``: per identifier: signal history, clicks and the conversions
+  watching the identifier; answers them, and re-answers when a late signal or
+  click changes what they resolve to.
 * ``owner``: per conversion_key: combines the answers in priority order and
   assigns the conversion to its user (or publishes it as unidentified).
 * ``user_index``: per user_id: the identifiers a user was seen with, so that a
-  deletion reaches all of them.
+  deletion reaches all of them; a receipt per delete request.
+
+Each agent's per-record step is a handler class (decode, rule, state, sends);
+``register`` only wires them to Faust, so the steps run in-process in unit
+tests (``tests/support/harness.py``).
+
+No log line or dead letter carries a click id, a user id or an unkeyed
+ip_ua hash: a handler whose input keys can be one says so (``user_keyed``),
+and its keys are logged only as short hashes (and left out of dead letters).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import faust
 import orjson
 
-from services.identity_match import logic
+from services.identity_match import rules, state
 from shared.contract import versions
 from shared.contract.errors import InvalidEvent
 from shared.contract.inputs import decode_engagement, decode_privacy_request, decode_signal
 from shared.runtime.app import raw_table, raw_topic
-from shared.runtime.batching import Outbox, process
+from shared.runtime.batching import Outbox, StateCache, process
 from shared.runtime.logging import get_logger, message_fields
 from shared.runtime.settings import Settings
 
-CLICK_FIELDS = ("click_id", "user_id", "engagement_id", "ts_ms")
+Clock = Callable[[], int]
+
+CLICKS_OUTPUTS = ("identity.clicks",)
+SIGNALS_OUTPUTS = ("identity.key_signals",)
+KEYS_INPUTS = ("identity.key_signals", "identity.clicks", "identity.lookups")
+KEYS_OUTPUTS = ("identity.answers", "identity.user_keys")
+OWNER_INPUTS = ("conversions.accepted", "identity.answers")
+OWNER_OUTPUTS = ("identity.lookups", "attribution.assignments", "attribution.results")
+INDEX_INPUTS = ("identity.user_keys", "privacy.requests")
+INDEX_OUTPUTS = ("identity.lookups", "privacy.receipts")
+
+
+class ClickForwarder:
+    """One ads.engagements record: a click goes on, keyed by its click_id."""
+
+    #: Its inputs are keyed by user_id: log keys only as short hashes.
+    user_keyed: ClassVar[bool] = True
+
+    def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
+        self.outbox = outbox
+        self.log = log
+
+    async def __call__(self, event: Any) -> None:
+        try:
+            engagement = decode_engagement(event.message.value)
+        except InvalidEvent:
+            return  # attribute, the other consumer, dead-letters it once
+        await self.outbox.send_all(rules.forward_click(engagement))
+
+
+class SignalForwarder:
+    """One identity.signals record: checked, then forwarded by its internal key."""
+
+    #: Its inputs are keyed by identifier hashes, unkeyed ip_ua hashes among
+    #: them: log keys only as short hashes.
+    user_keyed: ClassVar[bool] = True
+
+    def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.log = log
+
+    async def __call__(self, event: Any) -> None:
+        message = event.message
+        try:
+            signal = decode_signal(message.value)
+        except InvalidEvent as exc:
+            await self.outbox.dead_letter(
+                exc.reason, exc.message, message, self.log, user_keyed=self.user_keyed
+            )
+            return
+        ip_ua_key = self.settings.active_ip_ua_key
+        send = rules.forward_signal(signal, message.partition, message.offset, ip_ua_key)
+        await self.outbox.send_all([send])
+
+
+class KeysHandler:
+    """One identity.key_signals, identity.clicks or identity.lookups record
+    against the ``keys`` table (per identifier)."""
+
+    #: Its inputs are keyed by identifiers, click_ids among them: log keys only as short hashes.
+    user_keyed: ClassVar[bool] = True
+
+    def __init__(
+        self, settings: Settings, outbox: Outbox, log: Any, clock: Clock = versions.now_ms
+    ) -> None:
+        self.outbox = outbox
+        self.log = log
+        self.clock = clock
+        self.horizon_ms = settings.late_horizon_s * 1000
+        self.kinds = {settings.topic_name(name): name for name in KEYS_INPUTS}
+
+    async def __call__(self, event: Any, keys: StateCache) -> None:
+        message = event.message
+        kind = self.kinds[message.topic]
+        payload = orjson.loads(message.value)
+        key = message.key.decode()
+        current = state.decode_keys(keys.get(message.key, event))
+        now_ms = self.clock()
+        new: state.KeyState | None
+        if kind == "identity.key_signals":
+            new, sends = rules.on_signal(current, key, payload, now_ms)
+        elif kind == "identity.clicks":
+            new, sends = rules.on_click(current, key, payload, now_ms)
+        elif payload.get("op") == "forget_user":
+            new, sends = rules.on_forget(current, payload["user_id"])
+        else:
+            new, sends = rules.on_lookup(current, payload, now_ms, self.horizon_ms)
+        await self.outbox.send_all(sends)
+        # Unchanged (a redelivery) is written again too: see StateCache.rewrite.
+        keys.put(message.key, state.encode_keys(new), event)
+
+
+class OwnerHandler:
+    """One conversions.accepted or identity.answers record against the
+    ``conversions`` table (per conversion_key)."""
+
+    #: Its inputs are keyed by conversion_key, logged as they are.
+    user_keyed: ClassVar[bool] = False
+
+    def __init__(
+        self, settings: Settings, outbox: Outbox, log: Any, clock: Clock = versions.now_ms
+    ) -> None:
+        self.outbox = outbox
+        self.log = log
+        self.clock = clock
+        self.accepted_topic = settings.topic_name("conversions.accepted")
+
+    async def __call__(self, event: Any, conversions: StateCache) -> None:
+        message = event.message
+        conversion_key = message.key.decode()
+        current = state.decode_owner(conversions.get(message.key, event))
+        payload = orjson.loads(message.value)
+        sends: list[Any] = []
+        new: state.OwnerState | None
+        if message.topic == self.accepted_topic:
+            new, sends = rules.on_accepted(current, conversion_key, payload, self.clock())
+        elif payload.get("op") == "forget_user":
+            new = rules.on_owner_forget(current, payload["user_id"])
+        else:
+            new, sends = rules.on_answer(current, conversion_key, payload, self.clock())
+        await self.outbox.send_all(sends)
+        conversions.put(message.key, state.encode_owner(new), event)
+
+
+class UserIndexHandler:
+    """One identity.user_keys or privacy.requests record against the
+    ``user_index`` table (per user_id)."""
+
+    #: Its inputs are keyed by user_id: log keys only as short hashes.
+    user_keyed: ClassVar[bool] = True
+
+    def __init__(
+        self, settings: Settings, outbox: Outbox, log: Any, clock: Clock = versions.now_ms
+    ) -> None:
+        self.outbox = outbox
+        self.log = log
+        self.clock = clock
+        self.user_keys_topic = settings.topic_name("identity.user_keys")
+
+    async def __call__(self, event: Any, index: StateCache) -> None:
+        message = event.message
+        known = state.decode_user_index(index.get(message.key, event))
+        if message.topic == self.user_keys_topic:
+            entry = orjson.loads(message.value)
+            index.put(
+                message.key, state.encode_user_index(rules.on_user_key(known, entry["key"])), event
+            )
+            return
+        try:
+            request = decode_privacy_request(message.value)
+        except InvalidEvent:
+            return  # attribute, the other consumer, dead-letters it once
+        if request["kind"] != "delete":
+            return  # opt-out and opt-in concern attribute only
+        request_id = request.get("request_id")
+        request_id = request_id if isinstance(request_id, str) else None
+        new, sends = rules.on_delete(known, request["user_id"], request_id, self.clock())
+        await self.outbox.send_all(sends)
+        index.put(message.key, state.encode_user_index(new), event)
+        fields = message_fields(message, user_keyed=self.user_keyed)
+        self.log.info("user_forgotten", identifiers=len(known), receipt=bool(request_id), **fields)
 
 
 def register(app: faust.App, settings: Settings) -> None:
@@ -34,134 +208,39 @@ def register(app: faust.App, settings: Settings) -> None:
     keys_table = raw_table(app, settings, "keys")
     conversions = raw_table(app, settings, "conversions")
     index_table = raw_table(app, settings, "user_index")
-    horizon_ms = settings.late_horizon_s * 1000
-    key_names = ("identity.signals", "identity.clicks", "identity.lookups")
-    key_topics = {settings.topic_name(n): n for n in key_names}
 
     @app.agent(raw_topic(app, settings, "ads.engagements"), name="clicks")
     async def clicks(stream: Any) -> None:
-        outbox = Outbox(app, settings, "identity.clicks")
+        outbox = Outbox(app, settings, *CLICKS_OUTPUTS)
+        handler = ClickForwarder(settings, outbox, log)
+        await process(stream, settings, outbox, handler, log=log, user_keyed=handler.user_keyed)
 
-        async def handle(event: Any) -> None:
-            try:
-                eng = decode_engagement(event.message.value)
-            except InvalidEvent:
-                return  # attribute, the other consumer, dead-letters it once
-            if eng["type"] == "click" and isinstance(eng.get("click_id"), str):
-                click = {k: eng[k] for k in CLICK_FIELDS}
-                await outbox.send("identity.clicks", eng["click_id"], click)
+    @app.agent(raw_topic(app, settings, "identity.signals"), name="signals")
+    async def signals(stream: Any) -> None:
+        outbox = Outbox(app, settings, *SIGNALS_OUTPUTS)
+        handler = SignalForwarder(settings, outbox, log)
+        await process(stream, settings, outbox, handler, log=log, user_keyed=handler.user_keyed)
 
-        await process(stream, settings, outbox, handle, log=log, user_keyed=True)
-
-    @app.agent(raw_topic(app, settings, *key_topics.values()), name="keys")
+    @app.agent(raw_topic(app, settings, *KEYS_INPUTS), name="keys")
     async def keys(stream: Any) -> None:
-        outbox = Outbox(app, settings, "identity.answers", "identity.user_keys")
-
-        async def handle(event: Any, cache: Any) -> None:
-            message = event.message
-            kind = key_topics[message.topic]
-            try:
-                is_signal = kind == "identity.signals"
-                payload = decode_signal(message.value) if is_signal else orjson.loads(message.value)
-            except InvalidEvent as exc:
-                await outbox.dead_letter(exc.reason, exc.message, message, log)
-                return
-            state = cache.get(message.key, event) or logic.new_key_state()
-            now_ms = versions.now_ms()
-            if kind == "identity.lookups" and payload.get("op") == "forget_user":
-                for scrub in logic.forget_user(state, payload["user_id"]):
-                    await outbox.send("identity.answers", scrub["conversion_key"], scrub)
-                cache.put(message.key, state if logic.holds_links(state) else None, event)
-                return
-            known_users = logic.users_of(state)
-            if kind == "identity.lookups":
-                watchers = [logic.watch(state, payload, now_ms + horizon_ms)]
-            elif is_signal and logic.add_signal(state, payload, message.offset):
-                watchers = logic.touched_watchers(state, int(payload["ts_ms"]))
-            elif kind == "identity.clicks" and logic.add_click(state, payload):
-                watchers = logic.touched_watchers(state, int(payload["ts_ms"]))
-            else:
-                cache.rewrite(message.key, event)  # folded already: a redelivery
-                return
-            for user_id in logic.users_of(state) - known_users:
-                entry = {"user_id": user_id, "key": message.key.decode()}
-                await outbox.send("identity.user_keys", user_id, entry)
-            for reply in logic.answers(state, watchers, always=kind == "identity.lookups"):
-                await outbox.send("identity.answers", reply["conversion_key"], reply)
-            logic.prune_watchers(state, now_ms)
-            cache.put(message.key, state, event)
-
-        await process(stream, settings, outbox, handle, keys_table, log=log)
-
-    accepted_topic = settings.topic_name("conversions.accepted")
-    owner_source = raw_topic(app, settings, "conversions.accepted", "identity.answers")
-
-    @app.agent(owner_source, name="owner")
-    async def owner(stream: Any) -> None:
-        outbox = Outbox(
-            app, settings, "identity.lookups", "attribution.assignments", "attribution.results"
+        outbox = Outbox(app, settings, *KEYS_OUTPUTS)
+        handler = KeysHandler(settings, outbox, log)
+        await process(
+            stream, settings, outbox, handler, keys_table, log=log, user_keyed=handler.user_keyed
         )
 
-        async def handle(event: Any, cache: Any) -> None:
-            message = event.message
-            key = message.key
-            conversion_key = key.decode()
-            state = cache.get(key, event)
-            payload = orjson.loads(message.value)
-            if message.topic == accepted_topic:
-                if state is not None and state["conv"]["raw_ref"] == payload["raw_ref"]:
-                    cache.rewrite(key, event)  # owned already: a redelivery
-                    return
-                state = logic.new_owner_state(payload, state)
-                state["dirty"] = True
-                for identifier, request in logic.lookup_requests(state, conversion_key):
-                    await outbox.send("identity.lookups", identifier, request)
-            elif payload.get("op") == "forget_user":
-                if state is not None:
-                    logic.forget_user_in_owner(state, payload["user_id"])
-                    cache.put(key, state, event)
-                return
-            else:
-                if state is None or payload["gen"] != state["gen"]:
-                    return  # an answer for a superseded acceptance
-                state["answers"][payload["slot"]] = payload["user_id"]
-            result = logic.combine(state)
-            if result is not None:
-                sends = logic.on_result(state, result, conversion_key, versions.now_ms())
-                for topic, send_key, value in sends:
-                    await outbox.send(topic, send_key, value)
-            cache.put(key, state, event)
+    @app.agent(raw_topic(app, settings, *OWNER_INPUTS), name="owner")
+    async def owner(stream: Any) -> None:
+        outbox = Outbox(app, settings, *OWNER_OUTPUTS)
+        handler = OwnerHandler(settings, outbox, log)
+        await process(
+            stream, settings, outbox, handler, conversions, log=log, user_keyed=handler.user_keyed
+        )
 
-        await process(stream, settings, outbox, handle, conversions, log=log)
-
-    user_keys_topic = settings.topic_name("identity.user_keys")
-    index_source = raw_topic(app, settings, "identity.user_keys", "privacy.requests")
-
-    @app.agent(index_source, name="user_index")
+    @app.agent(raw_topic(app, settings, *INDEX_INPUTS), name="user_index")
     async def user_index(stream: Any) -> None:
-        outbox = Outbox(app, settings, "identity.lookups")
-
-        async def handle(event: Any, cache: Any) -> None:
-            message = event.message
-            known = cache.get(message.key, event) or []
-            if message.topic == user_keys_topic:
-                entry = orjson.loads(message.value)
-                if entry["key"] not in known:
-                    cache.put(message.key, [*known, entry["key"]], event)
-                else:
-                    cache.rewrite(message.key, event)
-                return
-            try:
-                request = decode_privacy_request(message.value)
-            except InvalidEvent:
-                return  # attribute, the other consumer, dead-letters it once
-            if request["kind"] != "delete":
-                return
-            forget = {"op": "forget_user", "user_id": request["user_id"]}
-            for identifier in known:
-                await outbox.send("identity.lookups", identifier, forget)
-            cache.put(message.key, None, event)
-            fields = message_fields(message, user_keyed=True)
-            log.info("user_forgotten", identifiers=len(known), **fields)
-
-        await process(stream, settings, outbox, handle, index_table, log=log, user_keyed=True)
+        outbox = Outbox(app, settings, *INDEX_OUTPUTS)
+        handler = UserIndexHandler(settings, outbox, log)
+        await process(
+            stream, settings, outbox, handler, index_table, log=log, user_keyed=handler.user_keyed
+        )

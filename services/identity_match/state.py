@@ -1,0 +1,212 @@
+"""The identity_match service's table values, typed.
+
+Three tables, each with the JSON layout its changelog already holds;
+``decode_*`` and ``encode_*`` keep that layout (positional lists stay
+positional on the wire, code uses names), so typed code needs no migration of
+old state. A layout change bumps ``LAYOUT_VERSION`` and teaches the decoders
+every older one.
+
+* ``keys`` (key: identifier, hash or click_id; co-partitioned with
+  identity.lookups): ``{"signals": [[ts_ms, arrival, op, user_id, key_type,
+  ad_account_id], ...], "clicks": [[ts_ms, user_id, engagement_id], ...],
+  "watchers": {"<conversion_key>|<slot>": {conversion_key, slot, gen,
+  signal_type, ad_account_id, event_time, last, expires_ms}}}``.
+* ``conversions`` (key: conversion_key): the owner of one accepted
+  conversion, ``{"conv", "gen", "mv", "slots": [[key_type, signal_type,
+  identifier], ...], "answers": {"<slot>": user_id | null}, "result", "user",
+  "dirty"}``.
+* ``user_index`` (key: user_id): ``[identifier, ...]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+LAYOUT_VERSION = 1
+
+
+# ---------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One identity signal folded into an identifier's history."""
+
+    ts_ms: int
+    #: The signal's offset in identity.signals. Every signal of one identifier
+    #: comes from the one identity.signals partition its (plain) key hashes to,
+    #: so the offset orders them by arrival (the fold's tie-break) and
+    #: recognises a redelivered signal, however often it was forwarded.
+    arrival: int
+    op: str
+    user_id: str
+    key_type: str
+    ad_account_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """One click engagement carrying the click_id this state is keyed by."""
+
+    ts_ms: int
+    user_id: str
+    engagement_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Watcher:
+    """A conversion slot watching this identifier until ``expires_ms``."""
+
+    conversion_key: str
+    slot: str
+    gen: int
+    signal_type: str
+    ad_account_id: str | None
+    #: The conversion's event_time (seconds): the identifier is folded as of it.
+    event_time: int
+    #: The user last answered to the conversion (None: no user).
+    last: str | None
+    expires_ms: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.conversion_key}|{self.slot}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """Everything known about one identifier."""
+
+    #: In fold order: (ts_ms, arrival).
+    signals: tuple[Signal, ...] = ()
+    clicks: tuple[Click, ...] = ()
+    #: By ``Watcher.name``.
+    watchers: Mapping[str, Watcher] = field(default_factory=dict)
+
+
+WATCHER_FIELDS = (
+    "conversion_key",
+    "slot",
+    "gen",
+    "signal_type",
+    "ad_account_id",
+    "event_time",
+    "last",
+    "expires_ms",
+)
+
+
+def decode_keys(value: Any) -> KeyState:
+    """A ``keys`` table value (decoded JSON, or None for a new identifier) as typed state."""
+    if value is None:
+        return KeyState()
+    return KeyState(
+        signals=tuple(
+            Signal(int(ts), int(arrival), op, user, key_type, account)
+            for ts, arrival, op, user, key_type, account in value["signals"]
+        ),
+        clicks=tuple(Click(int(ts), user, eng) for ts, user, eng in value["clicks"]),
+        watchers={
+            name: Watcher(**{f: w.get(f) for f in WATCHER_FIELDS})
+            for name, w in value["watchers"].items()
+        },
+    )
+
+
+def encode_keys(state: KeyState | None) -> dict[str, Any] | None:
+    """The wire layout of a ``keys`` value; None (a tombstone) for a deleted identifier."""
+    if state is None:
+        return None
+    return {
+        "signals": [
+            [s.ts_ms, s.arrival, s.op, s.user_id, s.key_type, s.ad_account_id]
+            for s in state.signals
+        ],
+        "clicks": [[c.ts_ms, c.user_id, c.engagement_id] for c in state.clicks],
+        "watchers": {
+            name: {f: getattr(w, f) for f in WATCHER_FIELDS} for name, w in state.watchers.items()
+        },
+    }
+
+
+# --------------------------------------------------------------- conversions
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One identifier of a conversion, in matching priority order."""
+
+    key_type: str
+    signal_type: str
+    #: Empty once a deletion scrubbed the conversion's identifiers.
+    identifier: str
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerState:
+    """The owner of one accepted conversion (per conversion_key)."""
+
+    #: The accepted conversion as dedupe forwarded it (``ids`` emptied by a deletion).
+    conv: Mapping[str, Any]
+    #: Acceptance generation: tells answers for this acceptance from stale ones.
+    gen: int
+    #: Match version (a stamp), carried over when a new acceptance supersedes.
+    mv: int
+    slots: tuple[Slot, ...]
+    #: By slot index (a string, as on the wire): the user, or None for no user.
+    answers: Mapping[str, str | None]
+    #: The last result sent: ``{"status": "matched", "key_type", "user_id"}``
+    #: or ``{"status": "unidentified", "reason"}``; None before the first.
+    result: Mapping[str, Any] | None
+    #: The user the conversion is assigned to (None: unidentified or none yet).
+    user: str | None
+    #: A new acceptance: its result is sent even if it equals the last one.
+    dirty: bool
+
+
+def decode_owner(value: Any) -> OwnerState | None:
+    """A ``conversions`` table value (decoded JSON) as typed state; None for a new key."""
+    if value is None:
+        return None
+    return OwnerState(
+        conv=value["conv"],
+        gen=int(value["gen"]),
+        mv=int(value["mv"]),
+        slots=tuple(Slot(*slot) for slot in value["slots"]),
+        answers=value["answers"],
+        result=value["result"],
+        user=value.get("user"),
+        dirty=bool(value.get("dirty", False)),
+    )
+
+
+def encode_owner(state: OwnerState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {
+        "conv": dict(state.conv),
+        "gen": state.gen,
+        "mv": state.mv,
+        "slots": [[s.key_type, s.signal_type, s.identifier] for s in state.slots],
+        "answers": dict(state.answers),
+        "result": dict(state.result) if state.result is not None else None,
+        "user": state.user,
+        "dirty": state.dirty,
+    }
+
+
+# ---------------------------------------------------------------- user_index
+
+#: The identifiers one user was seen with, first seen first.
+UserIndex = tuple[str, ...]
+
+
+def decode_user_index(value: Any) -> UserIndex:
+    return tuple(value) if value is not None else ()
+
+
+def encode_user_index(index: UserIndex) -> list[str] | None:
+    """The wire layout; None (a tombstone) when the user has no identifier left."""
+    return list(index) or None

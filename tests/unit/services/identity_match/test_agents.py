@@ -1,0 +1,415 @@
+"""The identity_match agents' steps, run in-process (tests/support/harness.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from services.identity_match import agents
+from shared.contract.keys import ip_ua_hash, keyed_ip_ua
+from tests.support.harness import FakeEvent, Harness, Sent
+
+NOW_MS = 1_800_000_000_000
+T = 1_700_000_000  # a conversion's event_time (seconds)
+EM = "e" * 64
+CONVERSION_KEY = "549755885175:checkout:ev-1:online"
+PLAIN_IP_UA = ip_ua_hash("203.0.113.7", "Mozilla/5.0 (X11; Linux x86_64)")
+
+
+@dataclass
+class RecordingLog:
+    """A structlog stand-in keeping every line (event and fields)."""
+
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+    def __getattr__(self, level: str) -> Any:
+        def log(event: str, **fields: Any) -> None:
+            self.lines.append({"level": level, "event": event, **fields})
+
+        return log
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness(log=RecordingLog())
+
+
+def clock() -> int:
+    return NOW_MS
+
+
+def handlers(h: Harness) -> dict[str, Any]:
+    """The five handlers on one harness, by agent name."""
+    return {
+        "clicks": agents.ClickForwarder(h.settings, h.outbox(*agents.CLICKS_OUTPUTS), h.log),
+        "signals": agents.SignalForwarder(h.settings, h.outbox(*agents.SIGNALS_OUTPUTS), h.log),
+        "keys": agents.KeysHandler(h.settings, h.outbox(*agents.KEYS_OUTPUTS), h.log, clock),
+        "owner": agents.OwnerHandler(h.settings, h.outbox(*agents.OWNER_OUTPUTS), h.log, clock),
+        "user_index": agents.UserIndexHandler(
+            h.settings, h.outbox(*agents.INDEX_OUTPUTS), h.log, clock
+        ),
+    }
+
+
+TABLES = {"keys": "keys", "owner": "conversions", "user_index": "user_index"}
+
+
+async def run(h: Harness, agent: str, *events: FakeEvent) -> None:
+    tables = [h.table(TABLES[agent])] if agent in TABLES else []
+    handler = handlers(h)[agent]
+    await h.run(handler, list(events), *tables, user_keyed=handler.user_keyed)
+
+
+def link(key: str, user: str = "u1", key_type: str = "em", ts_ms: int = T * 1000 - 1) -> Any:
+    return {
+        "user_id": user,
+        "key_type": key_type,
+        "key": key,
+        "ad_account_id": None,
+        "op": "link",
+        "ts_ms": ts_ms,
+    }
+
+
+def accepted(**ids: Any) -> dict[str, Any]:
+    return {
+        "conversion_key": CONVERSION_KEY,
+        "raw_ref": "conversions.raw:0:1",
+        "ad_account_id": "549755885175",
+        "event_time": T,
+        "ids": {"click_id": None, "em": [], "ip_ua": None, **ids},
+        "opt_out": False,
+        "ldp": False,
+    }
+
+
+def lookup(slot: str = "0", signal_type: str = "em") -> dict[str, Any]:
+    return {
+        "conversion_key": CONVERSION_KEY,
+        "slot": slot,
+        "gen": 1,
+        "signal_type": signal_type,
+        "ad_account_id": "549755885175",
+        "event_time": T,
+    }
+
+
+def click_engagement(click_id: str = "epik-1", user: str = "u1") -> dict[str, Any]:
+    return {
+        "engagement_id": "eng-1",
+        "user_id": user,
+        "ad_account_id": "549755885175",
+        "type": "click",
+        "ts_ms": T * 1000 - 5,
+        "click_id": click_id,
+    }
+
+
+CONSUMERS = {
+    "identity.clicks": "keys",
+    "identity.key_signals": "keys",
+    "identity.lookups": "keys",
+    "identity.answers": "owner",
+    "identity.user_keys": "user_index",
+}
+
+
+async def deliver(h: Harness) -> None:
+    """Feed each internal record not delivered yet to its agent, until none is left."""
+    while (start := getattr(h, "delivered", 0)) < len(h.producer.sent):
+        h.delivered = len(h.producer.sent)  # type: ignore[attr-defined]
+        for sent in h.producer.sent[start:]:
+            if sent.topic in CONSUMERS:
+                await run(h, CONSUMERS[sent.topic], h.record(sent.topic, sent.key, sent.value))
+
+
+def everything_stored_and_sent(h: Harness) -> bytes:
+    tables = b"".join(k + v for t in h.tables.values() for k, v in t.items())
+    sent = b"".join((s.key or b"") + (s.value or b"") for s in h.producer.sent)
+    return tables + sent
+
+
+def only(sent: list[Sent]) -> Sent:
+    [one] = sent
+    return one
+
+
+# ------------------------------------------------------------------ clicks
+
+
+async def test_a_click_is_forwarded_by_its_click_id(h: Harness) -> None:
+    await run(h, "clicks", h.record("ads.engagements", "u1", click_engagement()))
+    forwarded = only(h.sent("identity.clicks"))
+    assert forwarded.key == b"epik-1"
+    assert forwarded.json == {
+        "click_id": "epik-1",
+        "user_id": "u1",
+        "engagement_id": "eng-1",
+        "ts_ms": T * 1000 - 5,
+    }
+
+
+async def test_an_invalid_engagement_is_left_to_attribute_and_the_batch_goes_on(
+    h: Harness,
+) -> None:
+    await run(
+        h,
+        "clicks",
+        h.record("ads.engagements", "u1", b"not json"),
+        h.record("ads.engagements", "u1", {**click_engagement(), "type": "view"}),
+        h.record("ads.engagements", "u1", click_engagement()),
+    )
+    assert h.dead_letters() == [] and len(h.sent("identity.clicks")) == 1
+
+
+# ------------------------------------------------------------------ signals
+
+
+async def test_an_em_signal_is_forwarded_unchanged_with_its_input_position(h: Harness) -> None:
+    await run(h, "signals", h.record("identity.signals", EM, link(EM), partition=3))
+    forwarded = only(h.sent("identity.key_signals"))
+    assert forwarded.key == EM.encode()
+    assert forwarded.json == {**link(EM), "arrival": [3, 0]}
+
+
+async def test_an_ip_ua_signal_is_forwarded_by_its_keyed_hash(h: Harness) -> None:
+    await run(
+        h, "signals", h.record("identity.signals", PLAIN_IP_UA, link(PLAIN_IP_UA, key_type="ip_ua"))
+    )
+    keyed = keyed_ip_ua(PLAIN_IP_UA, h.settings.active_ip_ua_key)
+    forwarded = only(h.sent("identity.key_signals"))
+    assert forwarded.key == keyed.encode() and forwarded.json["key"] == keyed
+    assert PLAIN_IP_UA.encode() not in everything_stored_and_sent(h)
+
+
+async def test_an_undecodable_signal_is_dead_lettered_and_the_batch_goes_on(h: Harness) -> None:
+    await run(
+        h,
+        "signals",
+        h.record("identity.signals", EM, link(EM)),
+        h.record("identity.signals", EM, b"not json"),
+        h.record("identity.signals", EM, {**link(EM), "op": "merge"}),
+        h.record("identity.signals", EM, link(EM, user="u2")),
+    )
+    assert [(d["reason"], d["offset"]) for d in h.dead_letters()] == [
+        ("invalid_json", 1),
+        ("invalid_op", 2),
+    ]
+    assert all(s.key is None for s in h.sent("conversions.dlq"))
+    assert len(h.sent("identity.key_signals")) == 2
+
+
+# ------------------------------------------------------------------ keys
+
+
+async def test_a_lookup_is_answered_to_its_conversion_key(h: Harness) -> None:
+    await run(h, "keys", h.record("identity.lookups", EM, lookup()))
+    answer = only(h.sent("identity.answers"))
+    assert answer.key == CONVERSION_KEY.encode()
+    assert answer.json == {"conversion_key": CONVERSION_KEY, "slot": "0", "gen": 1, "user_id": None}
+    assert h.table("keys").value(EM)["watchers"][f"{CONVERSION_KEY}|0"]["last"] is None
+
+
+async def test_a_late_signal_indexes_its_user_and_re_answers_the_watcher(h: Harness) -> None:
+    await run(h, "keys", h.record("identity.lookups", EM, lookup()))
+    await run(h, "signals", h.record("identity.signals", EM, link(EM)))
+    await deliver(h)
+    index = only(h.sent("identity.user_keys"))
+    assert index.key == b"u1" and index.json == {"user_id": "u1", "key": EM}
+    assert [a.json["user_id"] for a in h.sent("identity.answers")] == [None, "u1"]
+    assert h.table("user_index").value("u1") == [EM]
+
+
+async def test_a_signal_forwarded_twice_is_folded_once(h: Harness) -> None:
+    """After a crash the forwarder may write the same input twice, at two offsets."""
+    source = h.record("identity.signals", EM, link(EM))
+    await run(h, "signals", source)
+    await run(h, "signals", source)
+    first, second = h.sent("identity.key_signals")
+    await run(
+        h,
+        "keys",
+        h.record("identity.key_signals", first.key, first.value),
+        h.record("identity.key_signals", second.key, second.value),
+    )
+    assert len(h.table("keys").value(EM)["signals"]) == 1
+    assert len(h.sent("identity.user_keys")) == 1
+
+
+async def test_a_click_is_indexed_under_its_user(h: Harness) -> None:
+    await run(h, "clicks", h.record("ads.engagements", "u1", click_engagement()))
+    await deliver(h)
+    assert h.table("keys").value("epik-1")["clicks"] == [[T * 1000 - 5, "u1", "eng-1"]]
+    assert h.table("user_index").value("u1") == ["epik-1"]
+
+
+async def test_a_broken_lookup_is_dead_lettered_without_its_key_and_the_batch_goes_on(
+    h: Harness,
+) -> None:
+    """A lookup's key may be a click id: neither the DLQ record nor the log carries it."""
+    await run(
+        h,
+        "keys",
+        h.record("identity.lookups", "epik-secret", b"{broken"),
+        h.record("identity.lookups", EM, lookup()),
+    )
+    [dead] = h.sent("conversions.dlq")
+    assert dead.key is None and dead.json["reason"] == "processing_error"
+    assert len(h.sent("identity.answers")) == 1
+    assert "epik-secret" not in str(h.log.lines)  # type: ignore[attr-defined]
+    assert any(line["event"] == "processing_error" for line in h.log.lines)  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------ owner
+
+
+async def test_an_acceptance_looks_up_each_identifier_by_its_key(h: Harness) -> None:
+    await run(
+        h,
+        "owner",
+        h.record("conversions.accepted", CONVERSION_KEY, accepted(em=[EM], click_id="epik-1")),
+    )
+    assert [(s.key, s.json["slot"], s.json["signal_type"]) for s in h.sent("identity.lookups")] == [
+        (b"epik-1", "0", "click"),
+        (EM.encode(), "1", "em"),
+    ]
+    assert h.table("conversions").value(CONVERSION_KEY)["gen"] == 1
+
+
+async def test_a_matched_conversion_is_assigned_to_its_user(h: Harness) -> None:
+    await run(h, "signals", h.record("identity.signals", EM, link(EM)))
+    await run(h, "owner", h.record("conversions.accepted", CONVERSION_KEY, accepted(em=[EM])))
+    await deliver(h)
+    assign = only(h.sent("attribution.assignments"))
+    assert assign.key == b"u1" and assign.json["op"] == "assign"
+    assert assign.json["key_type"] == "em" and "ids" not in assign.json["conv"]
+    assert h.sent("attribution.results") == []
+
+
+async def test_an_unmatched_conversion_is_published_unidentified(h: Harness) -> None:
+    await run(h, "owner", h.record("conversions.accepted", CONVERSION_KEY, accepted(em=[EM])))
+    await deliver(h)
+    result = only(h.sent("attribution.results"))
+    assert result.key == CONVERSION_KEY.encode() and result.json["reason"] == "no_match"
+
+
+async def test_ip_ua_matches_when_both_sides_are_keyed_and_the_plain_hash_stays_out(
+    h: Harness,
+) -> None:
+    """Ingest keys the conversion's ip_ua, the signals agent the signal's: they meet."""
+    keyed = keyed_ip_ua(PLAIN_IP_UA, h.settings.active_ip_ua_key)
+    signal = link(PLAIN_IP_UA, key_type="ip_ua")
+    await run(h, "signals", h.record("identity.signals", PLAIN_IP_UA, signal))
+    await run(h, "owner", h.record("conversions.accepted", CONVERSION_KEY, accepted(ip_ua=keyed)))
+    await deliver(h)
+    assign = only(h.sent("attribution.assignments"))
+    assert assign.key == b"u1" and assign.json["key_type"] == "ip_ua"
+    assert h.table("user_index").value("u1") == [keyed]
+    assert PLAIN_IP_UA.encode() not in everything_stored_and_sent(h)
+
+
+async def test_an_undecodable_acceptance_is_dead_lettered_with_its_key(h: Harness) -> None:
+    await run(
+        h,
+        "owner",
+        h.record("conversions.accepted", CONVERSION_KEY, b"not json"),
+        h.record("conversions.accepted", CONVERSION_KEY, accepted(em=[EM])),
+    )
+    [dead] = h.sent("conversions.dlq")
+    assert dead.key == CONVERSION_KEY.encode() and dead.json["reason"] == "processing_error"
+    assert len(h.sent("identity.lookups")) == 1
+
+
+# ------------------------------------------------------------------ deletion
+
+
+async def matched_user(h: Harness, user: str = "gone") -> None:
+    """A conversion matched to ``user`` through EM and a click id."""
+    await run(h, "signals", h.record("identity.signals", EM, link(EM, user=user)))
+    await run(h, "clicks", h.record("ads.engagements", user, click_engagement(user=user)))
+    await run(
+        h,
+        "owner",
+        h.record("conversions.accepted", CONVERSION_KEY, accepted(em=[EM], click_id="epik-1")),
+    )
+    await deliver(h)
+
+
+def delete_request(user: str = "gone", request_id: str | None = "r-1") -> dict[str, Any]:
+    request = {"user_id": user, "kind": "delete", "ts_ms": NOW_MS}
+    return {**request, "request_id": request_id} if request_id else request
+
+
+async def test_a_delete_clears_the_users_links_and_identifiers(h: Harness) -> None:
+    await matched_user(h)
+    assert {k for k, _ in h.table("keys").items()} == {EM.encode(), b"epik-1"}
+    await run(h, "user_index", h.record("privacy.requests", "gone", delete_request()))
+    await deliver(h)
+    assert dict(h.table("keys").items()) == {}  # no link left: deleted whole
+    assert h.table("user_index").value("gone") is None
+    owner = h.table("conversions").value(CONVERSION_KEY)
+    assert "gone" not in str(owner) and EM not in str(owner) and "epik-1" not in str(owner)
+
+
+async def test_a_delete_leaves_other_users_links(h: Harness) -> None:
+    await matched_user(h)
+    await run(h, "signals", h.record("identity.signals", EM, link(EM, user="stays", key_type="ph")))
+    await deliver(h)
+    await run(h, "user_index", h.record("privacy.requests", "gone", delete_request()))
+    await deliver(h)
+    kept = h.table("keys").value(EM)
+    assert [s[3] for s in kept["signals"]] == ["stays"]
+
+
+async def test_a_delete_sends_a_receipt_by_request_id_without_the_user_id(h: Harness) -> None:
+    await matched_user(h)
+    await run(h, "user_index", h.record("privacy.requests", "gone", delete_request()))
+    receipt = only(h.sent("privacy.receipts"))
+    assert receipt.key == b"r-1"
+    assert receipt.json == {
+        "request_id": "r-1",
+        "service": "identity_match",
+        "completed_at_ms": NOW_MS,
+        "identifiers": 2,
+    }
+    assert b"gone" not in receipt.value  # type: ignore[operator]
+
+
+async def test_a_forgotten_user_is_logged_by_a_hash_of_the_key(h: Harness) -> None:
+    await run(h, "user_index", h.record("privacy.requests", "gone", delete_request()))
+    [line] = [x for x in h.log.lines if x["event"] == "user_forgotten"]  # type: ignore[attr-defined]
+    assert line["key"].startswith("sha256:") and "gone" not in str(line)
+
+
+async def test_opt_outs_and_invalid_requests_are_left_to_attribute(h: Harness) -> None:
+    await matched_user(h)
+    await run(
+        h,
+        "user_index",
+        h.record("privacy.requests", "gone", b"not json"),
+        h.record("privacy.requests", "gone", {**delete_request(), "kind": "opt_out"}),
+    )
+    assert h.dead_letters() == [] and h.sent("privacy.receipts") == []
+    assert h.table("user_index").value("gone") == [EM, "epik-1"]
+
+
+async def test_a_delete_without_request_id_still_forgets(h: Harness) -> None:
+    await matched_user(h)
+    await run(
+        h, "user_index", h.record("privacy.requests", "gone", delete_request(request_id=None))
+    )
+    await deliver(h)
+    assert h.sent("privacy.receipts") == [] and dict(h.table("keys").items()) == {}
+
+
+async def test_no_log_line_carries_a_user_id_or_click_id(h: Harness) -> None:
+    await matched_user(h)
+    await run(h, "user_index", h.record("privacy.requests", "gone", delete_request()))
+    await deliver(h)
+    await run(h, "keys", h.record("identity.clicks", "epik-1", b"{broken"))
+    logged = orjson.dumps(h.log.lines)  # type: ignore[attr-defined]
+    assert h.log.lines  # type: ignore[attr-defined]
+    assert b"gone" not in logged and b"epik-1" not in logged
