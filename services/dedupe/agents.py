@@ -59,7 +59,7 @@ def register(app: faust.App, settings: Settings) -> None:
         outbox = Outbox(app, settings, *OUTPUTS)
         await process(stream, settings, outbox, DedupeHandler(settings, outbox, log), seen, log=log)
 
-    @app.timer(SWEEP_INTERVAL_S)
+    @app.timer(SWEEP_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def sweep_expired() -> None:
         """Ask the owning partitions to drop dedup state past every window.
 

@@ -21,7 +21,7 @@ from shared.runtime.consumer import InOrderConsumer
 from shared.runtime.settings import Settings
 
 
-class AckedTable(faust.Table):
+class AckedTable(faust.Table):  # type: ignore[type-arg]
     """A Table whose changelog records can be awaited.
 
     Faust acks a batch's input offsets as soon as the agent hands the batch
@@ -92,7 +92,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=3.0,
         broker_commit_interval=1.0,
     )
-    app.conf.convmesh = settings  # type: ignore[attr-defined]
+    app.conf.convmesh = settings
     _use_in_order_consumer(app, settings)
     _add_health_views(app, settings)
     return app
@@ -113,7 +113,8 @@ def _use_in_order_consumer(app: faust.App, settings: Settings) -> None:
     registry = registry_for(settings)
     gapless = frozenset(settings.topic_name(s.name) for s in registry if not s.compacted)
     consumer_class = type("AppConsumer", (InOrderConsumer,), {"gapless_topics": gapless})
-    app.transport.Consumer = consumer_class  # before the consumer exists (created lazily)
+    # Before the consumer exists (it is created lazily).
+    app.transport.Consumer = consumer_class  # type: ignore[misc]
 
 
 def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:
@@ -160,7 +161,8 @@ def bind_event(event: Any) -> None:
 def is_ready(app: faust.App) -> bool:
     """Started, past its first rebalance and table recovery, not rebalancing."""
     consumer_ready = app._consumer is not None and bool(app.consumer.assignment())
-    recovered = app.tables.recovery.completed.is_set() if app.tables else True
+    tables: Any = app.tables  # the TableManager: its type stub lacks ``recovery``
+    recovered = tables.recovery.completed.is_set() if tables else True
     return bool(app.started and not app.rebalancing and recovered and consumer_ready)
 
 

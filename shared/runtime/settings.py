@@ -434,14 +434,15 @@ class Settings:
             if value and len(value.encode()) < MIN_SECRET_BYTES:
                 problems.append(f"{name} is under 32 bytes")
         if not self.dev_mode:
-            for name, value in (
+            required: tuple[tuple[str, object], ...] = (
                 ("CONVMESH_PSEUDONYM_KEYS", self.pseudonym_keys),
                 ("CONVMESH_IP_UA_KEY", self.ip_ua_key),
                 ("CONVMESH_OPERATOR_TOKEN", self.operator_token),
                 ("CONVMESH_TOKEN_SECRET", self.token_secret),
-            ):
-                if not value:
-                    problems.append(f"{name} is required (or set CONVMESH_DEV_MODE=true)")
+            )
+            for required_name, present in required:
+                if not present:
+                    problems.append(f"{required_name} is required (or set CONVMESH_DEV_MODE=true)")
         if problems:
             raise ConfigError("; ".join(problems))
 
