@@ -213,7 +213,7 @@ async def replayed_engagement_does_not_resurrect_the_user(
     replay = engagement("e-1", DELETED, (now - 800) * 1000, None)
     fresh = engagement("e-new", DELETED, new_ms, None)
     await produce(
-        bootstrap,
+        kafka(bootstrap),
         [(t("ads.engagements"), DELETED.encode(), v) for v in (replay, fresh)],
     )
     settings = Settings(service="attribute", namespace=ns)
