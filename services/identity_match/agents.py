@@ -34,6 +34,7 @@ from services.identity_match import rules, state
 from shared.contract import versions
 from shared.contract.errors import InvalidEvent
 from shared.contract.inputs import decode_engagement, decode_privacy_request, decode_signal
+from shared.contract.records import Send
 from shared.runtime.app import raw_table, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
 from shared.runtime.logging import get_logger, message_fields
@@ -152,7 +153,7 @@ class OwnerHandler:
         conversion_key = message.key.decode()
         current = state.decode_owner(conversions.get(message.key, event))
         payload = orjson.loads(message.value)
-        sends: list[Any] = []
+        sends: list[Send] = []
         new: state.OwnerState | None
         if message.topic == self.accepted_topic:
             new, sends = rules.on_accepted(current, conversion_key, payload, self.clock())
@@ -161,6 +162,8 @@ class OwnerHandler:
         else:
             new, sends = rules.on_answer(current, conversion_key, payload, self.clock())
         await self.outbox.send_all(sends)
+        # Unchanged (a redelivery, a stale answer) is written again too: see
+        # StateCache.rewrite; nothing is written for a key without state.
         conversions.put(message.key, state.encode_owner(new), event)
 
 
@@ -184,9 +187,8 @@ class UserIndexHandler:
         known = state.decode_user_index(index.get(message.key, event))
         if message.topic == self.user_keys_topic:
             entry = orjson.loads(message.value)
-            index.put(
-                message.key, state.encode_user_index(rules.on_user_key(known, entry["key"])), event
-            )
+            grown = rules.on_user_key(known, entry["key"])
+            index.put(message.key, state.encode_user_index(grown), event)
             return
         try:
             request = decode_privacy_request(message.value)
