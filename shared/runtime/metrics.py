@@ -214,8 +214,8 @@ def consumer_lag(app: Any, namespace: str) -> list[tuple[str, int, int]]:
         return []
     result = []
     for tp in sorted(consumer.assignment()):
-        if tp.topic.endswith("-changelog"):
-            continue  # a table's changelog is read only while recovering
+        if tp.topic.endswith("-changelog") or "__assignor" in tp.topic:
+            continue  # changelogs are read only while recovering; the assignor's is Faust's
         highwater = consumer.highwater(tp)
         read = consumer._read_offset.get(tp)
         if highwater is None:
