@@ -110,12 +110,10 @@ class Metrics:
         self.attributions.labels(touch_type=touch_type or "none").inc()
 
     def published_result(self, record: Any) -> None:
-        """A conversions.attributed record: its match key type and its touch type."""
+        """A conversions.attributed record: its touch type (``none``: not attributed)."""
         if not isinstance(record, dict) or "status" not in record:
             return  # a tombstone or scrub, not an outcome
-        match = record.get("match") or {}
         touch = record.get("touch") or {}
-        self.match(match.get("key_type") or "none", "matched" if match else "unmatched")
         self.attribution(touch.get("type"))
 
     def outcome(self, outcome: str) -> None:

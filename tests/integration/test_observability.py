@@ -150,6 +150,7 @@ def test_latency_and_batch_histograms_have_samples(mesh: Mesh) -> None:
     assert mesh.value("dedupe", "convmesh_end_to_end_latency_seconds_count") > 0
     assert mesh.value("attribute", "convmesh_batch_processing_seconds_count") > 0
     assert mesh.value("attribute", "convmesh_attribution_outcomes_total") > 0
+    assert mesh.value("identity_match", "convmesh_match_outcomes_total", outcome="matched") > 0
 
 
 def test_table_listing_pages_and_shows_no_identifier(mesh: Mesh) -> None:

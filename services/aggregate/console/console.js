@@ -73,7 +73,7 @@ function drawBars(id, values, cls) {
 }
 
 function matchShares(data) {
-  const s = stage(data, "attribute");
+  const s = stage(data, "identity_match");
   const m = (s && s.matches) || {};
   const total = sum(m);
   const shares = {};

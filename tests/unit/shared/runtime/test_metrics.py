@@ -85,18 +85,26 @@ def test_an_output_carrying_received_at_is_a_latency_sample() -> None:
     assert got[key] == 2.5
 
 
-def test_a_published_result_counts_its_key_type_and_touch_type() -> None:
+def test_a_published_result_counts_its_touch_type() -> None:
     metrics = Metrics()
     metrics.published_result(
         {"status": "attributed", "match": {"key_type": "em"}, "touch": {"type": "click"}}
     )
     metrics.published_result({"status": "unidentified", "match": None, "touch": None})
+    metrics.published_result(None)  # a tombstone is no outcome
     got = samples(metrics)
-    em = (("key_type", "em"), ("outcome", "matched"))
-    assert got[("convmesh_match_outcomes_total", em)] == 1
-    none = (("key_type", "none"), ("outcome", "unmatched"))
-    assert got[("convmesh_match_outcomes_total", none)] == 1
     assert got[("convmesh_attribution_outcomes_total", (("touch_type", "click"),))] == 1
+    assert got[("convmesh_attribution_outcomes_total", (("touch_type", "none"),))] == 1
+
+
+def test_a_match_outcome_is_counted_per_key_type() -> None:
+    metrics = Metrics()
+    metrics.match("em", "matched")
+    metrics.match("", "unidentified")
+    got = samples(metrics)
+    assert got[("convmesh_match_outcomes_total", (("key_type", "em"), ("outcome", "matched")))] == 1
+    none = (("key_type", "none"), ("outcome", "unidentified"))
+    assert got[("convmesh_match_outcomes_total", none)] == 1
 
 
 def test_the_namespace_is_removed_from_topic_labels() -> None:
