@@ -5,7 +5,7 @@ PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 CONVMESH := $(VENV)/bin/convmesh
 
-.PHONY: venv jars demo up down status test unit integration lint fmt check clean
+.PHONY: venv jars browser demo up down status logs test unit integration lint fmt check clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,16 @@ $(STAMP): pyproject.toml requirements.lock
 # (CONVMESH_CACHE_DIR); `convmesh down --purge` keeps them.
 jars: venv
 	$(CONVMESH) broker fetch
+
+# Debian's chromium and its driver, for the console test
+# (tests/integration/test_console.py); installed only when missing (needs root).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "chromium and chromedriver are installed"; \
+	else \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+	    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }; \
+	fi
 
 # The local targets run in development mode (public development keys and
 # tokens) unless the caller sets CONVMESH_DEV_MODE or real secrets themselves.

@@ -18,10 +18,11 @@ import orjson
 
 from ops import mesh
 from ops.commands.common import add_data_dir, print_json, settings_from
-from ops.commands.mesh import print_status, status_doc
+from ops.commands.mesh import console_url, print_status, status_doc
 from ops.summary import pipeline_summary, render
 from shared.contract.errors import ConvmeshError
 from shared.kafka.topic_io import latest_by_key, produce, read_all
+from shared.runtime.logging import configure_logging
 from shared.runtime.settings import Settings
 
 
@@ -49,6 +50,10 @@ def run_demo(args: argparse.Namespace) -> int:
     from ops.workload import generate
 
     settings = settings_from(args)
+    # The CLI's own JSON log lines would bury the summary: warnings only here
+    # (the workers log to their files, see `convmesh logs`).
+    configure_logging("cli", 0, "WARNING")
+    print(f"Starting the mesh ({args.workers} worker(s) per service) ...")
     mesh.up(settings, workers=args.workers)
     print_status(settings)
     workload = generate(seed=args.seed, conversions=args.conversions)
@@ -115,6 +120,7 @@ async def summarise(settings: Settings) -> dict[str, Any]:
 
 
 def print_urls(settings: Settings) -> None:
+    print(f"\nOperator console: {console_url(settings)}")
     print("\nLook at:")
     urls = {w["name"]: w["url"] for w in status_doc(settings)["services"]}
     for name, url in urls.items():
@@ -124,4 +130,6 @@ def print_urls(settings: Settings) -> None:
         print(f"  Conversions API POST {urls['ingest']}/v5/ad_accounts/<id>/events")
     if "aggregate" in urls:
         print(f"  reports         {urls['aggregate']}/reports?ad_account_id=<id>&level=campaign")
+    print("  metrics         <worker url>/metrics  (Authorization: Bearer <operator token>)")
+    print(f"  worker logs     convmesh logs <service> [-f]  ({settings.data_dir}/logs)")
     print("  `convmesh summary` prints this summary again; `convmesh down` stops the mesh.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from urllib.parse import quote
 
 from ops import broker, mesh
 from ops.commands.common import add_data_dir, print_json, settings_from
@@ -59,10 +60,21 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def console_url(settings: Settings) -> str:
+    """The operator console (served by aggregate worker 0), its token in the fragment.
+
+    A fragment never reaches a server or its logs; the page moves the token
+    into an Authorization header.
+    """
+    base = mesh.worker_url(settings, "aggregate", 0)
+    return f"{base}/console#token={quote(settings.active_operator_token, safe='')}"
+
+
 def status_doc(settings: Settings) -> dict[str, object]:
     return {
         "broker": broker.status(settings).as_dict(),
         "services": [w.as_dict() for w in mesh.status(settings)],
+        "console_url": console_url(settings),
     }
 
 
@@ -81,6 +93,7 @@ def print_status(settings: Settings) -> dict[str, object]:
             f"{w['name'] + '-' + str(w['worker']):<18} {w['state']:<8} pid={pid:<7} "
             f"{w['url']}  {ready}"
         )
+    print(f"console   {doc['console_url']}")
     return doc
 
 

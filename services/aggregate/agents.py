@@ -171,6 +171,7 @@ class RowsHandler:
         for date in outcome.released:
             buckets.put(f"{account_id}:{date}".encode(), None, event)
             self.log.info("privacy_release_charged", ad_account_id=account_id, date=date)
+            self.outbox.metrics.outcome("privacy_release_charged")
         for date in outcome.refused:
             self.log.warning(
                 "privacy_release_refused",
@@ -178,6 +179,7 @@ class RowsHandler:
                 date=date,
                 reason="weekly privacy budget would be exceeded",
             )
+            self.outbox.metrics.outcome("privacy_release_refused")
         lanes.prune(account, now_ms, self.params.delay_s)
         # Written even when unchanged: a redelivered request may meet a state
         # this store kept through a kill -9 but the changelog never got.

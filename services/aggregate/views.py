@@ -7,12 +7,21 @@ from typing import Any
 import faust
 import orjson
 
+from services.aggregate import console_view
 from services.aggregate.report_query import QueryError, parse_query, summarise_rows
 from shared.runtime.settings import Settings
+from shared.runtime.table_views import register_table_views
+
+TABLES = ("results", "rows", "strata", "buckets", "privacy")
+#: Keyed by ad account data (account, date, campaign...), shown as they are;
+#: ``results`` is keyed by conversion_key, shown as a hash.
+ACCOUNT_KEYED = ("rows", "strata", "buckets", "privacy")
 
 
 def register(app: faust.App, settings: Settings) -> None:
     rows: Any = app.tables["rows"]
+    register_table_views(app, settings, *TABLES, safe_keys=ACCOUNT_KEYED)
+    console_view.register(app, settings)
 
     @app.page("/reports")
     async def reports(web: Any, request: Any) -> Any:

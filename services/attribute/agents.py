@@ -154,6 +154,8 @@ class PublisherHandler:
                 return
         if new is not None and sends:
             await self.outbox.send_all(sends)
+            if result.get("op") != "scrub":
+                self.outbox.metrics.published_result(sends[-1].value)
             published.put(message.key, state.encode_published(new), event)
 
 

@@ -45,6 +45,7 @@ class DedupeHandler:
         new, decision, sends = rules.on_valid(current, message.key, conv, message.value, window)
         if decision is rules.Decision.DUPLICATE:
             self.log.info("duplicate", **message_fields(message))
+            self.outbox.metrics.duplicate()
         else:
             seen.put(message.key, state.encode(new), event)
         await self.outbox.send_all(sends)

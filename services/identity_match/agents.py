@@ -38,6 +38,7 @@ from shared.contract.records import Send
 from shared.runtime.app import raw_table, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
 from shared.runtime.logging import get_logger, message_fields
+from shared.runtime.metrics import Metrics
 from shared.runtime.settings import Settings
 
 Clock = Callable[[], int]
@@ -162,9 +163,20 @@ class OwnerHandler:
         else:
             new, sends = rules.on_answer(current, conversion_key, payload, self.clock())
         await self.outbox.send_all(sends)
+        count_match_decisions(self.outbox.metrics, sends)
         # Unchanged (a redelivery, a stale answer) is written again too: see
         # StateCache.rewrite; nothing is written for a key without state.
         conversions.put(message.key, state.encode_owner(new), event)
+
+
+def count_match_decisions(metrics: Metrics, sends: list[Any]) -> None:
+    """A conversion's match, decided: matched per key type, or unidentified."""
+    for send in sends:
+        value = send.value if isinstance(send.value, dict) else {}
+        if send.topic == "attribution.assignments" and value.get("op") == "assign":
+            metrics.match(str(value.get("key_type")), "matched")
+        elif send.topic == "attribution.results" and value.get("status") == "unidentified":
+            metrics.match("none", "unidentified")
 
 
 class UserIndexHandler:

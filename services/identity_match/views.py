@@ -1,11 +1,19 @@
-"""Operator web views of the identity_match service."""
+"""Operator web views of the identity_match service: its tables (shared.runtime.table_views)."""
 
 from __future__ import annotations
 
 import faust
 
 from shared.runtime.settings import Settings
+from shared.runtime.table_views import register_table_views
+
+#: Keyed by identifiers, user ids or conversion keys: shown only as hashes.
+TABLES = (
+    "conversions",
+    "keys",
+    "user_index",
+)
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    """No views beyond /health and /ready yet."""
+    register_table_views(app, settings, *TABLES)

@@ -17,6 +17,7 @@ from faust.streams import _current_event
 
 from shared.kafka.client_config import faust_credentials
 from shared.kafka.registry_access import registry_for
+from shared.runtime import metrics
 from shared.runtime.consumer import InOrderConsumer
 from shared.runtime.settings import Settings
 
@@ -95,6 +96,7 @@ def create_app(settings: Settings) -> faust.App:
     app.conf.convmesh = settings
     _use_in_order_consumer(app, settings)
     _add_health_views(app, settings)
+    metrics.install(app, settings)  # its own registry and the /metrics view
     return app
 
 

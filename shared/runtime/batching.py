@@ -8,6 +8,7 @@ table key is read and decoded once and written once, and every send is awaited
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -19,6 +20,7 @@ from shared.kafka.codec import key_bytes
 from shared.kafka.registry_access import registry_for
 from shared.runtime.app import bind_event
 from shared.runtime.logging import message_fields
+from shared.runtime.metrics import metrics_of, registry_topic
 from shared.runtime.settings import Settings
 
 DLQ = "conversions.dlq"
@@ -98,6 +100,8 @@ class Outbox:
         self._producer: Any = None
         self._pending: list[Any] = []
         self.sent: dict[str, int] = dict.fromkeys(names, 0)
+        self.metrics = metrics_of(app)
+        self._namespace = settings.namespace
 
     async def send(self, topic: str, key: str | bytes | None, value: Any) -> None:
         payload = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
@@ -108,6 +112,11 @@ class Outbox:
         )
         self._pending.append(future)
         self.sent[topic] += 1
+        self.metrics.record_out(topic, value)
+        if topic == DLQ:
+            record = orjson.loads(payload) if payload is not None else {}
+            source = registry_topic(str(record.get("source_topic")), self._namespace)
+            self.metrics.reject(str(record.get("reason")), source)
 
     async def send_all(self, sends: Iterable[Send]) -> None:
         """Send what a rule returned, in order."""
@@ -231,8 +240,12 @@ async def process(
         await finish_batch(outbox, *caches)
 
     async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+        started = time.perf_counter()
+        for event in events:
+            outbox.metrics.record_in(registry_topic(event.message.topic, settings.namespace))
         try:
             await until_done(run, events, outbox, log)
+            outbox.metrics.batch_seconds.observe(time.perf_counter() - started)
         except BaseException:
             hold_offsets(events)
             raise

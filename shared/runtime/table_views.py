@@ -1,0 +1,234 @@
+"""Operator views of a service's RocksDB tables, safe to show.
+
+``GET /tables/<table>?limit=&after=`` lists the rows this worker holds, a page
+at a time; ``GET /tables/<table>/lookup?key=<key>`` answers one key, from the
+worker that owns the key's partition (Faust forwards the request, with its
+operator token, from the partition assignor's metadata; with one worker it
+is local). ``GET /partitions`` says which partitions this worker holds.
+
+Nothing identifying is shown: a key is shown as a truncated keyed hash
+(``h:<16 hex>``, HMAC under the newest pseudonym key) unless the table's keys
+are known to be ad account data, and every string of a value is hashed the
+same way unless its field is on the list of fields known to be safe
+(``SAFE_FIELDS``: account, campaign and event names, statuses, types,
+dates...). Numbers and booleans are shown. An operator token is required.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.partitioner import murmur2
+
+from shared.runtime.settings import Settings
+from shared.runtime.web_auth import operator_page
+
+HASH_PREFIX = "h:"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+#: Fields whose string values are never user data: shown as they are.
+SAFE_FIELDS = frozenset(
+    {
+        "ad_account_id",
+        "campaign_id",
+        "ad_group_id",
+        "ad_id",
+        "event_name",
+        "action_source",
+        "source",
+        "status",
+        "unidentified_reason",
+        "type",
+        "key_type",
+        "op",
+        "date",
+        "day",
+        "level",
+        "lane",
+        "scope",
+        "currency",
+        "service",
+        "kind",
+        "reason",
+    }
+)
+
+
+#: A dict key that looks like one of our field names is shown; any other (a
+#: conversion_key in a map of members, say) is data, and hashed.
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,40}").fullmatch
+
+
+class PageError(ValueError):
+    """A listing query that cannot be answered (bad limit)."""
+
+
+def truncated_hash(data: bytes | str, secret: str) -> str:
+    """``h:`` and the first 16 hex digits of HMAC-SHA256(secret, data): not reversible
+    without the key, stable across calls (so a listing can be paged and compared)."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    digest = hmac.new(f"table-view\x1f{secret}".encode(), raw, hashlib.sha256).hexdigest()
+    return HASH_PREFIX + digest[:16]
+
+
+def display_key(key: bytes, secret: str, *, safe: bool) -> str:
+    """How a table key is shown: itself for a table of account data, else a hash."""
+    if safe:
+        return key.decode("utf-8", "replace")
+    return truncated_hash(key, secret)
+
+
+def redact(value: Any, secret: str, field: str | None = None) -> Any:
+    """``value`` with every string outside ``SAFE_FIELDS`` replaced by its hash.
+
+    A string inside a list keeps the field name of the list. A dict key is
+    shown when it looks like a field name of ours, hashed otherwise.
+    """
+    if isinstance(value, dict):
+        return {
+            (k if _FIELD_NAME(k) else truncated_hash(k, secret)): redact(v, secret, k)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v, secret, field) for v in value]
+    if isinstance(value, str):
+        return value if field in SAFE_FIELDS else truncated_hash(value, secret)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    limit: int = DEFAULT_LIMIT
+    after: str | None = None
+
+
+def parse_page_query(query: Mapping[str, str]) -> PageQuery:
+    """``limit`` (1..MAX_LIMIT, default DEFAULT_LIMIT) and ``after`` (a shown key)."""
+    raw = query.get("limit")
+    try:
+        limit = DEFAULT_LIMIT if raw in (None, "") else int(str(raw))
+    except ValueError as exc:
+        raise PageError("limit must be an integer") from exc
+    if not 1 <= limit <= MAX_LIMIT:
+        raise PageError(f"limit must be between 1 and {MAX_LIMIT}")
+    return PageQuery(limit, query.get("after") or None)
+
+
+def page(
+    items: Iterable[tuple[bytes, bytes]], query: PageQuery, secret: str, *, safe_keys: bool
+) -> dict[str, Any]:
+    """One page of a table, ordered by shown key; ``next`` is the ``after`` of the next page.
+
+    Paging is by the shown key (a hash for most tables), so the cursor itself
+    reveals nothing either.
+    """
+    shown = sorted(
+        (display_key(key, secret, safe=safe_keys), raw) for key, raw in items if raw is not None
+    )
+    if query.after is not None:
+        shown = [(key, raw) for key, raw in shown if key > query.after]
+    rows = [
+        {"key": key, "value": redact(orjson.loads(raw), secret)}
+        for key, raw in shown[: query.limit]
+    ]
+    more = len(shown) > query.limit
+    return {"rows": rows, "next": rows[-1]["key"] if more and rows else None}
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (murmur2, as aiokafka)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def owner_of(partition: int, assignment: Mapping[str, Iterable[int]]) -> str | None:
+    """The worker (its URL) whose assignment holds ``partition``, if any does."""
+    for url, held in sorted(assignment.items()):
+        if partition in set(held):
+            return url
+    return None
+
+
+def register_table_views(
+    app: faust.App, settings: Settings, *tables: str, safe_keys: Iterable[str] = ()
+) -> None:
+    """The listing and lookup views of ``tables`` (names of ``app.tables``)."""
+    safe = frozenset(safe_keys)
+
+    def secret() -> str:
+        keys = settings.active_pseudonym_keys
+        return keys[0][1] if keys else settings.active_operator_token
+
+    for name in tables:
+        _register_table(app, settings, name, name in safe, secret)
+    _register_assignment(app, settings)
+
+
+def _register_table(
+    app: faust.App, settings: Settings, name: str, safe_keys: bool, secret: Any
+) -> None:
+    table: Any = app.tables[name]
+    partitions = int(table.partitions or app.conf.topic_partitions)
+
+    @operator_page(app, settings, f"/tables/{name}")
+    async def listing(web: Any, request: Any) -> Any:
+        try:
+            query = parse_page_query(dict(request.query))
+        except PageError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        body = page(table.items(), query, secret(), safe_keys=safe_keys)
+        body.update(table=name, service=settings.service, worker=settings.worker)
+        return web.json(body)
+
+    @operator_page(app, settings, f"/tables/{name}/lookup")
+    async def lookup(web: Any, request: Any) -> Any:
+        if not request.query.get("key"):
+            return web.json({"error": "key is required"}, status=400)
+        return await routed(web, request)
+
+    @app.table_route(table=table, query_param="key")
+    async def routed(web: Any, request: Any) -> Any:
+        """Runs on the worker that owns the key's partition (Faust forwards)."""
+        key = request.query["key"].encode()
+        raw = table.get(key)
+        shown = display_key(key, secret(), safe=safe_keys)
+        body = {
+            "table": name,
+            "key": shown,
+            "partition": partition_of(key, partitions),
+            "worker": settings.worker,
+            "found": raw is not None,
+            "value": redact(orjson.loads(raw), secret()) if raw is not None else None,
+        }
+        return web.json(body, status=200 if raw is not None else 404)
+
+    del listing, lookup
+
+
+def _register_assignment(app: faust.App, settings: Settings) -> None:
+    if getattr(app, "convmesh_assignment_view", False):
+        return
+    app.convmesh_assignment_view = True  # type: ignore[attr-defined]
+
+    @operator_page(app, settings, "/partitions")
+    async def assignment(web: Any, request: Any) -> Any:
+        held: dict[str, list[int]] = {}
+        if app._consumer is not None:
+            for tp in app.consumer.assignment():
+                held.setdefault(tp.topic, []).append(tp.partition)
+        return web.json(
+            {
+                "service": settings.service,
+                "worker": settings.worker,
+                "url": settings.web_url,
+                "partitions": {t: sorted(p) for t, p in sorted(held.items())},
+            }
+        )
+
+    del assignment
