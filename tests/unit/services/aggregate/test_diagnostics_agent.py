@@ -1,0 +1,55 @@
+"""The diagnostics agents' steps, run in-process (tests/support/harness.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.aggregate.diagnostics_agent import FACTS, BucketsHandler, FactsHandler
+from tests.support.harness import Harness
+
+ACCOUNT = "549755885175"
+KEY = f"{ACCOUNT}:checkout:ev-1:online"
+VALID = {
+    "conversion_key": KEY,
+    "ad_account_id": ACCOUNT,
+    "source": "api",
+    "received_at_ms": 1_764_151_200_000,
+    "raw_ref": "conversions.raw:0:1",
+    "event_name": "checkout",
+    "event_time": 1_764_151_000,
+    "ids": {"em": ["h"]},
+}
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+async def test_valid_conversion_becomes_a_fact_keyed_by_account(h: Harness) -> None:
+    handler = FactsHandler(h.settings, h.outbox(FACTS), h.log)
+    await h.run(handler, [h.record("conversions.valid", KEY, VALID)])
+    [fact] = h.sent(FACTS)
+    assert fact.key == ACCOUNT.encode() and fact.json["kind"] == "valid"
+
+
+async def test_dead_letter_of_a_downstream_topic_is_not_a_rejected_input(h: Harness) -> None:
+    handler = FactsHandler(h.settings, h.outbox(FACTS), h.log)
+    dead = {
+        "reason": "processing_error",
+        "source_topic": "conversions.valid",
+        "ad_account_id": ACCOUNT,
+    }
+    await h.run(handler, [h.record("conversions.dlq", ACCOUNT, dead)])
+    assert h.sent(FACTS) == []
+
+
+async def test_fact_is_counted_in_its_day_bucket_once(h: Harness) -> None:
+    facts = FactsHandler(h.settings, h.outbox(FACTS), h.log)
+    await h.run(facts, [h.record("conversions.valid", KEY, VALID)])
+    [fact] = h.sent(FACTS)
+    buckets = BucketsHandler(h.settings, h.outbox(), h.log)
+    again = [h.record(FACTS, ACCOUNT, fact.value), h.record(FACTS, ACCOUNT, fact.value)]
+    await h.run(buckets, again, h.table("diagnostics"))
+    bucket = h.table("diagnostics").value(f"{ACCOUNT}:2025-11-26")
+    assert bucket["cells"]["api|checkout"]["valid"] == 1
