@@ -113,7 +113,8 @@ def fact_of_rejected(dead: dict[str, Any], timestamp_ms: int) -> dict[str, Any] 
     if not isinstance(account, str) or not account:
         return None
     envelope = _parsed(dead.get("raw"))
-    event = envelope.get("event") if isinstance(envelope.get("event"), dict) else {}
+    found = envelope.get("event")
+    event: dict[str, Any] = found if isinstance(found, dict) else {}
     received = envelope.get("received_at_ms")
     when = received if type(received) is int and received >= 0 else timestamp_ms
     source, name = envelope.get("source"), event.get("event_name")
