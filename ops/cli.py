@@ -27,6 +27,10 @@ COMMAND_MODULES: list[str] = [
     "gen",  # generate a workload and produce it to the input topics
     "accounts",  # per ad account settings (attribution windows)
     "privacy",  # protected-lane releases and privacy budget
+    "send",  # stream an event file to the API or conversions.raw
+    "report",  # an ad account's report (advertiser API)
+    "dlq",  # recent rejects grouped by reason
+    "diagnostics",  # an ad account's setup diagnostics
 ]
 
 
