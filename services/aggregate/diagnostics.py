@@ -15,10 +15,10 @@ buckets on one partition:
   conversion; on the UTC day of its ``event_time``.
 
 A bucket (table ``diagnostics``, key ``"{ad_account_id}:{YYYY-MM-DD}"``)
-remembers which inputs it counted (``refs``), so a redelivered fact
-(at-least-once) is counted once; results are kept per conversion_key with
-their version, so a re-attribution replaces, never adds. Formulas:
-docs/diagnostics.md.
+holds the day's counters; a small marker per conversion_key (or rejected
+input) remembers what it was counted with, so a redelivered fact
+(at-least-once) is counted once and a re-attribution replaces its earlier
+outcome, never adds. Formulas: docs/diagnostics.md.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def fact_of_duplicate(audit: dict[str, Any], timestamp_ms: int) -> dict[str, Any
         "day": day_of_ms(timestamp_ms),
         "source": audit.get("source") or UNKNOWN,
         "event_name": event_name_of(audit["conversion_key"]),
+        "conversion_key": audit["conversion_key"],
     }
 
 
@@ -158,10 +159,38 @@ def _parsed(raw: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- buckets
+#
+# Two kinds of keys per account and day, so that no value grows with the
+# number of events (a changelog record must stay far below Kafka's 1 MB):
+#
+# * the bucket ``"{ad_account_id}:{day}"``: counters only (a few KB);
+# * markers ``"{ad_account_id}/{day}/{kind}/{id}"``: what one conversion_key
+#   (or one rejected input) was counted with, to count each input once.
+#
+# ``:`` and ``/`` keep the two apart in a prefix read: ``"{id}:"`` reads the
+# buckets only.
+
+
+def marker_key(fact: dict[str, Any]) -> str:
+    """The marker of the input a fact counts (see above)."""
+    kind = fact["kind"]
+    ident = fact["ref"] if kind in ("rejected", "result") else fact["conversion_key"]
+    space = {"valid": "ck", "duplicate": "ck", "rejected": "rej", "result": "res"}[kind]
+    return f"{fact['ad_account_id']}/{fact['day']}/{space}/{ident}"
+
+
+def markers_prefix(ad_account_id: str, day: str) -> str:
+    return f"{ad_account_id}/{day}/"
 
 
 def empty_bucket() -> dict[str, Any]:
-    return {"v": LAYOUT_VERSION, "refs": [], "cells": {}, "reasons": {}, "keys": {}, "results": {}}
+    return {
+        "v": LAYOUT_VERSION,
+        "cells": {},
+        "reasons": {},
+        "redundancy": {"tag": 0, "api": 0, "both": 0},
+        "results": {},
+    }
 
 
 def empty_cell() -> dict[str, Any]:
@@ -174,45 +203,67 @@ def empty_cell() -> dict[str, Any]:
     }
 
 
-def fold(bucket: dict[str, Any] | None, fact: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The bucket with one fact counted; False when it was counted already."""
+Folded = tuple[dict[str, Any], Any, bool]
+
+
+def fold(bucket: dict[str, Any] | None, marker: Any, fact: dict[str, Any]) -> Folded:
+    """The bucket and marker with one fact counted; False when it was counted already."""
     bucket = bucket or empty_bucket()
     if fact["kind"] == "result":
-        return _fold_result(bucket, fact)
+        return _fold_result(bucket, marker, fact)
+    marker = marker or {"refs": [], "sources": []}
     ref = f"{fact['kind']}|{fact['ref']}"
-    if ref in bucket["refs"]:
-        return bucket, False
-    bucket["refs"].append(ref)
+    if ref in marker["refs"]:
+        return bucket, marker, False
+    marker["refs"].append(ref)
     cell = bucket["cells"].setdefault(f"{fact['source']}|{fact['event_name']}", empty_cell())
     cell[fact["kind"]] += 1
     if fact["kind"] == "valid":
         for name in fact["ids"]:
             cell["ids"][name] += 1
         cell["delay"][delay_bin(int(fact["delay_ms"]))] += 1
-        sources = bucket["keys"].setdefault(fact["conversion_key"], [])
-        if fact["source"] not in sources:
-            sources.append(fact["source"])
-            sources.sort()
+        _add_source(bucket["redundancy"], marker["sources"], fact["source"])
     elif fact["kind"] == "rejected":
         reason = bucket["reasons"].setdefault(
             f"{fact['source']}|{fact['event_name']}|{fact['reason']}",
             {"count": 0, "example": fact["example"]},
         )
         reason["count"] += 1
-    return bucket, True
+    return bucket, marker, True
 
 
-def _fold_result(bucket: dict[str, Any], fact: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    last = bucket["results"].get(fact["ref"])
-    if last is not None and last[0] >= fact["version"]:
-        return bucket, False
-    bucket["results"][fact["ref"]] = [fact["version"], fact["event_name"], fact["outcome"]]
-    return bucket, True
+def _add_source(counts: dict[str, int], sources: list[str], source: str) -> None:
+    """Count a conversion_key once per source set change (tag, api, both)."""
+    if source in sources:
+        return
+    before = set(sources)
+    sources.append(source)
+    sources.sort()
+    for name in ("tag", "api"):
+        if source == name:
+            counts[name] += 1
+    if {"tag", "api"} <= set(sources) and not {"tag", "api"} <= before:
+        counts["both"] += 1
+
+
+def _fold_result(bucket: dict[str, Any], marker: Any, fact: dict[str, Any]) -> Folded:
+    """The latest outcome of a conversion replaces its earlier one in the counts."""
+    if marker is not None and marker[0] >= fact["version"]:
+        return bucket, marker, False
+    results = bucket["results"]
+    if marker is not None:
+        old = f"{marker[1]}|{marker[2]}"
+        results[old] -= 1
+        if not results[old]:
+            del results[old]
+    new = f"{fact['event_name']}|{fact['outcome']}"
+    results[new] = results.get(new, 0) + 1
+    return bucket, [fact["version"], fact["event_name"], fact["outcome"]], True
 
 
 def expired_day(day: str) -> str:
-    """The day whose bucket goes when ``day``'s is written (KEEP_DAYS back)."""
+    """The day whose bucket and markers go when ``day``'s bucket is created."""
     return (dt.date.fromisoformat(day) - dt.timedelta(days=KEEP_DAYS + 1)).isoformat()
 
 
-__all__ = ["DAY_MS", "ID_TYPES", "bucket_key", "fold"]
+__all__ = ["DAY_MS", "ID_TYPES", "bucket_key", "fold", "marker_key"]

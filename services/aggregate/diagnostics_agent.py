@@ -18,6 +18,7 @@ import faust
 import orjson
 
 from services.aggregate import diagnostics
+from services.aggregate.store_reads import prefix_items
 from shared.runtime.app import raw_table, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
 from shared.runtime.logging import get_logger
@@ -58,23 +59,36 @@ class FactsHandler:
 
 
 class BucketsHandler:
-    """One fact against its day bucket in the ``diagnostics`` table."""
+    """One fact against its day bucket and its marker in the ``diagnostics`` table."""
 
-    def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
+    def __init__(self, settings: Settings, outbox: Outbox, log: Any, table: Any = None) -> None:
         self.outbox = outbox
         self.log = log
+        self.table = table
 
-    async def __call__(self, event: Any, buckets: StateCache) -> None:
+    async def __call__(self, event: Any, state: StateCache) -> None:
         fact = orjson.loads(event.message.value)
         account, day = fact["ad_account_id"], fact["day"]
         key = diagnostics.bucket_key(account, day).encode()
-        bucket, counted = diagnostics.fold(buckets.get(key, event), fact)
-        if counted:
-            buckets.put(key, bucket, event)
-            old = diagnostics.bucket_key(account, diagnostics.expired_day(day)).encode()
-            buckets.put(old, None, event)
-        else:
-            buckets.rewrite(key, event)  # counted already: see StateCache.rewrite
+        marker_key = diagnostics.marker_key(fact).encode()
+        current = state.get(key, event)
+        bucket, marker, counted = diagnostics.fold(current, state.get(marker_key, event), fact)
+        if not counted:
+            # Counted already: write both again (see StateCache.rewrite).
+            state.rewrite(key, event)
+            state.rewrite(marker_key, event)
+            return
+        state.put(key, bucket, event)
+        state.put(marker_key, marker, event)
+        if current is None:
+            self.expire(event, state, account, diagnostics.expired_day(day))
+
+    def expire(self, event: Any, state: StateCache, account: str, day: str) -> None:
+        """Delete a day past every window: its bucket and its markers (a prefix read)."""
+        state.put(diagnostics.bucket_key(account, day).encode(), None, event)
+        prefix = diagnostics.markers_prefix(account, day).encode()
+        for found, _value in prefix_items(self.table or state.table, account, prefix):
+            state.put(found, None, event)
 
 
 def register(app: faust.App, settings: Settings) -> None:

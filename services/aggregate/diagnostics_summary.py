@@ -72,8 +72,8 @@ def summarise_window(buckets: list[Mapping[str, Any]]) -> dict[str, Any]:
     by_source: dict[str, dict[str, Any]] = {}
     by_event: dict[str, dict[str, Any]] = {}
     reasons: dict[str, dict[str, Any]] = {}
-    keys: dict[str, set[str]] = {}
-    results: dict[str, tuple[int, str, str]] = {}
+    red = {"tag": 0, "api": 0, "both": 0}
+    results: dict[str, int] = {}
     for bucket in buckets:
         for cell_key, cell in bucket["cells"].items():
             source, event_name = cell_key.split("|", 1)
@@ -85,34 +85,40 @@ def summarise_window(buckets: list[Mapping[str, Any]]) -> dict[str, Any]:
             entry = reasons.setdefault(reason, {"reason": reason, "count": 0, "example": None})
             entry["count"] += found["count"]
             entry["example"] = entry["example"] or found["example"]
-        for conversion_key, sources in bucket["keys"].items():
-            keys.setdefault(conversion_key, set()).update(sources)
-        for conversion_key, (version, name, outcome) in bucket["results"].items():
-            if conversion_key not in results or results[conversion_key][0] < version:
-                results[conversion_key] = (version, name, outcome)
+        for name in red:
+            red[name] += bucket["redundancy"][name]
+        for name_outcome, count in bucket["results"].items():
+            results[name_outcome] = results.get(name_outcome, 0) + count
+    by_name: dict[str, dict[str, int]] = {}
+    for name_outcome, count in results.items():
+        name, outcome = name_outcome.split("|", 1)
+        by_name.setdefault(name, {})[outcome] = count
+    overall: dict[str, int] = {}
+    for outcomes in by_name.values():
+        for outcome, count in outcomes.items():
+            overall[outcome] = overall.get(outcome, 0) + count
     top = sorted(reasons.values(), key=lambda r: (-r["count"], r["reason"]))[:TOP_REASONS]
     return {
         **counts_of(total),
         "by_source": {name: counts_of(cell) for name, cell in sorted(by_source.items())},
         "by_event_name": {name: counts_of(cell) for name, cell in sorted(by_event.items())},
         "top_reject_reasons": top,
-        "match_rate": match_rate([outcome for _v, _n, outcome in results.values()]),
+        "match_rate": match_rate(overall),
         "match_rate_by_event_name": {
-            name: match_rate([o for _v, n, o in results.values() if n == name])["overall"]
-            for name in sorted({n for _v, n, _o in results.values()})
+            name: match_rate(outcomes)["overall"] for name, outcomes in sorted(by_name.items())
         },
-        "redundancy": redundancy(keys.values()),
+        "redundancy": redundancy(red),
     }
 
 
-def match_rate(outcomes: list[str]) -> dict[str, Any]:
+def match_rate(outcomes: Mapping[str, int]) -> dict[str, Any]:
     """matched / results; by key type: results matched by that type / results."""
     matched: dict[str, int] = {}
-    for outcome in outcomes:
+    for outcome, count in outcomes.items():
         kind, _, detail = outcome.partition(":")
         if kind == "matched":
-            matched[detail] = matched.get(detail, 0) + 1
-    total = len(outcomes)
+            matched[detail] = matched.get(detail, 0) + count
+    total = sum(outcomes.values())
     return {
         "results": total,
         "overall": share(sum(matched.values()), total),
@@ -120,14 +126,9 @@ def match_rate(outcomes: list[str]) -> dict[str, Any]:
     }
 
 
-def redundancy(sources_per_key: Any) -> dict[str, Any]:
-    """Conversion keys seen from both tag and api / keys seen from tag or api."""
-    tag = api = both = 0
-    for sources in sources_per_key:
-        has_tag, has_api = "tag" in sources, "api" in sources
-        tag += has_tag
-        api += has_api
-        both += has_tag and has_api
+def redundancy(counts: Mapping[str, int]) -> dict[str, Any]:
+    """Conversion keys seen from both tag and api / keys seen from tag or api (per day)."""
+    tag, api, both = counts["tag"], counts["api"], counts["both"]
     either = tag + api - both
     return {"tag_keys": tag, "api_keys": api, "both": both, "share": share(both, either)}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,8 +36,12 @@ def valid(
 
 def fold_all(facts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     buckets: dict[str, dict[str, Any]] = {}
+    markers: dict[str, Any] = {}
     for fact in facts:
-        buckets[fact["day"]], _ = d.fold(buckets.get(fact["day"]), fact)
+        key = d.marker_key(fact)
+        buckets[fact["day"]], markers[key], _ = d.fold(
+            buckets.get(fact["day"]), markers.get(key), fact
+        )
     return buckets
 
 
@@ -74,9 +79,22 @@ def test_received_is_accepted_plus_duplicates_plus_rejected() -> None:
 
 def test_a_redelivered_fact_is_counted_once() -> None:
     fact = d.fact_of_valid(valid(1))
-    bucket, first = d.fold(None, fact)
-    bucket, again = d.fold(bucket, dict(fact))
+    bucket, marker, first = d.fold(None, None, fact)
+    bucket, marker, again = d.fold(bucket, marker, dict(fact))
     assert first and not again and bucket["cells"]["api|checkout"]["valid"] == 1
+
+
+def test_bucket_size_does_not_grow_with_the_events_of_the_day() -> None:
+    """Counters only: a changelog record must stay far below Kafka's 1 MB."""
+    few = fold_all([d.fact_of_valid(valid(n)) for n in range(10)])[TODAY]
+    many = fold_all([d.fact_of_valid(valid(n)) for n in range(2_000)])[TODAY]
+    assert len(orjson.dumps(many)) - len(orjson.dumps(few)) < 32
+
+
+def test_markers_of_a_day_are_apart_from_the_buckets_in_a_prefix_read() -> None:
+    marker = d.marker_key(d.fact_of_valid(valid(1)))
+    assert marker.startswith(d.markers_prefix(ACCOUNT, TODAY))
+    assert not marker.startswith(f"{ACCOUNT}:")
 
 
 def test_a_newer_result_replaces_the_older_one() -> None:

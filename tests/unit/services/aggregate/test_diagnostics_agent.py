@@ -53,3 +53,20 @@ async def test_fact_is_counted_in_its_day_bucket_once(h: Harness) -> None:
     await h.run(buckets, again, h.table("diagnostics"))
     bucket = h.table("diagnostics").value(f"{ACCOUNT}:2025-11-26")
     assert bucket["cells"]["api|checkout"]["valid"] == 1
+
+
+async def test_a_new_day_deletes_the_day_past_every_window(h: Harness) -> None:
+    old = {**VALID, "received_at_ms": VALID["received_at_ms"] - 30 * 86_400_000}
+    old["event_time"] = old["received_at_ms"] // 1000
+    facts = FactsHandler(h.settings, h.outbox(FACTS), h.log)
+    await h.run(
+        facts, [h.record("conversions.valid", KEY, old), h.record("conversions.valid", KEY, VALID)]
+    )
+    old_fact, new_fact = h.sent(FACTS)
+    table = h.table("diagnostics")
+    buckets = BucketsHandler(h.settings, h.outbox(), h.log, table)
+    await h.run(buckets, [h.record(FACTS, ACCOUNT, old_fact.value)], table)
+    assert table.value(f"{ACCOUNT}:2025-10-27") is not None
+    await h.run(buckets, [h.record(FACTS, ACCOUNT, new_fact.value)], table)
+    assert table.value(f"{ACCOUNT}:2025-10-27") is None
+    assert [k for k, _ in table.items() if k.startswith(f"{ACCOUNT}/2025-10-27/".encode())] == []
