@@ -21,7 +21,7 @@ from services.aggregate import diagnostics
 from services.aggregate.store_reads import prefix_items
 from shared.runtime.app import raw_table, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
-from shared.runtime.logging import get_logger
+from shared.runtime.logging import get_logger, message_fields
 from shared.runtime.settings import Settings
 
 FACTS = "diagnostics.facts"
@@ -41,7 +41,16 @@ class FactsHandler:
         message = event.message
         if message.value is None:
             return  # a compaction tombstone
-        fact = self.fact_of(self.names[message.topic], orjson.loads(message.value), message)
+        try:
+            fact = self.fact_of(self.names[message.topic], orjson.loads(message.value), message)
+        except Exception as exc:  # noqa: BLE001 - see below
+            # Not dead-lettered: these inputs passed validation upstream, and a
+            # DLQ record would count as one more reject of the pipeline. A
+            # record diagnostics cannot read is left out of them, and logged.
+            self.log.warning(
+                "diagnostics_skipped", error=type(exc).__name__, **message_fields(message)
+            )
+            return
         if fact is not None:
             await self.outbox.send(FACTS, fact["ad_account_id"], fact)
 

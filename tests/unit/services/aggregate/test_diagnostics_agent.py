@@ -70,3 +70,14 @@ async def test_a_new_day_deletes_the_day_past_every_window(h: Harness) -> None:
     await h.run(buckets, [h.record(FACTS, ACCOUNT, new_fact.value)], table)
     assert table.value(f"{ACCOUNT}:2025-10-27") is None
     assert [k for k, _ in table.items() if k.startswith(f"{ACCOUNT}/2025-10-27/".encode())] == []
+
+
+async def test_an_unreadable_input_is_skipped_not_dead_lettered(h: Harness) -> None:
+    """A DLQ record would count as one more reject of the pipeline."""
+    handler = FactsHandler(h.settings, h.outbox(FACTS), h.log)
+    broken = {k: v for k, v in VALID.items() if k != "received_at_ms"}
+    await h.run(
+        handler,
+        [h.record("conversions.valid", KEY, broken), h.record("conversions.valid", KEY, VALID)],
+    )
+    assert h.dead_letters() == [] and len(h.sent(FACTS)) == 1
