@@ -254,3 +254,35 @@ def test_diagnostics_and_reports_with_token_checks(env, workers) -> None:  # noq
         ("invalid_event_time", 1),
         ("processing_error", 1),
     }
+
+
+def test_any_worker_answers_for_any_account(env, workers) -> None:  # noqa: F811
+    """With two workers, one owns the account's partition; the other forwards to it."""
+    mine = token_for(env, ACCOUNT)
+    feed(env)
+    workers(env, CONVMESH_WORKER="0")
+    workers(
+        env, CONVMESH_WORKER="1", CONVMESH_WEB_PORT=str(int(base_url(env).rsplit(":", 1)[1]) + 1)
+    )
+    port = int(base_url(env).rsplit(":", 1)[1])
+    urls = [
+        f"http://127.0.0.1:{p}/v5/ad_accounts/{ACCOUNT}/events/diagnostics"
+        for p in (port, port + 1)
+    ]
+
+    def both_answer() -> Any:
+        answers = []
+        for url in urls:
+            status, text = get(url, mine)
+            if status != 200:
+                return None
+            answers.append(orjson.loads(text)["windows"]["1d"])
+        return (
+            answers
+            if all(a["received"] == 7 and a["match_rate"]["results"] == 3 for a in answers)
+            else None
+        )
+
+    first, second = wait_for("both workers to answer with the workload's numbers", both_answer, 180)
+    assert first == second
+    assert get(urls[1], None)[0] == 401
