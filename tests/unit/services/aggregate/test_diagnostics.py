@@ -176,3 +176,31 @@ def test_no_recommendation_for_a_healthy_account() -> None:
     ids = {"em": ["h"], "ph": ["h"], "click_id": "c"}
     facts = [d.fact_of_valid(valid(n, ids=ids)) for n in range(25)]
     assert window(facts)["recommendations"] == []
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=1, max_value=5), st.sampled_from(["em", "ph", None])),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_match_counts_follow_the_highest_version_in_any_order(
+    versions: list[tuple[int, str | None]],
+) -> None:
+    def result(version: int, key_type: str | None) -> dict[str, Any]:
+        return {
+            "conversion_key": f"{ACCOUNT}:checkout:ev-1:online",
+            "ad_account_id": ACCOUNT,
+            "event_name": "checkout",
+            "event_time": DAY_MS // 1000,
+            "status": "attributed" if key_type else "unidentified",
+            "unidentified_reason": None if key_type else "no_match",
+            "match": {"key_type": key_type} if key_type else None,
+            "version": version,
+        }
+
+    w = window([d.fact_of_result(result(v, k)) for v, k in versions])
+    first_of_highest = next(k for v, k in versions if v == max(v for v, _ in versions))
+    assert w["match_rate"]["results"] == 1
+    assert w["match_rate"]["overall"] == (1.0 if first_of_highest else 0.0)
