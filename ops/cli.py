@@ -28,6 +28,10 @@ COMMAND_MODULES: list[str] = [
     "accounts",  # per ad account settings (attribution windows)
     "privacy",  # protected-lane releases and privacy budget
     "logs",  # a service's worker logs, -f follows
+    "send",  # stream an event file to the API or conversions.raw
+    "report",  # an ad account's report (advertiser API)
+    "dlq",  # recent rejects grouped by reason
+    "diagnostics",  # an ad account's setup diagnostics
 ]
 
 

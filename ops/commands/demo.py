@@ -129,7 +129,11 @@ def print_urls(settings: Settings) -> None:
         print(f"  ingest stats    {urls['ingest']}/stats  (Authorization: Bearer <operator token>)")
         print(f"  Conversions API POST {urls['ingest']}/v5/ad_accounts/<id>/events")
     if "aggregate" in urls:
-        print(f"  reports         {urls['aggregate']}/reports?ad_account_id=<id>&level=campaign")
+        print(
+            f"  reports         {urls['aggregate']}/v5/ad_accounts/<id>/reports"
+            "  (Bearer <the account's API token>)"
+        )
+        print(f"  diagnostics     {urls['aggregate']}/v5/ad_accounts/<id>/events/diagnostics")
     print("  metrics         <worker url>/metrics  (Authorization: Bearer <operator token>)")
     print(f"  worker logs     convmesh logs <service> [-f]  ({settings.data_dir}/logs)")
     print("  `convmesh summary` prints this summary again; `convmesh down` stops the mesh.")

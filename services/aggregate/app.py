@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import faust
 
-from services.aggregate import agents, views
+from services.aggregate import agents, diagnostics_agent, views
 from shared.runtime.app import create_service_app
 from shared.runtime.settings import Settings
 
 
 def build(settings: Settings | None = None) -> faust.App:
     settings = settings or Settings.from_env("aggregate")
-    return create_service_app(settings, agents.register, views.register)
+    return create_service_app(settings, agents.register, diagnostics_agent.register, views.register)

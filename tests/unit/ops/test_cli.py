@@ -56,3 +56,14 @@ def test_topics_list_prints_every_topic(capsys: pytest.CaptureFixture[str]) -> N
     assert cli.main(["topics", "list"]) == 0
     out = capsys.readouterr().out
     assert "conversions.raw" in out and "-changelog" in out
+
+
+@pytest.mark.parametrize("command", ["send", "report", "dlq", "diagnostics"])
+def test_advertiser_commands_show_an_example_in_their_help(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ops.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    assert f"convmesh {command} " in capsys.readouterr().out

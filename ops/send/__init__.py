@@ -1,0 +1,1 @@
+"""`convmesh send`: stream an event file to the Conversions API or conversions.raw."""

@@ -1,0 +1,43 @@
+"""Prefix reads of one account's keys in a RocksDB table (no full scan).
+
+The tables of aggregate keyed ``"{ad_account_id}..."`` live on the partition
+of the account (their changelog partition is the account-keyed input's), so
+an account's keys are all in one partition's RocksDB, sorted: seek to the
+prefix and read while keys carry it. Run it off the event loop
+(``asyncio.to_thread``): an account's keys can be many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key``."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def prefix_items(table: Any, account: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    """The (key, value) pairs of ``table`` whose key starts with ``prefix``.
+
+    Reads the account's partition store from the prefix on; a table without
+    RocksDB partitions (the in-memory tables of tests) is filtered instead.
+    """
+    dbs = getattr(getattr(table, "data", None), "_dbs", None)
+    if dbs is None:
+        return [(k, v) for k, v in table.items() if k.startswith(prefix)]
+    db = dbs.get(partition_of(account.encode(), table.partitions))
+    if db is None:
+        return []
+    return list(_from_prefix(db, prefix))
+
+
+def _from_prefix(db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    for key, value in db.items(from_key=prefix):
+        if not key.startswith(prefix):
+            return
+        yield key, value

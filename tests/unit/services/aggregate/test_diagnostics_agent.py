@@ -1,0 +1,83 @@
+"""The diagnostics agents' steps, run in-process (tests/support/harness.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.aggregate.diagnostics_agent import FACTS, BucketsHandler, FactsHandler
+from tests.support.harness import Harness
+
+ACCOUNT = "549755885175"
+KEY = f"{ACCOUNT}:checkout:ev-1:online"
+VALID = {
+    "conversion_key": KEY,
+    "ad_account_id": ACCOUNT,
+    "source": "api",
+    "received_at_ms": 1_764_151_200_000,
+    "raw_ref": "conversions.raw:0:1",
+    "event_name": "checkout",
+    "event_time": 1_764_151_000,
+    "ids": {"em": ["h"]},
+}
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+async def test_valid_conversion_becomes_a_fact_keyed_by_account(h: Harness) -> None:
+    handler = FactsHandler(h.settings, h.outbox(FACTS), h.log)
+    await h.run(handler, [h.record("conversions.valid", KEY, VALID)])
+    [fact] = h.sent(FACTS)
+    assert fact.key == ACCOUNT.encode() and fact.json["kind"] == "valid"
+
+
+async def test_dead_letter_of_a_downstream_topic_is_not_a_rejected_input(h: Harness) -> None:
+    handler = FactsHandler(h.settings, h.outbox(FACTS), h.log)
+    dead = {
+        "reason": "processing_error",
+        "source_topic": "conversions.valid",
+        "ad_account_id": ACCOUNT,
+    }
+    await h.run(handler, [h.record("conversions.dlq", ACCOUNT, dead)])
+    assert h.sent(FACTS) == []
+
+
+async def test_fact_is_counted_in_its_day_bucket_once(h: Harness) -> None:
+    facts = FactsHandler(h.settings, h.outbox(FACTS), h.log)
+    await h.run(facts, [h.record("conversions.valid", KEY, VALID)])
+    [fact] = h.sent(FACTS)
+    buckets = BucketsHandler(h.settings, h.outbox(), h.log)
+    again = [h.record(FACTS, ACCOUNT, fact.value), h.record(FACTS, ACCOUNT, fact.value)]
+    await h.run(buckets, again, h.table("diagnostics"))
+    bucket = h.table("diagnostics").value(f"{ACCOUNT}:2025-11-26")
+    assert bucket["cells"]["api|checkout"]["valid"] == 1
+
+
+async def test_a_new_day_deletes_the_day_past_every_window(h: Harness) -> None:
+    old = {**VALID, "received_at_ms": VALID["received_at_ms"] - 30 * 86_400_000}
+    old["event_time"] = old["received_at_ms"] // 1000
+    facts = FactsHandler(h.settings, h.outbox(FACTS), h.log)
+    await h.run(
+        facts, [h.record("conversions.valid", KEY, old), h.record("conversions.valid", KEY, VALID)]
+    )
+    old_fact, new_fact = h.sent(FACTS)
+    table = h.table("diagnostics")
+    buckets = BucketsHandler(h.settings, h.outbox(), h.log, table)
+    await h.run(buckets, [h.record(FACTS, ACCOUNT, old_fact.value)], table)
+    assert table.value(f"{ACCOUNT}:2025-10-27") is not None
+    await h.run(buckets, [h.record(FACTS, ACCOUNT, new_fact.value)], table)
+    assert table.value(f"{ACCOUNT}:2025-10-27") is None
+    assert [k for k, _ in table.items() if k.startswith(f"{ACCOUNT}/2025-10-27/".encode())] == []
+
+
+async def test_an_unreadable_input_is_skipped_not_dead_lettered(h: Harness) -> None:
+    """A DLQ record would count as one more reject of the pipeline."""
+    handler = FactsHandler(h.settings, h.outbox(FACTS), h.log)
+    broken = {k: v for k, v in VALID.items() if k != "received_at_ms"}
+    await h.run(
+        handler,
+        [h.record("conversions.valid", KEY, broken), h.record("conversions.valid", KEY, VALID)],
+    )
+    assert h.dead_letters() == [] and len(h.sent(FACTS)) == 1
