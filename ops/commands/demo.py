@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import time
 from typing import Any
 
@@ -19,6 +20,8 @@ import orjson
 from ops import mesh
 from ops.commands.common import add_data_dir, print_json, settings_from
 from ops.commands.mesh import console_url, print_status, status_doc
+from ops.commands.privacy import send_request
+from ops.lanes import lanes_by_date, render_lanes
 from ops.summary import pipeline_summary, render
 from shared.contract.errors import ConvmeshError
 from shared.kafka.topic_io import latest_by_key, produce, read_all
@@ -41,8 +44,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait")
     parser.set_defaults(func=run_demo)
-    summary = subparsers.add_parser("summary", help="summarise what the pipeline produced")
+    summary = subparsers.add_parser(
+        "summary",
+        help="summarise what the pipeline produced",
+        epilog="example:\n  convmesh summary --ad-account 549755885175  (and its three lanes)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     summary.add_argument("--json", action="store_true")
+    summary.add_argument(
+        "--ad-account", default=None, help="also the observed, protected and modeled lanes"
+    )
     summary.set_defaults(func=run_summary)
 
 
@@ -70,6 +81,10 @@ def run_demo(args: argparse.Namespace) -> int:
         f"{time.monotonic() - started:.1f} s\n"
     )
     print(render(summary))
+    account = workload.ad_accounts[0].ad_account_id
+    print(f"\nReleasing the protected lane (every date before tomorrow) for {account} ...")
+    lanes = asyncio.run(release_and_read_lanes(settings, account, args.timeout))
+    print(render_lanes(lanes))
     print_urls(settings)
     return 0
 
@@ -77,11 +92,49 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_summary(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     summary = asyncio.run(summarise(settings))
+    lanes = asyncio.run(read_lanes(settings, args.ad_account)) if args.ad_account else None
     if args.json:
-        print_json(summary)
+        print_json({**summary, "lanes": lanes} if lanes else summary)
     else:
         print(render(summary))
+        if lanes:
+            print("\n" + render_lanes(lanes))
     return 0
+
+
+LANE_TOPICS = (
+    "reports.conversions",
+    "reports.conversions.protected",
+    "reports.conversions.modeled",
+    "privacy.ledger",
+)
+
+
+async def read_lanes(settings: Settings, account: str) -> dict[str, Any]:
+    reads = await asyncio.gather(*(read_all(settings, settings.topic_name(n)) for n in LANE_TOPICS))
+    observed, protected, modeled, ledger = (latest_by_key(r).values() for r in reads)
+    return lanes_by_date(account, observed, protected, modeled, ledger)
+
+
+async def release_and_read_lanes(
+    settings: Settings, account: str, timeout_s: float
+) -> dict[str, Any]:
+    """Ask for the release of every date before tomorrow, wait for its ledger entry."""
+    tomorrow = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)).isoformat()
+    request = {
+        "op": "release",
+        "ad_account_id": account,
+        "before": tomorrow,
+        "requested_at_ms": int(time.time() * 1000),
+    }
+    await send_request(settings, request)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lanes = await read_lanes(settings, account)
+        settled = all(d["release"] != "not yet" for d in lanes["dates"].values())
+        if settled or time.monotonic() > deadline:
+            return lanes
+        await asyncio.sleep(2.0)
 
 
 async def wait_and_summarise(settings: Settings, keys: int, timeout_s: float) -> dict[str, Any]:

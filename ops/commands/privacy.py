@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from ops.commands.common import add_data_dir, print_json, settings_from
 from shared.contract.errors import ConvmeshError
+from shared.kafka.client_config import client_kwargs
 from shared.kafka.topic_io import latest_by_key, partitions_of, read_all
 from shared.runtime.settings import Settings
 
@@ -82,7 +83,7 @@ def _release(args: argparse.Namespace) -> int:
 async def send_request(settings: Settings, request: dict[str, object]) -> int:
     """One request keyed by its account, or one per partition for every account."""
     topic = settings.topic_name("privacy.releases")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
     await producer.start()
     try:
         value = orjson.dumps(request)
