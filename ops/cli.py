@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "gen",  # generate a workload and produce it to the input topics
     "accounts",  # per ad account settings (attribution windows)
     "privacy",  # protected-lane releases and privacy budget
+    "bench",  # the pipeline against a chain of plain Kafka relays
 ]
 
 
