@@ -105,3 +105,20 @@ def parse_workers_of(specs: Sequence[str]) -> dict[str, int]:
             raise ValueError(f"--workers-of expects SERVICE=N, got {spec!r}")
         out[service.strip()] = int(count)
     return out
+
+
+def state_sizes(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, float]:
+    """Live entries of a changelog and their mean key and value bytes (latest value per
+    key; a None value is a deletion): what one table entry costs in RocksDB, before
+    RocksDB's own overhead and compression."""
+    latest: dict[bytes | None, bytes | None] = {}
+    for key, value in records:
+        latest[key] = value
+    live = [(k or b"", v) for k, v in latest.items() if v is not None]
+    if not live:
+        return {"entries": 0, "key_bytes": 0.0, "value_bytes": 0.0}
+    return {
+        "entries": len(live),
+        "key_bytes": round(sum(len(k) for k, _ in live) / len(live), 1),
+        "value_bytes": round(sum(len(v) for _, v in live) / len(live), 1),
+    }

@@ -38,6 +38,7 @@ from ops.procs import running_pid
 from ops.workload import RAW, Workload, default_now_ms, generate
 from services.aggregate.rules import row_key, row_of
 from shared.kafka.registry_access import registry_for
+from shared.kafka.topic_io import read_all
 from shared.runtime.settings import REPO_ROOT, SERVICES, Settings
 
 ATTRIBUTED = "conversions.attributed"
@@ -432,6 +433,18 @@ async def run_pipeline(
         await probe.stop()
 
 
+async def table_sizes(settings: Settings) -> dict[str, dict[str, float]]:
+    """Entries and mean key/value bytes of every table, read from its changelog."""
+    registry = registry_for(settings)
+    out = {}
+    for service in SERVICES:
+        app_id = Settings(service=service, namespace=settings.namespace).app_id
+        for table in registry.tables_of(service):
+            reads = await read_all(settings.bootstrap, table.changelog_name(app_id), 120.0)
+            out[f"{service}.{table.table}"] = figures.state_sizes((r.key, r.value) for r in reads)
+    return out
+
+
 async def delete_topics(settings: Settings) -> list[str]:
     probe = Offsets(settings.bootstrap, settings.namespace)
     await probe.start()
@@ -473,6 +486,7 @@ def run(config: BenchConfig, say: Say = print) -> dict[str, Any]:
         report["pipeline"] = asyncio.run(
             run_pipeline(settings, workload, pushes, workers, config, say)
         )
+        report["table_sizes"] = asyncio.run(table_sizes(settings))
     finally:
         mesh.down(settings)
         if not config.keep_topics:

@@ -149,6 +149,12 @@ def print_table(report: dict[str, Any]) -> None:
     per_conv.add_column("records", justify="right")
     for topic, n in report["pipeline"]["max_rate"]["records_per_conversion"].items():
         per_conv.add_row(topic, f"{n:.2f}")
+    sizes = Table(title="tables after the run (from their changelogs)")
+    for col in ("table", "entries", "key bytes", "value bytes"):
+        sizes.add_column(col, justify="right" if col != "table" else "left")
+    for name, size in report.get("table_sizes", {}).items():
+        sizes.add_row(name, *(f"{size[k]:,}" for k in ("entries", "key_bytes", "value_bytes")))
     console = Console()
     console.print(table)
     console.print(per_conv)
+    console.print(sizes)

@@ -73,3 +73,6 @@ def test_bench_smoke_reports_every_figure(bootstrap: str, tmp_path: Path) -> Non
     assert positive(pipeline["max_rate"]["ratio_to_baseline"])
     assert set(pipeline["peak_rss_mb"]) == set(SERVICES)
     assert all(positive(mb) for mb in pipeline["peak_rss_mb"].values())
+    for table in ("dedupe.seen", "identity_match.keys", "attribute.users"):
+        sizes = report["table_sizes"][table]
+        assert sizes["entries"] > 0 and positive(sizes["value_bytes"]), table

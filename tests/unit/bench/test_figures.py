@@ -94,3 +94,13 @@ def test_parse_workers_of() -> None:
 def test_parse_workers_of_rejects_malformed_specs(spec: str) -> None:
     with pytest.raises(ValueError, match="SERVICE=N"):
         figures.parse_workers_of([spec])
+
+
+def test_state_sizes_measure_the_latest_live_value_per_key() -> None:
+    records = [(b"k1", b"x" * 10), (b"k1", b"x" * 30), (b"k22", b"y" * 50), (b"k3", b"z")]
+    records.append((b"k3", None))  # deleted: not live
+    assert figures.state_sizes(records) == {"entries": 2, "key_bytes": 2.5, "value_bytes": 40.0}
+
+
+def test_state_sizes_of_an_empty_changelog() -> None:
+    assert figures.state_sizes([])["entries"] == 0
