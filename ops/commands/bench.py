@@ -124,10 +124,13 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     if base:
         rows.append(("bare relays records/s", cell(base, "records_per_s"), ""))
         rows.append(("ratio to bare relays", cell(runs[0], "ratio_to_baseline"), ""))
+        rows.append(("bare relays CPU ms/record", cell(base, "cpu_ms_per_record"), ""))
+        rows.append(("CPU ratio to bare relays", cell(runs[0], "cpu_ratio_to_baseline"), ""))
     for name in ("latency_attributed_ms", "latency_reports_ms"):
         for p in ("p50_ms", "p95_ms", "p99_ms"):
             rows.append((f"{name.split('_')[1]} {p[:3]} ms", *both(name, p)))
     rows.append(("records/conversion", *both("records_per_conversion_total")))
+    rows.append(("mesh CPU ms/conversion", *both("cpu_ms_per_conversion")))
     for service in SERVICES:
         rows.append((f"cpu s {service}", *both("cpu_s", service)))
         rows.append((f"peak RSS MB {service}", cell(pipeline, "peak_rss_mb", service), ""))

@@ -38,6 +38,7 @@ def check_push(run: dict[str, Any], conversions: int) -> None:
     assert all(positive(n) for n in per_conversion.values())
     assert set(run["cpu_s"]) == set(SERVICES)
     assert all(positive(s) for s in run["cpu_s"].values())
+    assert positive(run["cpu_ms_per_conversion"])
     assert run["load_1m"] >= 0
 
 
@@ -71,6 +72,8 @@ def test_bench_smoke_reports_every_figure(bootstrap: str, tmp_path: Path) -> Non
     check_push(pipeline["fixed_rate"], 300)
     assert positive(pipeline["fixed_rate"]["offered_per_s"])
     assert positive(pipeline["max_rate"]["ratio_to_baseline"])
+    assert positive(pipeline["max_rate"]["cpu_ratio_to_baseline"])
+    assert positive(baseline["cpu_ms_per_record"])
     assert set(pipeline["peak_rss_mb"]) == set(SERVICES)
     assert all(positive(mb) for mb in pipeline["peak_rss_mb"].values())
     for table in ("dedupe.seen", "identity_match.keys", "attribute.users"):
