@@ -3,8 +3,9 @@
     python -m bench.profile_summary var/bench/<ns>-max-attribute.txt [...]
 
 Per file: the share of samples whose stack passes through each category below
-(inclusive, so categories overlap: an outbox send that waits in Faust's producer
-counts for both), and the functions most samples end in (self time).
+among the samples not waiting in ``select`` (inclusive, so categories overlap: an
+outbox send that goes through Faust's producer counts for both), and the functions
+most samples end in (self time, over all samples).
 """
 
 from __future__ import annotations
@@ -45,18 +46,26 @@ def parse(lines: Iterable[str]) -> list[tuple[list[str], int]]:
     return out
 
 
+#: a sample whose innermost frame is this waits for the network: the loop is idle
+IDLE_LEAF = re.compile(r"select \(selectors\.py")
+
+
 def summarize(stacks: list[tuple[list[str], int]], top: int = 15) -> dict[str, object]:
     total = sum(n for _, n in stacks)
+    busy_stacks = [(f, n) for f, n in stacks if not IDLE_LEAF.search(f[-1])]
+    busy = sum(n for _, n in busy_stacks)
     shares: dict[str, float] = {}
     for name, pattern in CATEGORIES.items():
         rx = re.compile(pattern)
-        hit = sum(n for frames, n in stacks if any(rx.search(f) for f in frames))
-        shares[name] = round(100.0 * hit / total, 1) if total else 0.0
+        hit = sum(n for frames, n in busy_stacks if any(rx.search(f) for f in frames))
+        shares[name] = round(100.0 * hit / busy, 1) if busy else 0.0
     leaves: Counter[str] = Counter()
     for frames, n in stacks:
         leaves[frames[-1]] += n
     return {
         "samples": total,
+        "idle_percent": round(100.0 * (total - busy) / total, 1) if total else 0.0,
+        #: of the busy (non-idle) samples
         "inclusive_percent": shares,
         "top_self": [(f, round(100.0 * n / total, 1)) for f, n in leaves.most_common(top)],
     }
@@ -66,7 +75,8 @@ def main(argv: list[str]) -> int:
     for path in argv:
         with open(path, encoding="utf-8", errors="replace") as fh:
             summary = summarize(parse(fh))
-        print(f"== {path}: {summary['samples']} samples")
+        print(f"== {path}: {summary['samples']} samples, {summary['idle_percent']}% in select")
+        print("  of the busy samples:")
         for name, pct in summary["inclusive_percent"].items():  # type: ignore[attr-defined]
             print(f"  {pct:5.1f}%  {name}")
         print("  top self:")
