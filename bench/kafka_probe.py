@@ -109,6 +109,25 @@ async def wait_for(
         await asyncio.sleep(poll_s)
 
 
+async def wait_consumed(probe: Offsets, groups: Mapping[str, Sequence[str]], stall_s: float) -> int:
+    """Wait until the groups have committed everything they consume: zero lag on two
+    polls a second apart (nothing in flight between them). Gives up when the lag has
+    not gone down for ``stall_s``. Returns the lag left (0 when consumed)."""
+    best, since = -1, time.monotonic()
+    while True:
+        lag = await probe.lag(groups)
+        if lag == 0:
+            await asyncio.sleep(1.0)
+            lag = await probe.lag(groups)
+            if lag == 0:
+                return 0
+        if best < 0 or lag < best:
+            best, since = lag, time.monotonic()
+        elif time.monotonic() - since > stall_s:
+            return lag
+        await asyncio.sleep(0.5)
+
+
 def make_producer(bootstrap: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,

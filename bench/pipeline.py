@@ -19,8 +19,6 @@ import asyncio
 import bisect
 import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -31,10 +29,27 @@ from typing import Any
 import orjson
 
 from bench import figures
-from bench.kafka_probe import Collector, Item, Offsets, produce_all, push, wait_for
-from bench.relays import CRITICAL_PATH_STAGES, stage_topics
+from bench.baseline import run_baseline
+from bench.kafka_probe import (
+    Collector,
+    Item,
+    Offsets,
+    produce_all,
+    push,
+    wait_consumed,
+    wait_for,
+)
+from bench.procstats import (
+    cpu_delta,
+    cpu_seconds,
+    git_commit,
+    load_1m,
+    peak_rss_mb,
+    start_profiles,
+    stop_profiles,
+    worker_pids,
+)
 from ops import mesh
-from ops.procs import running_pid
 from ops.workload import RAW, Workload, default_now_ms, generate
 from services.aggregate.rules import row_key, row_of
 from shared.kafka.registry_access import registry_for
@@ -43,7 +58,6 @@ from shared.runtime.settings import REPO_ROOT, SERVICES, Settings
 
 ATTRIBUTED = "conversions.attributed"
 REPORTS = "reports.conversions"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 #: (CreateTime ms, value) of a conversion's first result
 Stamped = tuple[int, bytes]
@@ -118,130 +132,6 @@ def consumer_groups(settings: Settings) -> dict[str, list[str]]:
     return groups
 
 
-# ------------------------------------------------------------------ processes
-def worker_pids(settings: Settings, workers: dict[str, int]) -> list[tuple[str, int]]:
-    out = []
-    for service, n in workers.items():
-        for w in range(n):
-            pid = running_pid(mesh.worker_pid_path(settings, service, w))
-            if pid is not None:
-                out.append((service, pid))
-    return out
-
-
-def cpu_seconds(pids: Sequence[tuple[str, int]]) -> dict[int, float]:
-    out = {}
-    for _, pid in pids:
-        try:
-            out[pid] = figures.cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) / CLK_TCK
-        except OSError:
-            out[pid] = 0.0
-    return out
-
-
-def cpu_delta(
-    pids: Sequence[tuple[str, int]], before: dict[int, float], after: dict[int, float]
-) -> dict[str, float]:
-    per = ((s, after.get(p, 0.0) - before.get(p, 0.0)) for s, p in pids)
-    return {s: round(v, 2) for s, v in figures.sum_by_service(per).items()}
-
-
-def peak_rss_mb(pids: Sequence[tuple[str, int]]) -> dict[str, float]:
-    per = []
-    for service, pid in pids:
-        try:
-            per.append((service, figures.vm_hwm_kb(Path(f"/proc/{pid}/status").read_text())))
-        except OSError:
-            continue
-    return {s: round(kb / 1024, 1) for s, kb in figures.max_by_service(per).items()}
-
-
-def load_1m() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
-def git_commit() -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-    )
-    return done.stdout.strip() or "unknown"
-
-
-# ------------------------------------------------------------------- baseline
-async def run_baseline(
-    settings: Settings, items: Sequence[Item], config: BenchConfig, say: Say
-) -> dict[str, Any]:
-    partitions = registry_for(settings).topic(RAW).partitions
-    topics = stage_topics(settings.namespace)
-    probe = Offsets(settings.bootstrap, settings.namespace)
-    await probe.start()
-    procs: list[subprocess.Popen[bytes]] = []
-    collector = None
-    try:
-        await probe.create(topics, partitions)
-        for i in range(CRITICAL_PATH_STAGES):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.relays",
-                        "--bootstrap",
-                        settings.bootstrap,
-                        "--source",
-                        topics[i],
-                        "--dest",
-                        topics[i + 1],
-                        "--group",
-                        f"{settings.namespace}-relay-{i}",
-                    ],
-                    cwd=REPO_ROOT,
-                    stdout=subprocess.PIPE,
-                    stdin=subprocess.DEVNULL,
-                )
-            )
-        for proc in procs:  # each prints "ready" once its partitions are assigned
-            line = await asyncio.to_thread(proc.stdout.readline)  # type: ignore[union-attr]
-            if line.strip() != b"ready":
-                raise RuntimeError(f"relay {proc.pid} did not start")
-        collector = Collector(settings.bootstrap, [topics[-1]])
-        await collector.start()
-        pids = [("relay", p.pid) for p in procs]
-        cpu0, load = cpu_seconds(pids), load_1m()
-        say(f"baseline: {len(items)} records through {CRITICAL_PATH_STAGES} relays (load {load})")
-        first, _, _ = await push(settings.bootstrap, topics[0], items, None)
-        got, done = await wait_for(lambda: collector.count(topics[-1]), len(items), config.stall_s)
-        cpu1 = cpu_seconds(pids)
-        seen = collector.records[topics[-1]]
-        last = max(s.timestamp_ms for s in seen)
-        latencies = [s.timestamp_ms - orjson.loads(s.value)["received_at_ms"] for s in seen]
-        return {
-            "stages": CRITICAL_PATH_STAGES,
-            "partitions": partitions,
-            "records": len(items),
-            "delivered": got,
-            "complete": done,
-            "records_per_s": round(figures.rate_per_s(got, first, last), 1),
-            "latency_ms": figures.latency_summary(latencies),
-            "cpu_s_all_relays": round(sum(cpu1.values()) - sum(cpu0.values()), 2),
-            "cpu_ms_per_record": round(
-                1000 * (sum(cpu1.values()) - sum(cpu0.values())) / max(1, got), 3
-            ),
-            "load_1m": load,
-        }
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if collector is not None:
-            await collector.stop()
-        await probe.stop()
-
-
 # ------------------------------------------------------------------- pipeline
 def latencies_to_reports(
     attributed_first: dict[str, Stamped], reports: Sequence[Any], sent_at: dict[str, int]
@@ -287,7 +177,13 @@ async def measure_push(
     offsets0, cpu0, load = await probe.topic_totals(), cpu_seconds(pids), load_1m()
     speed = f"{rate:.0f}/s" if rate else "full speed"
     say(f"{label}: {len(items)} conversions at {speed} (load {load})")
-    profiler = start_profiles(settings, pids, label, config) if rate is None else []
+    profiler = (
+        start_profiles(
+            settings, pids, label, config.profile, config.out_dir, config.profile_seconds
+        )
+        if rate is None
+        else []
+    )
     first, last_sent, sent_at = await push(
         settings.bootstrap, settings.topic_name(RAW), items, rate
     )
@@ -328,41 +224,6 @@ async def measure_push(
     }
 
 
-def start_profiles(
-    settings: Settings, pids: Sequence[tuple[str, int]], label: str, config: BenchConfig
-) -> list[tuple[subprocess.Popen[bytes], Path]]:
-    """py-spy (if installed) on worker 0 of each --profile service during the push."""
-    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not config.profile or not Path(pyspy).exists():
-        return []
-    out = []
-    seen: set[str] = set()
-    for service, pid in pids:
-        if service in config.profile and service not in seen:
-            seen.add(service)
-            path = config.out_dir / f"{settings.namespace}-{label}-{service}.txt"
-            cmd = [pyspy, "record", "-p", str(pid), "-r", "50", "-f", "raw", "-o", str(path)]
-            if config.profile_seconds:
-                cmd += ["-d", str(int(config.profile_seconds))]
-            out.append(
-                (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
-            )
-    return out
-
-
-def stop_profiles(profiles: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
-    import signal
-
-    for proc, _ in profiles:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-    for proc, _ in profiles:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def start_mesh(settings: Settings, config: BenchConfig) -> dict[str, int]:
     workers = config.workers_per_service()
     mesh.up(settings, workers=config.workers)
@@ -396,30 +257,11 @@ async def run_pipeline(
         load, cpu0 = load_1m(), cpu_seconds(pids)
         t0 = time.monotonic()
         await produce_all(settings.bootstrap, context)
-        groups = consumer_groups(settings)
-        lag_left = {"n": 1}
-
-        async def poll_lag() -> None:
-            lag_left["n"] = await probe.lag(groups)
-
-        async def consumed() -> bool:
-            # Zero lag on two polls in a row: nothing was in flight between them.
-            for _ in range(2):
-                await poll_lag()
-                if lag_left["n"]:
-                    return False
-                await asyncio.sleep(1.0)
-            return True
-
-        deadline = time.monotonic() + max(120.0, len(context) / 200)
-        while not await consumed():
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
+        lag = await wait_consumed(probe, consumer_groups(settings), config.stall_s)
         preload = {
             "records": len(context),
             "seconds": round(time.monotonic() - t0, 1),
-            "lag_left": lag_left["n"],
+            "lag_left": lag,
             "load_1m": load,
             # Identity signals and engagements cost CPU too: needed to size a deployment.
             "cpu_s": cpu_delta(pids, cpu0, cpu_seconds(pids)),
@@ -485,7 +327,7 @@ def run(config: BenchConfig, say: Say = print) -> dict[str, Any]:
     workload, pushes = bench_workload(config.conversions, config.seed)
     try:
         if config.baseline:
-            report["baseline"] = asyncio.run(run_baseline(settings, pushes[0], config, say))
+            report["baseline"] = asyncio.run(run_baseline(settings, pushes[0], config.stall_s, say))
         say(
             "mesh: starting "
             + ", ".join(f"{s}x{n}" for s, n in config.workers_per_service().items())
