@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.figures import parse_workers_of
-from bench.pipeline import BenchConfig, run
 from shared.runtime.errors import ConfigError
 from shared.runtime.settings import SERVICES
+
+if TYPE_CHECKING:
+    from bench.pipeline import BenchConfig
 
 SMOKE_CONVERSIONS = 300
 
@@ -60,6 +61,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def config_from(args: argparse.Namespace) -> BenchConfig:
+    # bench/ is imported here, not at module level: the ops image (Dockerfile) has no
+    # bench/, and every command module is imported to build the parser.
+    from bench.figures import parse_workers_of
+    from bench.pipeline import BenchConfig
+
     try:
         workers_of = parse_workers_of(args.workers_of)
     except ValueError as exc:
@@ -92,6 +98,8 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bench.pipeline import run
+
     config = config_from(args)
     report = run(config, say=lambda line: print(f"bench: {line}", flush=True))
     out = args.json_out or config.out_dir / f"{report['namespace']}.json"

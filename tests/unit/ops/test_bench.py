@@ -77,3 +77,14 @@ def test_table_rows_show_both_pushes_and_the_ratio() -> None:
     assert rows["ratio to bare relays"][0] == "0.1"
     assert rows["cpu s attribute"] == ["9.5", "9.5"]
     assert rows["cpu s dedupe"] == ["-", "-"]
+
+
+def test_the_cli_builds_without_the_bench_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ops image (Dockerfile) has ops/ but no bench/: `convmesh` must still start."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "bench" or m.startswith("bench.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "bench", None)  # makes `import bench` fail
+    monkeypatch.delitem(sys.modules, "ops.commands.bench", raising=False)
+    assert build_parser().parse_args(["bench", "--smoke"]).smoke
