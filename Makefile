@@ -5,7 +5,7 @@ PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 CONVMESH := $(VENV)/bin/convmesh
 
-.PHONY: venv jars browser demo up down status logs test unit integration lint fmt check clean
+.PHONY: venv jars browser demo up down status logs test unit integration lint fmt check clean bench
 
 venv: $(STAMP)
 
@@ -74,6 +74,12 @@ check: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# The pipeline against a chain of plain Kafka relays (docs/benchmarks.md): needs the
+# broker up (make up or convmesh broker start); takes several minutes; not run by CI.
+# Extra options: make bench BENCH_ARGS="--workers-of attribute=2 --profile attribute".
+bench: venv
+	$(CONVMESH) bench $(BENCH_ARGS)
 
 # Stops the local mesh and deletes its data (var/); the venv and jar cache stay.
 clean: venv

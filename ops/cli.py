@@ -32,6 +32,7 @@ COMMAND_MODULES: list[str] = [
     "report",  # an ad account's report (advertiser API)
     "dlq",  # recent rejects grouped by reason
     "diagnostics",  # an ad account's setup diagnostics
+    "bench",  # the pipeline against a chain of plain Kafka relays
 ]
 
 

@@ -1,0 +1,124 @@
+"""Pure arithmetic of `convmesh bench`: percentiles, rates, per-conversion record counts,
+and parsing of /proc files. No I/O here, so every figure of a report can be unit tested.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+# Linux reports utime/stime in clock ticks; 100 on every kernel configuration we run on,
+# read from the system anyway by the caller (os.sysconf) and passed in.
+STAT_UTIME_FIELD = 13  # 0-based index in /proc/<pid>/stat after splitting at ") "
+STAT_STIME_FIELD = 14
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """The nearest-rank percentile (0 < pct <= 100) of ``values``; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
+    return float(ordered[min(rank, len(ordered)) - 1])
+
+
+def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99/max in milliseconds and the sample count."""
+    return {
+        "count": len(latencies_ms),
+        "p50_ms": percentile(latencies_ms, 50),
+        "p95_ms": percentile(latencies_ms, 95),
+        "p99_ms": percentile(latencies_ms, 99),
+        "max_ms": max(latencies_ms) if latencies_ms else math.nan,
+    }
+
+
+def rate_per_s(count: int, first_ms: float, last_ms: float) -> float:
+    """Records per second between the first produce and the last result (ms clocks)."""
+    span = (last_ms - first_ms) / 1000.0
+    return count / span if span > 0 else math.nan
+
+
+def offset_deltas(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    """Records written per topic between two end-offset snapshots (sum over partitions).
+
+    A topic absent from ``before`` (created meanwhile) counts from zero; topics that
+    did not grow are left out."""
+    deltas = {t: after[t] - before.get(t, 0) for t in after}
+    return {t: d for t, d in sorted(deltas.items()) if d > 0}
+
+
+def per_conversion(deltas: Mapping[str, int], accepted: int) -> dict[str, float]:
+    """Records per accepted conversion on every topic that grew."""
+    if accepted <= 0:
+        return {}
+    return {t: round(d / accepted, 3) for t, d in deltas.items()}
+
+
+def strip_namespace(topic: str, namespace: str) -> str:
+    """``bench-x.conversions.raw`` -> ``conversions.raw``;
+    ``bench-x-dedupe-seen-changelog`` -> ``dedupe-seen-changelog``."""
+    for sep in (".", "-"):
+        prefix = f"{namespace}{sep}"
+        if topic.startswith(prefix):
+            return topic[len(prefix) :]
+    return topic
+
+
+def cpu_ticks(stat_text: str) -> int:
+    """utime + stime of a /proc/<pid>/stat line (the comm field may contain spaces)."""
+    rest = stat_text[stat_text.rfind(")") + 2 :].split()
+    # ``rest`` starts at field 3 (state); utime/stime are fields 14/15 (1-based).
+    return int(rest[STAT_UTIME_FIELD - 2]) + int(rest[STAT_STIME_FIELD - 2])
+
+
+def vm_hwm_kb(status_text: str) -> int:
+    """Peak resident set size (VmHWM, kB) from /proc/<pid>/status; 0 when absent."""
+    for line in status_text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def sum_by_service(per_worker: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Add up (service, figure) pairs of several workers per service."""
+    out: dict[str, float] = {}
+    for service, value in per_worker:
+        out[service] = out.get(service, 0.0) + value
+    return out
+
+
+def max_by_service(per_worker: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """The largest figure per service (peak RSS of its biggest worker)."""
+    out: dict[str, float] = {}
+    for service, value in per_worker:
+        out[service] = max(out.get(service, 0.0), value)
+    return out
+
+
+def parse_workers_of(specs: Sequence[str]) -> dict[str, int]:
+    """``["attribute=2", "dedupe=3"]`` -> ``{"attribute": 2, "dedupe": 3}``."""
+    out: dict[str, int] = {}
+    for spec in specs:
+        service, sep, count = spec.partition("=")
+        if not sep or not count.isdigit() or not service:
+            raise ValueError(f"--workers-of expects SERVICE=N, got {spec!r}")
+        out[service.strip()] = int(count)
+    return out
+
+
+def state_sizes(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, float]:
+    """Live entries of a changelog and their mean key and value bytes (latest value per
+    key; a None value is a deletion): what one table entry costs in RocksDB, before
+    RocksDB's own overhead and compression."""
+    latest: dict[bytes | None, bytes | None] = {}
+    for key, value in records:
+        latest[key] = value
+    live = [(k or b"", v) for k, v in latest.items() if v is not None]
+    if not live:
+        return {"entries": 0, "key_bytes": 0.0, "value_bytes": 0.0}
+    return {
+        "entries": len(live),
+        "key_bytes": round(sum(len(k) for k, _ in live) / len(live), 1),
+        "value_bytes": round(sum(len(v) for _, v in live) / len(live), 1),
+    }

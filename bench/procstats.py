@@ -1,0 +1,106 @@
+"""The workers' and relays' processes as the kernel sees them: CPU seconds, peak RSS,
+the machine's load; and py-spy attached to them during a push."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import figures
+from ops import mesh
+from ops.procs import running_pid
+from shared.runtime.settings import REPO_ROOT, Settings
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(settings: Settings, workers: dict[str, int]) -> list[tuple[str, int]]:
+    out = []
+    for service, n in workers.items():
+        for w in range(n):
+            pid = running_pid(mesh.worker_pid_path(settings, service, w))
+            if pid is not None:
+                out.append((service, pid))
+    return out
+
+
+def cpu_seconds(pids: Sequence[tuple[str, int]]) -> dict[int, float]:
+    out = {}
+    for _, pid in pids:
+        try:
+            out[pid] = figures.cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) / CLK_TCK
+        except OSError:
+            out[pid] = 0.0
+    return out
+
+
+def cpu_delta(
+    pids: Sequence[tuple[str, int]], before: dict[int, float], after: dict[int, float]
+) -> dict[str, float]:
+    per = ((s, after.get(p, 0.0) - before.get(p, 0.0)) for s, p in pids)
+    return {s: round(v, 2) for s, v in figures.sum_by_service(per).items()}
+
+
+def peak_rss_mb(pids: Sequence[tuple[str, int]]) -> dict[str, float]:
+    per = []
+    for service, pid in pids:
+        try:
+            per.append((service, figures.vm_hwm_kb(Path(f"/proc/{pid}/status").read_text())))
+        except OSError:
+            continue
+    return {s: round(kb / 1024, 1) for s, kb in figures.max_by_service(per).items()}
+
+
+def load_1m() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def git_commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def start_profiles(
+    settings: Settings,
+    pids: Sequence[tuple[str, int]],
+    label: str,
+    services: Sequence[str],
+    out_dir: Path,
+    seconds: float | None = None,
+) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    """py-spy (if installed) on worker 0 of each of ``services`` during a push; writes
+    collapsed stacks to ``out_dir`` (read them with ``python -m bench.profile_summary``)."""
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not services or not Path(pyspy).exists():
+        return []
+    out = []
+    seen: set[str] = set()
+    for service, pid in pids:
+        if service in services and service not in seen:
+            seen.add(service)
+            path = out_dir / f"{settings.namespace}-{label}-{service}.txt"
+            cmd = [pyspy, "record", "-p", str(pid), "-r", "50", "-f", "raw", "-o", str(path)]
+            if seconds:
+                cmd += ["-d", str(int(seconds))]
+            out.append(
+                (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
+            )
+    return out
+
+
+def stop_profiles(profiles: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
+    for proc, _ in profiles:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    for proc, _ in profiles:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,171 @@
+"""`convmesh bench`: the pipeline's throughput and latency against the bare-Kafka limit.
+
+    convmesh bench [--conversions 20000] [--workers 1] [--workers-of attribute=2]
+                   [--rate R] [--profile attribute,identity_match] [--smoke]
+                   [--json-out var/bench/<namespace>.json] [--no-baseline]
+
+Needs a broker (KAFKA_BOOTSTRAP, default 127.0.0.1:9092); starts its own mesh in a
+fresh namespace and development mode, and removes it afterwards. What it measures
+and how: bench/pipeline.py and docs/benchmarks.md. ``--smoke`` runs 300 conversions
+to check that the instrument works; its figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shared.runtime.errors import ConfigError
+from shared.runtime.settings import SERVICES
+
+if TYPE_CHECKING:
+    from bench.pipeline import BenchConfig
+
+SMOKE_CONVERSIONS = 300
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="measure the pipeline against a chain of plain Kafka relays"
+    )
+    parser.add_argument("--conversions", type=int, default=20_000, help="per push (20000)")
+    parser.add_argument("--workers", type=int, default=1, help="workers per service (1)")
+    parser.add_argument(
+        "--workers-of",
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="N workers of one service (repeatable), e.g. attribute=2",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=None, help="offered rate of the second push (half the max)"
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--profile",
+        default="",
+        metavar="SVC[,SVC]",
+        help="py-spy worker 0 of these services during the full-speed push",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the relay chain")
+    parser.add_argument("--no-fixed-rate", action="store_true", help="skip the second push")
+    parser.add_argument("--keep-topics", action="store_true", help="keep the namespace's topics")
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_CONVERSIONS} conversions")
+    parser.add_argument("--json-out", type=Path, default=None, help="report path (var/bench/)")
+    parser.add_argument(
+        "--out-dir", type=Path, default=None, help="workers' data, profiles (var/bench/)"
+    )
+    parser.set_defaults(func=_run)
+
+
+def config_from(args: argparse.Namespace) -> BenchConfig:
+    # bench/ is imported here, not at module level: the ops image (Dockerfile) has no
+    # bench/, and every command module is imported to build the parser.
+    from bench.figures import parse_workers_of
+    from bench.pipeline import BenchConfig
+
+    try:
+        workers_of = parse_workers_of(args.workers_of)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    unknown = sorted(set(workers_of) - set(SERVICES))
+    if unknown:
+        raise ConfigError(f"--workers-of: unknown services {unknown}; one of {list(SERVICES)}")
+    if any(n < args.workers for n in workers_of.values()):
+        raise ConfigError("--workers-of N must be at least --workers")
+    profile = tuple(s for s in args.profile.split(",") if s)
+    if set(profile) - set(SERVICES):
+        raise ConfigError(f"--profile: services are {list(SERVICES)}")
+    conversions = SMOKE_CONVERSIONS if args.smoke else args.conversions
+    if conversions < 1:
+        raise ConfigError("--conversions must be >= 1")
+    return BenchConfig(
+        conversions=conversions,
+        workers=args.workers,
+        workers_of=workers_of,
+        rate=args.rate,
+        seed=args.seed,
+        smoke=args.smoke,
+        baseline=not args.no_baseline,
+        fixed_rate=not args.no_fixed_rate,
+        profile=profile,
+        keep_topics=args.keep_topics,
+        stall_s=30.0 if args.smoke else 90.0,
+        **({"out_dir": args.out_dir.resolve()} if args.out_dir else {}),
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bench.pipeline import run
+
+    config = config_from(args)
+    report = run(config, say=lambda line: print(f"bench: {line}", flush=True))
+    out = args.json_out or config.out_dir / f"{report['namespace']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print_table(report)
+    print(f"report: {out}")
+    return 0
+
+
+def table_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(figure, full speed, fixed rate) rows of the summary table."""
+    pipeline = report["pipeline"]
+    runs = [pipeline["max_rate"], pipeline.get("fixed_rate") or {}]
+
+    def cell(run: dict[str, Any], *path: str) -> str:
+        value: Any = run
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return "-" if value is None else f"{value:,.1f}" if isinstance(value, float) else str(value)
+
+    def both(*path: str) -> tuple[str, str]:
+        return cell(runs[0], *path), cell(runs[1], *path)
+
+    rows = [
+        ("offered conversions/s", "max", cell(runs[1], "offered_per_s")),
+        ("conversions/s end to end", *both("conversions_per_s")),
+    ]
+    base = report.get("baseline")
+    if base:
+        rows.append(("bare relays records/s", cell(base, "records_per_s"), ""))
+        rows.append(("ratio to bare relays", cell(runs[0], "ratio_to_baseline"), ""))
+        rows.append(("bare relays CPU ms/record", cell(base, "cpu_ms_per_record"), ""))
+        rows.append(("CPU ratio to bare relays", cell(runs[0], "cpu_ratio_to_baseline"), ""))
+    for name in ("latency_attributed_ms", "latency_reports_ms"):
+        for p in ("p50_ms", "p95_ms", "p99_ms"):
+            rows.append((f"{name.split('_')[1]} {p[:3]} ms", *both(name, p)))
+    rows.append(("records/conversion", *both("records_per_conversion_total")))
+    rows.append(("mesh CPU ms/conversion", *both("cpu_ms_per_conversion")))
+    for service in SERVICES:
+        rows.append((f"cpu s {service}", *both("cpu_s", service)))
+        rows.append((f"peak RSS MB {service}", cell(pipeline, "peak_rss_mb", service), ""))
+    rows.append(("load 1m before", *both("load_1m")))
+    return rows
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"convmesh bench {report['namespace']} @ {report['commit']}")
+    for col in ("figure", "full speed", "fixed rate"):
+        table.add_column(col, justify="right" if col != "figure" else "left")
+    for row in table_rows(report):
+        table.add_row(*row)
+    per_conv = Table(title="records per accepted conversion (full-speed push)")
+    per_conv.add_column("topic")
+    per_conv.add_column("records", justify="right")
+    for topic, n in report["pipeline"]["max_rate"]["records_per_conversion"].items():
+        per_conv.add_row(topic, f"{n:.2f}")
+    sizes = Table(title="tables after the run (from their changelogs)")
+    for col in ("table", "entries", "key bytes", "value bytes"):
+        sizes.add_column(col, justify="right" if col != "table" else "left")
+    for name, size in report.get("table_sizes", {}).items():
+        sizes.add_row(name, *(f"{size[k]:,}" for k in ("entries", "key_bytes", "value_bytes")))
+    console = Console()
+    console.print(table)
+    console.print(per_conv)
+    console.print(sizes)

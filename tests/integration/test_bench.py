@@ -1,0 +1,81 @@
+"""`convmesh bench --smoke` on the broker: the instrument works end to end.
+
+Checks the report's shape and that every figure is there and positive; the figures
+of 300 conversions on a shared machine say nothing, so none is compared to a target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from shared.runtime.settings import SERVICES
+from tests.integration.helpers import cli_env, convmesh, free_web_port_base
+
+LATENCIES = ("latency_attributed_ms", "latency_reports_ms")
+PERCENTILES = ("p50_ms", "p95_ms", "p99_ms")
+
+
+def positive(value: Any) -> bool:
+    return isinstance(value, int | float) and value > 0
+
+
+def check_push(run: dict[str, Any], conversions: int) -> None:
+    assert run["conversions"] == run["accepted"] == run["results"] == conversions
+    assert run["complete"] is True
+    assert positive(run["conversions_per_s"])
+    for name in LATENCIES:
+        assert run[name]["count"] > 0, name
+        for p in PERCENTILES:
+            assert positive(run[name][p]), (name, p)
+    per_conversion = run["records_per_conversion"]
+    # Every stage of the critical path wrote at least one record per conversion.
+    for topic in ("conversions.raw", "conversions.valid", "conversions.attributed"):
+        assert per_conversion[topic] >= 1.0, topic
+    assert any(t.endswith("-changelog") for t in per_conversion)
+    assert all(positive(n) for n in per_conversion.values())
+    assert set(run["cpu_s"]) == set(SERVICES)
+    assert all(positive(s) for s in run["cpu_s"].values())
+    assert positive(run["cpu_ms_per_conversion"])
+    assert run["load_1m"] >= 0
+
+
+def test_bench_smoke_reports_every_figure(bootstrap: str, tmp_path: Path) -> None:
+    base = int(os.environ.get("CONVMESH_TEST_WEB_PORT_BASE") or free_web_port_base(7100))
+    report_path = tmp_path / "bench.json"
+    env = cli_env(KAFKA_BOOTSTRAP=bootstrap, CONVMESH_WEB_PORT_BASE=str(base))
+    done = convmesh(
+        "bench",
+        "--smoke",
+        "--json-out",
+        str(report_path),
+        "--out-dir",
+        str(tmp_path),
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"bench failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert "conversions/s end to end" in done.stdout  # the table was printed
+
+    report = json.loads(report_path.read_text())
+    assert report["namespace"].startswith("bench-")
+    assert report["config"]["smoke"] is True
+    baseline = report["baseline"]
+    assert baseline["delivered"] == baseline["records"] == 300
+    assert positive(baseline["records_per_s"])
+    assert positive(baseline["latency_ms"]["p99_ms"])
+    pipeline = report["pipeline"]
+    assert pipeline["preload"]["lag_left"] == 0
+    check_push(pipeline["max_rate"], 300)
+    check_push(pipeline["fixed_rate"], 300)
+    assert positive(pipeline["fixed_rate"]["offered_per_s"])
+    assert positive(pipeline["max_rate"]["ratio_to_baseline"])
+    assert positive(pipeline["max_rate"]["cpu_ratio_to_baseline"])
+    assert positive(baseline["cpu_ms_per_record"])
+    assert set(pipeline["peak_rss_mb"]) == set(SERVICES)
+    assert all(positive(mb) for mb in pipeline["peak_rss_mb"].values())
+    for table in ("dedupe.seen", "identity_match.keys", "attribute.users"):
+        sizes = report["table_sizes"][table]
+        assert sizes["entries"] > 0 and positive(sizes["value_bytes"]), table

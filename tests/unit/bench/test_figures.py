@@ -1,0 +1,106 @@
+"""The arithmetic behind `convmesh bench`'s figures (bench/figures.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench import figures
+
+STAT = (
+    "4242 (python -m svc) S 1 4242 4242 0 -1 4194560 25000 0 12 0 "
+    "1234 567 3 4 20 0 9 0 100 1000000 5000 18446744073709551615"
+)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert figures.percentile(values, 50) == 50.0
+    assert figures.percentile(values, 99) == 99.0
+    assert figures.percentile(values, 100) == 100.0
+
+
+def test_percentile_of_nothing_is_nan() -> None:
+    assert math.isnan(figures.percentile([], 50))
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1), st.floats(0.1, 100))
+def test_percentile_is_one_of_the_values_and_within_their_range(
+    values: list[float], pct: float
+) -> None:
+    p = figures.percentile(values, pct)
+    assert p in values
+    assert min(values) <= p <= max(values)
+
+
+def test_latency_summary_orders_its_percentiles() -> None:
+    summary = figures.latency_summary([float(v) for v in range(1000)])
+    assert summary["count"] == 1000
+    assert summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+
+
+def test_rate_counts_per_second_between_first_produce_and_last_result() -> None:
+    assert figures.rate_per_s(500, 1_000, 3_000) == 250.0
+
+
+def test_rate_over_no_time_is_nan_not_infinite() -> None:
+    assert math.isnan(figures.rate_per_s(5, 1_000, 1_000))
+
+
+def test_offset_deltas_count_new_topics_from_zero_and_drop_idle_ones() -> None:
+    before = {"a": 10, "b": 5}
+    after = {"a": 30, "b": 5, "c": 7}
+    assert figures.offset_deltas(before, after) == {"a": 20, "c": 7}
+
+
+def test_per_conversion_divides_by_accepted_conversions() -> None:
+    assert figures.per_conversion({"t": 25, "u": 10}, 10) == {"t": 2.5, "u": 1.0}
+    assert figures.per_conversion({"t": 25}, 0) == {}
+
+
+def test_strip_namespace_of_registry_topics_and_changelogs() -> None:
+    assert figures.strip_namespace("bench-1a.conversions.raw", "bench-1a") == "conversions.raw"
+    assert (
+        figures.strip_namespace("bench-1a-convmesh-dedupe-seen-changelog", "bench-1a")
+        == "convmesh-dedupe-seen-changelog"
+    )
+    assert figures.strip_namespace("other.topic", "bench-1a") == "other.topic"
+
+
+def test_cpu_ticks_add_user_and_system_time_even_with_spaces_in_comm() -> None:
+    assert figures.cpu_ticks(STAT) == 1234 + 567
+
+
+def test_vm_hwm_reads_the_peak_resident_set() -> None:
+    status = "Name:\tpython\nVmPeak:\t  900 kB\nVmHWM:\t  123456 kB\nVmRSS:\t 100 kB\n"
+    assert figures.vm_hwm_kb(status) == 123456
+    assert figures.vm_hwm_kb("Name:\tkthread\n") == 0
+
+
+def test_sum_and_max_by_service_fold_several_workers() -> None:
+    pairs = [("attribute", 2.0), ("attribute", 3.0), ("dedupe", 1.0)]
+    assert figures.sum_by_service(pairs) == {"attribute": 5.0, "dedupe": 1.0}
+    assert figures.max_by_service(pairs) == {"attribute": 3.0, "dedupe": 1.0}
+
+
+def test_parse_workers_of() -> None:
+    assert figures.parse_workers_of(["attribute=2", "dedupe=4"]) == {"attribute": 2, "dedupe": 4}
+
+
+@pytest.mark.parametrize("spec", ["attribute", "attribute=", "=2", "attribute=two"])
+def test_parse_workers_of_rejects_malformed_specs(spec: str) -> None:
+    with pytest.raises(ValueError, match="SERVICE=N"):
+        figures.parse_workers_of([spec])
+
+
+def test_state_sizes_measure_the_latest_live_value_per_key() -> None:
+    records = [(b"k1", b"x" * 10), (b"k1", b"x" * 30), (b"k22", b"y" * 50), (b"k3", b"z")]
+    records.append((b"k3", None))  # deleted: not live
+    assert figures.state_sizes(records) == {"entries": 2, "key_bytes": 2.5, "value_bytes": 40.0}
+
+
+def test_state_sizes_of_an_empty_changelog() -> None:
+    assert figures.state_sizes([])["entries"] == 0
