@@ -35,9 +35,11 @@ browser:
 LOCAL := CONVMESH_DEV_MODE=$${CONVMESH_DEV_MODE:-true}
 
 # A fresh mesh on this machine: broker, topics, the five services, their status.
+# Its workload is small: the protected lane's k is 5 here (50 by default) so
+# that some rows are large enough to be published.
 demo: venv jars
 	$(LOCAL) $(CONVMESH) down --purge
-	$(LOCAL) $(CONVMESH) demo
+	$(LOCAL) CONVMESH_PRIVACY_K=$${CONVMESH_PRIVACY_K:-5} $(CONVMESH) demo
 
 up: venv jars
 	$(LOCAL) $(CONVMESH) up

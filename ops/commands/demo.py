@@ -82,7 +82,11 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     print(render(summary))
     account = workload.ad_accounts[0].ad_account_id
-    print(f"\nReleasing the protected lane (every date before tomorrow) for {account} ...")
+    print(
+        f"\nReleasing the protected lane (every date before tomorrow) for {account}:"
+        f" k={settings.privacy_k}, ε={settings.privacy_epsilon_per_release:g} per release,"
+        f" {settings.privacy_epsilon_per_week:g} per week ..."
+    )
     lanes = asyncio.run(release_and_read_lanes(settings, account, args.timeout))
     print(render_lanes(lanes))
     print_urls(settings)
@@ -129,11 +133,15 @@ async def release_and_read_lanes(
     }
     await send_request(settings, request)
     deadline = time.monotonic() + timeout_s
+    previous: dict[str, Any] | None = None
     while True:
         lanes = await read_lanes(settings, account)
-        settled = all(d["release"] != "not yet" for d in lanes["dates"].values())
-        if settled or time.monotonic() > deadline:
+        # Dates with no attributed conversion are never released: wait until the
+        # ledger has answered and nothing changes between two reads.
+        answered = any(d["release"] != "not yet" for d in lanes["dates"].values())
+        if (answered and lanes == previous) or time.monotonic() > deadline:
             return lanes
+        previous = lanes
         await asyncio.sleep(2.0)
 
 
