@@ -8,8 +8,9 @@ from collections.abc import Callable
 import faust
 
 from shared.runtime.errors import ConfigError
-from shared.runtime.logging import configure_logging, logging_dict_config
+from shared.runtime.logging import configure_logging, get_logger, logging_dict_config
 from shared.runtime.settings import Settings
+from shared.runtime.stores import set_aside_unopenable_stores
 
 AppBuilder = Callable[[Settings], faust.App]
 
@@ -23,6 +24,8 @@ def run(service: str, build: AppBuilder) -> None:
         print(f"convmesh {service}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     configure_logging(service, settings.worker, settings.log_level)
+    # Before Faust opens anything: a damaged store would make every start fail.
+    set_aside_unopenable_stores(settings.worker_data_dir, get_logger(component="stores"))
     app = build(settings)
     worker = faust.Worker(
         app,
