@@ -193,8 +193,13 @@ def test_results_stay_exact_under_faults(chaos_mesh: ChaosMesh) -> None:
     lost = [e for e in mesh.probes_accepted if e not in raw_event_ids]
     assert not lost, f"events answered 200 but not on conversions.raw: {lost[:5]}"
     assert all(s == 503 for s in mesh.outage_statuses), Counter(mesh.outage_statuses)
+    rebuilt = sum(
+        log.read_text(errors="replace").count("state_rebuilt_from_changelog")
+        for log in (mesh.data_dir / "logs").glob("*.log")
+    )
     print(
-        f"[chaos] {CONVERSIONS} conversions ({len(raw_indexes)} conversions.raw records, "
+        f"[chaos] {rebuilt} stores rebuilt from the changelog after damage; "
+        f"{CONVERSIONS} conversions ({len(raw_indexes)} conversions.raw records, "
         f"{expected.accepted} accepted), {len(hostiles)} hostile records, "
         f"{len(mesh.probes_accepted)} API probes accepted, outage answers "
         f"{dict(Counter(mesh.outage_statuses))}; {len(out['dlq'])} DLQ records for "
