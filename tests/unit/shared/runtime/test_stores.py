@@ -9,7 +9,11 @@ from faust.stores.rocksdb import RocksDBOptions
 from structlog.testing import capture_logs
 
 from shared.runtime.logging import get_logger
-from shared.runtime.stores import set_aside_unopenable_stores, store_folders
+from shared.runtime.stores import (
+    set_aside_stores_of_another_app,
+    set_aside_unopenable_stores,
+    store_folders,
+)
 
 
 def make_store(worker_dir: Path, name: str) -> Path:
@@ -59,3 +63,20 @@ def test_healthy_stores_are_left_alone_and_keep_their_data(tmp_path):
 
 def test_a_worker_without_stores_starts_as_before(tmp_path):
     assert set_aside_unopenable_stores(tmp_path / "new-worker", get_logger()) == []
+
+
+def test_stores_of_another_namespace_are_set_aside(tmp_path):
+    """Faust keeps the changelog offset inside the store: another run's would be trusted."""
+    make_store(tmp_path, "seen-0.db")
+    assert set_aside_stores_of_another_app(tmp_path, "a-convmesh-dedupe", get_logger()) == []
+    with capture_logs() as logs:
+        moved = set_aside_stores_of_another_app(tmp_path, "b-convmesh-dedupe", get_logger())
+    assert len(moved) == 1 and store_folders(tmp_path) == []
+    assert [e["event"] for e in logs] == ["state_rebuilt_from_changelog"]
+
+
+def test_the_same_app_keeps_its_stores_across_restarts(tmp_path):
+    make_store(tmp_path, "seen-0.db")
+    for _ in range(2):
+        assert set_aside_stores_of_another_app(tmp_path, "a-convmesh-dedupe", get_logger()) == []
+    assert len(store_folders(tmp_path)) == 1
