@@ -117,6 +117,15 @@ class ChaosMesh:
         self.log.append(f"kill -9 all {len(pids)} workers of {service}")
         self.restore(service)
 
+    def kill_every_stateful_worker(self, rng: random.Random) -> None:
+        """Every worker of dedupe, identity_match, attribute and aggregate at once."""
+        victims = [s for s in self.services() if s["name"] != "ingest"]
+        for victim in victims:
+            os.kill(victim["pid"], signal.SIGKILL)
+        self.log.append(f"kill -9 all {len(victims)} stateful workers")
+        for service in SERVICES[1:]:
+            self.restore(service)
+
     def restart_broker(self, rng: random.Random) -> None:
         before = {(s["name"], s["worker"]): s["pid"] for s in self.services()}
         self.cli("broker", "stop", "--data-dir", str(self.data_dir))
@@ -241,6 +250,7 @@ def wait_gone(pid: int, timeout_s: float = 10.0) -> None:
 FAULTS = {
     "kill": ChaosMesh.kill_one,
     "kill_all": ChaosMesh.kill_all_of_one_service,
+    "kill_stateful": ChaosMesh.kill_every_stateful_worker,
     "broker_restart": ChaosMesh.restart_broker,
     "scale_out": ChaosMesh.scale_out,
     "scale_in": ChaosMesh.scale_in,
@@ -262,8 +272,16 @@ def schedule(spec: str, rng: random.Random) -> list[str]:
     scaled = 0
     for _ in range(int(spec.removeprefix("random:"))):
         kind = rng.choices(
-            ["kill", "kill_all", "broker_restart", "scale_out", "scale_in", "damage_store"],
-            [8, 3, 1, 1, 1, 1],
+            [
+                "kill",
+                "kill_all",
+                "kill_stateful",
+                "broker_restart",
+                "scale_out",
+                "scale_in",
+                "damage_store",
+            ],
+            [8, 3, 1, 1, 1, 1, 1],
         )[0]
         if kind == "scale_in" and scaled == 0:
             kind = "kill"

@@ -3,8 +3,9 @@
 On a broker of its own, the five services run with CONVMESH_CHAOS_WORKERS
 workers each. The workload (ops.workload) is produced in slices; after each
 slice comes one fault of the schedule: kill -9 of a random worker, kill -9 of
-every worker of one service at once, a broker stop and start (the API probed
-meanwhile), a scale-out or scale-in with `convmesh scale`. Hostile records go to
+every worker of one service at once, or of every stateful worker at once, a
+broker stop and start (the API probed meanwhile), a scale-out or scale-in with
+`convmesh scale`, a damaged RocksDB store. Hostile records go to
 every consumed input topic. When all is consumed, every output is compared with
 the reference model (tests/support/reference.py):
 
@@ -16,7 +17,7 @@ the reference model (tests/support/reference.py):
 * every event the API answered 200 for is on conversions.raw.
 
 Settings (environment): CONVMESH_CHAOS_CONVERSIONS (1500), CONVMESH_CHAOS_WORKERS
-(2), CONVMESH_CHAOS_FAULTS (a comma list of kill, kill_all, broker_restart,
+(2), CONVMESH_CHAOS_FAULTS (a comma list of kill, kill_all, kill_stateful, broker_restart,
 scale_out, scale_in, damage_store, or random:N), CONVMESH_CHAOS_SEED (1),
 CONVMESH_CHAOS_TIMEOUT_S (600). `make chaos-short` and `make chaos` set them.
 """
@@ -45,7 +46,7 @@ pytestmark = pytest.mark.chaos
 CONVERSIONS = int(os.environ.get("CONVMESH_CHAOS_CONVERSIONS", "1500"))
 FAULT_SPEC = os.environ.get(
     "CONVMESH_CHAOS_FAULTS",
-    "kill,kill_all,scale_out,broker_restart,damage_store,kill,scale_in,kill",
+    "kill,kill_all,scale_out,broker_restart,damage_store,kill_stateful,scale_in,kill",
 )
 SEED = int(os.environ.get("CONVMESH_CHAOS_SEED", "1"))
 SETTLE_TIMEOUT_S = float(os.environ.get("CONVMESH_CHAOS_TIMEOUT_S", "600"))
