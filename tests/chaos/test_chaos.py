@@ -134,6 +134,12 @@ def test_results_stay_exact_under_faults(chaos_mesh: ChaosMesh) -> None:
         # The fault lands at a random point of the slice's processing.
         time.sleep(rng.uniform(0.2, 3.0))
         FAULTS[fault](mesh, rng)
+        # Progress as it happens: a long run stopped early still shows how far it got.
+        print(
+            f"\n[chaos] {time.monotonic() - started:.0f} s, fault {n + 1}/{len(faults)}: "
+            + mesh.log[-1],
+            flush=True,
+        )
     positions += asyncio.run(produce(mesh.bootstrap, real[len(faults) * step :]))
     out, problems = asyncio.run(settle(mesh, expected))
     elapsed = time.monotonic() - started
