@@ -79,7 +79,14 @@ class ChaosMesh:
         return done.stdout
 
     def up(self) -> None:
-        self.cli("up", "--workers", str(WORKERS))
+        for _ in range(3):
+            done = convmesh("up", "--workers", str(WORKERS), env=self.env, timeout=READY_TIMEOUT_S)
+            if "web ports taken" not in done.stderr:
+                break
+            # Another test run took a port between the choice and the start: choose again.
+            base = free_web_port_base(8400, workers=WORKERS + 1)
+            self.env["CONVMESH_WEB_PORT_BASE"] = str(base)
+        assert done.returncode == 0, f"convmesh up:\n{done.stdout}\n{done.stderr}"
         token = convmesh_json("tokens", "create", "--ad-account", PROBE_AD, "--json", env=self.env)
         self.probe_token = token["token"]
 
