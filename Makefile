@@ -5,7 +5,7 @@ PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 CONVMESH := $(VENV)/bin/convmesh
 
-.PHONY: venv jars browser demo up down status logs test unit integration lint fmt check clean bench
+.PHONY: venv jars browser demo up down status logs test unit integration chaos-short chaos fuzz lint fmt check clean bench
 
 venv: $(STAMP)
 
@@ -60,6 +60,23 @@ unit: venv
 
 integration: venv jars
 	scripts/run-tests.sh integration
+
+# The chaos suite (tests/chaos, docs/reliability.md) on a broker of its own (own
+# ports and data dir: the shared broker is never stopped). chaos-short is the CI
+# size: kills, an all-workers kill, a broker restart, a scale-out and -in, a
+# damaged store. chaos is the long run; override CONVMESH_CHAOS_* to change it.
+chaos-short: venv jars
+	scripts/run-tests.sh chaos
+
+chaos: venv jars
+	CONVMESH_CHAOS_CONVERSIONS=$${CONVMESH_CHAOS_CONVERSIONS:-50000} \
+	CONVMESH_CHAOS_FAULTS=$${CONVMESH_CHAOS_FAULTS:-random:60} \
+	CONVMESH_CHAOS_TIMEOUT_S=$${CONVMESH_CHAOS_TIMEOUT_S:-3600} \
+	scripts/run-tests.sh chaos
+
+# Hostile input against every decoder of a consumed topic (100,000 per topic).
+fuzz: venv
+	$(PY) -m tests.chaos.hostile --inputs $${FUZZ_INPUTS:-100000}
 
 lint: venv
 	$(VENV)/bin/ruff check .

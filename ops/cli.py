@@ -21,7 +21,7 @@ from shared.runtime.settings import Settings
 COMMAND_MODULES: list[str] = [
     "broker",
     "topics",
-    "mesh",  # up, down, status
+    "mesh",  # up, down, status, scale
     "demo",
     "tokens",  # create, revoke, list (Conversions API tokens)
     "gen",  # generate a workload and produce it to the input topics

@@ -215,6 +215,52 @@ def _wait_ready(settings: Settings, wanted: list[tuple[str, int]], timeout_s: fl
     log().info("mesh ready", workers=len(wanted), seconds=round(time.monotonic() - started, 1))
 
 
+# ----------------------------------------------------------------------- scale
+def scale(
+    settings: Settings, service: str, workers: int, timeout_s: float = 180.0
+) -> dict[str, object]:
+    """Run exactly ``workers`` workers of one service while data flows.
+
+    Workers 0..N-1 are started if they do not run; workers N and above are
+    stopped gracefully (SIGTERM: Faust commits and leaves the group), so the
+    consumer group rebalances and the partitions' tables are recovered from
+    their changelogs by the workers that take them over.
+    """
+    if service not in SERVICES:
+        raise MeshError(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
+    if not 1 <= workers <= 10:
+        raise MeshError("the number of workers must be between 1 and 10")
+    claim_data_dir(settings.data_dir)
+    running = [w for s, w in known_workers(settings) if s == service]
+    surplus = [w for w in running if w >= workers]
+    surplus_pids = [running_pid(worker_pid_path(settings, service, w)) for w in surplus]
+    alive = [pid for pid in surplus_pids if pid is not None]
+    killed = stop_pids(alive, timeout_s) if alive else []
+    for worker in surplus:
+        worker_pid_path(settings, service, worker).unlink(missing_ok=True)
+    wanted = [(service, w) for w in range(workers)]
+    missing = [(s, w) for s, w in wanted if running_pid(worker_pid_path(settings, s, w)) is None]
+    _check_ports_free(settings, missing)
+    for _, worker in missing:
+        _start_worker(settings, service, worker)
+    _wait_ready(settings, wanted, timeout_s)
+    log().info(
+        "service scaled",
+        service=service,
+        workers=workers,
+        started=len(missing),
+        stopped=len(alive),
+        killed=len(killed),
+    )
+    return {
+        "service": service,
+        "workers": workers,
+        "started": [w for _, w in missing],
+        "stopped": [w for w, pid in zip(surplus, surplus_pids, strict=True) if pid is not None],
+        "killed_after_timeout": len(killed),
+    }
+
+
 # ------------------------------------------------------------------------ down
 def down(settings: Settings, purge: bool = False, timeout_s: float = 30.0) -> dict[str, object]:
     """Stop the workers, then the broker if `up` started it; --purge deletes the data dir."""

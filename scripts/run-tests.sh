@@ -4,7 +4,10 @@
 # CONVMESH_BROKER_PORT, default 9092); when none answers it starts a local one
 # in var/test-broker and stops (and deletes) it on exit, whatever the outcome.
 #
-#   scripts/run-tests.sh [unit|integration|all]     (default: all)
+#   scripts/run-tests.sh [unit|integration|all|chaos]     (default: all)
+#
+# chaos (not part of all) runs tests/chaos, which starts a broker of its own on
+# free ports: it needs neither KAFKA_BOOTSTRAP nor a running broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,5 +68,9 @@ fi
 if [[ "$suites" == all || "$suites" == integration ]]; then
   need_broker
   run_pytest tests/integration || failed=1
+fi
+if [[ "$suites" == chaos ]]; then
+  # Its own broker: an inherited KAFKA_BOOTSTRAP must not point it elsewhere.
+  env -u KAFKA_BOOTSTRAP "$PYTEST" tests/chaos -s -p no:cacheprovider || failed=1
 fi
 exit $failed

@@ -1,4 +1,4 @@
-"""`convmesh up|down|status`: the whole mesh (broker, topics, five services)."""
+"""`convmesh up|down|status|scale`: the whole mesh (broker, topics, five services)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from ops import broker, mesh
 from ops.commands.common import add_data_dir, print_json, settings_from
-from shared.runtime.settings import Settings
+from shared.runtime.settings import SERVICES, Settings
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +35,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=_status)
 
+    scale = subparsers.add_parser(
+        "scale", help="start or stop workers of one service while data flows; wait ready"
+    )
+    add_data_dir(scale)
+    scale.add_argument("service", choices=SERVICES, help="the service to scale")
+    scale.add_argument("workers", type=int, help="how many workers it should run (1-10)")
+    scale.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for ready")
+    scale.set_defaults(func=_scale)
+
 
 def _up(args: argparse.Namespace) -> int:
     settings = settings_from(args)
@@ -45,6 +54,17 @@ def _up(args: argparse.Namespace) -> int:
         f"{len(report.drift)} drifted"
     )
     print(f"mesh ready in {time.monotonic() - started:.1f} s (data dir {settings.data_dir})")
+    return 0
+
+
+def _scale(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    started = time.monotonic()
+    result = mesh.scale(settings, args.service, args.workers, timeout_s=args.timeout)
+    print(
+        f"{args.service}: {args.workers} worker(s) ready in {time.monotonic() - started:.1f} s "
+        f"(started {result['started']}, stopped {result['stopped']})"
+    )
     return 0
 
 

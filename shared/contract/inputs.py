@@ -7,6 +7,7 @@ of stopping the service.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ from shared.contract.errors import InvalidEvent
 
 KEY_TYPES = frozenset({"em", "ph", "hashed_maid", "external_id", "ip_ua"})
 ENGAGEMENT_TYPES = frozenset({"click", "engagement", "view"})
+PRIVACY_KINDS = ("delete", "opt_out", "opt_in")
 
 
 def _object(raw: bytes | None) -> dict[str, Any]:
@@ -34,15 +36,22 @@ def _require(value: dict[str, Any], field: str, kind: type | tuple[type, ...]) -
     return item
 
 
+def _one_of(value: dict[str, Any], field: str, allowed: Collection[str], message: str) -> str:
+    # Checked as a string first: a list or an object in the field is hostile
+    # input, and `unhashable in frozenset` would raise TypeError, not a reason.
+    item = value.get(field)
+    if not isinstance(item, str) or item not in allowed:
+        raise InvalidEvent(f"invalid_{field}", message)
+    return item
+
+
 def decode_signal(raw: bytes | None) -> dict[str, Any]:
     signal = _object(raw)
     _require(signal, "user_id", str)
     _require(signal, "key", str)
     _require(signal, "ts_ms", int)
-    if signal.get("key_type") not in KEY_TYPES:
-        raise InvalidEvent("invalid_key_type", f"'key_type' must be one of {sorted(KEY_TYPES)}")
-    if signal.get("op") not in ("link", "unlink"):
-        raise InvalidEvent("invalid_op", "'op' must be link or unlink")
+    _one_of(signal, "key_type", KEY_TYPES, f"'key_type' must be one of {sorted(KEY_TYPES)}")
+    _one_of(signal, "op", ("link", "unlink"), "'op' must be link or unlink")
     if signal["key_type"] == "external_id" and not isinstance(signal.get("ad_account_id"), str):
         raise InvalidEvent("invalid_ad_account_id", "an external_id signal needs its ad_account_id")
     return signal
@@ -54,8 +63,7 @@ def decode_engagement(raw: bytes | None) -> dict[str, Any]:
     _require(eng, "user_id", str)
     _require(eng, "ad_account_id", str)
     _require(eng, "ts_ms", int)
-    if eng.get("type") not in ENGAGEMENT_TYPES:
-        raise InvalidEvent("invalid_type", f"'type' must be one of {sorted(ENGAGEMENT_TYPES)}")
+    _one_of(eng, "type", ENGAGEMENT_TYPES, f"'type' must be one of {sorted(ENGAGEMENT_TYPES)}")
     return eng
 
 
@@ -63,6 +71,5 @@ def decode_privacy_request(raw: bytes | None) -> dict[str, Any]:
     request = _object(raw)
     _require(request, "user_id", str)
     _require(request, "ts_ms", int)
-    if request.get("kind") not in ("delete", "opt_out", "opt_in"):
-        raise InvalidEvent("invalid_kind", "'kind' must be delete, opt_out or opt_in")
+    _one_of(request, "kind", PRIVACY_KINDS, "'kind' must be delete, opt_out or opt_in")
     return request

@@ -57,6 +57,18 @@ class CompactedView:
         except Exception as exc:  # noqa: BLE001 - a bad config record must not stop the view
             self._log.warning("view_record_skipped", key=name, error=type(exc).__name__)
 
+    def apply_safely(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one record; a record the (custom) apply rejects is logged and skipped.
+
+        Raising here would end ``_follow``, and ``run`` would re-read the topic
+        from the beginning and meet the same record again: a loop that never
+        sets ``ready``.
+        """
+        try:
+            self._apply(key, value)
+        except Exception as exc:  # noqa: BLE001 - one hostile record must not stop the view
+            self._log.warning("view_record_skipped", error=type(exc).__name__)
+
     async def run(self) -> None:
         """Follow the topic until cancelled, reconnecting after broker trouble."""
         while True:
@@ -82,7 +94,7 @@ class CompactedView:
             while True:
                 for messages in (await consumer.getmany(*tps, timeout_ms=500)).values():
                     for message in messages:
-                        self._apply(message.key, message.value)
+                        self.apply_safely(message.key, message.value)
                 positions = {tp: await consumer.position(tp) for tp in tps}
                 if not self.ready.is_set() and all(positions[tp] >= ends[tp] for tp in tps):
                     self.ready.set()

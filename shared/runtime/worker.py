@@ -9,8 +9,9 @@ import faust
 
 from shared.kafka.client_config import check_client_settings
 from shared.runtime.errors import ConfigError
-from shared.runtime.logging import configure_logging, logging_dict_config
+from shared.runtime.logging import configure_logging, get_logger, logging_dict_config
 from shared.runtime.settings import Settings
+from shared.runtime.stores import set_aside_stores_of_another_app, set_aside_unopenable_stores
 
 AppBuilder = Callable[[Settings], faust.App]
 
@@ -25,6 +26,11 @@ def run(service: str, build: AppBuilder) -> None:
         print(f"convmesh {service}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     configure_logging(service, settings.worker, settings.log_level)
+    # Before Faust opens anything: a damaged store would make every start fail,
+    # a store of another namespace would be taken for this one's.
+    stores_log = get_logger(component="stores")
+    set_aside_stores_of_another_app(settings.worker_data_dir, settings.app_id, stores_log)
+    set_aside_unopenable_stores(settings.worker_data_dir, stores_log)
     app = build(settings)
     worker = faust.Worker(
         app,

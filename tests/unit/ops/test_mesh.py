@@ -114,3 +114,27 @@ def test_up_starts_nothing_when_a_web_port_is_taken(
         with pytest.raises(MeshError, match=f"attribute-0 \\({port}\\)"):
             mesh.up(s)
     assert list(mesh.run_dir(s).glob("*.pid")) == []
+
+
+def test_scale_refuses_an_unknown_service_or_a_count_out_of_range(tmp_path: Path) -> None:
+    with pytest.raises(MeshError, match="unknown service"):
+        mesh.scale(settings(tmp_path), "billing", 2)
+    with pytest.raises(MeshError, match="between 1 and 10"):
+        mesh.scale(settings(tmp_path), "dedupe", 0)
+
+
+def test_scale_in_forgets_the_pid_files_of_workers_it_stopped(tmp_path: Path, monkeypatch) -> None:
+    """Stopped surplus workers leave `status`; nothing is started when enough run."""
+    s = settings(tmp_path)
+    claim_data_dir(tmp_path)
+    mesh.run_dir(s).mkdir(parents=True)
+    for worker in (0, 1, 2):
+        mesh.worker_pid_path(s, "dedupe", worker).write_text("{}")
+    monkeypatch.setattr(mesh, "running_pid", lambda path: 4242)
+    stopped = []
+    monkeypatch.setattr(mesh, "stop_pids", lambda pids, timeout: stopped.extend(pids) or [])
+    monkeypatch.setattr(mesh, "_start_worker", lambda *a: pytest.fail("nothing to start"))
+    monkeypatch.setattr(mesh, "_wait_ready", lambda *a: None)
+    result = mesh.scale(s, "dedupe", 1)
+    assert result["stopped"] == [1, 2] and result["started"] == [] and stopped == [4242, 4242]
+    assert [w for n, w in mesh.known_workers(s) if n == "dedupe"] == [0]

@@ -67,3 +67,18 @@ def test_top_campaigns_sum_rows_and_skip_unattributed():
         {"ad_account_id": "1", "campaign_id": "c2", "conversions": 5, "value": {}},
         {"ad_account_id": "1", "campaign_id": "c1", "conversions": 3, "value": {"USD": 0.3}},
     ]
+
+
+def test_a_dead_letter_repeated_after_a_crash_counts_once():
+    """The DLQ's dedup id is (source_topic, partition, offset) (docs/contracts.md)."""
+    repeat = {"source_topic": "conversions.raw", "partition": 0, "offset": 4, "reason": "x"}
+    base = summary()["events"]
+    events = summary(dlq=[*summary_dlq(), repeat, repeat])["events"]
+    assert events["rejected"] == base["rejected"] == 2 and events["balanced"]
+
+
+def summary_dlq():
+    return [
+        {"source_topic": "conversions.raw", "partition": 0, "offset": 4, "reason": "x"},
+        {"source_topic": "conversions.raw", "partition": 0, "offset": 5, "reason": "x"},
+    ]

@@ -25,3 +25,16 @@ def test_a_record_that_does_not_decode_is_skipped_and_keeps_the_previous_value()
     v.apply(b"a", b"not json")
     v.apply(None, b'{"n": 9}')
     assert v.get("a") == {"n": 1} and not v.ready.is_set()
+
+
+def test_a_record_a_custom_apply_rejects_is_skipped_and_the_view_goes_on():
+    """Hostile input on a view with its own apply (api.tokens) must not loop the follower."""
+    applied = []
+
+    def apply(key, value):
+        applied.append(orjson.loads(value)["n"])
+
+    v = CompactedView("127.0.0.1:1", "t", apply=apply)
+    v.apply_safely(b"a", b"\xff random bytes")
+    v.apply_safely(b"a", b'{"n": 2}')
+    assert applied == [2]
