@@ -91,8 +91,8 @@ class SignalForwarder:
                 exc.reason, exc.message, message, self.log, user_keyed=self.user_keyed
             )
             return
-        ip_ua_key = self.settings.active_ip_ua_key
-        send = rules.forward_signal(signal, message.partition, message.offset, ip_ua_key)
+        identifier_key = self.settings.active_identifier_key
+        send = rules.forward_signal(signal, message.partition, message.offset, identifier_key)
         await self.outbox.send_all([send])
 
 

@@ -57,16 +57,18 @@ SIGNAL_FIELDS = ("user_id", "key_type", "key", "ad_account_id", "op", "ts_ms")
 # ------------------------------------------------------------------ re-keying
 
 
-def internal_key(key_type: str, key: str, ip_ua_key: str) -> str:
+def internal_key(key_type: str, key: str, identifier_key: str) -> str:
     """The identifier a signal's key is known by inside the pipeline.
 
     The contract's ip_ua hash is an unsalted SHA-256 of IP and user agent,
     which can be brute-forced: only its keyed form is stored or sent on.
     """
-    return keyed_ip_ua(key, ip_ua_key) if key_type == "ip_ua" else key
+    return keyed_ip_ua(key, identifier_key) if key_type == "ip_ua" else key
 
 
-def forward_signal(signal: Mapping[str, Any], partition: int, offset: int, ip_ua_key: str) -> Send:
+def forward_signal(
+    signal: Mapping[str, Any], partition: int, offset: int, identifier_key: str
+) -> Send:
     """An identity.signals record, re-keyed by its internal identifier.
 
     The forwarded value keeps the input's position (``arrival``): the keys
@@ -74,7 +76,7 @@ def forward_signal(signal: Mapping[str, Any], partition: int, offset: int, ip_ua
     identity.key_signals, where a forwarder restarted after a crash may have
     written the same signal twice.
     """
-    key = internal_key(signal["key_type"], signal["key"], ip_ua_key)
+    key = internal_key(signal["key_type"], signal["key"], identifier_key)
     value = {field: signal.get(field) for field in SIGNAL_FIELDS}
     value["key"] = key
     value["arrival"] = [partition, offset]

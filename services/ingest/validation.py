@@ -1,6 +1,6 @@
 """Validation and normalisation of one Conversions API event (pure: no Faust, no I/O).
 
-``validate_event(event, received_at_ms=..., ip_ua_key=...)`` applies the event rules of the
+``validate_event(event, received_at_ms=..., identifier_key=...)`` applies the event rules of the
 Conversions API (conversions-api.md) plus the contract's extra rules, and
 returns a :class:`NormalisedEvent` or raises ``shared.contract.errors.InvalidEvent(reason,
 message)``. The HTTP API returns ``message`` as the per-event ``error_message``;
@@ -289,7 +289,7 @@ def _hashes(value: Any, field: str) -> list[str]:
 
 # ---------------------------------------------------------------- the rules
 def validate_event(
-    event: object, *, received_at_ms: int, ip_ua_key: str | None = None
+    event: object, *, received_at_ms: int, identifier_key: str | None = None
 ) -> NormalisedEvent:
     """Validate one Conversions API event and normalise it.
 
@@ -297,8 +297,8 @@ def validate_event(
     within [received_at - 67 days, received_at + 1 hour]. Raises
     ``InvalidEvent(reason, message)`` with a reason code of this module.
 
-    ``ids.ip_ua`` is the keyed form ``keyed_ip_ua(ip_ua_hash(ip, ua), ip_ua_key)``
-    (``CONVMESH_IP_UA_KEY``): the plain hash never enters the pipeline. Without a
+    ``ids.ip_ua`` is the keyed form ``keyed_ip_ua(ip_ua_hash(ip, ua), identifier_key)``
+    (``CONVMESH_IDENTIFIER_KEY``): the plain hash never enters the pipeline. Without a
     key (``None``: the HTTP API, which only checks events and publishes them as
     received) ``ids.ip_ua`` is None; the ingest agent always passes one.
     """
@@ -376,7 +376,7 @@ def validate_event(
             " number.",
         )
 
-    ids = _user_data(event["user_data"], ip_ua_key)
+    ids = _user_data(event["user_data"], identifier_key)
     value, currency, ldp = _custom_data(event.get("custom_data"))
 
     return NormalisedEvent(
@@ -423,7 +423,7 @@ def _info(value: Any, field: str) -> None:
             )
 
 
-def _user_data(user_data: Any, ip_ua_key: str | None) -> dict[str, Any]:
+def _user_data(user_data: Any, identifier_key: str | None) -> dict[str, Any]:
     if type(user_data) is not dict:
         raise _type_error("user_data", "an object")
     hashes: dict[str, list[str]] = {}
@@ -463,7 +463,7 @@ def _user_data(user_data: Any, ip_ua_key: str | None) -> dict[str, Any]:
         "em": em,
         "ph": hashes.get("ph", []),
         "hashed_maids": maids,
-        "ip_ua": _keyed_ip_ua(ip, ua, ip_ua_key) if ip and ua else None,
+        "ip_ua": _keyed_ip_ua(ip, ua, identifier_key) if ip and ua else None,
     }
 
 

@@ -179,7 +179,7 @@ async def test_an_ip_ua_signal_is_forwarded_by_its_keyed_hash(h: Harness) -> Non
     await run(
         h, "signals", h.record("identity.signals", PLAIN_IP_UA, link(PLAIN_IP_UA, key_type="ip_ua"))
     )
-    keyed = keyed_ip_ua(PLAIN_IP_UA, h.settings.active_ip_ua_key)
+    keyed = keyed_ip_ua(PLAIN_IP_UA, h.settings.active_identifier_key)
     forwarded = only(h.sent("identity.key_signals"))
     assert forwarded.key == keyed.encode() and forwarded.json["key"] == keyed
     assert PLAIN_IP_UA.encode() not in everything_stored_and_sent(h)
@@ -300,7 +300,7 @@ async def test_ip_ua_matches_when_both_sides_are_keyed_and_the_plain_hash_stays_
     h: Harness,
 ) -> None:
     """Ingest keys the conversion's ip_ua, the signals agent the signal's: they meet."""
-    keyed = keyed_ip_ua(PLAIN_IP_UA, h.settings.active_ip_ua_key)
+    keyed = keyed_ip_ua(PLAIN_IP_UA, h.settings.active_identifier_key)
     signal = link(PLAIN_IP_UA, key_type="ip_ua")
     await run(h, "signals", h.record("identity.signals", PLAIN_IP_UA, signal))
     await run(h, "owner", h.record("conversions.accepted", CONVERSION_KEY, accepted(ip_ua=keyed)))

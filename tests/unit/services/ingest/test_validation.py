@@ -25,12 +25,12 @@ IP_UA_KEY = "k" * 32
 
 
 def ok(ev: Any) -> NormalisedEvent:
-    return validate_event(ev, received_at_ms=RECEIVED_MS, ip_ua_key=IP_UA_KEY)
+    return validate_event(ev, received_at_ms=RECEIVED_MS, identifier_key=IP_UA_KEY)
 
 
 def reject(ev: Any) -> InvalidEvent:
     with pytest.raises(InvalidEvent) as info:
-        validate_event(ev, received_at_ms=RECEIVED_MS, ip_ua_key=IP_UA_KEY)
+        validate_event(ev, received_at_ms=RECEIVED_MS, identifier_key=IP_UA_KEY)
     assert info.value.reason in v.EVENT_REASONS
     return info.value
 
@@ -556,7 +556,7 @@ def test_ip_ua_is_the_keyed_sha256_of_ip_bar_user_agent():
 
 def test_ip_ua_differs_under_another_key():
     ev = user(client_ip_address=IP, client_user_agent=UA)
-    other = validate_event(ev, received_at_ms=RECEIVED_MS, ip_ua_key="o" * 32)
+    other = validate_event(ev, received_at_ms=RECEIVED_MS, identifier_key="o" * 32)
     assert other.ids["ip_ua"] != ok(ev).ids["ip_ua"]
 
 
