@@ -55,7 +55,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.contract.errors import InvalidEvent
-from shared.contract.keys import conversion_key, ip_ua_hash, keyed_ip_ua, scope_of
+from shared.contract.keys import (
+    conversion_key,
+    internal_click,
+    ip_ua_hash,
+    keyed_ip_ua,
+    scope_of,
+)
 from shared.contract.limits import MAX_EVENT_AGE_MS, MAX_FUTURE_MS
 
 # ---------------------------------------------------------------- reason codes
@@ -301,6 +307,8 @@ def validate_event(
     (``CONVMESH_IDENTIFIER_KEY``): the plain hash never enters the pipeline. Without a
     key (``None``: the HTTP API, which only checks events and publishes them as
     received) ``ids.ip_ua`` is None; the ingest agent always passes one.
+    ``ids.click_id`` likewise is ``internal_click(click_id, identifier_key)``:
+    no plaintext click id enters the pipeline either.
     """
     if type(event) is not dict:
         raise InvalidEvent(EVENT_NOT_OBJECT, "The event must be a JSON object.")
@@ -458,13 +466,19 @@ def _user_data(user_data: Any, identifier_key: str | None) -> dict[str, Any]:
             " client_ip_address and client_user_agent.",
         )
     return {
-        "click_id": user_data.get("click_id") or None,
+        "click_id": _internal_click(user_data.get("click_id"), identifier_key),
         "external_id": hashes.get("external_id", []),
         "em": em,
         "ph": hashes.get("ph", []),
         "hashed_maids": maids,
         "ip_ua": _keyed_ip_ua(ip, ua, identifier_key) if ip and ua else None,
     }
+
+
+def _internal_click(click_id: str | None, key: str | None) -> str | None:
+    """The pipeline's click id (keyed); None without one, or when the caller only
+    checks the event."""
+    return internal_click(click_id, key) if click_id and key else None
 
 
 def _keyed_ip_ua(ip: str, ua: str, key: str | None) -> str | None:
