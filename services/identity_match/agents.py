@@ -60,7 +60,7 @@ INDEX_OUTPUTS = ("identity.lookups", "privacy.receipts")
 
 
 class ClickForwarder:
-    """One ads.engagements record: a click goes on, keyed by its click_id."""
+    """One ads.engagements record: a click goes on, keyed by its internal click id."""
 
     #: Its inputs are keyed by user_id: log keys only as short hashes.
     user_keyed: ClassVar[bool] = True
