@@ -290,3 +290,14 @@ async def test_nothing_stored_or_sent_carries_the_raw_user_id(h: Harness) -> Non
     stored = b"".join(k + v for t in h.tables.values() for k, v in t.items())
     sent = b"".join((s.key or b"") + (s.value or b"") for s in h.producer.sent)
     assert USER.encode() not in stored + sent
+
+
+async def test_privacy_requests_are_ordered_by_their_offset_in_privacy_requests(
+    h: Harness,
+) -> None:
+    """Equal ts_ms: the later input wins, even when the earlier one is forwarded
+    again after it (a forwarder restarted after a crash)."""
+    opt_out = h.record("privacy.requests", USER, privacy("opt_out"))  # offset 0
+    opt_in = h.record("privacy.requests", USER, privacy("opt_in"))  # offset 1
+    await users(h, opt_out, opt_in, opt_out)
+    assert h.table("users").value(IUSER)["privacy"] == [T * 1000, 1, "opt_in"]
