@@ -1,7 +1,12 @@
 """Agents of the attribute service.
 
-* ``users`` (``UsersHandler``): per user_id (co-partitioned with
-  ads.engagements): the user's engagements, assigned conversions and privacy
+* ``intake`` (``IntakeHandler``): ads.engagements and privacy.requests
+  (keyed by raw user id): checked, dead-lettered if they break a rule, and
+  forwarded to attribution.user_events keyed by the internal user id
+  (``shared.contract.keys.internal_user``), without click id.
+* ``users`` (``UsersHandler``): per internal user id (attribution.user_events
+  and attribution.assignments, co-partitioned): the user's engagements,
+  assigned conversions and privacy
   state; attributes conversions on assignment and re-attributes them when a
   late engagement or a privacy request changes the outcome; forgets the user
   on a deletion (``privacy.deleted`` keeps it from coming back, a receipt goes
@@ -35,13 +40,49 @@ from shared.runtime.batching import Outbox, StateCache, process
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import Settings
 
-USERS_INPUTS = ("ads.engagements", "privacy.requests", "attribution.assignments")
+INTAKE_INPUTS = ("ads.engagements", "privacy.requests")
+INTAKE_OUTPUTS = (rules.USER_EVENTS,)
+USERS_INPUTS = (rules.USER_EVENTS, "attribution.assignments")
 USERS_OUTPUTS = ("attribution.results", "identity.answers", "privacy.deleted", "privacy.receipts")
 PUBLISHER_OUTPUTS = ("conversions.attributed",)
 
 
+class IntakeHandler:
+    """One ads.engagements or privacy.requests record: checked (dead-lettered if
+    it breaks a rule), then forwarded by the internal user id."""
+
+    #: Its inputs are keyed by user_id: log keys only as short hashes.
+    user_keyed = True
+
+    def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
+        self.identifier_key = settings.active_identifier_key
+        self.outbox = outbox
+        self.log = log
+        self.kinds = {settings.topic_name(name): name for name in INTAKE_INPUTS}
+
+    async def __call__(self, event: Any) -> None:
+        message = event.message
+        kind = self.kinds[message.topic]
+        try:
+            if kind == "ads.engagements":
+                payload = decode_engagement(message.value)
+            else:
+                payload = decode_privacy_request(message.value)
+                rules.requested_user(message.key, payload)
+        except InvalidEvent as exc:
+            # No key, no user id in the record.
+            await self.outbox.dead_letter(
+                exc.reason, exc.message, message, self.log, user_keyed=self.user_keyed
+            )
+            return
+        arrival = (message.partition, message.offset)
+        send = rules.forward_user_event(kind, payload, arrival, self.identifier_key)
+        await self.outbox.send(send.topic, send.key, send.value)
+
+
 class UsersHandler:
-    """One engagement, privacy request or assignment against the ``users`` table."""
+    """One user event (engagement, privacy request) or assignment against the
+    ``users`` table, keyed by the internal user id."""
 
     def __init__(
         self,
@@ -62,14 +103,13 @@ class UsersHandler:
 
     async def __call__(self, event: Any, users: StateCache) -> None:
         message = event.message
+        payload = orjson.loads(message.value)
+        arrival = 0
         kind = self.kinds[message.topic]
-        try:
-            payload = self.decode(kind, message.value)
-            if kind == "privacy.requests":
-                rules.requested_user(message.key, payload)
-        except InvalidEvent as exc:
-            await self.reject(exc, message)
-            return
+        if kind == rules.USER_EVENTS:
+            # Checked by the intake; ordered by its position in the input topic.
+            kind, arrival = payload["topic"], int(payload["arrival"][1])
+            payload = payload["event"]
         user_id = message.key.decode()
         keys = self.settings.active_pseudonym_keys
         if kind == "privacy.requests" and payload["kind"] == "delete":
@@ -86,7 +126,7 @@ class UsersHandler:
         if kind == "ads.engagements":
             user, sends = rules.on_engagement(user, payload, ctx)
         elif kind == "privacy.requests":
-            user, sends = rules.on_privacy_request(user, payload, message.offset, ctx)
+            user, sends = rules.on_privacy_request(user, payload, arrival, ctx)
         elif payload["op"] == "assign":
             expires_ms = now_ms + self.settings.late_horizon_s * 1000
             user, sends = rules.on_assign(user, payload, ctx, expires_ms)
@@ -117,18 +157,6 @@ class UsersHandler:
             for k in rules.deleted_keys(user_id, self.settings.active_pseudonym_keys)
         ]
         return max((at for at in found if at is not None), default=None)
-
-    async def reject(self, exc: InvalidEvent, message: Any) -> None:
-        """Dead-letter an input that breaks a rule: no key, no user id in the record."""
-        await self.outbox.dead_letter(exc.reason, exc.message, message, self.log, user_keyed=True)
-
-    @staticmethod
-    def decode(kind: str, raw: bytes | None) -> Any:
-        if kind == "ads.engagements":
-            return decode_engagement(raw)
-        if kind == "privacy.requests":
-            return decode_privacy_request(raw)
-        return orjson.loads(raw) if raw is not None else None
 
 
 class PublisherHandler:
@@ -180,6 +208,12 @@ def register(app: faust.App, settings: Settings) -> None:
     deleted = deleted_users_view(settings)
     app.task(accounts.run)  # follows accounts.settings in every worker
     app.task(deleted.run)  # follows privacy.deleted in every worker
+
+    @app.agent(raw_topic(app, settings, *INTAKE_INPUTS), name="intake")
+    async def intake(stream: Any) -> None:
+        outbox = Outbox(app, settings, *INTAKE_OUTPUTS)
+        handler = IntakeHandler(settings, outbox, log)
+        await process(stream, settings, outbox, handler, log=log, user_keyed=handler.user_keyed)
 
     @app.agent(raw_topic(app, settings, *USERS_INPUTS), name="users")
     async def users_agent(stream: Any) -> None:

@@ -1,6 +1,9 @@
 """Attribution rules of the contract, as pure steps over one key's state.
 
-The ``users`` steps (state per user_id, ``services.attribute.state.User``):
+The intake step (``forward_user_event``) replaces a raw user id by the internal
+one; every ``user_id`` after it is internal, pseudonyms are computed from it.
+
+The ``users`` steps (state per internal user id, ``services.attribute.state.User``):
 ``on_engagement``, ``on_assign``, ``on_retract``, ``on_privacy_request`` and
 ``on_delete`` take the user's state and one input and return the new state and
 the records to send (``Send``): a result for the publisher whenever a
@@ -19,7 +22,7 @@ import orjson
 
 from services.attribute.state import Assigned, Engagement, PrivacyChoice, Published, User
 from shared.contract.errors import InvalidEvent
-from shared.contract.keys import ad_account_of
+from shared.contract.keys import ad_account_of, internal_user
 from shared.contract.limits import (
     ALLOWED_WINDOW_DAYS,
     DAY_MS,
@@ -38,6 +41,18 @@ from shared.contract.versions import next_stamp
 
 CLASS_RANK: Mapping[str, int] = {"click": 3, "engagement": 2, "view": 1}
 RESULTS = "attribution.results"
+USER_EVENTS = "attribution.user_events"
+#: The fields of an engagement the users state needs: no click id.
+ENGAGEMENT_FIELDS = (
+    "engagement_id",
+    "user_id",
+    "ad_account_id",
+    "campaign_id",
+    "ad_group_id",
+    "ad_id",
+    "type",
+    "ts_ms",
+)
 DELETED = "privacy.deleted"
 RECEIPTS = "privacy.receipts"
 
@@ -47,10 +62,34 @@ WindowsOf = Callable[[str], Mapping[str, int]]
 Step = tuple[User, list[Send]]
 
 
+# ------------------------------------------------------------------ intake
+
+
+def forward_user_event(
+    topic: str, event: Mapping[str, Any], arrival: tuple[int, int], identifier_key: str
+) -> Send:
+    """An ads.engagements or privacy.requests input, re-keyed by the internal user id.
+
+    The users state is keyed by the internal id (attribution.assignments is):
+    the input must reach that partition, with no raw user id and no click id.
+    ``arrival`` is the input's (partition, offset): privacy requests are ordered
+    by (ts_ms, offset) in their input topic, whatever the forwarding did (a
+    forwarder restarted after a crash may write one input twice).
+    """
+    user = internal_user(event["user_id"], identifier_key)
+    if topic == "ads.engagements":
+        kept = {f: event.get(f) for f in ENGAGEMENT_FIELDS}
+    else:
+        kept = {f: event.get(f) for f in ("request_id", "user_id", "kind", "ts_ms")}
+    kept["user_id"] = user
+    return Send(USER_EVENTS, user, {"topic": topic, "event": kept, "arrival": list(arrival)})
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a users step needs besides the state and the input."""
 
+    #: The internal user id (``shared.contract.keys.internal_user``).
     user_id: str
     #: Pseudonym keys (kid, secret), newest first.
     keys: PseudonymKeys

@@ -5,7 +5,7 @@ before they were typed; ``decode_*`` and ``encode_*`` translate, so typed code
 needs no migration of old state. A layout change bumps ``LAYOUT_VERSION`` and
 teaches the decoders every older one.
 
-``users`` (key: user_id, co-partitioned with ads.engagements)::
+``users`` (key: internal user id, co-partitioned with attribution.user_events)::
 
     {"eng": {engagement_id: [ts_ms, type, ad_account_id, campaign_id, ad_group_id, ad_id]},
      "convs": {conversion_key: {"conv", "mv", "seq", "key_type", "sig", "expires_ms"}},

@@ -1,6 +1,12 @@
 """Agents of identity_match.
 
-* ``clicks``: click engagements re-keyed by click_id (identity.clicks).
+Inside identity_match every click id and user id is the internal (keyed) one
+(``shared.contract.keys``): the forwarders replace them before anything is
+stored or sent.
+
+* ``clicks``: click engagements re-keyed by internal click id (identity.clicks).
+* ``deletions``: delete requests of privacy.requests re-keyed by internal user
+  id (identity.deletions), the partitioning of the user index.
 * ``signals``: identity signals re-keyed by their internal identifier
   (identity.key_signals): an ip_ua key becomes its keyed form, so that the
   plain hash is never stored and the signal lands in the partition of the
@@ -10,7 +16,7 @@
   click changes what they resolve to.
 * ``owner``: per conversion_key: combines the answers in priority order and
   assigns the conversion to its user (or publishes it as unidentified).
-* ``user_index``: per user_id: the identifiers a user was seen with, so that a
+* ``user_index``: per internal user id: the identifiers a user was seen with, so that a
   deletion reaches all of them; a receipt per delete request.
 
 Each agent's per-record step is a handler class (decode, rule, state, sends);
@@ -49,17 +55,19 @@ KEYS_INPUTS = ("identity.key_signals", "identity.clicks", "identity.lookups")
 KEYS_OUTPUTS = ("identity.answers", "identity.user_keys")
 OWNER_INPUTS = ("conversions.accepted", "identity.answers")
 OWNER_OUTPUTS = ("identity.lookups", "attribution.assignments", "attribution.results")
-INDEX_INPUTS = ("identity.user_keys", "privacy.requests")
+DELETIONS_OUTPUTS = ("identity.deletions",)
+INDEX_INPUTS = ("identity.user_keys", "identity.deletions")
 INDEX_OUTPUTS = ("identity.lookups", "privacy.receipts")
 
 
 class ClickForwarder:
-    """One ads.engagements record: a click goes on, keyed by its click_id."""
+    """One ads.engagements record: a click goes on, keyed by its internal click id."""
 
     #: Its inputs are keyed by user_id: log keys only as short hashes.
     user_keyed: ClassVar[bool] = True
 
     def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
+        self.identifier_key = settings.active_identifier_key
         self.outbox = outbox
         self.log = log
 
@@ -68,7 +76,26 @@ class ClickForwarder:
             engagement = decode_engagement(event.message.value)
         except InvalidEvent:
             return  # attribute, the other consumer, dead-letters it once
-        await self.outbox.send_all(rules.forward_click(engagement))
+        await self.outbox.send_all(rules.forward_click(engagement, self.identifier_key))
+
+
+class DeletionForwarder:
+    """One privacy.requests record: a delete request goes on, keyed by the internal user id."""
+
+    #: Its inputs are keyed by user_id: log keys only as short hashes.
+    user_keyed: ClassVar[bool] = True
+
+    def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
+        self.identifier_key = settings.active_identifier_key
+        self.outbox = outbox
+        self.log = log
+
+    async def __call__(self, event: Any) -> None:
+        try:
+            request = decode_privacy_request(event.message.value)
+        except InvalidEvent:
+            return  # attribute, the other consumer, dead-letters it once
+        await self.outbox.send_all(rules.forward_deletion(request, self.identifier_key))
 
 
 class SignalForwarder:
@@ -92,8 +119,8 @@ class SignalForwarder:
                 exc.reason, exc.message, message, self.log, user_keyed=self.user_keyed
             )
             return
-        ip_ua_key = self.settings.active_ip_ua_key
-        send = rules.forward_signal(signal, message.partition, message.offset, ip_ua_key)
+        identifier_key = self.settings.active_identifier_key
+        send = rules.forward_signal(signal, message.partition, message.offset, identifier_key)
         await self.outbox.send_all([send])
 
 
@@ -180,8 +207,8 @@ def count_match_decisions(metrics: Metrics, sends: list[Any]) -> None:
 
 
 class UserIndexHandler:
-    """One identity.user_keys or privacy.requests record against the
-    ``user_index`` table (per user_id)."""
+    """One identity.user_keys or identity.deletions record against the
+    ``user_index`` table (per internal user id)."""
 
     #: Its inputs are keyed by user_id: log keys only as short hashes.
     user_keyed: ClassVar[bool] = True
@@ -197,20 +224,14 @@ class UserIndexHandler:
     async def __call__(self, event: Any, index: StateCache) -> None:
         message = event.message
         known = state.decode_user_index(index.get(message.key, event))
+        payload = orjson.loads(message.value)
         if message.topic == self.user_keys_topic:
-            entry = orjson.loads(message.value)
-            grown = rules.on_user_key(known, entry["key"])
+            grown = rules.on_user_key(known, payload["key"])
             index.put(message.key, state.encode_user_index(grown), event)
             return
-        try:
-            request = decode_privacy_request(message.value)
-        except InvalidEvent:
-            return  # attribute, the other consumer, dead-letters it once
-        if request["kind"] != "delete":
-            return  # opt-out and opt-in concern attribute only
-        request_id = request.get("request_id")
-        request_id = request_id if isinstance(request_id, str) else None
-        new, sends = rules.on_delete(known, request["user_id"], request_id, self.clock())
+        # identity.deletions: checked and keyed by DeletionForwarder.
+        request_id = payload.get("request_id")
+        new, sends = rules.on_delete(known, payload["user_id"], request_id, self.clock())
         await self.outbox.send_all(sends)
         index.put(message.key, state.encode_user_index(new), event)
         fields = message_fields(message, user_keyed=self.user_keyed)
@@ -233,6 +254,12 @@ def register(app: faust.App, settings: Settings) -> None:
     async def signals(stream: Any) -> None:
         outbox = Outbox(app, settings, *SIGNALS_OUTPUTS)
         handler = SignalForwarder(settings, outbox, log)
+        await process(stream, settings, outbox, handler, log=log, user_keyed=handler.user_keyed)
+
+    @app.agent(raw_topic(app, settings, "privacy.requests"), name="deletions")
+    async def deletions(stream: Any) -> None:
+        outbox = Outbox(app, settings, *DELETIONS_OUTPUTS)
+        handler = DeletionForwarder(settings, outbox, log)
         await process(stream, settings, outbox, handler, log=log, user_keyed=handler.user_keyed)
 
     @app.agent(raw_topic(app, settings, *KEYS_INPUTS), name="keys")

@@ -8,15 +8,18 @@ Three kinds of state, partitioned differently (``services.identity_match.state``
   conversions that *watch* it (so a late signal can re-answer them);
 * per **conversion_key** (the owner): the accepted conversion, one answer per
   identifier slot, the current match and its ``match_version``;
-* per **user_id**: the identifiers the user was seen with (deletion follows it).
+* per **user_id** (internal): the identifiers the user was seen with (deletion
+  follows it).
 
 A conversion's identifiers become *slots* in priority order; each slot is
 answered by the partition owning the identifier; the owner combines answers:
 the first slot (in order) that resolves to a user wins.
 
-Inside the pipeline an ``ip_ua`` identifier is keyed
-(``shared.contract.keys.keyed_ip_ua``): ingest keys the conversion's, and
-``forward_signal`` keys the signal's before it reaches the identifier state.
+Inside the pipeline an ``ip_ua`` identifier, a click id and a user id are
+keyed (``shared.contract.keys``: ``keyed_ip_ua``, ``internal_click``,
+``internal_user``): ingest keys the conversion's, and the forwarders
+(``forward_signal``, ``forward_click``, ``forward_deletion``) key the inputs'
+before they reach any state. Every ``user_id`` below is the internal one.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from services.identity_match.state import (
     UserIndex,
     Watcher,
 )
-from shared.contract.keys import keyed_ip_ua
+from shared.contract.keys import internal_click, internal_user, keyed_ip_ua
 from shared.contract.limits import IP_UA_VALIDITY_MS
 from shared.contract.records import Send
 from shared.contract.versions import next_stamp
@@ -57,16 +60,18 @@ SIGNAL_FIELDS = ("user_id", "key_type", "key", "ad_account_id", "op", "ts_ms")
 # ------------------------------------------------------------------ re-keying
 
 
-def internal_key(key_type: str, key: str, ip_ua_key: str) -> str:
+def internal_key(key_type: str, key: str, identifier_key: str) -> str:
     """The identifier a signal's key is known by inside the pipeline.
 
     The contract's ip_ua hash is an unsalted SHA-256 of IP and user agent,
     which can be brute-forced: only its keyed form is stored or sent on.
     """
-    return keyed_ip_ua(key, ip_ua_key) if key_type == "ip_ua" else key
+    return keyed_ip_ua(key, identifier_key) if key_type == "ip_ua" else key
 
 
-def forward_signal(signal: Mapping[str, Any], partition: int, offset: int, ip_ua_key: str) -> Send:
+def forward_signal(
+    signal: Mapping[str, Any], partition: int, offset: int, identifier_key: str
+) -> Send:
     """An identity.signals record, re-keyed by its internal identifier.
 
     The forwarded value keeps the input's position (``arrival``): the keys
@@ -74,19 +79,45 @@ def forward_signal(signal: Mapping[str, Any], partition: int, offset: int, ip_ua
     identity.key_signals, where a forwarder restarted after a crash may have
     written the same signal twice.
     """
-    key = internal_key(signal["key_type"], signal["key"], ip_ua_key)
+    key = internal_key(signal["key_type"], signal["key"], identifier_key)
     value = {field: signal.get(field) for field in SIGNAL_FIELDS}
     value["key"] = key
+    value["user_id"] = internal_user(signal["user_id"], identifier_key)
     value["arrival"] = [partition, offset]
     return Send("identity.key_signals", key, value)
 
 
-def forward_click(engagement: Mapping[str, Any]) -> list[Send]:
-    """A click engagement re-keyed by its click_id (nothing for other engagements)."""
+def forward_click(engagement: Mapping[str, Any], identifier_key: str) -> list[Send]:
+    """A click engagement re-keyed by its internal click id (nothing for other engagements).
+
+    Click id and user id go on only in their internal (keyed) forms: the
+    conversion's click id was keyed the same way by ingest.
+    """
     click_id = engagement.get("click_id")
     if engagement["type"] != "click" or not isinstance(click_id, str):
         return []
-    return [Send("identity.clicks", click_id, {f: engagement[f] for f in CLICK_FIELDS})]
+    value = {f: engagement[f] for f in CLICK_FIELDS}
+    value["click_id"] = internal_click(click_id, identifier_key)
+    value["user_id"] = internal_user(engagement["user_id"], identifier_key)
+    return [Send("identity.clicks", value["click_id"], value)]
+
+
+def forward_deletion(request: Mapping[str, Any], identifier_key: str) -> list[Send]:
+    """A delete request re-keyed by the internal user id (nothing for other kinds).
+
+    The user index is keyed by the internal id (identity.user_keys): the
+    request must reach the same partition, and carries no raw user id.
+    """
+    if request["kind"] != "delete":
+        return []  # opt-out and opt-in concern attribute only
+    user = internal_user(request["user_id"], identifier_key)
+    request_id = request.get("request_id")
+    value = {
+        "user_id": user,
+        "request_id": request_id if isinstance(request_id, str) else None,
+        "ts_ms": request["ts_ms"],
+    }
+    return [Send("identity.deletions", user, value)]
 
 
 # --------------------------------------------------------------- conversions

@@ -4,9 +4,10 @@ Three tables, each with the JSON layout its changelog already holds;
 ``decode_*`` and ``encode_*`` keep that layout (positional lists stay
 positional on the wire, code uses names), so typed code needs no migration of
 old state. A layout change bumps ``LAYOUT_VERSION`` and teaches the decoders
-every older one.
+every older one. The layout did not change when user ids and click ids became
+internal (``shared.contract.keys``): the same fields hold the keyed forms.
 
-* ``keys`` (key: identifier, hash or click_id; co-partitioned with
+* ``keys`` (key: identifier, hash, keyed ip_ua or internal click id; co-partitioned with
   identity.lookups): ``{"signals": [[ts_ms, arrival, op, user_id, key_type,
   ad_account_id], ...], "clicks": [[ts_ms, user_id, engagement_id], ...],
   "watchers": {"<conversion_key>|<slot>": {conversion_key, slot, gen,
@@ -15,7 +16,9 @@ every older one.
   conversion, ``{"conv", "gen", "mv", "slots": [[key_type, signal_type,
   identifier], ...], "answers": {"<slot>": user_id | null}, "result", "user",
   "dirty"}``.
-* ``user_index`` (key: user_id): ``[identifier, ...]``.
+* ``user_index`` (key: internal user id): ``[identifier, ...]``.
+
+Every ``user_id`` here is the internal user id.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class Signal:
 
 @dataclass(frozen=True, slots=True)
 class Click:
-    """One click engagement carrying the click_id this state is keyed by."""
+    """One click engagement carrying the (internal) click id this state is keyed by."""
 
     ts_ms: int
     user_id: str

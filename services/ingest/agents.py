@@ -38,7 +38,7 @@ class IngestHandler:
         self.log = log
         self.stats = stats
         self.max_bytes = settings.max_record_bytes
-        self.ip_ua_key = settings.active_ip_ua_key
+        self.identifier_key = settings.active_identifier_key
 
     async def __call__(self, event: Any) -> None:
         message = event.message
@@ -51,7 +51,7 @@ class IngestHandler:
             offset=message.offset,
             timestamp_ms=int(timestamp * 1000) if timestamp else None,
             max_bytes=self.max_bytes,
-            ip_ua_key=self.ip_ua_key,
+            identifier_key=self.identifier_key,
         )
         if type(outcome) is Valid:
             self.stats.count_valid(outcome.source)

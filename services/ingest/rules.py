@@ -1,8 +1,8 @@
 """Ingest's pure core: one ``conversions.raw`` record in, exactly one outcome out.
 
 ``process_raw(value, key, topic=..., partition=..., offset=..., timestamp_ms=...,
-max_bytes=..., ip_ua_key=...)`` returns either :class:`Valid` (the ``conversions.valid`` message of
-docs/design.md, keyed by conversion_key) or :class:`Rejected` (the
+max_bytes=..., identifier_key=...)`` returns either :class:`Valid` (the
+``conversions.valid`` message of docs/design.md, keyed by conversion_key) or :class:`Rejected` (the
 ``conversions.dlq`` record of the contract, keyed by ad_account_id or None); either
 one's ``send`` is the record the agent sends. It never raises, whatever the bytes.
 
@@ -118,14 +118,16 @@ def process_raw(
     offset: int,
     timestamp_ms: int | None,
     max_bytes: int,
-    ip_ua_key: str,
+    identifier_key: str,
 ) -> Valid | Rejected:
     """Decode, validate and normalise one conversions.raw record. Never raises.
 
-    ``ip_ua_key`` keys the message's ``ids.ip_ua`` (``CONVMESH_IP_UA_KEY``).
+    ``identifier_key`` keys the message's ``ids.ip_ua`` (``CONVMESH_IDENTIFIER_KEY``).
     """
     try:
-        return _process(value, key, topic, partition, offset, timestamp_ms, max_bytes, ip_ua_key)
+        return _process(
+            value, key, topic, partition, offset, timestamp_ms, max_bytes, identifier_key
+        )
     except Exception:  # noqa: BLE001 - the contract: every input yields one outcome
         return _reject(
             InvalidEvent(PROCESSING_ERROR, "The record could not be processed."),
@@ -157,7 +159,7 @@ def _process(
     offset: int,
     timestamp_ms: int | None,
     max_bytes: int,
-    ip_ua_key: str,
+    identifier_key: str,
 ) -> Valid | Rejected:
     envelope: Any = None
     source = UNKNOWN_SOURCE
@@ -208,7 +210,9 @@ def _process(
         event = envelope.get("event")
         if event is None:
             raise InvalidEvent(MISSING_EVENT, "Field 'event' is required.")
-        normalised = v.validate_event(event, received_at_ms=received_at_ms, ip_ua_key=ip_ua_key)
+        normalised = v.validate_event(
+            event, received_at_ms=received_at_ms, identifier_key=identifier_key
+        )
     except InvalidEvent as exc:
         return _reject(exc, value, key, envelope, topic, partition, offset, max_bytes, source)
 

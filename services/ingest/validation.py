@@ -1,6 +1,6 @@
 """Validation and normalisation of one Conversions API event (pure: no Faust, no I/O).
 
-``validate_event(event, received_at_ms=..., ip_ua_key=...)`` applies the event rules of the
+``validate_event(event, received_at_ms=..., identifier_key=...)`` applies the event rules of the
 Conversions API (conversions-api.md) plus the contract's extra rules, and
 returns a :class:`NormalisedEvent` or raises ``shared.contract.errors.InvalidEvent(reason,
 message)``. The HTTP API returns ``message`` as the per-event ``error_message``;
@@ -55,7 +55,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.contract.errors import InvalidEvent
-from shared.contract.keys import conversion_key, ip_ua_hash, keyed_ip_ua, scope_of
+from shared.contract.keys import (
+    conversion_key,
+    internal_click,
+    ip_ua_hash,
+    keyed_ip_ua,
+    scope_of,
+)
 from shared.contract.limits import MAX_EVENT_AGE_MS, MAX_FUTURE_MS
 
 # ---------------------------------------------------------------- reason codes
@@ -289,7 +295,7 @@ def _hashes(value: Any, field: str) -> list[str]:
 
 # ---------------------------------------------------------------- the rules
 def validate_event(
-    event: object, *, received_at_ms: int, ip_ua_key: str | None = None
+    event: object, *, received_at_ms: int, identifier_key: str | None = None
 ) -> NormalisedEvent:
     """Validate one Conversions API event and normalise it.
 
@@ -297,10 +303,12 @@ def validate_event(
     within [received_at - 67 days, received_at + 1 hour]. Raises
     ``InvalidEvent(reason, message)`` with a reason code of this module.
 
-    ``ids.ip_ua`` is the keyed form ``keyed_ip_ua(ip_ua_hash(ip, ua), ip_ua_key)``
-    (``CONVMESH_IP_UA_KEY``): the plain hash never enters the pipeline. Without a
+    ``ids.ip_ua`` is the keyed form ``keyed_ip_ua(ip_ua_hash(ip, ua), identifier_key)``
+    (``CONVMESH_IDENTIFIER_KEY``): the plain hash never enters the pipeline. Without a
     key (``None``: the HTTP API, which only checks events and publishes them as
     received) ``ids.ip_ua`` is None; the ingest agent always passes one.
+    ``ids.click_id`` likewise is ``internal_click(click_id, identifier_key)``:
+    no plaintext click id enters the pipeline either.
     """
     if type(event) is not dict:
         raise InvalidEvent(EVENT_NOT_OBJECT, "The event must be a JSON object.")
@@ -376,7 +384,7 @@ def validate_event(
             " number.",
         )
 
-    ids = _user_data(event["user_data"], ip_ua_key)
+    ids = _user_data(event["user_data"], identifier_key)
     value, currency, ldp = _custom_data(event.get("custom_data"))
 
     return NormalisedEvent(
@@ -423,7 +431,7 @@ def _info(value: Any, field: str) -> None:
             )
 
 
-def _user_data(user_data: Any, ip_ua_key: str | None) -> dict[str, Any]:
+def _user_data(user_data: Any, identifier_key: str | None) -> dict[str, Any]:
     if type(user_data) is not dict:
         raise _type_error("user_data", "an object")
     hashes: dict[str, list[str]] = {}
@@ -458,13 +466,19 @@ def _user_data(user_data: Any, ip_ua_key: str | None) -> dict[str, Any]:
             " client_ip_address and client_user_agent.",
         )
     return {
-        "click_id": user_data.get("click_id") or None,
+        "click_id": _internal_click(user_data.get("click_id"), identifier_key),
         "external_id": hashes.get("external_id", []),
         "em": em,
         "ph": hashes.get("ph", []),
         "hashed_maids": maids,
-        "ip_ua": _keyed_ip_ua(ip, ua, ip_ua_key) if ip and ua else None,
+        "ip_ua": _keyed_ip_ua(ip, ua, identifier_key) if ip and ua else None,
     }
+
+
+def _internal_click(click_id: str | None, key: str | None) -> str | None:
+    """The pipeline's click id (keyed); None without one, or when the caller only
+    checks the event."""
+    return internal_click(click_id, key) if click_id and key else None
 
 
 def _keyed_ip_ua(ip: str, ua: str, key: str | None) -> str | None:

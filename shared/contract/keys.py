@@ -1,4 +1,6 @@
-"""Keys of the contract: the conversion key with its scope, and the ip_ua key."""
+"""Keys of the contract: the conversion key with its scope; and the internal
+identifiers: the keyed forms (HMAC-SHA256 under CONVMESH_IDENTIFIER_KEY) in which
+ip_ua hashes, click ids and user ids travel and are stored inside the pipeline."""
 
 from __future__ import annotations
 
@@ -40,3 +42,34 @@ def keyed_ip_ua(ip_ua: str, key: str) -> str:
     so matching is unchanged.
     """
     return hmac.new(key.encode(), ip_ua.encode(), hashlib.sha256).hexdigest()
+
+
+#: Domain prefixes: a click id and a user id with the same text get unrelated
+#: internal ids (and neither collides with a keyed ip_ua).
+_USER_DOMAIN = "user\x1f"
+_CLICK_DOMAIN = "click\x1f"
+
+
+def _keyed(domain: str, value: str, key: str) -> str:
+    # surrogatepass: a lone surrogate (valid in JSON text) must hash, not raise.
+    data = (domain + value).encode("utf-8", "surrogatepass")
+    return hmac.new(key.encode(), data, hashlib.sha256).hexdigest()
+
+
+def internal_user(user_id: str, key: str) -> str:
+    """The user id inside the pipeline: ``"u." + HMAC-SHA256(key, "user\\x1f" + user_id)``.
+
+    Every service replaces a raw user id by this at its entry point, before
+    anything is stored or sent: tables, internal topics and changelogs hold no
+    raw user id. Pseudonyms (``match.user``) are computed from it.
+    """
+    return "u." + _keyed(_USER_DOMAIN, user_id, key)
+
+
+def internal_click(click_id: str, key: str) -> str:
+    """The click id inside the pipeline: ``"c." + HMAC-SHA256(key, "click\\x1f" + click_id)``.
+
+    Ingest keys a conversion's click id and identity_match a click
+    engagement's by the same function, so matching is unchanged.
+    """
+    return "c." + _keyed(_CLICK_DOMAIN, click_id, key)

@@ -2,7 +2,10 @@
 
 A pseudonym is ``"{kid}.{hex32}"``: the first 32 hex digits of
 ``HMAC-SHA256(secret, scope + "\\x1f" + user_id)`` under one key of
-CONVMESH_PSEUDONYM_KEYS (newest first), prefixed with the key id.
+CONVMESH_PSEUDONYM_KEYS (newest first), prefixed with the key id. Inside the
+pipeline ``user_id`` is the internal user id
+(``shared.contract.keys.internal_user``): no raw user id reaches these
+functions there.
 
 The scope is the ad account of the record that carries the pseudonym
 (``match.user``): the same user has a different pseudonym in every account, so

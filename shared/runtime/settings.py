@@ -44,7 +44,7 @@ DEV_PSEUDONYM_KEYS: tuple[tuple[str, str], ...] = (
 )
 DEV_OPERATOR_TOKEN = "convmesh-development-operator-token"
 DEV_TOKEN_SECRET = "convmesh-development-token-signing-secret"
-DEV_IP_UA_KEY = "convmesh-development-ip-ua-identifier-key"
+DEV_IDENTIFIER_KEY = "convmesh-development-identifier-key-not-secret"
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -229,12 +229,13 @@ class Settings:
         _keys,
         repr=False,
     )
-    ip_ua_key: str = env_field(
-        "CONVMESH_IP_UA_KEY",
+    identifier_key: str = env_field(
+        "CONVMESH_IDENTIFIER_KEY",
         "",
-        "HMAC key of the `ip_ua` identifier inside the pipeline (internal topics and"
-        " tables); at least 32 bytes (required outside development mode). Changing it"
-        " orphans the ip_ua links already stored",
+        "HMAC key of every identifier inside the pipeline (internal topics and tables):"
+        " `ip_ua`, click ids and user ids; at least 32 bytes (required outside development"
+        " mode). Changing it orphans every stored link, index and user state (the"
+        " internal ids change)",
         repr=False,
     )
     operator_token: str = env_field(
@@ -406,8 +407,8 @@ class Settings:
         return self.pseudonym_keys or (DEV_PSEUDONYM_KEYS if self.dev_mode else ())
 
     @property
-    def active_ip_ua_key(self) -> str:
-        return self.ip_ua_key or (DEV_IP_UA_KEY if self.dev_mode else "")
+    def active_identifier_key(self) -> str:
+        return self.identifier_key or (DEV_IDENTIFIER_KEY if self.dev_mode else "")
 
     @property
     def active_operator_token(self) -> str:
@@ -427,7 +428,7 @@ class Settings:
             if len(secret.encode()) < MIN_SECRET_BYTES:
                 problems.append(f"CONVMESH_PSEUDONYM_KEYS key {kid!r} is under 32 bytes")
         for name, value in (
-            ("CONVMESH_IP_UA_KEY", self.ip_ua_key),
+            ("CONVMESH_IDENTIFIER_KEY", self.identifier_key),
             ("CONVMESH_OPERATOR_TOKEN", self.operator_token),
             ("CONVMESH_TOKEN_SECRET", self.token_secret),
         ):
@@ -436,7 +437,7 @@ class Settings:
         if not self.dev_mode:
             required: tuple[tuple[str, object], ...] = (
                 ("CONVMESH_PSEUDONYM_KEYS", self.pseudonym_keys),
-                ("CONVMESH_IP_UA_KEY", self.ip_ua_key),
+                ("CONVMESH_IDENTIFIER_KEY", self.identifier_key),
                 ("CONVMESH_OPERATOR_TOKEN", self.operator_token),
                 ("CONVMESH_TOKEN_SECRET", self.token_secret),
             )

@@ -13,6 +13,7 @@ import time
 import orjson
 
 from shared.contract.identifiers import hash_email
+from shared.contract.keys import internal_click, internal_user
 from shared.contract.pseudonyms import pseudonym
 from shared.kafka.registry_access import registry_for
 from shared.kafka.topic_io import latest_by_key, produce, read_all
@@ -140,9 +141,10 @@ async def scenario(bootstrap: str, ns: str) -> None:
 
     before = await wait_until(attributed)
     assert before, "the three conversions were not attributed in time"
-    keys_ = Settings(dev_mode=True).active_pseudonym_keys
+    dev = Settings(dev_mode=True)
+    internal = internal_user(DELETED, dev.active_identifier_key)
     by_email = before[f"{ACCOUNT}:checkout:by-email:online"]
-    assert by_email["match"]["user"] == pseudonym(ACCOUNT, DELETED, keys_)
+    assert by_email["match"]["user"] == pseudonym(ACCOUNT, internal, dev.active_pseudonym_keys)
     assert before[f"{ACCOUNT}:checkout:by-click:online"]["match"]["key_type"] == "click_id"
 
     await produce(
@@ -171,6 +173,10 @@ async def scenario(bootstrap: str, ns: str) -> None:
         assert after[key]["match"]["key_type"] == before[key]["match"]["key_type"]
     assert after[f"{ACCOUNT}:checkout:kept:online"] == before[f"{ACCOUNT}:checkout:kept:online"]
 
+    # The user's raw and internal ids, email hash and click id (raw and internal).
+    click = internal_click("epik-del", dev.active_identifier_key)
+    names_of_the_user = (DELETED, internal, em_deleted, "epik-del", click)
+
     async def no_state_names_the_user():
         changelogs = []
         for service in SERVICES:
@@ -181,7 +187,7 @@ async def scenario(bootstrap: str, ns: str) -> None:
         for topic in changelogs:
             for key, value in (await latest(bootstrap, topic)).items():
                 text = key + orjson.dumps(value).decode()
-                if DELETED in text or em_deleted in text or "epik-del" in text:
+                if any(name in text for name in names_of_the_user):
                     found.append(topic)
         return None if found else True
 
@@ -204,7 +210,8 @@ async def replayed_engagement_does_not_resurrect_the_user(
 ) -> None:
     """The user's pre-deletion engagement comes again (a replay); then a new one.
 
-    Same key, same partition: once attribute's state holds the new engagement,
+    Same key, same partition (in ads.engagements, then by internal user id in
+    attribution.user_events): once attribute's state holds the new engagement,
     the replay before it has been processed, and it must not be there.
     """
     t = lambda name: f"{ns}.{name}"  # noqa: E731
@@ -218,9 +225,11 @@ async def replayed_engagement_does_not_resurrect_the_user(
     )
     settings = Settings(service="attribute", namespace=ns)
     changelog = registry_for(settings).table("attribute", "users").changelog_name(settings.app_id)
+    # The users table is keyed by the internal user id (development key).
+    internal = internal_user(DELETED, Settings(dev_mode=True).active_identifier_key)
 
     async def state_after_the_fresh_engagement():
-        state = (await latest(bootstrap, changelog)).get(DELETED)
+        state = (await latest(bootstrap, changelog)).get(internal)
         return state if state and "e-new" in state["eng"] else None
 
     state = await wait_until(state_after_the_fresh_engagement, 60)

@@ -36,7 +36,7 @@ SETTLE_TIMEOUT_S = 300.0
 def run_secrets() -> dict[str, str]:
     return {
         "CONVMESH_PSEUDONYM_KEYS": f"k2:{secrets.token_hex(24)},k1:{secrets.token_hex(24)}",
-        "CONVMESH_IP_UA_KEY": secrets.token_hex(24),
+        "CONVMESH_IDENTIFIER_KEY": secrets.token_hex(24),
         "CONVMESH_OPERATOR_TOKEN": secrets.token_hex(24),
         "CONVMESH_TOKEN_SECRET": secrets.token_hex(24),
     }
@@ -51,7 +51,7 @@ def forbidden(workload: Workload, env: dict[str, str]) -> set[str]:
         for ip, ua, _ts in user.sessions:
             found.update((ip, ua))
         found.update(click_id for _account, click_id, _ts in user.clicks)
-    for name in ("CONVMESH_IP_UA_KEY", "CONVMESH_OPERATOR_TOKEN", "CONVMESH_TOKEN_SECRET"):
+    for name in ("CONVMESH_IDENTIFIER_KEY", "CONVMESH_OPERATOR_TOKEN", "CONVMESH_TOKEN_SECRET"):
         found.add(env[name])
     for part in env["CONVMESH_PSEUDONYM_KEYS"].split(","):
         found.add(part.split(":", 1)[1])

@@ -38,8 +38,9 @@ Readings chosen where the contract leaves room (each also a test):
 * ``match.key_type`` is the identity.signals vocabulary: ``click_id``,
   ``external_id``, ``em``, ``ph``, ``hashed_maid`` (parameter ``maid_key_type``),
   ``ip_ua``.
-* ``match.user``: the pseudonym of the user in the conversion's ad account
-  (``shared.contract.pseudonyms.pseudonym(ad_account_id, user_id, keys)``).
+* ``match.user``: the pseudonym of the user in the conversion's ad account,
+  computed from the internal user id
+  (``pseudonym(ad_account_id, internal_user(user_id, identifier_key), keys)``).
 * Restricted: ``opt_out`` is checked before ``ldp``, both before matching (no
   match is reported). ``opt_out_type`` is split on commas; an item equal to
   ``LDP`` (trimmed, case-insensitive) restricts. ``user_opt_out``: the matched
@@ -71,7 +72,7 @@ from typing import Any
 
 import orjson
 
-from shared.contract.keys import ip_ua_hash
+from shared.contract.keys import internal_user, ip_ua_hash
 from shared.contract.pseudonyms import pseudonym
 from shared.runtime.settings import Settings
 
@@ -588,6 +589,7 @@ def attribute_one(
     conv: Conversion,
     *,
     pseudonym_keys: tuple[tuple[str, str], ...],
+    identifier_key: str,
     windows_days: Mapping[str, int],
     maid_key_type: str,
     privacy_as_of_event_time: bool,
@@ -626,7 +628,8 @@ def attribute_one(
         result["unidentified_reason"] = "user_opt_out"
         return result
     # Scoped by the conversion's ad account: another account sees another pseudonym.
-    user = pseudonym(conv.ad_account_id, user_id, pseudonym_keys)
+    # Of the internal user id: no raw user id goes into the pipeline.
+    user = pseudonym(conv.ad_account_id, internal_user(user_id, identifier_key), pseudonym_keys)
     result["match"] = {"key_type": key_type, "user": user}
     touch = _touch(ctx, conv, user_id, windows_days)
     result["status"] = "attributed" if touch is not None else "unattributed"
@@ -642,6 +645,7 @@ def reference(
     *,
     dedup_window_s: int = 172_800,
     pseudonym_keys: tuple[tuple[str, str], ...] | None = None,
+    identifier_key: str | None = None,
     now_ms: int | None = None,
     windows: Mapping[str, Mapping[str, int]] | None = None,
     maid_key_type: str = "hashed_maid",
@@ -651,7 +655,8 @@ def reference(
 ) -> Expected:
     """The contract's results over ``records`` (production order).
 
-    ``pseudonym_keys``: default the development key (the tests run in development mode).
+    ``pseudonym_keys``, ``identifier_key``: default the development keys (the
+    tests run in development mode).
     ``windows``: ad_account_id -> {class: days}, missing classes/accounts take the
     defaults (click 30, engagement 30, view 1). ``now_ms`` stands for the Kafka
     timestamp of an envelope without ``received_at_ms`` (default 0: such an
@@ -664,6 +669,11 @@ def reference(
         pseudonym_keys
         if pseudonym_keys is not None
         else Settings(dev_mode=True).active_pseudonym_keys
+    )
+    id_key = (
+        identifier_key
+        if identifier_key is not None
+        else Settings(dev_mode=True).active_identifier_key
     )
     records = [tuple(r) for r in records]
     ctx = _context(records)  # type: ignore[arg-type]
@@ -709,6 +719,7 @@ def reference(
             ctx,
             conv,
             pseudonym_keys=keys,
+            identifier_key=id_key,
             windows_days=wins,
             maid_key_type=maid_key_type,
             privacy_as_of_event_time=privacy_as_of_event_time,

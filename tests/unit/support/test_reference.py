@@ -17,7 +17,7 @@ from shared.contract.identifiers import (
     hash_maid,
     hash_phone,
 )
-from shared.contract.keys import ip_ua_hash
+from shared.contract.keys import internal_user, ip_ua_hash
 from shared.contract.pseudonyms import pseudonym
 from shared.runtime.settings import Settings
 from tests.support.reference import Expected, comparable_row, fold, reference
@@ -29,6 +29,7 @@ DAY_S = 86_400
 DAY_MS = DAY_S * 1000
 A1, A2 = "549755885175", "549755000002"
 KEYS = Settings(dev_mode=True).active_pseudonym_keys
+ID_KEY = Settings(dev_mode=True).active_identifier_key
 EM1, EM2, EM3 = (hash_email(f"user{i}@example.com") for i in (1, 2, 3))
 PH1 = hash_phone("+1 415 555 0101")
 MAID1 = hash_maid("6d92078a-8246-4ba4-ae5b-76104861e7dc")
@@ -38,8 +39,8 @@ IPUA = ip_ua_hash(IP, UA)
 
 
 def p(user_id: str, acct: str = A1) -> str:
-    """The pseudonym of ``user_id`` in ad account ``acct``."""
-    return pseudonym(acct, user_id, KEYS)
+    """The pseudonym of ``user_id`` in ad account ``acct`` (of its internal id)."""
+    return pseudonym(acct, internal_user(user_id, ID_KEY), KEYS)
 
 
 def conv(

@@ -9,17 +9,23 @@ from typing import Any
 import pytest
 
 from services.attribute.agents import (
+    INTAKE_INPUTS,
+    INTAKE_OUTPUTS,
     PUBLISHER_OUTPUTS,
     USERS_OUTPUTS,
+    IntakeHandler,
     PublisherHandler,
     UsersHandler,
     deleted_users_view,
 )
+from shared.contract.keys import internal_user
 from shared.kafka.compacted_view import CompactedView
 from shared.runtime.settings import Settings
 from tests.support.harness import FakeEvent, Harness
 
 USER = "u-secret-17"
+#: The harness runs in development mode: the development identifier key.
+IUSER = internal_user(USER, Settings(dev_mode=True).active_identifier_key)
 ACCOUNT = "549755885175"
 CK = f"{ACCOUNT}:checkout:ev-1:online"
 #: Recent: the users table keeps engagements 127 days by the wall clock.
@@ -73,8 +79,20 @@ def deleted_of(h: Harness) -> CompactedView:
 
 
 async def users(h: Harness, *events: FakeEvent) -> None:
+    """Each event in order: an input through the intake, then what it forwarded
+    (and an assignment directly) through the users agent."""
+    intake = IntakeHandler(h.settings, h.outbox(*INTAKE_OUTPUTS), h.log)
     handler = UsersHandler(h.settings, h.outbox(*USERS_OUTPUTS), h.log, deleted_of(h))
-    await h.run(handler, list(events), h.table("users"), user_keyed=True)
+    inputs = {h.settings.topic_name(t) for t in INTAKE_INPUTS}
+    for event in events:
+        if event.message.topic not in inputs:
+            await h.run(handler, [event], h.table("users"), user_keyed=True)
+            continue
+        before = len(h.sent("attribution.user_events"))
+        await h.run(intake, [event], user_keyed=True)
+        for sent in h.sent("attribution.user_events")[before:]:
+            forwarded = h.record("attribution.user_events", sent.key, sent.value)
+            await h.run(handler, [forwarded], h.table("users"), user_keyed=True)
 
 
 async def publish(h: Harness, *events: FakeEvent) -> None:
@@ -90,15 +108,15 @@ async def results_to_publisher(h: Harness, start: int = 0) -> None:
 
 async def test_assignment_sends_a_result_keyed_by_conversion(h: Harness) -> None:
     await users(h, h.record("ads.engagements", USER, engagement()))
-    await users(h, h.record("attribution.assignments", USER, assign()))
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
     [result] = h.sent("attribution.results")
     assert result.key == CK.encode() and result.json["status"] == "attributed"
     assert result.json["match"]["user"] and USER not in result.json["match"]["user"]
-    assert h.table("users").value(USER)["named"] == [CK]
+    assert h.table("users").value(IUSER)["named"] == [CK]
 
 
 async def test_publisher_writes_a_result_only_when_it_is_newer(h: Harness) -> None:
-    await users(h, h.record("attribution.assignments", USER, assign(mv=2)))
+    await users(h, h.record("attribution.assignments", IUSER, assign(mv=2)))
     [result] = h.sent("attribution.results")
     older = {**result.json, "order": [1, 99]}
     await publish(
@@ -116,7 +134,7 @@ async def test_invalid_engagement_is_dead_lettered_and_the_batch_goes_on(h: Harn
     await users(
         h,
         h.record("ads.engagements", USER, engagement(type="poke")),
-        h.record("attribution.assignments", USER, assign()),
+        h.record("attribution.assignments", IUSER, assign()),
     )
     [dead] = h.dead_letters()
     assert dead["reason"] == "invalid_type" and dead["source_topic"].endswith("ads.engagements")
@@ -140,7 +158,7 @@ async def test_privacy_request_for_another_user_than_its_key_is_dead_lettered(
     h: Harness,
 ) -> None:
     """The key's state is not touched: the request would wipe the wrong user."""
-    await users(h, h.record("attribution.assignments", USER, assign()))
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
     await users(
         h,
         h.record("privacy.requests", USER, privacy("delete", user="u-someone-else")),
@@ -150,16 +168,16 @@ async def test_privacy_request_for_another_user_than_its_key_is_dead_lettered(
     assert [d["reason"] for d in h.dead_letters()] == ["key_mismatch", "key_mismatch"]
     assert USER not in str(h.dead_letters()) and "u-someone-else" not in str(h.dead_letters())
     assert h.sent("identity.answers") == []
-    assert h.table("users").value(USER)["named"] == [CK]
+    assert h.table("users").value(IUSER)["named"] == [CK]
     assert len(h.sent("attribution.results")) == 2  # the engagement after them re-attributes
 
 
 async def test_delete_leaves_a_tombstone_and_scrubs_the_published_record(h: Harness) -> None:
-    await users(h, h.record("attribution.assignments", USER, assign()))
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
     await results_to_publisher(h)
     [before] = h.sent("conversions.attributed")
     await users(h, h.record("privacy.requests", USER, privacy("delete")))
-    assert h.table("users").value(USER) is None
+    assert h.table("users").value(IUSER) is None
     [forget] = h.sent("identity.answers")
     assert forget.key == CK.encode() and forget.json["op"] == "forget_user"
     await results_to_publisher(h, start=1)
@@ -185,7 +203,7 @@ K2 = ("k2", "the-second-pseudonym-secret-32-bytes-long")
 
 async def test_delete_after_a_key_rotation_scrubs_records_published_under_the_old_key() -> None:
     h = Harness(Settings(dev_mode=True, pseudonym_keys=(K1,)))
-    await users(h, h.record("attribution.assignments", USER, assign()))
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
     await results_to_publisher(h)
     [before] = h.sent("conversions.attributed")
     assert before.json["match"]["user"].startswith("k1.")
@@ -199,7 +217,7 @@ async def test_delete_after_a_key_rotation_scrubs_records_published_under_the_ol
 async def test_delete_writes_the_deleted_user_and_a_receipt_without_the_user_id(
     h: Harness,
 ) -> None:
-    await users(h, h.record("attribution.assignments", USER, assign()))
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
     await users(h, h.record("privacy.requests", USER, privacy("delete")))
     [deleted] = h.sent("privacy.deleted")
     assert deleted.key == deleted.json["user"].encode() and deleted.json["request_id"] == "r-1"
@@ -218,13 +236,21 @@ async def test_replayed_inputs_from_before_the_deletion_do_not_bring_the_user_ba
         ("attribution.assignments", assign()),
         ("privacy.requests", privacy("opt_in", ts_ms=(T - 60) * 1000)),
     ]
-    await users(h, *(h.record(topic, USER, value) for topic, value in before))
-    sent = len(h.producer.sent)
+
+    def key(topic: str) -> str:
+        return IUSER if topic == "attribution.assignments" else USER
+
+    def outputs() -> int:
+        """What the users agent sent (the intake forwards a replay as any input)."""
+        return sum(s.topic != "attribution.user_events" for s in h.producer.sent)
+
+    await users(h, *(h.record(topic, key(topic), value) for topic, value in before))
+    sent = outputs()
     await users(h, h.record("privacy.requests", USER, privacy("delete")))
-    deletion = len(h.producer.sent)
-    await users(h, *(h.record(topic, USER, value) for topic, value in before))
-    assert h.table("users").value(USER) is None
-    assert len(h.producer.sent) == deletion > sent
+    deletion = outputs()
+    await users(h, *(h.record(topic, key(topic), value) for topic, value in before))
+    assert h.table("users").value(IUSER) is None
+    assert outputs() == deletion > sent
 
 
 async def test_a_deletion_seen_by_another_worker_drops_the_replay_too(h: Harness) -> None:
@@ -235,11 +261,43 @@ async def test_a_deletion_seen_by_another_worker_drops_the_replay_too(h: Harness
     h.settings = replace(h.settings, pseudonym_keys=(K2, K1))
     deleted_of(h).apply(record.key, record.value)
     await users(h, h.record("ads.engagements", USER, engagement()))
-    assert h.table("users").value(USER) is None
+    assert h.table("users").value(IUSER) is None
 
 
 async def test_inputs_after_the_deletion_are_new_data(h: Harness) -> None:
     await users(h, h.record("privacy.requests", USER, privacy("delete", ts_ms=(T - 60) * 1000)))
     later = engagement("e-2", ts_ms=int(time.time() * 1000) + 60_000)
     await users(h, h.record("ads.engagements", USER, later))
-    assert list(h.table("users").value(USER)["eng"]) == ["e-2"]
+    assert list(h.table("users").value(IUSER)["eng"]) == ["e-2"]
+
+
+async def test_an_input_goes_on_keyed_by_the_internal_user_id_without_raw_ids(
+    h: Harness,
+) -> None:
+    await users(h, h.record("ads.engagements", USER, engagement(click_id="clk-secret-9")))
+    [forwarded] = h.sent("attribution.user_events")
+    assert forwarded.key == IUSER.encode()
+    assert forwarded.json["topic"] == "ads.engagements" and forwarded.json["arrival"] == [0, 0]
+    assert forwarded.json["event"]["user_id"] == IUSER
+    assert b"u-secret-17" not in forwarded.value and b"clk-secret-9" not in forwarded.value  # type: ignore[operator]
+
+
+async def test_nothing_stored_or_sent_carries_the_raw_user_id(h: Harness) -> None:
+    await users(h, h.record("ads.engagements", USER, engagement()))
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
+    await users(h, h.record("privacy.requests", USER, privacy("opt_out")))
+    await users(h, h.record("privacy.requests", USER, privacy("delete", ts_ms=(T + 60) * 1000)))
+    stored = b"".join(k + v for t in h.tables.values() for k, v in t.items())
+    sent = b"".join((s.key or b"") + (s.value or b"") for s in h.producer.sent)
+    assert USER.encode() not in stored + sent
+
+
+async def test_privacy_requests_are_ordered_by_their_offset_in_privacy_requests(
+    h: Harness,
+) -> None:
+    """Equal ts_ms: the later input wins, even when the earlier one is forwarded
+    again after it (a forwarder restarted after a crash)."""
+    opt_out = h.record("privacy.requests", USER, privacy("opt_out"))  # offset 0
+    opt_in = h.record("privacy.requests", USER, privacy("opt_in"))  # offset 1
+    await users(h, opt_out, opt_in, opt_out)
+    assert h.table("users").value(IUSER)["privacy"] == [T * 1000, 1, "opt_in"]

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from services.attribute import rules
 from services.attribute.state import Published, User
+from shared.contract.keys import internal_user
 from shared.contract.limits import ENGAGEMENT_RETENTION_MS
 from shared.contract.pseudonyms import DELETED_USERS_SCOPE, pseudonym, unscoped_pseudonyms
 from shared.contract.records import Send
@@ -390,3 +391,12 @@ def test_the_time_of_an_input_is_its_ts_or_its_conversion_event_time() -> None:
     assert rules.input_time_ms("attribution.assignments", assignment()) == T_MS
     retract = {"op": "retract", "conversion_key": "k", "mv": 2}
     assert rules.input_time_ms("attribution.assignments", retract) is None
+
+
+def test_an_input_is_forwarded_by_internal_user_id_with_its_position_and_no_click_id() -> None:
+    engagement = {**eng("e1", T_MS, "click"), "user_id": "raw-user-1", "click_id": "clk-1"}
+    send = rules.forward_user_event("ads.engagements", engagement, (3, 41), "k" * 32)
+    internal = internal_user("raw-user-1", "k" * 32)
+    assert (send.topic, send.key) == ("attribution.user_events", internal)
+    assert send.value["arrival"] == [3, 41] and send.value["event"]["user_id"] == internal
+    assert "raw-user-1" not in str(send.value) and "clk-1" not in str(send.value)

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from services.identity_match import agents
-from shared.contract.keys import ip_ua_hash, keyed_ip_ua
+from shared.contract.keys import internal_click, internal_user, ip_ua_hash, keyed_ip_ua
+from shared.runtime.settings import Settings
 from tests.support.harness import FakeEvent, Harness, Sent
 
 NOW_MS = 1_800_000_000_000
@@ -17,6 +18,10 @@ T = 1_700_000_000  # a conversion's event_time (seconds)
 EM = "e" * 64
 CONVERSION_KEY = "549755885175:checkout:ev-1:online"
 PLAIN_IP_UA = ip_ua_hash("203.0.113.7", "Mozilla/5.0 (X11; Linux x86_64)")
+#: The harness runs in development mode: the development identifier key.
+KEY = Settings(dev_mode=True).active_identifier_key
+U1, GONE = internal_user("u1", KEY), internal_user("gone", KEY)
+CLICK = internal_click("epik-1", KEY)
 
 
 @dataclass
@@ -48,6 +53,9 @@ def handlers(h: Harness) -> dict[str, Any]:
         "signals": agents.SignalForwarder(h.settings, h.outbox(*agents.SIGNALS_OUTPUTS), h.log),
         "keys": agents.KeysHandler(h.settings, h.outbox(*agents.KEYS_OUTPUTS), h.log, clock),
         "owner": agents.OwnerHandler(h.settings, h.outbox(*agents.OWNER_OUTPUTS), h.log, clock),
+        "deletions": agents.DeletionForwarder(
+            h.settings, h.outbox(*agents.DELETIONS_OUTPUTS), h.log
+        ),
         "user_index": agents.UserIndexHandler(
             h.settings, h.outbox(*agents.INDEX_OUTPUTS), h.log, clock
         ),
@@ -114,6 +122,7 @@ CONSUMERS = {
     "identity.lookups": "keys",
     "identity.answers": "owner",
     "identity.user_keys": "user_index",
+    "identity.deletions": "user_index",
 }
 
 
@@ -140,13 +149,15 @@ def only(sent: list[Sent]) -> Sent:
 # ------------------------------------------------------------------ clicks
 
 
-async def test_a_click_is_forwarded_by_its_click_id(h: Harness) -> None:
+async def test_a_click_is_forwarded_by_its_internal_click_id_with_the_internal_user(
+    h: Harness,
+) -> None:
     await run(h, "clicks", h.record("ads.engagements", "u1", click_engagement()))
     forwarded = only(h.sent("identity.clicks"))
-    assert forwarded.key == b"epik-1"
+    assert forwarded.key == CLICK.encode()
     assert forwarded.json == {
-        "click_id": "epik-1",
-        "user_id": "u1",
+        "click_id": CLICK,
+        "user_id": U1,
         "engagement_id": "eng-1",
         "ts_ms": T * 1000 - 5,
     }
@@ -168,18 +179,20 @@ async def test_an_invalid_engagement_is_left_to_attribute_and_the_batch_goes_on(
 # ------------------------------------------------------------------ signals
 
 
-async def test_an_em_signal_is_forwarded_unchanged_with_its_input_position(h: Harness) -> None:
+async def test_an_em_signal_is_forwarded_with_the_internal_user_and_its_input_position(
+    h: Harness,
+) -> None:
     await run(h, "signals", h.record("identity.signals", EM, link(EM), partition=3))
     forwarded = only(h.sent("identity.key_signals"))
     assert forwarded.key == EM.encode()
-    assert forwarded.json == {**link(EM), "arrival": [3, 0]}
+    assert forwarded.json == {**link(EM), "user_id": U1, "arrival": [3, 0]}
 
 
 async def test_an_ip_ua_signal_is_forwarded_by_its_keyed_hash(h: Harness) -> None:
     await run(
         h, "signals", h.record("identity.signals", PLAIN_IP_UA, link(PLAIN_IP_UA, key_type="ip_ua"))
     )
-    keyed = keyed_ip_ua(PLAIN_IP_UA, h.settings.active_ip_ua_key)
+    keyed = keyed_ip_ua(PLAIN_IP_UA, h.settings.active_identifier_key)
     forwarded = only(h.sent("identity.key_signals"))
     assert forwarded.key == keyed.encode() and forwarded.json["key"] == keyed
     assert PLAIN_IP_UA.encode() not in everything_stored_and_sent(h)
@@ -218,9 +231,9 @@ async def test_a_late_signal_indexes_its_user_and_re_answers_the_watcher(h: Harn
     await run(h, "signals", h.record("identity.signals", EM, link(EM)))
     await deliver(h)
     index = only(h.sent("identity.user_keys"))
-    assert index.key == b"u1" and index.json == {"user_id": "u1", "key": EM}
-    assert [a.json["user_id"] for a in h.sent("identity.answers")] == [None, "u1"]
-    assert h.table("user_index").value("u1") == [EM]
+    assert index.key == U1.encode() and index.json == {"user_id": U1, "key": EM}
+    assert [a.json["user_id"] for a in h.sent("identity.answers")] == [None, U1]
+    assert h.table("user_index").value(U1) == [EM]
 
 
 async def test_a_signal_forwarded_twice_is_folded_once(h: Harness) -> None:
@@ -242,8 +255,8 @@ async def test_a_signal_forwarded_twice_is_folded_once(h: Harness) -> None:
 async def test_a_click_is_indexed_under_its_user(h: Harness) -> None:
     await run(h, "clicks", h.record("ads.engagements", "u1", click_engagement()))
     await deliver(h)
-    assert h.table("keys").value("epik-1")["clicks"] == [[T * 1000 - 5, "u1", "eng-1"]]
-    assert h.table("user_index").value("u1") == ["epik-1"]
+    assert h.table("keys").value(CLICK)["clicks"] == [[T * 1000 - 5, U1, "eng-1"]]
+    assert h.table("user_index").value(U1) == [CLICK]
 
 
 async def test_a_broken_lookup_is_dead_lettered_without_its_key_and_the_batch_goes_on(
@@ -284,7 +297,7 @@ async def test_a_matched_conversion_is_assigned_to_its_user(h: Harness) -> None:
     await run(h, "owner", h.record("conversions.accepted", CONVERSION_KEY, accepted(em=[EM])))
     await deliver(h)
     assign = only(h.sent("attribution.assignments"))
-    assert assign.key == b"u1" and assign.json["op"] == "assign"
+    assert assign.key == U1.encode() and assign.json["op"] == "assign"
     assert assign.json["key_type"] == "em" and "ids" not in assign.json["conv"]
     assert h.sent("attribution.results") == []
 
@@ -300,14 +313,14 @@ async def test_ip_ua_matches_when_both_sides_are_keyed_and_the_plain_hash_stays_
     h: Harness,
 ) -> None:
     """Ingest keys the conversion's ip_ua, the signals agent the signal's: they meet."""
-    keyed = keyed_ip_ua(PLAIN_IP_UA, h.settings.active_ip_ua_key)
+    keyed = keyed_ip_ua(PLAIN_IP_UA, h.settings.active_identifier_key)
     signal = link(PLAIN_IP_UA, key_type="ip_ua")
     await run(h, "signals", h.record("identity.signals", PLAIN_IP_UA, signal))
     await run(h, "owner", h.record("conversions.accepted", CONVERSION_KEY, accepted(ip_ua=keyed)))
     await deliver(h)
     assign = only(h.sent("attribution.assignments"))
-    assert assign.key == b"u1" and assign.json["key_type"] == "ip_ua"
-    assert h.table("user_index").value("u1") == [keyed]
+    assert assign.key == U1.encode() and assign.json["key_type"] == "ip_ua"
+    assert h.table("user_index").value(U1) == [keyed]
     assert PLAIN_IP_UA.encode() not in everything_stored_and_sent(h)
 
 
@@ -333,9 +346,17 @@ async def matched_user(h: Harness, user: str = "gone") -> None:
     await run(
         h,
         "owner",
-        h.record("conversions.accepted", CONVERSION_KEY, accepted(em=[EM], click_id="epik-1")),
+        h.record("conversions.accepted", CONVERSION_KEY, accepted(em=[EM], click_id=CLICK)),
     )
     await deliver(h)
+
+
+async def delete(h: Harness, request: dict[str, Any]) -> None:
+    """A privacy.requests record through the deletions forwarder to the user index."""
+    await run(h, "deletions", h.record("privacy.requests", request["user_id"], request))
+    await run(
+        h, "user_index", *[h.record(s.topic, s.key, s.value) for s in h.sent("identity.deletions")]
+    )
 
 
 def delete_request(user: str = "gone", request_id: str | None = "r-1") -> dict[str, Any]:
@@ -345,28 +366,28 @@ def delete_request(user: str = "gone", request_id: str | None = "r-1") -> dict[s
 
 async def test_a_delete_clears_the_users_links_and_identifiers(h: Harness) -> None:
     await matched_user(h)
-    assert {k for k, _ in h.table("keys").items()} == {EM.encode(), b"epik-1"}
-    await run(h, "user_index", h.record("privacy.requests", "gone", delete_request()))
+    assert {k for k, _ in h.table("keys").items()} == {EM.encode(), CLICK.encode()}
+    await delete(h, delete_request())
     await deliver(h)
     assert dict(h.table("keys").items()) == {}  # no link left: deleted whole
-    assert h.table("user_index").value("gone") is None
+    assert h.table("user_index").value(GONE) is None
     owner = h.table("conversions").value(CONVERSION_KEY)
-    assert "gone" not in str(owner) and EM not in str(owner) and "epik-1" not in str(owner)
+    assert GONE not in str(owner) and EM not in str(owner) and CLICK not in str(owner)
 
 
 async def test_a_delete_leaves_other_users_links(h: Harness) -> None:
     await matched_user(h)
     await run(h, "signals", h.record("identity.signals", EM, link(EM, user="stays", key_type="ph")))
     await deliver(h)
-    await run(h, "user_index", h.record("privacy.requests", "gone", delete_request()))
+    await delete(h, delete_request())
     await deliver(h)
     kept = h.table("keys").value(EM)
-    assert [s[3] for s in kept["signals"]] == ["stays"]
+    assert [s[3] for s in kept["signals"]] == [internal_user("stays", KEY)]
 
 
 async def test_a_delete_sends_a_receipt_by_request_id_without_the_user_id(h: Harness) -> None:
     await matched_user(h)
-    await run(h, "user_index", h.record("privacy.requests", "gone", delete_request()))
+    await delete(h, delete_request())
     receipt = only(h.sent("privacy.receipts"))
     assert receipt.key == b"r-1"
     assert receipt.json == {
@@ -375,11 +396,11 @@ async def test_a_delete_sends_a_receipt_by_request_id_without_the_user_id(h: Har
         "completed_at_ms": NOW_MS,
         "identifiers": 2,
     }
-    assert b"gone" not in receipt.value  # type: ignore[operator]
+    assert b"gone" not in receipt.value and GONE.encode() not in receipt.value  # type: ignore[operator]
 
 
 async def test_a_forgotten_user_is_logged_by_a_hash_of_the_key(h: Harness) -> None:
-    await run(h, "user_index", h.record("privacy.requests", "gone", delete_request()))
+    await delete(h, delete_request())
     [line] = [x for x in h.log.lines if x["event"] == "user_forgotten"]  # type: ignore[attr-defined]
     assert line["key"].startswith("sha256:") and "gone" not in str(line)
 
@@ -388,28 +409,40 @@ async def test_opt_outs_and_invalid_requests_are_left_to_attribute(h: Harness) -
     await matched_user(h)
     await run(
         h,
-        "user_index",
+        "deletions",
         h.record("privacy.requests", "gone", b"not json"),
         h.record("privacy.requests", "gone", {**delete_request(), "kind": "opt_out"}),
     )
+    await deliver(h)
     assert h.dead_letters() == [] and h.sent("privacy.receipts") == []
-    assert h.table("user_index").value("gone") == [EM, "epik-1"]
+    assert h.table("user_index").value(GONE) == [EM, CLICK]
 
 
 async def test_a_delete_without_request_id_still_forgets(h: Harness) -> None:
     await matched_user(h)
-    await run(
-        h, "user_index", h.record("privacy.requests", "gone", delete_request(request_id=None))
-    )
+    await delete(h, delete_request(request_id=None))
     await deliver(h)
     assert h.sent("privacy.receipts") == [] and dict(h.table("keys").items()) == {}
 
 
 async def test_no_log_line_carries_a_user_id_or_click_id(h: Harness) -> None:
     await matched_user(h)
-    await run(h, "user_index", h.record("privacy.requests", "gone", delete_request()))
+    await delete(h, delete_request())
     await deliver(h)
     await run(h, "keys", h.record("identity.clicks", "epik-1", b"{broken"))
     logged = orjson.dumps(h.log.lines)  # type: ignore[attr-defined]
     assert h.log.lines  # type: ignore[attr-defined]
     assert b"gone" not in logged and b"epik-1" not in logged
+
+
+async def test_a_delete_request_is_forwarded_by_internal_user_id_only(h: Harness) -> None:
+    await run(h, "deletions", h.record("privacy.requests", "gone", delete_request()))
+    forwarded = only(h.sent("identity.deletions"))
+    assert forwarded.key == GONE.encode()
+    assert forwarded.json == {"user_id": GONE, "request_id": "r-1", "ts_ms": NOW_MS}
+
+
+async def test_nothing_stored_or_sent_carries_a_raw_user_id_or_click_id(h: Harness) -> None:
+    await matched_user(h)
+    stored_and_sent = everything_stored_and_sent(h)
+    assert b"gone" not in stored_and_sent and b"epik-1" not in stored_and_sent

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from services.identity_match import rules
 from services.identity_match.state import Click, KeyState, OwnerState, Watcher
-from shared.contract.keys import keyed_ip_ua
+from shared.contract.keys import internal_click, internal_user, keyed_ip_ua
 
 NOW_MS = 1_800_000_000_000  # the wall clock of the worker (version stamps)
 HORIZON_MS = 7 * 86_400_000
@@ -57,7 +57,13 @@ def signal(
 
 
 def forwarded(s: dict[str, Any], offset: int) -> dict[str, Any]:
-    return rules.forward_signal(s, 0, offset, IP_UA_KEY).value  # type: ignore[no-any-return]
+    """The forwarded signal, its user id read back as the test's name.
+
+    Folding does not care what form a user id has; the forwarding's keying of
+    it is tested on its own (``test_a_signal_goes_on_with_the_internal_user_id_only``).
+    """
+    value: dict[str, Any] = rules.forward_signal(s, 0, offset, IP_UA_KEY).value
+    return {**value, "user_id": s["user_id"]}
 
 
 def key_state(*signals: dict[str, Any]) -> KeyState:
@@ -98,15 +104,33 @@ def test_an_ip_ua_signal_is_forwarded_under_its_keyed_form_only() -> None:
 
 def test_other_signals_are_forwarded_under_their_own_key() -> None:
     send = rules.forward_signal(signal(1, key_type="em"), 3, 41, IP_UA_KEY)
-    assert send.key == H and send.value == {**signal(1), "arrival": [3, 41]}
+    user = internal_user("u1", IP_UA_KEY)
+    assert send.key == H and send.value == {**signal(1), "user_id": user, "arrival": [3, 41]}
 
 
-def test_only_clicks_with_a_click_id_are_forwarded_by_click_id() -> None:
+def test_a_signal_goes_on_with_the_internal_user_id_only() -> None:
+    send = rules.forward_signal(signal(1, user="user-raw-1"), 3, 41, IP_UA_KEY)
+    assert send.value["user_id"] == internal_user("user-raw-1", IP_UA_KEY)
+    assert "user-raw-1" not in str(send.value)
+
+
+def test_only_clicks_with_a_click_id_are_forwarded_by_internal_click_id() -> None:
     eng = {**click(1), "type": "click", "ad_account_id": "1"}
-    [send] = rules.forward_click(eng)
-    assert (send.topic, send.key, send.value) == ("identity.clicks", "c", click(1))
-    assert rules.forward_click({**eng, "type": "view"}) == []
-    assert rules.forward_click({**eng, "click_id": None}) == []
+    [send] = rules.forward_click(eng, IP_UA_KEY)
+    internal = internal_click("c", IP_UA_KEY)
+    expected = {**click(1), "click_id": internal, "user_id": internal_user("u1", IP_UA_KEY)}
+    assert (send.topic, send.key, send.value) == ("identity.clicks", internal, expected)
+    assert rules.forward_click({**eng, "type": "view"}, IP_UA_KEY) == []
+    assert rules.forward_click({**eng, "click_id": None}, IP_UA_KEY) == []
+
+
+def test_a_delete_request_goes_on_by_internal_user_id_others_not_at_all() -> None:
+    request = {"request_id": "r1", "user_id": "user-raw-1", "kind": "delete", "ts_ms": 5}
+    [send] = rules.forward_deletion(request, IP_UA_KEY)
+    internal = internal_user("user-raw-1", IP_UA_KEY)
+    assert (send.topic, send.key) == ("identity.deletions", internal)
+    assert send.value == {"user_id": internal, "request_id": "r1", "ts_ms": 5}
+    assert rules.forward_deletion({**request, "kind": "opt_out"}, IP_UA_KEY) == []
 
 
 # --------------------------------------------------------------- conversions

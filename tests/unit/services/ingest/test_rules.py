@@ -66,7 +66,7 @@ def run(value: Any, key: bytes | None = KEY, max_bytes: int = MAX_BYTES) -> Vali
         offset=1234,
         timestamp_ms=KAFKA_TS_MS,
         max_bytes=max_bytes,
-        ip_ua_key=IP_UA_KEY,
+        identifier_key=IP_UA_KEY,
     )
 
 
@@ -476,7 +476,7 @@ def test_fuzz_arbitrary_bytes_never_raise(value: bytes | None, key: bytes | None
             offset=0,
             timestamp_ms=KAFKA_TS_MS,
             max_bytes=1000,
-            ip_ua_key=IP_UA_KEY,
+            identifier_key=IP_UA_KEY,
         )
     )
 
@@ -538,7 +538,7 @@ def test_fuzz_envelopes_near_valid_never_raise(
         offset=2,
         timestamp_ms=timestamp_ms,
         max_bytes=MAX_BYTES,
-        ip_ua_key=IP_UA_KEY,
+        identifier_key=IP_UA_KEY,
     )
     check_outcome(outcome)
     if type(outcome) is Rejected:

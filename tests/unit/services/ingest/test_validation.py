@@ -11,7 +11,7 @@ import pytest
 from services.ingest import validation as v
 from services.ingest.validation import NormalisedEvent, validate_event
 from shared.contract.errors import InvalidEvent
-from shared.contract.keys import ip_ua_hash, keyed_ip_ua
+from shared.contract.keys import internal_click, ip_ua_hash, keyed_ip_ua
 from tests.unit.services.ingest.factories import event
 
 RECEIVED_MS = 1_764_151_200_000
@@ -25,12 +25,12 @@ IP_UA_KEY = "k" * 32
 
 
 def ok(ev: Any) -> NormalisedEvent:
-    return validate_event(ev, received_at_ms=RECEIVED_MS, ip_ua_key=IP_UA_KEY)
+    return validate_event(ev, received_at_ms=RECEIVED_MS, identifier_key=IP_UA_KEY)
 
 
 def reject(ev: Any) -> InvalidEvent:
     with pytest.raises(InvalidEvent) as info:
-        validate_event(ev, received_at_ms=RECEIVED_MS, ip_ua_key=IP_UA_KEY)
+        validate_event(ev, received_at_ms=RECEIVED_MS, identifier_key=IP_UA_KEY)
     assert info.value.reason in v.EVENT_REASONS
     return info.value
 
@@ -556,7 +556,7 @@ def test_ip_ua_is_the_keyed_sha256_of_ip_bar_user_agent():
 
 def test_ip_ua_differs_under_another_key():
     ev = user(client_ip_address=IP, client_user_agent=UA)
-    other = validate_event(ev, received_at_ms=RECEIVED_MS, ip_ua_key="o" * 32)
+    other = validate_event(ev, received_at_ms=RECEIVED_MS, identifier_key="o" * 32)
     assert other.ids["ip_ua"] != ok(ev).ids["ip_ua"]
 
 
@@ -575,6 +575,19 @@ def test_normalised_event_holds_no_plaintext_ip_or_user_agent():
     assert UA not in text
 
 
+def test_click_id_enters_the_pipeline_only_keyed():
+    """ids.click_id is the internal click id: identity_match keys clicks the same way."""
+    result = ok(user(em=[H1], click_id="epik-1"))
+    assert result.ids["click_id"] == internal_click("epik-1", IP_UA_KEY)
+    assert "epik-1" not in repr(result)
+
+
+def test_without_a_key_the_click_id_is_left_out():
+    """The HTTP API only checks events: nothing keyed, nothing plaintext."""
+    result = validate_event(user(em=[H1], click_id="epik-1"), received_at_ms=RECEIVED_MS)
+    assert result.ids["click_id"] is None
+
+
 def test_hashes_are_lower_cased():
     assert ok(user(em=[H1.upper()])).ids["em"] == [H1]
 
@@ -586,7 +599,7 @@ def test_repeated_hashes_are_kept_once_in_order():
 def test_ids_hold_the_match_identifiers_only():
     result = ok(user(em=[H1], ph=[H2], fn=[H1], external_id=[H2], click_id="epik-1"))
     assert result.ids == {
-        "click_id": "epik-1",
+        "click_id": internal_click("epik-1", IP_UA_KEY),
         "external_id": [H2],
         "em": [H1],
         "ph": [H2],

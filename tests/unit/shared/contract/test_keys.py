@@ -38,3 +38,28 @@ def test_keyed_ip_ua_depends_on_the_key_and_hides_the_hash() -> None:
     one, two = ids.keyed_ip_ua(plain, "k" * 32), ids.keyed_ip_ua(plain, "j" * 32)
     assert one != two and plain not in (one, two) and len(one) == 64
     assert ids.keyed_ip_ua(plain, "k" * 32) == one  # deterministic: matching still works
+
+
+def test_internal_user_is_keyed_deterministic_and_hides_the_id() -> None:
+    one = ids.internal_user("user-000123", "k" * 32)
+    assert one == ids.internal_user("user-000123", "k" * 32)
+    assert one != ids.internal_user("user-000123", "j" * 32)
+    assert one.startswith("u.") and len(one) == 66 and "user-000123" not in one
+
+
+def test_internal_click_is_keyed_and_prefixed() -> None:
+    one = ids.internal_click("clk-42", "k" * 32)
+    assert one == ids.internal_click("clk-42", "k" * 32)
+    assert one != ids.internal_click("clk-42", "j" * 32)
+    assert one.startswith("c.") and "clk-42" not in one
+
+
+def test_a_click_id_and_a_user_id_of_the_same_text_differ_beyond_the_prefix() -> None:
+    """Domain separation: the kinds never share an internal id."""
+    user, click = ids.internal_user("x1", "k" * 32), ids.internal_click("x1", "k" * 32)
+    assert user[2:] != click[2:]
+
+
+def test_internal_ids_hash_lone_surrogates_instead_of_raising() -> None:
+    assert ids.internal_user("u\ud800", "k" * 32).startswith("u.")
+    assert ids.internal_click("c\ud800", "k" * 32).startswith("c.")

@@ -158,7 +158,7 @@ def test_every_env_field_is_read_from_its_variable() -> None:
 def test_services_refuse_to_start_without_secrets_outside_dev_mode() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env("dedupe", env={}).require_secrets()
-    names = ("CONVMESH_PSEUDONYM_KEYS", "CONVMESH_IP_UA_KEY", "CONVMESH_OPERATOR_TOKEN")
+    names = ("CONVMESH_PSEUDONYM_KEYS", "CONVMESH_IDENTIFIER_KEY", "CONVMESH_OPERATOR_TOKEN")
     for name in (*names, "CONVMESH_TOKEN_SECRET"):
         assert name in str(caught.value)
 
@@ -181,7 +181,7 @@ def test_real_secrets_start_without_dev_mode() -> None:
         "CONVMESH_PSEUDONYM_KEYS": f"k2:{strong},k1:{'y' * 40}",
         "CONVMESH_OPERATOR_TOKEN": strong,
         "CONVMESH_TOKEN_SECRET": strong,
-        "CONVMESH_IP_UA_KEY": strong,
+        "CONVMESH_IDENTIFIER_KEY": strong,
     }
     s = Settings.from_env("dedupe", env=env)
     s.require_secrets()
