@@ -291,7 +291,7 @@ async def table_sizes(settings: Settings) -> dict[str, dict[str, float]]:
     for service in SERVICES:
         app_id = Settings(service=service, namespace=settings.namespace).app_id
         for table in registry.tables_of(service):
-            reads = await read_all(settings.bootstrap, table.changelog_name(app_id), 120.0)
+            reads = await read_all(settings, table.changelog_name(app_id), 120.0)
             out[f"{service}.{table.table}"] = figures.state_sizes((r.key, r.value) for r in reads)
     return out
 

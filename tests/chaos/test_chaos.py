@@ -39,6 +39,7 @@ from ops.workload import RAW, generate
 from shared.kafka.topic_io import latest_by_key, produce, read_all
 from tests.chaos.hostile import DECODERS, check, hostile
 from tests.chaos.mesh import FAULTS, PROBE_AD, ChaosMesh, schedule
+from tests.integration.helpers import kafka
 from tests.support.reference import Expected, reference
 
 pytestmark = pytest.mark.chaos
@@ -74,7 +75,7 @@ def hostile_records(rng: random.Random) -> list[tuple[str, bytes, bytes, str]]:
 async def outputs(mesh: ChaosMesh) -> dict[str, Any]:
     attributed, reports, dlq, duplicates, raw, accepted = await asyncio.gather(
         *(
-            read_all(mesh.bootstrap, mesh.topic(t))
+            read_all(kafka(mesh.bootstrap), mesh.topic(t))
             for t in (
                 "conversions.attributed",
                 "reports.conversions",
@@ -127,10 +128,10 @@ def test_results_stay_exact_under_faults(chaos_mesh: ChaosMesh) -> None:
     step = len(real) // (len(faults) + 1)
     positions: list[Any] = []
     hostile_at = asyncio.run(
-        produce(mesh.bootstrap, [(mesh.topic(t), k, v) for t, k, v, _ in hostiles])
+        produce(kafka(mesh.bootstrap), [(mesh.topic(t), k, v) for t, k, v, _ in hostiles])
     )
     for n, fault in enumerate(faults):
-        positions += asyncio.run(produce(mesh.bootstrap, real[n * step : (n + 1) * step]))
+        positions += asyncio.run(produce(kafka(mesh.bootstrap), real[n * step : (n + 1) * step]))
         # The fault lands at a random point of the slice's processing.
         time.sleep(rng.uniform(0.2, 3.0))
         FAULTS[fault](mesh, rng)
@@ -140,7 +141,7 @@ def test_results_stay_exact_under_faults(chaos_mesh: ChaosMesh) -> None:
             + mesh.log[-1],
             flush=True,
         )
-    positions += asyncio.run(produce(mesh.bootstrap, real[len(faults) * step :]))
+    positions += asyncio.run(produce(kafka(mesh.bootstrap), real[len(faults) * step :]))
     out, problems = asyncio.run(settle(mesh, expected))
     elapsed = time.monotonic() - started
     print(f"\n[chaos] {len(faults)} faults: " + "; ".join(mesh.log))
