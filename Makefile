@@ -100,6 +100,6 @@ check: venv
 bench: venv
 	$(CONVMESH) bench $(BENCH_ARGS)
 
-# Stops the local mesh and deletes its data (var/); the venv and jar cache stay.
+# Stops the local mesh and deletes its data (var/mesh/); the venv and jar cache stay.
 clean: venv
 	$(CONVMESH) down --purge

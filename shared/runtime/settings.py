@@ -185,8 +185,9 @@ class Settings:
     )
     data_dir: Path = env_field(
         "CONVMESH_DATA_DIR",
-        REPO_ROOT / "var",
-        "broker data, RocksDB state, logs and pid files (default: `var/` of the checkout)",
+        REPO_ROOT / "var" / "mesh",
+        "broker data, RocksDB state, logs and pid files of the local mesh (default:"
+        " `var/mesh/` of the checkout; tests and benchmarks keep their files beside it in `var/`)",
         _path,
     )
     topics_file: Path = env_field(

@@ -23,7 +23,7 @@ def test_defaults_without_environment() -> None:
     assert s.bootstrap == "127.0.0.1:9092"
     assert s.external_broker is False
     assert s.namespace == ""
-    assert s.data_dir == (REPO_ROOT / "var").resolve()
+    assert s.data_dir == (REPO_ROOT / "var" / "mesh").resolve()
     assert s.broker_port == 9092
     assert s.controller_port == 9093
     assert s.web_port_base == 6100
