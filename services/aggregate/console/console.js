@@ -97,7 +97,10 @@ function drawMatches() {
     const pts = series[k].map((v, i) => `${30 + (i / Math.max(1, HISTORY - 1)) * 440},${190 - (v || 0) * 170}`);
     svg.appendChild(el("polyline", { points: pts.join(" "), fill: "none", stroke: colors[j % colors.length],
       "stroke-width": 2, "data-key-type": k }));
-    svg.appendChild(el("text", { x: 40 + j * 70, y: 212, fill: colors[j % colors.length] }, k));
+    // Legend: four per row, with the latest share, so long key types never overlap.
+    const latest = series[k][series[k].length - 1] || 0;
+    svg.appendChild(el("text", { x: 30 + (j % 4) * 112, y: 214 + Math.floor(j / 4) * 16,
+      fill: colors[j % colors.length] }, `${k} ${(latest * 100).toFixed(0)}%`));
   });
 }
 
