@@ -60,42 +60,44 @@ INDEX_INPUTS = ("identity.user_keys", "identity.deletions")
 INDEX_OUTPUTS = ("identity.lookups", "privacy.receipts")
 
 
-class ClickForwarder:
-    """One ads.engagements record: a click goes on, keyed by its internal click id."""
+class SkippingForwarder:
+    """One record of an input attribute also reads: decoded and forwarded under
+    its internal key, or skipped when it does not decode (attribute, the other
+    consumer, dead-letters it once)."""
 
     #: Its inputs are keyed by user_id: log keys only as short hashes.
     user_keyed: ClassVar[bool] = True
 
-    def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        outbox: Outbox,
+        log: Any,
+        decode: Callable[[bytes | None], dict[str, Any]],
+        forward: Callable[[dict[str, Any], str], list[Send]],
+    ) -> None:
         self.identifier_key = settings.active_identifier_key
         self.outbox = outbox
         self.log = log
+        self.decode = decode
+        self.forward = forward
 
     async def __call__(self, event: Any) -> None:
         try:
-            engagement = decode_engagement(event.message.value)
+            item = self.decode(event.message.value)
         except InvalidEvent:
-            return  # attribute, the other consumer, dead-letters it once
-        await self.outbox.send_all(rules.forward_click(engagement, self.identifier_key))
+            return
+        await self.outbox.send_all(self.forward(item, self.identifier_key))
 
 
-class DeletionForwarder:
-    """One privacy.requests record: a delete request goes on, keyed by the internal user id."""
+def ClickForwarder(settings: Settings, outbox: Outbox, log: Any) -> SkippingForwarder:  # noqa: N802
+    """ads.engagements: a click goes on, keyed by its internal click id."""
+    return SkippingForwarder(settings, outbox, log, decode_engagement, rules.forward_click)
 
-    #: Its inputs are keyed by user_id: log keys only as short hashes.
-    user_keyed: ClassVar[bool] = True
 
-    def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
-        self.identifier_key = settings.active_identifier_key
-        self.outbox = outbox
-        self.log = log
-
-    async def __call__(self, event: Any) -> None:
-        try:
-            request = decode_privacy_request(event.message.value)
-        except InvalidEvent:
-            return  # attribute, the other consumer, dead-letters it once
-        await self.outbox.send_all(rules.forward_deletion(request, self.identifier_key))
+def DeletionForwarder(settings: Settings, outbox: Outbox, log: Any) -> SkippingForwarder:  # noqa: N802
+    """privacy.requests: a delete request goes on, keyed by the internal user id."""
+    return SkippingForwarder(settings, outbox, log, decode_privacy_request, rules.forward_deletion)
 
 
 class SignalForwarder:
