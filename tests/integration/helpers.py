@@ -94,3 +94,19 @@ def processes_with_env(key: str, value: str) -> list[int]:
 def kafka(bootstrap: str) -> Settings:
     """Client settings of the test broker, for shared.kafka.topic_io's functions."""
     return Settings(bootstrap=bootstrap)
+
+
+def topics_env(bootstrap: str, namespace: str, data_dir: Path, start_port: int) -> dict[str, str]:
+    """A development-mode CLI environment of its own namespace, data dir and free
+    port base, with the registry's topics applied."""
+    env = cli_env(
+        KAFKA_BOOTSTRAP=bootstrap,
+        CONVMESH_NAMESPACE=namespace,
+        CONVMESH_DATA_DIR=str(data_dir),
+        CONVMESH_WEB_PORT_BASE=os.environ.get("CONVMESH_TEST_WEB_PORT_BASE")
+        or str(free_web_port_base(start_port)),
+        CONVMESH_DEV_MODE="true",
+    )
+    applied = convmesh("topics", "apply", env=env, timeout=120)
+    assert applied.returncode == 0, applied.stderr
+    return env

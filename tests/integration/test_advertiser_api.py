@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from shared.kafka.topic_io import produce
 from shared.runtime.settings import BASE_WEB_PORTS, DEFAULT_WEB_PORT_BASE
-from tests.integration.helpers import cli_env, convmesh, convmesh_json, kafka
+from tests.integration.helpers import convmesh, convmesh_json, kafka, topics_env
 from tests.integration.test_privacy_lanes import workers  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
@@ -36,16 +35,7 @@ TIMEOUT_S = 120.0
 
 @pytest.fixture
 def env(bootstrap: str, namespace: str, tmp_path: Path) -> dict[str, str]:
-    env = cli_env(
-        KAFKA_BOOTSTRAP=bootstrap,
-        CONVMESH_NAMESPACE=namespace,
-        CONVMESH_DATA_DIR=str(tmp_path / "data"),
-        CONVMESH_WEB_PORT_BASE=os.environ.get("CONVMESH_TEST_WEB_PORT_BASE", "8700"),
-        CONVMESH_DEV_MODE="true",
-    )
-    applied = convmesh("topics", "apply", env=env, timeout=120)
-    assert applied.returncode == 0, applied.stderr
-    return env
+    return topics_env(bootstrap, namespace, tmp_path / "data", 8700)
 
 
 def base_url(env: dict[str, str]) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import os
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 
 from shared.kafka.topic_io import read_all
 from shared.runtime.settings import BASE_WEB_PORTS, DEFAULT_WEB_PORT_BASE, REPO_ROOT
-from tests.integration.helpers import cli_env, convmesh, convmesh_json, kafka
+from tests.integration.helpers import convmesh, convmesh_json, kafka, topics_env
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +39,7 @@ def event(n: int, **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def env(bootstrap: str, namespace: str, tmp_path: Path) -> dict[str, str]:
-    env = cli_env(
-        KAFKA_BOOTSTRAP=bootstrap,
-        CONVMESH_NAMESPACE=namespace,
-        CONVMESH_DATA_DIR=str(tmp_path / "data"),
-        CONVMESH_WEB_PORT_BASE=os.environ.get("CONVMESH_TEST_WEB_PORT_BASE", "8700"),
-        CONVMESH_DEV_MODE="true",
-    )
-    applied = convmesh("topics", "apply", env=env, timeout=120)
-    assert applied.returncode == 0, applied.stderr
-    return env
+    return topics_env(bootstrap, namespace, tmp_path / "data", 8700)
 
 
 def ingest_url(env: dict[str, str]) -> str:
