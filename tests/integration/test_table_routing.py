@@ -45,7 +45,9 @@ def test_lookups_are_answered_by_the_owning_worker(bootstrap: str, tmp_path: Pat
     up = convmesh("up", "--workers", "2", env=env, timeout=300)
     try:
         assert up.returncode == 0, f"up failed:\n{up.stdout}\n{up.stderr}"
-        status = convmesh_json("status", "--json", env=env)
+        # Exit 3 is "not every worker ready": with two workers per service a late
+        # rebalance can take one out for a moment after `up`; only URLs are needed.
+        status = convmesh_json("status", "--json", env=env, ok_codes=(0, 3))
         token = unquote(status["console_url"].split("#token=", 1)[1])
         dedupe = [s["url"] for s in status["services"] if s["name"] == "dedupe"]
         assert len(dedupe) == 2
