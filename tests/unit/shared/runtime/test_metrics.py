@@ -143,3 +143,27 @@ async def test_the_batching_loop_counts_in_out_and_rejects() -> None:
     reject = (("reason", "processing_error"), ("topic", "conversions.raw"))
     assert got[("convmesh_rejects_total", reject)] == 1
     assert got[("convmesh_batch_processing_seconds_count", ())] == 1
+
+
+def test_table_keys_come_from_rocksdb_without_walking_the_table(tmp_path: Path) -> None:
+    """A RocksDB-backed table is counted by each partition database's estimate."""
+    from types import SimpleNamespace
+
+    from rocksdict import Rdict
+
+    from shared.runtime.metrics import table_keys
+
+    dbs = {p: Rdict(str(tmp_path / f"p{p}")) for p in (0, 1)}
+    try:
+        for i in range(5):
+            dbs[i % 2][f"k{i}".encode()] = b"v"
+
+        def walk() -> None:
+            raise AssertionError("the table was walked")
+
+        table = SimpleNamespace(data=SimpleNamespace(_dbs=dbs), keys=walk)
+        assert table_keys(table) == 5
+        assert table_keys(SimpleNamespace(keys=lambda: iter([b"a", b"b"]))) == 2
+    finally:
+        for db in dbs.values():
+            db.close()
