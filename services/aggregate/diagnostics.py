@@ -253,9 +253,13 @@ def _fold_result(bucket: dict[str, Any], marker: Any, fact: dict[str, Any]) -> F
     results = bucket["results"]
     if marker is not None:
         old = f"{marker[1]}|{marker[2]}"
-        results[old] -= 1
-        if not results[old]:
-            del results[old]
+        # Bucket and marker are two keys: a worker rebuilding the partition from
+        # a changelog cut by a kill -9 between them can hold the marker without
+        # its count. Never below zero, never a failure on an internal record.
+        if results.get(old, 0) > 0:
+            results[old] -= 1
+        if not results.get(old):
+            results.pop(old, None)
     new = f"{fact['event_name']}|{fact['outcome']}"
     results[new] = results.get(new, 0) + 1
     return bucket, [fact["version"], fact["event_name"], fact["outcome"]], True

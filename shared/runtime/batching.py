@@ -33,7 +33,7 @@ class StateCache:
         self.table = table
         self._values: dict[bytes, Any] = {}
         self._events: dict[bytes, Any] = {}
-        self._dirty: set[bytes] = set()
+        self._dirty: dict[bytes, None] = {}  # insertion-ordered
 
     def get(self, key: bytes, event: Any) -> Any:
         if key in self._values:
@@ -49,7 +49,7 @@ class StateCache:
         """Stage a new value (None deletes the key) written on flush()."""
         self._values[key] = value
         self._events[key] = event
-        self._dirty.add(key)
+        self._dirty[key] = None
 
     def rewrite(self, key: bytes, event: Any) -> None:
         """Write the key's current value again: for an input found already applied.
@@ -64,16 +64,26 @@ class StateCache:
             self.put(key, value, event)
 
     def flush(self) -> list[Any]:
-        """Write the staged values; the changelog sends to await."""
+        """Write the staged values (at once, where the table can); the changelog sends to await."""
+        writes: list[tuple[int, bytes, bytes | None]] = []
         for key in self._dirty:
-            # The changelog partition is that of the event the key came with.
-            bind_event(self._events[key])
+            # The partition (store and changelog) is that of the event the key came with.
+            event = self._events[key]
+            bind_event(event)
             value = self._values[key]
-            if value is None:
-                if self.table.get(key) is not None:
+            if value is None and self.table.get(key) is None:
+                continue  # nothing to delete: no tombstone
+            raw = None if value is None else orjson.dumps(value)
+            writes.append((event.message.partition, key, raw))
+        write_atomically = getattr(self.table, "write_atomically", None)
+        if write_atomically is not None:
+            write_atomically(writes)
+        else:
+            for _partition, key, raw in writes:
+                if raw is None:
                     del self.table[key]
-            else:
-                self.table[key] = orjson.dumps(value)
+                else:
+                    self.table[key] = raw
         self._dirty.clear()
         self._values.clear()
         self._events.clear()

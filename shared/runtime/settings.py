@@ -279,6 +279,18 @@ class Settings:
     batch_within_s: float = env_field(
         "CONVMESH_BATCH_WITHIN_S", 0.2, "longest wait to fill a batch (seconds)", _float
     )
+    rocksdb_cache_mb: int = env_field(
+        "CONVMESH_ROCKSDB_CACHE_MB",
+        64,
+        "block cache shared by every RocksDB store of a worker (MiB)",
+        _int,
+    )
+    rocksdb_memtables_mb: int = env_field(
+        "CONVMESH_ROCKSDB_MEMTABLES_MB",
+        64,
+        "memtable budget shared by every RocksDB store of a worker (MiB)",
+        _int,
+    )
     broker_heap_mb: int = env_field(
         "CONVMESH_BROKER_HEAP_MB", 512, "maximum Java heap of the local broker", _int
     )

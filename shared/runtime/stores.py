@@ -19,8 +19,6 @@ from faust.stores.rocksdb import RocksDBOptions
 
 APP_ID_FILE = "app-id"
 
-APP_ID_FILE = "app-id"
-
 #: rocksdict raises a bare Exception whose text starts with the RocksDB status.
 UNOPENABLE = ("Corruption", "Invalid argument", "IO error: No such file")
 

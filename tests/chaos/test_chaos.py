@@ -113,6 +113,38 @@ async def settle(mesh: ChaosMesh, expected: Expected) -> tuple[dict[str, Any], l
         await asyncio.sleep(3)
 
 
+TRACED = (
+    "conversions.valid",
+    "conversions.accepted",
+    "conversions.duplicates",
+    "identity.lookups",
+    "identity.answers",
+    "attribution.assignments",
+    "attribution.results",
+    "conversions.attributed",
+)
+
+
+async def trace(mesh: ChaosMesh, problems: list[str]) -> str:
+    """Where each conversion named in ``problems`` went: its records on every hop.
+
+    A failed run says at which hop a conversion stopped (for example on
+    attribution.results but never on conversions.attributed), with partitions
+    and offsets to look up in the workers' logs.
+    """
+    keys = sorted({p.split(": ", 1)[0] for p in problems if not p.startswith("(")})[:10]
+    lines = ["[chaos] trace of the conversions that differ:"]
+    reads = await asyncio.gather(*(read_all(kafka(mesh.bootstrap), mesh.topic(t)) for t in TRACED))
+    for key in keys:
+        lines.append(f"  {key}")
+        needle = key.encode()
+        for topic, records in zip(TRACED, reads, strict=True):
+            hits = [r for r in records if r.key == needle or needle in (r.value or b"")]
+            where = ", ".join(f"p{r.partition}@{r.offset}" for r in hits[:8]) or "-"
+            lines.append(f"    {topic}: {len(hits)} {where}")
+    return "\n".join(lines)
+
+
 def test_results_stay_exact_under_faults(chaos_mesh: ChaosMesh) -> None:
     mesh = chaos_mesh
     rng = random.Random(SEED)
@@ -146,6 +178,8 @@ def test_results_stay_exact_under_faults(chaos_mesh: ChaosMesh) -> None:
     elapsed = time.monotonic() - started
     print(f"\n[chaos] {len(faults)} faults: " + "; ".join(mesh.log))
 
+    if problems:
+        print(asyncio.run(trace(mesh, problems)))
     assert not problems, f"{len(problems)} differences, first ones:\n" + "\n".join(problems[:25])
 
     # conversions.dlq, per input (source_topic, partition, offset): no input missing,

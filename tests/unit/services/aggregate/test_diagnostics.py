@@ -204,3 +204,23 @@ def test_match_counts_follow_the_highest_version_in_any_order(
     first_of_highest = next(k for v, k in versions if v == max(v for v, _ in versions))
     assert w["match_rate"]["results"] == 1
     assert w["match_rate"]["overall"] == (1.0 if first_of_highest else 0.0)
+
+
+def test_a_marker_whose_count_is_missing_does_not_fail_the_fold() -> None:
+    """A partition rebuilt from a changelog cut between the two keys: marker, no count."""
+    record = {
+        "conversion_key": f"{ACCOUNT}:checkout:ev-1:online",
+        "ad_account_id": ACCOUNT,
+        "event_name": "checkout",
+        "event_time": DAY_MS // 1000,
+        "status": "unidentified",
+        "unidentified_reason": "no_match",
+        "match": None,
+        "version": 1,
+    }
+    first = d.fact_of_result(record)
+    _, marker, _ = d.fold(None, None, first)
+    later = d.fact_of_result({**record, "status": "attributed", "version": 2})
+    bucket, _, counted = d.fold(d.empty_bucket(), marker, later)
+    assert counted
+    assert sum(bucket["results"].values()) == 1 and min(bucket["results"].values()) == 1

@@ -1,0 +1,72 @@
+"""One memory budget for all the RocksDB stores of a worker.
+
+Faust opens one database per table partition, each with its own 2 GiB block
+cache and three 64 MiB write buffers (``faust/stores/rocksdb.py``): memory
+grows with partitions times tables (24 databases in identity_match) and with
+the state. Here every database of a worker shares one block cache and one
+write-buffer manager, sized by ``CONVMESH_ROCKSDB_CACHE_MB`` and
+``CONVMESH_ROCKSDB_MEMTABLES_MB``: RSS stays flat as the state grows, and the
+state lives on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import rocksdict
+from faust.stores.rocksdb import RocksDBOptions
+
+MIB = 1024 * 1024
+#: Per database: small memtables, so that many partitions stay within the
+#: shared budget (which flushes the largest when it is reached).
+WRITE_BUFFER_SIZE = 4 * MIB
+MAX_WRITE_BUFFERS = 2
+
+
+@dataclass(frozen=True)
+class SharedMemory:
+    """The cache and the memtable budget every store of one worker uses."""
+
+    cache: Any
+    write_buffers: Any
+    cache_bytes: int
+    memtables_bytes: int
+
+    @classmethod
+    def of_size(cls, cache_mb: int, memtables_mb: int) -> SharedMemory:
+        return cls(
+            cache_bytes=cache_mb * MIB,
+            memtables_bytes=memtables_mb * MIB,
+            cache=rocksdict.Cache(cache_mb * MIB),
+            # allow_stall=False: writers are never blocked, flushes are forced instead.
+            write_buffers=rocksdict.WriteBufferManager(memtables_mb * MIB, False),
+        )
+
+
+class SharedMemoryOptions(RocksDBOptions):
+    """Faust's options for rocksdict, with the worker's shared cache and budget."""
+
+    def __init__(self, memory: SharedMemory, **kwargs: Any) -> None:
+        super().__init__(
+            write_buffer_size=WRITE_BUFFER_SIZE,
+            max_write_buffer_number=MAX_WRITE_BUFFERS,
+            use_rocksdict=True,
+            **kwargs,
+        )
+        self.memory = memory
+
+    def as_options(self) -> Any:
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_max_open_files(self.max_open_files or -1)
+        options.set_write_buffer_size(self.write_buffer_size)
+        options.set_target_file_size_base(self.target_file_size_base)
+        options.set_max_write_buffer_number(self.max_write_buffer_number)
+        options.set_write_buffer_manager(self.memory.write_buffers)
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, True)
+        table.set_block_cache(self.memory.cache)
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
+        return options
