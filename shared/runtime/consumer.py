@@ -22,12 +22,16 @@ Compacted topics keep Faust's own handling. The loop below is Faust 0.15's
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 from mode import Service
+
+#: A seek back whose expected record has not come after this long is repeated.
+RESEEK_AFTER_S = 5.0
 
 
 class InOrderConsumer(AIOKafkaConsumer):
@@ -38,7 +42,8 @@ class InOrderConsumer(AIOKafkaConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._next_offset: dict[TP, int] = {}
-        self._seeking: dict[TP, int] = {}
+        #: partition -> (offset sought back to, when): the seek not yet seen to land
+        self._seeking: dict[TP, tuple[int, float]] = {}
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
@@ -63,25 +68,35 @@ class InOrderConsumer(AIOKafkaConsumer):
             return True
         if offset < expected:
             return False  # a repeat of a record already delivered
-        if self._seeking.get(tp) != expected:
-            earliest = (await self.earliest_offsets(tp)).get(tp)
-            if earliest is not None and earliest > expected:
-                # Retention deleted records nobody had read: nothing to go back to.
-                self.log.warning(
-                    "records deleted before they were read: %r %r-%r", tp, expected, earliest - 1
-                )
-                self._next_offset[tp] = expected = earliest
-                if offset == expected:
-                    self._next_offset[tp] = offset + 1
-                    return True
-            self.log.warning(
-                "records skipped by the fetch loop, reading them again: %r %r-%r",
-                tp,
-                expected,
-                offset - 1,
-            )
-            self._seeking[tp] = expected
+        pending = self._seeking.get(tp)
+        now = time.monotonic()
+        if pending is not None and pending[0] == expected:
+            if now - pending[1] < RESEEK_AFTER_S:
+                return False  # a stale record fetched before the seek took effect
+            # Still no record at the expected offset: the seek may have been lost
+            # (a rebalance, a reconnect in between). Seek again, never stall.
+            self.log.warning("seek did not take effect, seeking again: %r %r", tp, expected)
+            self._seeking[tp] = (expected, now)
             await self._seek(tp, expected)
+            return False
+        earliest = (await self.earliest_offsets(tp)).get(tp)
+        if earliest is not None and earliest > expected:
+            # Retention deleted records nobody had read: nothing to go back to.
+            self.log.warning(
+                "records deleted before they were read: %r %r-%r", tp, expected, earliest - 1
+            )
+            self._next_offset[tp] = expected = earliest
+            if offset == expected:
+                self._next_offset[tp] = offset + 1
+                return True
+        self.log.warning(
+            "records skipped by the fetch loop, reading them again: %r %r-%r",
+            tp,
+            expected,
+            offset - 1,
+        )
+        self._seeking[tp] = (expected, now)
+        await self._seek(tp, expected)
         return False
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover

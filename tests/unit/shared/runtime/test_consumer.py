@@ -4,7 +4,7 @@ import asyncio
 
 from faust.types import TP
 
-from shared.runtime.consumer import InOrderConsumer
+from shared.runtime.consumer import RESEEK_AFTER_S, InOrderConsumer
 
 SOURCE = TP("ns.ads.engagements", 4)
 COMPACTED = TP("ns.conversions.attributed", 4)
@@ -73,3 +73,15 @@ def test_compacted_topics_keep_fausts_own_handling():
 def test_without_a_known_position_the_first_record_sets_it():
     c = consumer()
     assert admitted(c, [7, 8, 20]) == [7, 8]
+
+
+def test_a_seek_that_never_lands_is_repeated_instead_of_stalling_the_partition(monkeypatch):
+    """Stale records keep coming past the expected offset: after RESEEK_AFTER_S, seek again."""
+    clock = [1000.0]
+    monkeypatch.setattr("shared.runtime.consumer.time.monotonic", lambda: clock[0])
+    c = consumer({SOURCE: 148})
+    assert admitted(c, [158, 159]) == []
+    clock[0] += RESEEK_AFTER_S + 0.1
+    assert admitted(c, [160]) == []
+    assert c.sought == [(SOURCE, 148), (SOURCE, 148)]
+    assert admitted(c, [148]) == [148]
