@@ -16,6 +16,7 @@ import orjson
 
 from shared.contract.dead_letters import dead_letter_of_record
 from shared.contract.records import Send
+from shared.kafka.batch_producer import Record, send_many
 from shared.kafka.codec import key_bytes
 from shared.kafka.registry_access import registry_for
 from shared.runtime.app import bind_event
@@ -92,12 +93,14 @@ class StateCache:
 
 
 class Outbox:
-    """Sends to registry topics; ``drain()`` waits until the broker has them all.
+    """Sends to registry topics; ``drain()`` sends them and waits until the broker has them all.
 
-    Sends go straight to the app's producer: Faust's ``topic.send`` wraps each
-    message in a FutureMessage with sensors and several coroutine layers, which
-    cost more per message than our own processing (measured by ingest: about
-    1.3k msg/s through ``topic.send`` against 6-8k through the producer).
+    Records are staged during a batch and leave at ``drain()`` as one Kafka
+    record batch per topic partition (``shared.kafka.batch_producer``),
+    straight through the app's aiokafka producer: Faust's ``topic.send`` wraps
+    each message in a FutureMessage with sensors and several coroutine layers,
+    and aiokafka's own ``send`` pays a future and an accumulator append per
+    record (docs/benchmarks.md, profiles).
     """
 
     def __init__(self, app: Any, settings: Settings, *names: str) -> None:
@@ -108,19 +111,16 @@ class Outbox:
         self._app = app
         self._names = {name: settings.topic_name(name) for name in names}
         self._producer: Any = None
+        self._staged: list[Record] = []
         self._pending: list[Any] = []
         self.sent: dict[str, int] = dict.fromkeys(names, 0)
         self.metrics = metrics_of(app)
         self._namespace = settings.namespace
 
     async def send(self, topic: str, key: str | bytes | None, value: Any) -> None:
+        """Stage one record; it leaves with the batch's others at ``drain()``."""
         payload = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
-        if self._producer is None:
-            self._producer = await self._app.maybe_start_producer()
-        future = await self._producer.send(
-            self._names[topic], key_bytes(key), payload, None, None, None
-        )
-        self._pending.append(future)
+        self._staged.append((self._names[topic], key_bytes(key), payload))
         self.sent[topic] += 1
         self.metrics.record_out(topic, value)
         if topic == DLQ:
@@ -155,12 +155,26 @@ class Outbox:
 
     def forget_pending(self) -> None:
         """Drop the sends of a failed batch: it is run again and sends them anew."""
+        self._staged = []
         self._pending = []
 
     async def drain(self) -> None:
+        staged, self._staged = self._staged, []
+        if staged:
+            producer = await self._aiokafka_producer()
+            double = getattr(producer, "send_many", None)  # the harness's producer
+            self._pending += await (double(staged) if double else send_many(producer, staged))
         pending, self._pending = self._pending, []
         if pending:
             await asyncio.gather(*pending)
+
+    async def _aiokafka_producer(self) -> Any:
+        if self._producer is None:
+            producer = await self._app.maybe_start_producer()
+            # Faust's aiokafka driver wraps an AIOKafkaProducer; a test double may not.
+            ensure = getattr(producer, "_ensure_producer", None)
+            self._producer = ensure() if ensure is not None else producer
+        return self._producer
 
 
 async def finish_batch(outbox: Outbox, *caches: StateCache) -> None:
