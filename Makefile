@@ -5,7 +5,7 @@ PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 CONVMESH := $(VENV)/bin/convmesh
 
-.PHONY: venv jars browser demo up down status logs test unit integration chaos-short chaos fuzz lint fmt check clean bench
+.PHONY: venv jars browser demo up down status logs test unit integration chaos-short chaos fuzz lint fmt check clean bench bench-state
 
 venv: $(STAMP)
 
@@ -99,6 +99,10 @@ check: venv
 # Extra options: make bench BENCH_ARGS="--workers-of attribute=2 --profile attribute".
 bench: venv
 	$(CONVMESH) bench $(BENCH_ARGS)
+
+# RSS per service while identity links and engagements load (bench/state.py).
+bench-state: venv
+	$(PY) -m bench.state $(BENCH_STATE_ARGS)
 
 # Stops the local mesh and deletes its data (var/mesh/); the venv and jar cache stay.
 clean: venv

@@ -1,47 +1,66 @@
 """Send a processing batch's records as one Kafka record batch per topic partition.
 
 aiokafka's ``send`` costs a future, an accumulator append and its bookkeeping
-per record; convmesh sends some 14 records per conversion, so that per-record
-path was a third of every service's CPU (docs/benchmarks.md, profiles). Here
-the records of one processing batch are grouped by topic partition (chosen by
-the producer's own partitioner, so co-partitioning is exactly aiokafka's) and
-each group leaves as one or a few record batches (``create_batch`` /
-``send_batch``), with one future per record batch.
+per record; convmesh sends some 14 records and 10 changelog records per
+conversion, so the per-record path was a third of every service's CPU
+(docs/benchmarks.md, profiles). Here the records of one processing batch are
+grouped by topic partition (the given one, or the producer's own partitioner's
+choice, so co-partitioning is exactly aiokafka's) and each group leaves as one
+or a few record batches (``create_batch`` / ``send_batch``), with one future
+per record batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-Record = tuple[str, bytes | None, bytes | None]  # (real topic, key, value)
+#: (real topic, partition or None for the partitioner's choice, key, value)
+Record = tuple[str, int | None, bytes | None, bytes | None]
 
 
-async def send_many(producer: Any, records: Iterable[Record]) -> list[asyncio.Future[Any]]:
-    """Queue ``records`` (in order within each partition); the futures of their batches."""
+@dataclass(frozen=True, slots=True)
+class SentBatch:
+    """One record batch handed to the producer: ``future`` gives its base offset."""
+
+    topic: str
+    partition: int
+    count: int
+    future: asyncio.Future[Any]
+
+    async def last_offset(self) -> int:
+        """The offset of the batch's last record, once the broker has it."""
+        metadata = await self.future
+        return int(metadata.offset) + self.count - 1
+
+
+async def send_many(producer: Any, records: Iterable[Record]) -> list[SentBatch]:
+    """Queue ``records`` (in order within each partition); their record batches."""
     by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
     known: set[str] = set()
-    for topic, key, value in records:
+    for topic, partition, key, value in records:
         if topic not in known:
             await producer.client._wait_on_metadata(topic)
             known.add(topic)
-        partition = producer._partition(topic, None, None, None, key, value)
-        by_partition.setdefault((topic, partition), []).append((key, value))
-    futures = []
+        chosen = producer._partition(topic, partition, None, None, key, value)
+        by_partition.setdefault((topic, chosen), []).append((key, value))
+    sent = []
     for (topic, partition), items in by_partition.items():
-        batch = producer.create_batch()
+        batch, count = producer.create_batch(), 0
         for key, value in items:
             if batch.append(timestamp=None, key=key, value=value) is None:
-                futures.append(await _send(producer, batch, topic, partition))
-                batch = producer.create_batch()
+                sent.append(await _send(producer, batch, topic, partition, count))
+                batch, count = producer.create_batch(), 0
                 if batch.append(timestamp=None, key=key, value=value) is None:
                     raise ValueError(f"a record too large for one batch of {topic}")
-        futures.append(await _send(producer, batch, topic, partition))
-    return futures
+            count += 1
+        sent.append(await _send(producer, batch, topic, partition, count))
+    return sent
 
 
-async def _send(producer: Any, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+async def _send(producer: Any, batch: Any, topic: str, partition: int, count: int) -> SentBatch:
     batch.close()
-    future: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
-    return future
+    future = await producer.send_batch(batch, topic, partition=partition)
+    return SentBatch(topic, partition, count, future)

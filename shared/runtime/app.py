@@ -16,7 +16,9 @@ import faust
 import rocksdict
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
+from faust.types import TP
 
+from shared.kafka.batch_producer import SentBatch, send_many
 from shared.kafka.client_config import faust_credentials
 from shared.kafka.registry_access import registry_for
 from shared.runtime import metrics
@@ -49,22 +51,36 @@ class AckedTable(faust.Table):  # type: ignore[type-arg]
         pending, self.unacked = self.unacked, []
         return pending
 
-    def write_atomically(self, writes: list[tuple[int, bytes, bytes | None]]) -> None:
-        """Write (partition, key, value or None to delete) as one RocksDB batch per partition.
+    async def write_batch(self, writes: list[tuple[int, bytes, bytes | None]]) -> Any:
+        """A batch's writes (partition, key, value or None to delete): changelog, then store.
+
+        The changelog records leave as one Kafka record batch per partition
+        (``shared.kafka.batch_producer``) instead of Faust's FutureMessage and
+        callback per record. Returns what to await: the records acknowledged,
+        then each partition's persisted offset (Faust's recovery starts after
+        it) recorded in its store.
+        """
+        producer = await self.app.maybe_start_producer()
+        topic = self.changelog_topic.get_topic_name()
+        records = [(topic, partition, key, value) for partition, key, value in writes]
+        sent = await send_many(producer._ensure_producer(), records)
+        self.write_store(writes)
+        return self._persist_offsets(topic, sent)
+
+    def write_store(self, writes: list[tuple[int, bytes, bytes | None]]) -> None:
+        """Write to RocksDB as one write batch per partition.
 
         Faust writes a table key by key, so a kill -9 in the middle of a batch's
-        writes leaves the local store with some of them: an input whose state
-        spans two keys (a counter and the marker that it was counted) would
-        then find itself "already counted" with the count missing. Here every
-        partition's writes of a batch land together or not at all. The
-        changelog records are sent as Faust sends them (awaited by the batch).
+        writes left the local store with some of them: an input whose state
+        spans two keys (a counter and the marker that it was counted) then
+        found itself "already counted" with the count missing. Here every
+        partition's writes of a batch land together or not at all.
         """
         store: Any = self.data
         if not isinstance(store, RocksDBStore):
-            raise TypeError("write_atomically needs a RocksDB store")
+            raise TypeError("write_store needs a RocksDB store")
         by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for partition, key, value in writes:
-            self.send_changelog(partition, key, value, value_serializer="raw")
             by_partition.setdefault(partition, []).append((key, value))
         for partition, items in by_partition.items():
             batch = rocksdict.WriteBatch(raw_mode=True)
@@ -76,6 +92,15 @@ class AckedTable(faust.Table):  # type: ignore[type-arg]
                     batch.put(key, value)
                     store._key_index[key] = partition
             store._db_for_partition(partition).write(batch)
+
+    async def _persist_offsets(self, topic: str, sent: list[SentBatch]) -> None:
+        last: dict[int, int] = {}
+        for batch in sent:
+            offset = await batch.last_offset()
+            last[batch.partition] = max(last.get(batch.partition, -1), offset)
+        store: Any = self.data
+        for partition, offset in last.items():
+            store.set_persisted_offset(TP(topic, partition), offset)
 
     def _new_store_by_url(self, url: Any) -> Any:
         """Faust's store, its databases opened with the worker's shared memory budget."""

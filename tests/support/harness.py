@@ -92,9 +92,11 @@ class FakeProducer:
         self.fail_next = 0
         self._registry_name = {real: name for name, real in real_names.items()}
 
-    async def send_many(self, records: list[tuple[str, Any, Any]]) -> list[asyncio.Future[None]]:
+    async def send_many(
+        self, records: list[tuple[str, Any, Any, Any]]
+    ) -> list[asyncio.Future[None]]:
         """What ``Outbox.drain`` hands a producer: a batch's records, in order."""
-        return [await self.send(topic, key, value) for topic, key, value in records]
+        return [await self.send(topic, key, value) for topic, _, key, value in records]
 
     async def send(self, topic: str, key: Any, value: Any, *_: Any) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -143,7 +143,7 @@ def test_rewrite_sends_an_already_applied_value_to_the_changelog_again():
     ev = Event()
     cache.rewrite(b"k", ev)
     cache.rewrite(b"absent", ev)
-    cache.flush()
+    asyncio.run(cache.flush())
     assert table.writes == [b"k"] and table[b"k"] == b'{"n":1}'
 
 

@@ -1,0 +1,181 @@
+"""State growth: RSS per service while identity links and engagements load through the mesh.
+
+    .venv/bin/python -m bench.state --links 1000000 --engagements 5000000 --steps 5
+
+A fresh namespace and mesh (one worker per service, development mode), then
+``--steps`` equal slices of synthetic identity signals (one ``link`` per
+identifier, a few identifiers per user) and engagements (views and clicks of
+those users), each slice produced at full speed and consumed by every service
+before the next. After each slice: records loaded, seconds, and the current
+and peak RSS of every service (``/proc/<pid>/status``). RSS that stays flat
+while the state grows says the state lives on disk (docs/benchmarks.md).
+Writes the JSON report to ``var/bench/state-<namespace>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.kafka_probe import Offsets, produce_all, wait_consumed
+from bench.pipeline import consumer_groups
+from bench.procstats import git_commit, load_1m, worker_pids
+from ops import mesh
+from shared.runtime.settings import REPO_ROOT, SERVICES, Settings
+
+DAY_MS = 86_400_000
+KEY_TYPES = ("em", "ph", "hashed_maid")
+ACCOUNTS = ("549755885175", "549755885176", "549755885177")
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def links(start: int, count: int, users: int, now_ms: int) -> Iterator[tuple[str, bytes, bytes]]:
+    """identity.signals: link n points identifier n at user n % users."""
+    for n in range(start, start + count):
+        key_type = KEY_TYPES[n % len(KEY_TYPES)]
+        key = _hash(f"id-{n}")
+        value = {
+            "user_id": f"u{n % users:09d}",
+            "key_type": key_type,
+            "key": key,
+            "ad_account_id": None,
+            "op": "link",
+            "ts_ms": now_ms - (n % 50) * DAY_MS,
+        }
+        yield "identity.signals", key.encode(), orjson.dumps(value)
+
+
+def engagements(
+    start: int, count: int, users: int, now_ms: int
+) -> Iterator[tuple[str, bytes, bytes]]:
+    """ads.engagements: engagement n of user n % users, one click in four."""
+    for n in range(start, start + count):
+        user = f"u{n % users:09d}"
+        kind = "click" if n % 4 == 0 else "view"
+        value = {
+            "engagement_id": f"e{n:010d}",
+            "user_id": user,
+            "ad_account_id": ACCOUNTS[n % len(ACCOUNTS)],
+            "campaign_id": f"c-{n % 20:06d}",
+            "ad_group_id": f"g-{n % 60:06d}",
+            "ad_id": f"a-{n % 180:06d}",
+            "type": kind,
+            "ts_ms": now_ms - (n % 55) * DAY_MS - n % 3_600_000,
+            "click_id": f"epik-{n:012d}" if kind == "click" else None,
+        }
+        yield "ads.engagements", user.encode(), orjson.dumps(value)
+
+
+def rss_mb(pids: list[tuple[str, int]]) -> dict[str, dict[str, float]]:
+    """Current (VmRSS) and peak (VmHWM) resident set per service, MB (max over workers)."""
+    out: dict[str, dict[str, float]] = {}
+    for service, pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        fields = {
+            line.split(":")[0]: int(line.split()[1]) / 1024
+            for line in status.splitlines()
+            if line.startswith(("VmRSS:", "VmHWM:"))
+        }
+        current = out.setdefault(service, {"rss": 0.0, "peak": 0.0})
+        current["rss"] = round(max(current["rss"], fields.get("VmRSS", 0.0)), 1)
+        current["peak"] = round(max(current["peak"], fields.get("VmHWM", 0.0)), 1)
+    return out
+
+
+def disk_mb(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
+
+
+async def load_steps(settings: Settings, args: argparse.Namespace, say: Any) -> list[dict]:
+    pids = worker_pids(settings, dict.fromkeys(SERVICES, 1))
+    probe = Offsets(settings.bootstrap, settings.namespace)
+    await probe.start()
+    steps = []
+    now_ms = int(time.time() * 1000)
+    link_step, eng_step = args.links // args.steps, args.engagements // args.steps
+    try:
+        for step in range(args.steps):
+            t0 = time.monotonic()
+            records = [
+                (settings.topic_name(t), k, v)
+                for t, k, v in [
+                    *links(step * link_step, link_step, args.users, now_ms),
+                    *engagements(step * eng_step, eng_step, args.users, now_ms),
+                ]
+            ]
+            await produce_all(settings.bootstrap, records)
+            lag = await wait_consumed(probe, consumer_groups(settings), args.stall_s)
+            row = {
+                "links": (step + 1) * link_step,
+                "engagements": (step + 1) * eng_step,
+                "seconds": round(time.monotonic() - t0, 1),
+                "records_per_s": round(len(records) / max(time.monotonic() - t0, 1e-9)),
+                "lag_left": lag,
+                "load_1m": load_1m(),
+                "rss_mb": rss_mb(pids),
+                "disk_mb": {s: disk_mb(settings.data_dir / s) for s in SERVICES},
+            }
+            steps.append(row)
+            rss = ", ".join(f"{s} {v['rss']:.0f}" for s, v in row["rss_mb"].items())
+            say(
+                f"step {step + 1}/{args.steps}: {row['links']:,} links, "
+                f"{row['engagements']:,} engagements in {row['seconds']} s; RSS MB: {rss}"
+            )
+    finally:
+        await probe.stop()
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--links", type=int, default=1_000_000)
+    parser.add_argument("--engagements", type=int, default=5_000_000)
+    parser.add_argument("--users", type=int, default=200_000)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--stall-s", type=float, default=120.0)
+    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "var" / "bench")
+    args = parser.parse_args(argv)
+    namespace = f"state-{uuid.uuid4().hex[:8]}"
+    os.environ.update(
+        CONVMESH_NAMESPACE=namespace,
+        CONVMESH_DEV_MODE="true",
+        CONVMESH_DATA_DIR=str(args.out_dir / namespace),
+    )
+    settings = Settings.from_env()
+    report: dict[str, Any] = {
+        "commit": git_commit(),
+        "namespace": namespace,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": {k: str(v) for k, v in vars(args).items()},
+        "machine": {"cpus": os.cpu_count(), "load_1m_at_start": load_1m()},
+    }
+    mesh.up(settings, workers=1)
+    try:
+        report["steps"] = asyncio.run(load_steps(settings, args, print))
+    finally:
+        mesh.down(settings, purge=True)
+    out = args.out_dir / f"{namespace}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(f"report: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
