@@ -23,6 +23,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from services.aggregate import lanes, rules, state
+from services.aggregate.diagnostics_agent import FACTS, FactsHandler
 from services.aggregate.noise import OpenDPNoise
 from shared.contract import versions
 from shared.kafka.registry_access import registry_for
@@ -63,6 +64,24 @@ class ResultsHandler:
             return
         await self.outbox.send_all(sends)
         results.put(message.key, state.encode_counted(counted), event)
+
+
+class AttributedHandler:
+    """One conversions.attributed record: its report deltas and its diagnostics fact.
+
+    One agent for both. With two agents on one topic, Faust acks a record only
+    when both are done with it; a delivery one of them missed (cut short by a
+    rebalance or a broker outage) left the record unacked for good, and the
+    partition's committed offset stuck behind it (seen in the long chaos run).
+    """
+
+    def __init__(self, results: ResultsHandler, facts: FactsHandler) -> None:
+        self.results = results
+        self.facts = facts
+
+    async def __call__(self, event: Any, results: StateCache) -> None:
+        await self.facts(event)
+        await self.results(event, results)
 
 
 class RowsHandler:
@@ -238,8 +257,10 @@ def register(app: faust.App, settings: Settings) -> None:
 
     @app.agent(raw_topic(app, settings, "conversions.attributed"), name="results")
     async def results_agent(stream: Any) -> None:
-        outbox = Outbox(app, settings, *RESULTS_OUTPUTS)
-        handler = ResultsHandler(settings, outbox, log)
+        outbox = Outbox(app, settings, *RESULTS_OUTPUTS, FACTS)
+        handler = AttributedHandler(
+            ResultsHandler(settings, outbox, log), FactsHandler(settings, outbox, log)
+        )
         await process(stream, settings, outbox, handler, results, log=log)
 
     @app.agent(raw_topic(app, settings, "reports.deltas", "privacy.releases"), name="rows")

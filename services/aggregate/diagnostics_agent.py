@@ -109,10 +109,8 @@ def register(app: faust.App, settings: Settings) -> None:
         outbox = Outbox(app, settings, FACTS)
         await process(stream, settings, outbox, FactsHandler(settings, outbox, log), log=log)
 
-    @app.agent(raw_topic(app, settings, "conversions.attributed"), name="diagnostics_results")
-    async def results_facts_agent(stream: Any) -> None:
-        outbox = Outbox(app, settings, FACTS)
-        await process(stream, settings, outbox, FactsHandler(settings, outbox, log), log=log)
+    # conversions.attributed's facts come from the ``results`` agent (agents.py):
+    # one agent per topic, see ``AttributedHandler``.
 
     @app.agent(raw_topic(app, settings, FACTS), name="diagnostics")
     async def buckets_agent(stream: Any) -> None:

@@ -165,6 +165,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.rocksdb_cache_mb, settings.rocksdb_memtables_mb
     )
     _use_in_order_consumer(app, settings)
+    _heal_stalled_partitions(app)
     _add_health_views(app, settings)
     metrics.install(app, settings)  # its own registry and the /metrics view
     return app
@@ -187,6 +188,23 @@ def _use_in_order_consumer(app: faust.App, settings: Settings) -> None:
     consumer_class = type("AppConsumer", (InOrderConsumer,), {"gapless_topics": gapless})
     # Before the consumer exists (it is created lazily).
     app.transport.Consumer = consumer_class  # type: ignore[misc]
+
+
+#: How often a worker looks for partitions whose commit a lost delivery holds.
+HEAL_INTERVAL_S = 10.0
+
+
+def _heal_stalled_partitions(app: faust.App) -> None:
+    """Every HEAL_INTERVAL_S, read again the partitions a lost delivery stalls (InOrderConsumer)."""
+
+    @app.timer(HEAL_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def heal_stalled_partitions() -> None:
+        consumer = app._consumer
+        if consumer is None or not is_ready(app):
+            return  # during a rebalance the partitions are sought again anyway
+        heal = getattr(consumer, "heal_stalled", None)
+        if heal is not None:
+            await heal(time.monotonic())
 
 
 def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:

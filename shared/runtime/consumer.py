@@ -32,6 +32,8 @@ from mode import Service
 
 #: A seek back whose expected record has not come after this long is repeated.
 RESEEK_AFTER_S = 5.0
+#: A commit held this long by a record never acked (while later ones were) is a lost delivery.
+HOLE_GRACE_S = 30.0
 
 
 class InOrderConsumer(AIOKafkaConsumer):
@@ -44,6 +46,8 @@ class InOrderConsumer(AIOKafkaConsumer):
         self._next_offset: dict[TP, int] = {}
         #: partition -> (offset sought back to, when): the seek not yet seen to land
         self._seeking: dict[TP, tuple[int, float]] = {}
+        #: partition -> (committed offset held by an unacked record, since when)
+        self._holes: dict[TP, tuple[int, float]] = {}
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
@@ -98,6 +102,63 @@ class InOrderConsumer(AIOKafkaConsumer):
         self._seeking[tp] = (expected, now)
         await self._seek(tp, expected)
         return False
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """Faust's next offset to commit, never past a record of a gapless topic not acked.
+
+        Faust lets a commit through when the lowest acked offset is one past the
+        committed one (``min(acked) - committed > 1`` is its test): the record *at*
+        the committed offset is then skipped if it was never acked. Offsets of
+        a non-compacted topic have no holes, so here that record must be acked
+        first. (Compacted topics keep Faust's rule, which its gap bookkeeping needs.)
+        """
+        acked = self._acked.get(tp)
+        committed = self._committed_offset.get(tp)
+        if tp.topic in self.gapless_topics and acked and committed is not None:
+            if min(acked) > committed:
+                return None
+        new: int | None = super()._new_offset(tp)
+        return new
+
+    def stalled(self, now: float) -> list[tuple[TP, int, int]]:
+        """(partition, committed offset, lowest acked offset) of every partition whose
+        commit has been held for HOLE_GRACE_S by a record never acked.
+
+        Records are acked in order, so a later record acked while the one at the
+        committed offset never is means that record's delivery was lost (to a
+        rebalance or an outage that cut it short). Nothing would ever ack it.
+        """
+        found = []
+        current: dict[TP, tuple[int, float]] = {}
+        for tp, acked in list(self._acked.items()):
+            committed = self._committed_offset.get(tp)
+            if not acked or committed is None or min(acked) <= committed:
+                continue
+            since = self._holes.get(tp)
+            first_seen = since[1] if since is not None and since[0] == committed else now
+            current[tp] = (committed, first_seen)
+            if now - first_seen >= HOLE_GRACE_S:
+                found.append((tp, committed, min(acked)))
+        self._holes = current
+        return found
+
+    async def heal_stalled(self, now: float) -> list[tuple[TP, int, int]]:
+        """Read every stalled partition again from its committed offset.
+
+        Redelivered records are idempotent for every agent (docs/design.md), and
+        the one never acked gets its delivery this time; the commit moves on.
+        """
+        healed = self.stalled(now)
+        for tp, committed, lowest in healed:
+            self.log.error(
+                "partition_stalled: %r committed %r, acked from %r: reading again",
+                tp,
+                committed,
+                lowest,
+            )
+            self._holes.pop(tp, None)
+            await self.seek(tp, committed)
+        return healed
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
         callback = self.callback

@@ -13,9 +13,11 @@ from aiokafka.partitioner import murmur2
 from services.aggregate.agents import (
     RESULTS_OUTPUTS,
     ROWS_OUTPUTS,
+    AttributedHandler,
     ResultsHandler,
     RowsHandler,
 )
+from services.aggregate.diagnostics_agent import FACTS, FactsHandler
 from services.aggregate.noise import Thresholded
 from tests.support.harness import Harness
 
@@ -123,6 +125,19 @@ async def test_an_undecodable_record_is_dead_lettered_and_the_batch_goes_on(h: H
     [dead] = h.dead_letters()
     assert dead["reason"] == "processing_error" and dead["offset"] == 0
     assert [d.json.get("lane") for d in h.sent("reports.deltas")] == [None, "modeled", "protected"]
+
+
+async def test_one_agent_makes_both_the_deltas_and_the_diagnostics_fact(h: Harness) -> None:
+    """conversions.attributed has one agent: report deltas and the fact from the same step."""
+    outbox = h.outbox(*RESULTS_OUTPUTS, FACTS)
+    handler = AttributedHandler(
+        ResultsHandler(h.settings, outbox, h.log), FactsHandler(h.settings, outbox, h.log)
+    )
+    event = h.record("conversions.attributed", KEY, attributed(1))
+    await h.run(handler, [event], h.table("results"), outbox=outbox)
+    [fact] = h.sent(FACTS)
+    assert fact.json["kind"] == "result" and fact.key == ACCOUNT.encode()
+    assert len(h.sent("reports.deltas")) == 3  # observed, modeled, protected
 
 
 async def test_a_row_is_published_once_per_batch(h: Harness) -> None:
