@@ -129,7 +129,7 @@ async def load_steps(settings: Settings, args: argparse.Namespace, say: Any) -> 
                 "lag_left": lag,
                 "load_1m": load_1m(),
                 "rss_mb": rss_mb(pids),
-                "disk_mb": {s: disk_mb(settings.data_dir / s) for s in SERVICES},
+                "disk_mb": {s: disk_mb(settings.data_dir / "services" / s) for s in SERVICES},
             }
             steps.append(row)
             rss = ", ".join(f"{s} {v['rss']:.0f}" for s, v in row["rss_mb"].items())

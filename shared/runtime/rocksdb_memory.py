@@ -67,6 +67,11 @@ class SharedMemoryOptions(RocksDBOptions):
         table = rocksdict.BlockBasedOptions()
         table.set_bloom_filter(self.bloom_filter_size, True)
         table.set_block_cache(self.memory.cache)
+        # Index and bloom filter blocks live in the (bounded) cache too; by
+        # default every open SST file keeps its own outside it, which grows with
+        # the state (measured: RSS rose with the links loaded).
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
         table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
         options.set_block_based_table_factory(table)
         return options

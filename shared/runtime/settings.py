@@ -281,13 +281,13 @@ class Settings:
     )
     rocksdb_cache_mb: int = env_field(
         "CONVMESH_ROCKSDB_CACHE_MB",
-        64,
+        32,
         "block cache shared by every RocksDB store of a worker (MiB)",
         _int,
     )
     rocksdb_memtables_mb: int = env_field(
         "CONVMESH_ROCKSDB_MEMTABLES_MB",
-        64,
+        32,
         "memtable budget shared by every RocksDB store of a worker (MiB)",
         _int,
     )
