@@ -177,7 +177,10 @@ class InOrderConsumer(AIOKafkaConsumer):
                 lowest,
             )
             self._holes.pop(tp, None)
-            await self.seek(tp, committed)
+            try:
+                await self.seek(tp, committed)
+            except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile: the rebalance re-seeks
+                self.log.warning("partition_stalled: seek failed for %r: %r", tp, exc)
         return healed
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
