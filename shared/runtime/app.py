@@ -185,12 +185,7 @@ def _use_in_order_consumer(app: faust.App, settings: Settings) -> None:
     """The app's consumer delivers the records of non-compacted topics in sequence."""
     registry = registry_for(settings)
     gapless = frozenset(settings.topic_name(s.name) for s in registry if not s.compacted)
-    compacted = frozenset(settings.topic_name(s.name) for s in registry if s.compacted)
-    consumer_class = type(
-        "AppConsumer",
-        (InOrderConsumer,),
-        {"gapless_topics": gapless, "compacted_inputs": compacted},
-    )
+    consumer_class = type("AppConsumer", (InOrderConsumer,), {"gapless_topics": gapless})
     # Before the consumer exists (it is created lazily).
     app.transport.Consumer = consumer_class  # type: ignore[misc]
 

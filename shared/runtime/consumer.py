@@ -40,9 +40,6 @@ class InOrderConsumer(AIOKafkaConsumer):
     """Set ``gapless_topics`` (real names) on a subclass per app."""
 
     gapless_topics: frozenset[str] = frozenset()
-    #: compacted topics of the registry (agents' inputs); changelogs are in neither set
-    #: and keep Faust's handling (its table recovery reads them)
-    compacted_inputs: frozenset[str] = frozenset()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -77,8 +74,7 @@ class InOrderConsumer(AIOKafkaConsumer):
 
     async def admit(self, tp: TP, offset: int) -> bool:
         """Whether to deliver this record now (see the module docstring)."""
-        in_registry = tp.topic in self.gapless_topics or tp.topic in self.compacted_inputs
-        if in_registry and self._fetch_gen <= self._seek_gen.get(tp, -1):
+        if self._fetch_gen <= self._seek_gen.get(tp, -1):
             # Fetched before the partition's last seek: the seek's own records
             # follow. (Faust would take the jump for a compaction gap and skip
             # the records in between, on compacted topics too.)

@@ -22,7 +22,6 @@ class Log:
 def consumer(next_offset=None, earliest=0):
     c = object.__new__(InOrderConsumer)  # the admission rule alone, without Kafka
     c.gapless_topics = frozenset({SOURCE.topic})
-    c.compacted_inputs = frozenset({COMPACTED.topic})
     c._next_offset = dict(next_offset or {})
     c._seeking = {}
     c._committed_offset = {}
@@ -151,12 +150,3 @@ def test_records_fetched_before_a_seek_are_not_delivered_on_any_topic():
     assert admitted(c, [140, 141], tp=COMPACTED) == []
     c._fetch_gen = 8  # the next batch, fetched after the seek
     assert admitted(c, [100, 103], tp=COMPACTED) == [100, 103]
-
-
-def test_a_changelog_record_is_never_dropped_for_a_seek():
-    """Changelogs are read by Faust's table recovery: its own seeks and gaps apply."""
-    changelog = TP("ns-convmesh-aggregate-rows-changelog", 4)
-    c = consumer()
-    c._fetch_gen = 3
-    c._seek_gen = {changelog: 3}
-    assert admitted(c, [10, 11], tp=changelog) == [10, 11]
