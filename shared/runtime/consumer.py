@@ -48,11 +48,6 @@ class InOrderConsumer(AIOKafkaConsumer):
         self._seeking: dict[TP, tuple[int, float]] = {}
         #: partition -> (committed offset held by an unacked record, since when)
         self._holes: dict[TP, tuple[int, float]] = {}
-        #: count of the fetched batches the drain loop started on
-        self._fetch_gen = 0
-        #: partition -> the batch count at its last seek: records of that batch
-        #: or an earlier one were fetched before the seek (stale)
-        self._seek_gen: dict[TP, int] = {}
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
@@ -60,25 +55,14 @@ class InOrderConsumer(AIOKafkaConsumer):
             tp: offset for tp, offset in self._read_offset.items() if offset is not None
         }
         self._seeking.clear()
-        self._seek_gen = dict.fromkeys(self._next_offset, self._fetch_gen)
 
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)
         self._next_offset[partition] = offset
         self._seeking.pop(partition, None)
-        self._seek_gen[partition] = self._fetch_gen
-
-    async def _seek(self, partition: TP, offset: int) -> None:
-        await super()._seek(partition, offset)
-        self._seek_gen[partition] = self._fetch_gen
 
     async def admit(self, tp: TP, offset: int) -> bool:
         """Whether to deliver this record now (see the module docstring)."""
-        if self._fetch_gen <= self._seek_gen.get(tp, -1):
-            # Fetched before the partition's last seek: the seek's own records
-            # follow. (Faust would take the jump for a compaction gap and skip
-            # the records in between, on compacted topics too.)
-            return False
         if tp.topic not in self.gapless_topics:
             return True
         expected = self._next_offset.get(tp)
@@ -200,15 +184,9 @@ class InOrderConsumer(AIOKafkaConsumer):
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
                 ait = cast(Any, getmany(timeout=1.0))
-                first = True
                 await self.sleep(0)
                 if not self.should_stop:
                     async for tp, message in ait:
-                        if first:
-                            # A new fetched batch: a seek from here on makes the
-                            # rest of it stale for the partition sought.
-                            self._fetch_gen += 1
-                            first = False
                         num_since_yield += 1
                         if num_since_yield > yield_every:
                             await asyncio.sleep(0)

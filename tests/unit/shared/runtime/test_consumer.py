@@ -25,8 +25,6 @@ def consumer(next_offset=None, earliest=0):
     c._next_offset = dict(next_offset or {})
     c._seeking = {}
     c._committed_offset = {}
-    c._fetch_gen = 0
-    c._seek_gen = {}
     c.log = Log()
     c.sought = []
 
@@ -140,13 +138,3 @@ def test_without_a_position_of_its_own_the_committed_offset_is_expected():
     assert admitted(c, [3732, 3733]) == []
     assert c.sought == [(SOURCE, 3666)]
     assert admitted(c, [3666, 3667]) == [3666, 3667]
-
-
-def test_records_fetched_before_a_seek_are_not_delivered_on_any_topic():
-    """A compacted topic too: a stale record past a seek would be taken for a compaction gap."""
-    c = consumer({COMPACTED: 100})
-    c._fetch_gen = 7
-    c._seek_gen = {COMPACTED: 7}  # sought while batch 7 was being delivered
-    assert admitted(c, [140, 141], tp=COMPACTED) == []
-    c._fetch_gen = 8  # the next batch, fetched after the seek
-    assert admitted(c, [100, 103], tp=COMPACTED) == [100, 103]
