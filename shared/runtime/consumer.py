@@ -66,10 +66,6 @@ class InOrderConsumer(AIOKafkaConsumer):
         if tp.topic not in self.gapless_topics:
             return True
         expected = self._next_offset.get(tp)
-        if expected is None:
-            # No position of ours yet (a seek that did not say where it went):
-            # the committed offset is where the partition must go on from.
-            expected = self._committed_offset.get(tp)
         if expected is None or offset == expected:
             self._next_offset[tp] = offset + 1
             self._seeking.pop(tp, None)

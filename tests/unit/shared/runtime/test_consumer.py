@@ -24,7 +24,6 @@ def consumer(next_offset=None, earliest=0):
     c.gapless_topics = frozenset({SOURCE.topic})
     c._next_offset = dict(next_offset or {})
     c._seeking = {}
-    c._committed_offset = {}
     c.log = Log()
     c.sought = []
 
@@ -129,12 +128,3 @@ def test_a_partition_whose_commit_moves_on_is_not_stalled():
     c._committed_offset[SOURCE] = 107
     c._acked[SOURCE] = [108]
     assert c.stalled(1000.0 + HOLE_GRACE_S) == []
-
-
-def test_without_a_position_of_its_own_the_committed_offset_is_expected():
-    """A stale record past the committed offset is not taken for the partition's start."""
-    c = consumer()
-    c._committed_offset = {SOURCE: 3666}
-    assert admitted(c, [3732, 3733]) == []
-    assert c.sought == [(SOURCE, 3666)]
-    assert admitted(c, [3666, 3667]) == [3666, 3667]
