@@ -38,19 +38,6 @@ class AckedTable(faust.Table):  # type: ignore[type-arg]
     (``shared.runtime.batching.finish_batch``) before the batch's offsets are acked.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.unacked: list[Any] = []
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        future = super().send_changelog(*args, **kwargs)
-        self.unacked.append(future)
-        return future
-
-    def take_unacked(self) -> list[Any]:
-        pending, self.unacked = self.unacked, []
-        return pending
-
     async def write_batch(self, writes: list[tuple[int, bytes, bytes | None]]) -> Any:
         """A batch's writes (partition, key, value or None to delete): changelog, then store.
 

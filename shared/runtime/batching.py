@@ -87,8 +87,7 @@ class StateCache:
                 del self.table[key]
             else:
                 self.table[key] = raw
-        take = getattr(self.table, "take_unacked", None)
-        return take() if take is not None else []
+        return []
 
 
 class Outbox:

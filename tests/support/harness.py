@@ -75,9 +75,6 @@ class FakeTable:
     def items(self) -> Iterable[tuple[bytes, bytes]]:
         return self.data.items()
 
-    def take_unacked(self) -> list[Any]:
-        return []
-
     def value(self, key: bytes | str) -> Any:
         """The decoded JSON value of ``key`` (None when absent)."""
         raw = self.data.get(key.encode() if isinstance(key, str) else key)

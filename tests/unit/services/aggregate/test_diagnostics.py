@@ -97,8 +97,9 @@ def test_markers_of_a_day_are_apart_from_the_buckets_in_a_prefix_read() -> None:
     assert not marker.startswith(f"{ACCOUNT}:")
 
 
-def test_a_newer_result_replaces_the_older_one() -> None:
-    record = {
+def unidentified_result() -> dict[str, object]:
+    """A conversions.attributed record, unidentified, version 1."""
+    return {
         "conversion_key": f"{ACCOUNT}:checkout:ev-1:online",
         "ad_account_id": ACCOUNT,
         "event_name": "checkout",
@@ -108,6 +109,10 @@ def test_a_newer_result_replaces_the_older_one() -> None:
         "match": None,
         "version": 1,
     }
+
+
+def test_a_newer_result_replaces_the_older_one() -> None:
+    record = unidentified_result()
     later = {**record, "status": "attributed", "match": {"key_type": "em"}, "version": 2}
     w = window([d.fact_of_result(record), d.fact_of_result(later), d.fact_of_result(record)])
     assert w["match_rate"] == {"results": 1, "overall": 1.0, "by_key_type": {"em": 1.0}}
@@ -208,16 +213,7 @@ def test_match_counts_follow_the_highest_version_in_any_order(
 
 def test_a_marker_whose_count_is_missing_does_not_fail_the_fold() -> None:
     """A partition rebuilt from a changelog cut between the two keys: marker, no count."""
-    record = {
-        "conversion_key": f"{ACCOUNT}:checkout:ev-1:online",
-        "ad_account_id": ACCOUNT,
-        "event_name": "checkout",
-        "event_time": DAY_MS // 1000,
-        "status": "unidentified",
-        "unidentified_reason": "no_match",
-        "match": None,
-        "version": 1,
-    }
+    record = unidentified_result()
     first = d.fact_of_result(record)
     _, marker, _ = d.fold(None, None, first)
     later = d.fact_of_result({**record, "status": "attributed", "version": 2})
