@@ -51,7 +51,7 @@ from bench.procstats import (
 )
 from ops import mesh
 from ops.workload import RAW, Workload, default_now_ms, generate
-from services.aggregate.rules import row_key, row_of
+from shared.contract.report_deltas import row_key, row_of
 from shared.kafka.registry_access import registry_for
 from shared.kafka.topic_io import read_all
 from shared.runtime.settings import REPO_ROOT, SERVICES, Settings

@@ -24,9 +24,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 #: ingest, dedupe, identity_match (owner), keys, owner, users, attribute (publisher),
-#: results, aggregate rows: the stages a conversion crosses from conversions.raw to
-#: conversions.attributed and reports.conversions (docs/design.md).
-CRITICAL_PATH_STAGES = 9
+#: aggregate rows: the stages a conversion crosses from conversions.raw to
+#: conversions.attributed and reports.conversions (docs/design.md). Nine until the
+#: publisher sent the report deltas itself (aggregate's results stage is gone).
+CRITICAL_PATH_STAGES = 8
 
 
 def stage_topics(namespace: str, stages: int = CRITICAL_PATH_STAGES) -> list[str]:

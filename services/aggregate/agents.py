@@ -1,12 +1,13 @@
 """Agents of the aggregate service.
 
-* ``ResultsHandler`` (conversions.attributed -> ``results``): the last result
-  counted per conversion_key; a new version becomes deltas on reports.deltas.
 * ``RowsHandler`` (reports.deltas and privacy.releases, both keyed by ad
   account): applies deltas to the rows' members and publishes every changed
   row to reports.conversions once per batch (a tombstone when a row
   empties); the same for the privacy lanes (modeled strata, protected
   buckets, releases: docs/privacy.md).
+
+The deltas come from attribute's publisher, sent with each result it publishes
+(``shared.contract.report_deltas``): aggregate reads no compacted topic.
 
 The handlers are the agents' per-record steps; ``register`` only wires them
 to Faust, so they run in-process in unit tests (``tests/support/harness.py``).
@@ -23,16 +24,15 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from services.aggregate import lanes, rules, state
-from services.aggregate.diagnostics_agent import FACTS, FactsHandler
 from services.aggregate.noise import OpenDPNoise
 from shared.contract import versions
+from shared.contract.report_deltas import ops_of
 from shared.kafka.registry_access import registry_for
 from shared.runtime.app import raw_table, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import Settings
 
-RESULTS_OUTPUTS = ("reports.deltas",)
 ROWS_OUTPUTS = (
     "reports.conversions",
     "reports.conversions.modeled",
@@ -44,53 +44,14 @@ ROWS_OUTPUTS = (
 RELEASE_CHECK_INTERVAL_S = 30.0
 
 
-class ResultsHandler:
-    """One conversions.attributed record against the ``results`` table."""
-
-    def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
-        self.settings = settings
-        self.outbox = outbox
-        self.log = log
-
-    async def __call__(self, event: Any, results: StateCache) -> None:
-        message = event.message
-        if message.value is None:
-            return  # a compaction tombstone carries no result
-        record = orjson.loads(message.value)
-        last = state.decode_counted(results.get(message.key, event))
-        counted, sends = rules.on_result(last, record)
-        if counted is None:
-            results.rewrite(message.key, event)  # counted already (or older)
-            return
-        await self.outbox.send_all(sends)
-        results.put(message.key, state.encode_counted(counted), event)
-
-
-class AttributedHandler:
-    """One conversions.attributed record: its report deltas and its diagnostics fact.
-
-    One agent for both. With two agents on one topic, Faust acks a record only
-    when both are done with it; a delivery one of them missed (cut short by a
-    rebalance or a broker outage) left the record unacked for good, and the
-    partition's committed offset stuck behind it (seen in the long chaos run).
-    """
-
-    def __init__(self, results: ResultsHandler, facts: FactsHandler) -> None:
-        self.results = results
-        self.facts = facts
-
-    async def __call__(self, event: Any, results: StateCache) -> None:
-        await self.facts(event)
-        await self.results(event, results)
-
-
 class RowsHandler:
     """One reports.deltas or privacy.releases record of an ad account.
 
-    * observed delta (no ``lane``) -> ``rows``; modeled delta -> ``strata``;
-      protected delta -> ``buckets`` (and the account's open dates in
-      ``privacy``). Changed rows and strata are published by
-      ``publish_changed`` after the batch, once each.
+    * a delta's ops (``shared.contract.report_deltas``), in order: observed
+      (no ``lane``) -> ``rows``; modeled -> ``strata``; protected ->
+      ``buckets`` (and the account's open dates in ``privacy``). Changed rows
+      and strata are published by ``publish_changed`` after the batch, once
+      each.
     * release request -> the ledger charge (or refusal) and the noisy rows,
       stored together in ``privacy``; publish request -> the stored rows.
     """
@@ -130,13 +91,14 @@ class RowsHandler:
             else:
                 await self.on_release(event, doc, buckets, privacy)
             return
-        lane = doc.get("lane", "observed")
-        if lane == "observed":
-            self.on_row_delta(event, doc, rows)
-        elif lane == "modeled":
-            self.on_stratum_delta(event, doc, strata)
-        else:
-            self.on_bucket_delta(event, doc, buckets, privacy)
+        for op in ops_of(doc):
+            lane = op.get("lane", "observed")
+            if lane == "observed":
+                self.on_row_delta(event, op, rows)
+            elif lane == "modeled":
+                self.on_stratum_delta(event, op, strata)
+            else:
+                self.on_bucket_delta(event, op, buckets, privacy)
 
     def on_row_delta(self, event: Any, delta: dict[str, Any], rows: StateCache) -> None:
         key = delta["row"]
@@ -251,17 +213,8 @@ def _release_id() -> str:
 
 def register(app: faust.App, settings: Settings) -> None:
     log = get_logger()
-    results = raw_table(app, settings, "results")
     tables = [raw_table(app, settings, name) for name in ("rows", "strata", "buckets", "privacy")]
     privacy = tables[-1]
-
-    @app.agent(raw_topic(app, settings, "conversions.attributed"), name="results")
-    async def results_agent(stream: Any) -> None:
-        outbox = Outbox(app, settings, *RESULTS_OUTPUTS, FACTS)
-        handler = AttributedHandler(
-            ResultsHandler(settings, outbox, log), FactsHandler(settings, outbox, log)
-        )
-        await process(stream, settings, outbox, handler, results, log=log)
 
     @app.agent(raw_topic(app, settings, "reports.deltas", "privacy.releases"), name="rows")
     async def rows_agent(stream: Any) -> None:

@@ -11,8 +11,9 @@ buckets on one partition:
 * ``rejected`` (conversions.dlq records of conversions.raw inputs): reason and
   the already-redacted example; on the day of the envelope's
   ``received_at_ms`` when readable, else of the DLQ record;
-* ``result`` (conversions.attributed): the latest match outcome of a
-  conversion; on the UTC day of its ``event_time``.
+* ``result`` (a conversions.attributed record, sent by attribute's publisher
+  with the record: ``shared.contract.report_deltas.fact_of_result``): the
+  latest match outcome of a conversion; on the UTC day of its ``event_time``.
 
 A bucket (table ``diagnostics``, key ``"{ad_account_id}:{YYYY-MM-DD}"``)
 holds the day's counters; a small marker per conversion_key (or rejected
@@ -30,6 +31,7 @@ from typing import Any
 import orjson
 
 from shared.contract.limits import DAY_MS
+from shared.contract.report_deltas import UNKNOWN, day_of_ms, fact_of_result
 
 LAYOUT_VERSION = 1
 #: Identifier slots of conversions.valid ``ids``; ``ip_ua`` is present only
@@ -55,11 +57,6 @@ DELAY_BOUNDS_S = (
 #: Buckets older than this many days are deleted when the account's newest
 #: bucket is written (28-day window + a day of slack).
 KEEP_DAYS = 29
-UNKNOWN = "unknown"
-
-
-def day_of_ms(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).date().isoformat()
 
 
 def bucket_key(ad_account_id: str, day: str) -> str:
@@ -128,23 +125,6 @@ def fact_of_rejected(dead: dict[str, Any], timestamp_ms: int) -> dict[str, Any] 
         "event_name": name if isinstance(name, str) and name else UNKNOWN,
         "reason": str(dead.get("reason", UNKNOWN)),
         "example": dead.get("raw"),
-    }
-
-
-def fact_of_result(record: dict[str, Any]) -> dict[str, Any]:
-    match = record.get("match") or {}
-    if match.get("key_type"):
-        outcome = f"matched:{match['key_type']}"
-    else:
-        outcome = f"unmatched:{record.get('unidentified_reason') or record.get('status')}"
-    return {
-        "kind": "result",
-        "ref": record["conversion_key"],
-        "ad_account_id": record["ad_account_id"],
-        "day": day_of_ms(int(record["event_time"]) * 1000),
-        "event_name": record.get("event_name") or UNKNOWN,
-        "version": record.get("version", 0),
-        "outcome": outcome,
     }
 
 
@@ -270,4 +250,4 @@ def expired_day(day: str) -> str:
     return (dt.date.fromisoformat(day) - dt.timedelta(days=KEEP_DAYS + 1)).isoformat()
 
 
-__all__ = ["DAY_MS", "ID_TYPES", "bucket_key", "fold", "marker_key"]
+__all__ = ["DAY_MS", "ID_TYPES", "bucket_key", "fact_of_result", "fold", "marker_key"]

@@ -1,8 +1,9 @@
 """Agents of the setup diagnostics (docs/diagnostics.md).
 
-* ``FactsHandler`` (conversions.valid, conversions.duplicates, conversions.dlq,
-  conversions.attributed -> diagnostics.facts): one compact fact per input,
-  re-keyed by ad account; stateless.
+* ``FactsHandler`` (conversions.valid, conversions.duplicates, conversions.dlq
+  -> diagnostics.facts): one compact fact per input, re-keyed by ad account;
+  stateless. (A result's fact comes from attribute's publisher, with the
+  result: ``shared.contract.report_deltas``.)
 * ``BucketsHandler`` (diagnostics.facts -> table ``diagnostics``): counts a
   fact in its ``"{ad_account_id}:{day}"`` bucket, once (see
   ``services.aggregate.diagnostics.fold``).
@@ -34,13 +35,13 @@ class FactsHandler:
     def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
         self.outbox = outbox
         self.log = log
-        self.names = {settings.topic_name(n): n for n in (*FACT_INPUTS, "conversions.attributed")}
+        self.names = {settings.topic_name(n): n for n in FACT_INPUTS}
         self.raw_topic = settings.topic_name("conversions.raw")
 
     async def __call__(self, event: Any) -> None:
         message = event.message
         if message.value is None:
-            return  # a compaction tombstone
+            return  # no value: nothing to count
         try:
             fact = self.fact_of(self.names[message.topic], orjson.loads(message.value), message)
         except Exception as exc:  # noqa: BLE001 - see below
@@ -60,8 +61,6 @@ class FactsHandler:
             return diagnostics.fact_of_valid(doc)
         if topic == "conversions.duplicates":
             return diagnostics.fact_of_duplicate(doc, timestamp_ms)
-        if topic == "conversions.attributed":
-            return diagnostics.fact_of_result(doc)
         if doc.get("source_topic") != self.raw_topic:
             return None  # a downstream processing error: its input was counted already
         return diagnostics.fact_of_rejected(doc, timestamp_ms)
@@ -108,9 +107,6 @@ def register(app: faust.App, settings: Settings) -> None:
     async def facts_agent(stream: Any) -> None:
         outbox = Outbox(app, settings, FACTS)
         await process(stream, settings, outbox, FactsHandler(settings, outbox, log), log=log)
-
-    # conversions.attributed's facts come from the ``results`` agent (agents.py):
-    # one agent per topic, see ``AttributedHandler``.
 
     @app.agent(raw_topic(app, settings, FACTS), name="diagnostics")
     async def buckets_agent(stream: Any) -> None:

@@ -1,8 +1,9 @@
 """The privacy lanes' steps (docs/privacy.md), pure apart from the injected noise.
 
 Both lanes ride on reports.deltas (keyed by ad account), next to the observed
-rows: ``lane_deltas`` says what a new version of a conversion changes in the
-modeled stratum and protected bucket it leaves and joins.
+rows: ``shared.contract.report_deltas.deltas_of`` (sent by attribute's
+publisher) says what a new version of a conversion changes in the modeled
+stratum and protected bucket it leaves and joins.
 
 * modeled: ``on_stratum_delta`` + ``publish_stratum`` (live, versioned);
 * protected: ``on_bucket_delta`` keeps a date's attributed conversions until
@@ -15,7 +16,6 @@ modeled stratum and protected bucket it leaves and joins.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +25,6 @@ from services.aggregate.noise import Thresholded
 from services.aggregate.state import (
     Bucket,
     BucketMember,
-    Counted,
     PrivacyAccount,
     Release,
     Stratum,
@@ -35,77 +34,12 @@ from shared.contract import privacy_lanes as pl
 from shared.contract import versions
 from shared.contract.records import Send
 
-DELTAS = "reports.deltas"
 MODELED = "reports.conversions.modeled"
 PROTECTED = "reports.conversions.protected"
 LEDGER = "privacy.ledger"
 RELEASES = "privacy.releases"
 #: Ledger weeks kept in the table (the compacted topic keeps them all).
 WEEKS_KEPT = 5
-
-
-def utc_date(event_time: int) -> str:
-    """The UTC day of an event_time (Unix seconds), ``YYYY-MM-DD``."""
-    return dt.datetime.fromtimestamp(event_time, tz=dt.UTC).date().isoformat()
-
-
-# ----------------------------------------------------------------- deltas
-
-
-def stratum_key(record: dict[str, Any]) -> str:
-    date = utc_date(int(record["event_time"]))
-    return f"{record['ad_account_id']}:{record['event_name']}:{record['action_source']}:{date}"
-
-
-def bucket_key(record: dict[str, Any]) -> str | None:
-    """The protected bucket of an attributed conversion of a known user, else None.
-
-    A conversion whose user was deleted (``match.user`` null) cannot be
-    bounded per user, so it leaves the lane.
-    """
-    match = record.get("match") or {}
-    if record["status"] != "attributed" or not record.get("touch") or not match.get("user"):
-        return None
-    return f"{record['ad_account_id']}:{utc_date(int(record['event_time']))}"
-
-
-def lane_deltas(
-    last: Counted | None, record: dict[str, Any], version: int
-) -> tuple[str, str | None, list[Send]]:
-    """The stratum, bucket and lane deltas of a new version of a conversion."""
-    key = record["conversion_key"]
-    account = record["ad_account_id"]
-    stratum, bucket = stratum_key(record), bucket_key(record)
-    sends: list[Send] = []
-
-    def remove(lane: str, field: str, where: str) -> None:
-        delta = {"lane": lane, "op": "remove", field: where, "conversion_key": key}
-        sends.append(Send(DELTAS, account, {**delta, "version": version}))
-
-    if last is not None and last.stratum is not None and last.stratum != stratum:
-        remove("modeled", "stratum", last.stratum)
-    modeled = {"lane": "modeled", "op": "add", "stratum": stratum, "conversion_key": key}
-    sends.append(Send(DELTAS, account, {**modeled, "version": version, "status": record["status"]}))
-    if last is not None and last.bucket is not None and last.bucket != bucket:
-        remove("protected", "bucket", last.bucket)
-    if bucket is not None:
-        touch = record["touch"]
-        protected = {
-            "lane": "protected",
-            "op": "add",
-            "bucket": bucket,
-            "conversion_key": key,
-            "version": version,
-            "user": record["match"]["user"],
-            "event_time": int(record["event_time"]),
-            "campaign_id": touch["campaign_id"],
-            "event_name": record["event_name"],
-            "attribution_type": touch["type"],
-            "value": record.get("value"),
-            "currency": record.get("currency"),
-        }
-        sends.append(Send(DELTAS, account, protected))
-    return stratum, bucket, sends
 
 
 # ---------------------------------------------------------------- modeled

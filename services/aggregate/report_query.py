@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 
 from services.aggregate.lanes import modeled_record
-from services.aggregate.rules import row_from_key, summarise
+from services.aggregate.rules import summarise
 from services.aggregate.state import decode_privacy, decode_row, decode_stratum
+from shared.contract.report_deltas import row_from_key
 
 LEVELS = {
     "campaign": ("campaign_id",),

@@ -1,9 +1,5 @@
 """The aggregate service's table values, typed.
 
-``results`` (key: conversion_key, co-partitioned with conversions.attributed):
-the last result counted in the reports. Wire layout ``{"version": int, "row":
-"<row key>"}``.
-
 ``rows`` (key: row key, on the partition of its ad account, like
 reports.deltas): which conversion the row holds, at which version, with which
 value. Wire layout ``{"members": {conversion_key: [version, present, value,
@@ -23,9 +19,6 @@ Privacy lanes (docs/privacy.md), all on the partition of their ad account:
   reach the changelog) together: ``{"open": [date], "released": {date:
   release}, "weeks": {week: privacy.ledger record}}``.
 
-``results`` values carry ``stratum`` and ``bucket`` (the lane keys the
-conversion was last counted in) since the lanes; older values lack them.
-
 ``decode`` and ``encode`` keep exactly these layouts (the ones already in the
 changelogs), so typed code needs no migration of old state. A layout change
 bumps ``LAYOUT_VERSION`` and teaches ``decode`` every older one.
@@ -37,37 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LAYOUT_VERSION = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Counted:
-    """The last result of one conversion counted in the reports."""
-
-    version: int
-    #: The key of the reports.conversions row it is counted in.
-    row: str
-    #: The modeled-lane stratum it is counted in (None: a value from before the lanes).
-    stratum: str | None = None
-    #: The protected-lane bucket it is in (None: not attributed to a known user).
-    bucket: str | None = None
-
-
-def decode_counted(value: Any) -> Counted | None:
-    """A ``results`` value (decoded JSON, or None for a new key) as typed state."""
-    if value is None:
-        return None
-    return Counted(
-        int(value["version"]), str(value["row"]), value.get("stratum"), value.get("bucket")
-    )
-
-
-def encode_counted(counted: Counted) -> dict[str, Any]:
-    value: dict[str, Any] = {"version": counted.version, "row": counted.row}
-    if counted.stratum is not None:
-        value["stratum"] = counted.stratum
-    if counted.bucket is not None:
-        value["bucket"] = counted.bucket
-    return value
 
 
 @dataclass(frozen=True, slots=True)

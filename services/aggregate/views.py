@@ -11,10 +11,9 @@ from services.aggregate import advertiser_api, console_view
 from shared.runtime.settings import Settings
 from shared.runtime.table_views import register_table_views
 
-TABLES = ("results", "rows", "strata", "buckets", "privacy")
-#: Keyed by ad account data (account, date, campaign...), shown as they are;
-#: ``results`` is keyed by conversion_key, shown as a hash.
-ACCOUNT_KEYED = ("rows", "strata", "buckets", "privacy")
+TABLES = ("rows", "strata", "buckets", "privacy")
+#: Keyed by ad account data (account, date, campaign...), shown as they are.
+ACCOUNT_KEYED = TABLES
 
 
 def register(app: faust.App, settings: Settings) -> None:

@@ -14,7 +14,8 @@
 * ``publisher`` (``PublisherHandler``): per conversion_key: writes a result to
   conversions.attributed only if its order is newer than the last one
   published, so the latest record of every key is its newest result even when
-  two user partitions race.
+  two user partitions race; with it, the report deltas and the diagnostics
+  fact the new record makes (aggregate's inputs).
 
 The handlers are each agent's per-record step (decode, rule, state, sends);
 ``register`` only wires them to Faust, so they run in-process in unit tests
@@ -44,7 +45,7 @@ INTAKE_INPUTS = ("ads.engagements", "privacy.requests")
 INTAKE_OUTPUTS = (rules.USER_EVENTS,)
 USERS_INPUTS = (rules.USER_EVENTS, "attribution.assignments")
 USERS_OUTPUTS = ("attribution.results", "identity.answers", "privacy.deleted", "privacy.receipts")
-PUBLISHER_OUTPUTS = ("conversions.attributed",)
+PUBLISHER_OUTPUTS = ("conversions.attributed", "reports.deltas", "diagnostics.facts")
 
 
 class IntakeHandler:
@@ -183,7 +184,7 @@ class PublisherHandler:
         if new is not None and sends:
             await self.outbox.send_all(sends)
             if result.get("op") != "scrub":
-                self.outbox.metrics.published_result(sends[-1].value)
+                self.outbox.metrics.published_result(sends[0].value)
             published.put(message.key, state.encode_published(new), event)
 
 

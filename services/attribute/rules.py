@@ -9,7 +9,8 @@ The ``users`` steps (state per internal user id, ``services.attribute.state.User
 the records to send (``Send``): a result for the publisher whenever a
 conversion's outcome changes. The ``published`` steps (state per
 conversion_key): ``on_result`` and ``on_scrub`` return what the publisher
-writes to conversions.attributed.
+writes to conversions.attributed, with what the new record changes in
+aggregate's reports (reports.deltas, diagnostics.facts).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from shared.contract.pseudonyms import (
     unscoped_pseudonyms,
 )
 from shared.contract.records import Send, attributed_record
+from shared.contract.report_deltas import sends_of_result
 from shared.contract.versions import next_stamp
 
 CLASS_RANK: Mapping[str, int] = {"click": 3, "engagement": 2, "view": 1}
@@ -412,7 +414,20 @@ def on_result(
         processed_at_ms=now_ms,
     )
     mv, seq = result["order"]
-    return Published((mv, seq), record), [Send(ATTRIBUTED, conversion_key, record)]
+    return Published((mv, seq), record), published_sends(published, conversion_key, record)
+
+
+def published_sends(
+    last: Published | None, conversion_key: str, record: Mapping[str, Any]
+) -> list[Send]:
+    """The new record on conversions.attributed, then what it changes in the reports.
+
+    The publisher knows the record it replaces, so it also tells aggregate the
+    row (and lane stratum and bucket) the conversion leaves and joins, and the
+    diagnostics fact (``shared.contract.report_deltas``).
+    """
+    previous = last.record if last is not None else None
+    return [Send(ATTRIBUTED, conversion_key, record), *sends_of_result(previous, record)]
 
 
 def scrubbed(last: Mapping[str, Any], users: Collection[str], at_ms: int) -> dict[str, Any] | None:
@@ -450,4 +465,4 @@ def on_scrub(
     record = scrubbed(published.record, users, now_ms)
     if record is None:
         return published, []
-    return replace(published, record=record), [Send(ATTRIBUTED, conversion_key, record)]
+    return replace(published, record=record), published_sends(published, conversion_key, record)

@@ -122,6 +122,7 @@ TRACED = (
     "attribution.assignments",
     "attribution.results",
     "conversions.attributed",
+    "reports.deltas",
 )
 
 

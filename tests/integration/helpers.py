@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from shared.contract.report_deltas import sends_of_result
 from shared.runtime.settings import BASE_WEB_PORTS, REPO_ROOT, Settings
 
 
@@ -110,3 +113,19 @@ def topics_env(bootstrap: str, namespace: str, data_dir: Path, start_port: int) 
     applied = convmesh("topics", "apply", env=env, timeout=120)
     assert applied.returncode == 0, applied.stderr
     return env
+
+
+def as_published(namespace: str, records: list[dict[str, Any]]) -> list[tuple[str, bytes, bytes]]:
+    """What attribute's publisher sends aggregate for these conversions.attributed
+    records (in order, each newer than the last of its key): report deltas and facts.
+
+    For the tests that run an aggregate worker alone.
+    """
+    last: dict[str, dict[str, Any]] = {}
+    out = []
+    for record in records:
+        key = record["conversion_key"]
+        for send in sends_of_result(last.get(key), record):
+            out.append((f"{namespace}.{send.topic}", send.key.encode(), orjson.dumps(send.value)))
+        last[key] = record
+    return out

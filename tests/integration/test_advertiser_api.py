@@ -21,7 +21,7 @@ import pytest
 
 from shared.kafka.topic_io import produce
 from shared.runtime.settings import BASE_WEB_PORTS, DEFAULT_WEB_PORT_BASE
-from tests.integration.helpers import convmesh, convmesh_json, kafka, topics_env
+from tests.integration.helpers import as_published, convmesh, convmesh_json, kafka, topics_env
 from tests.integration.test_privacy_lanes import workers  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
@@ -150,10 +150,7 @@ def feed(env: dict[str, str]) -> None:
     records += [
         (f"{ns}.conversions.dlq", ACCOUNT.encode(), orjson.dumps(d)) for d in (dead, downstream)
     ]
-    records += [
-        (f"{ns}.conversions.attributed", r["conversion_key"].encode(), orjson.dumps(r))
-        for r in results
-    ]
+    records += as_published(ns, results)
     asyncio.run(produce(kafka(env["KAFKA_BOOTSTRAP"]), records))
 
 

@@ -101,9 +101,7 @@ def mesh(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
         wait_for(
             lambda: (
                 mesh.value("ingest", "convmesh_records_in_total", topic="conversions.raw") == raw
-                and mesh.value(
-                    "aggregate", "convmesh_records_in_total", topic="conversions.attributed"
-                )
+                and mesh.value("aggregate", "convmesh_records_in_total", topic="reports.deltas")
                 >= len(keys)
             ),
             TIMEOUT_S,

@@ -39,7 +39,7 @@ POISONED_TOPICS = (
     "conversions.valid",
     "identity.lookups",
     "attribution.assignments",
-    "conversions.attributed",
+    "reports.deltas",
 )
 
 

@@ -1,4 +1,5 @@
-"""The privacy lanes on the real broker: an aggregate worker fed conversions.attributed.
+"""The privacy lanes on the real broker: an aggregate worker fed what attribute's
+publisher sends for conversions.attributed records (tests.integration.helpers.as_published).
 
 (a) with a huge ε and K = 1 the protected rows are the bounded exact sums and
     the modeled rows follow the formula;
@@ -21,13 +22,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from shared.contract import privacy_lanes as pl
 from shared.kafka.topic_io import latest_by_key, produce, read_all
 from shared.runtime.settings import REPO_ROOT
-from tests.integration.helpers import cli_env, convmesh, kafka
+from tests.integration.helpers import as_published, cli_env, convmesh, kafka
 
 ACCOUNT = "549755885175"
 NOW_S = int(time.time())
@@ -138,8 +138,7 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 
 
 def feed(env: dict[str, str], records: list[dict[str, Any]]) -> None:
-    topic = f"{env['CONVMESH_NAMESPACE']}.conversions.attributed"
-    rows = [(topic, r["conversion_key"].encode(), orjson.dumps(r)) for r in records]
+    rows = as_published(env["CONVMESH_NAMESPACE"], records)
     asyncio.run(produce(kafka(env["KAFKA_BOOTSTRAP"]), rows))
 
 

@@ -6,7 +6,7 @@ import orjson
 
 from bench import pipeline
 from bench.kafka_probe import Seen
-from services.aggregate.rules import row_key, row_of
+from shared.contract.report_deltas import row_key, row_of
 from shared.runtime.settings import Settings
 
 

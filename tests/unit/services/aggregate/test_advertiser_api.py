@@ -10,8 +10,8 @@ import pytest
 
 from services.aggregate import report_query as rq
 from services.aggregate.advertiser_api import refusal
-from services.aggregate.rules import row_key
 from services.aggregate.store_reads import partition_of, prefix_items
+from shared.contract.report_deltas import row_key
 from shared.kafka.api_tokens import TokenStore, new_token
 
 ACCOUNT = "549755885175"

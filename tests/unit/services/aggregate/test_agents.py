@@ -7,19 +7,14 @@ import datetime as dt
 import time
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka.partitioner import murmur2
 
-from services.aggregate.agents import (
-    RESULTS_OUTPUTS,
-    ROWS_OUTPUTS,
-    AttributedHandler,
-    ResultsHandler,
-    RowsHandler,
-)
-from services.aggregate.diagnostics_agent import FACTS, FactsHandler
+from services.aggregate.agents import ROWS_OUTPUTS, RowsHandler
 from services.aggregate.noise import Thresholded
-from tests.support.harness import Harness
+from shared.contract.report_deltas import deltas_of
+from tests.support.harness import Harness as BaseHarness
 
 ACCOUNT = "549755885175"
 KEY = f"{ACCOUNT}:checkout:ev-1:online"
@@ -56,19 +51,26 @@ def attributed(version: int, ad: str = "a1", value: float | None = 10.0) -> dict
     }
 
 
+@dataclasses.dataclass
+class Harness(BaseHarness):
+    """The harness, plus the last record published per conversion (attribute's publisher)."""
+
+    published: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
 @pytest.fixture
 def h() -> Harness:
     return Harness()
 
 
-async def count(h: Harness, *records: dict[str, Any] | None) -> None:
-    """Run the results step over attributed records, then the rows step over its deltas."""
-    results = ResultsHandler(h.settings, h.outbox(*RESULTS_OUTPUTS), h.log)
-    before = len(h.sent("reports.deltas"))
-    events = [h.record("conversions.attributed", KEY, r) for r in records]
-    await h.run(results, events, h.table("results"))
-    deltas = h.sent("reports.deltas")[before:]
-    await lanes_step(h, [h.record("reports.deltas", d.key, d.value) for d in deltas])
+async def count(h: Harness, *records: dict[str, Any]) -> None:
+    """Publish records as attribute's publisher does (their deltas), then run the rows step."""
+    deltas = []
+    for record in records:
+        key = record["conversion_key"]
+        deltas += deltas_of(h.published.get(key), record)
+        h.published[key] = record
+    await lanes_step(h, [h.record(d.topic, d.key, d.value) for d in deltas])
 
 
 def lane_tables(h: Harness) -> list[Any]:
@@ -95,49 +97,42 @@ async def test_a_new_version_retracts_the_old_row_and_adds_the_new(h: Harness) -
         ("a1", None),  # the old row emptied: a tombstone
         ("a2", 1),
     ]
-    assert h.table("results").value(KEY)["version"] == 2
 
 
-async def test_deltas_are_keyed_by_ad_account(h: Harness) -> None:
-    await count(h, attributed(1))
-    assert {d.key for d in h.sent("reports.deltas")} == {ACCOUNT.encode()}
+async def test_replayed_deltas_change_no_row(h: Harness) -> None:
+    """A batch of deltas delivered again (a crash before its commit) publishes nothing new."""
+    deltas = deltas_of(None, attributed(1))
+    events = [h.record(d.topic, d.key, d.value) for d in deltas]
+    await lanes_step(h, events)
+    before = len(h.sent("reports.conversions"))
+    await lanes_step(h, [h.record(d.topic, d.key, d.value) for d in deltas])
+    assert len(h.sent("reports.conversions")) == before
+    [row] = h.table("rows").data.values()
+    assert list(orjson.loads(row)["members"]) == [KEY]
 
 
-async def test_a_tombstone_of_conversions_attributed_is_ignored(h: Harness) -> None:
-    await count(h, None)
-    assert h.sent("reports.deltas") == [] and h.dead_letters() == []
+async def test_an_older_delta_arriving_late_does_not_undo_a_newer_one(h: Harness) -> None:
+    first = deltas_of(None, attributed(1, ad="a1"))
+    second = deltas_of(attributed(1, ad="a1"), attributed(2, ad="a2"))
+    await lanes_step(h, [h.record(d.topic, d.key, d.value) for d in second + first])
+    present = {
+        ad_of(key)
+        for key, raw in h.table("rows").data.items()
+        if orjson.loads(raw)["members"][KEY][1]
+    }
+    assert present == {"a2"}
 
 
-async def test_a_stale_version_sends_nothing(h: Harness) -> None:
-    await count(h, attributed(2))
-    sent = len(h.sent("reports.deltas"))
-    await count(h, attributed(1))
-    assert len(h.sent("reports.deltas")) == sent
-
-
-async def test_an_undecodable_record_is_dead_lettered_and_the_batch_goes_on(h: Harness) -> None:
-    results = ResultsHandler(h.settings, h.outbox(*RESULTS_OUTPUTS), h.log)
+async def test_an_undecodable_delta_is_dead_lettered_and_the_batch_goes_on(h: Harness) -> None:
+    deltas = deltas_of(None, attributed(1))
     events = [
-        h.record("conversions.attributed", KEY, b"not json"),
-        h.record("conversions.attributed", KEY, attributed(1)),
+        h.record("reports.deltas", ACCOUNT, b"not json"),
+        *(h.record(d.topic, d.key, d.value) for d in deltas),
     ]
-    await h.run(results, events, h.table("results"))
+    await lanes_step(h, events)
     [dead] = h.dead_letters()
     assert dead["reason"] == "processing_error" and dead["offset"] == 0
-    assert [d.json.get("lane") for d in h.sent("reports.deltas")] == [None, "modeled", "protected"]
-
-
-async def test_one_agent_makes_both_the_deltas_and_the_diagnostics_fact(h: Harness) -> None:
-    """conversions.attributed has one agent: report deltas and the fact from the same step."""
-    outbox = h.outbox(*RESULTS_OUTPUTS, FACTS)
-    handler = AttributedHandler(
-        ResultsHandler(h.settings, outbox, h.log), FactsHandler(h.settings, outbox, h.log)
-    )
-    event = h.record("conversions.attributed", KEY, attributed(1))
-    await h.run(handler, [event], h.table("results"), outbox=outbox)
-    [fact] = h.sent(FACTS)
-    assert fact.json["kind"] == "result" and fact.key == ACCOUNT.encode()
-    assert len(h.sent("reports.deltas")) == 3  # observed, modeled, protected
+    assert [p.json["conversions"] for p in h.sent("reports.conversions")] == [1]
 
 
 async def test_a_row_is_published_once_per_batch(h: Harness) -> None:

@@ -7,12 +7,13 @@ from typing import Any
 
 from services.aggregate import lanes
 from services.aggregate.noise import Thresholded
-from services.aggregate.state import Bucket, Counted, PrivacyAccount, Stratum
+from services.aggregate.state import Bucket, PrivacyAccount, Stratum
+from shared.contract.report_deltas import utc_date
 
 ACCOUNT = "1"
 NOW_MS = int(time.time() * 1000)
 T = NOW_MS // 1000 - 5 * 86_400
-DATE = lanes.utc_date(T)
+DATE = utc_date(T)
 PARAMS = lanes.LaneParams(epsilon=1.0, budget=4.0, k=2, user_cap=1, value_cap=100.0, delay_s=0)
 
 
@@ -49,30 +50,6 @@ def record(status: str = "attributed", user: str | None = "p1", version: int = 1
         "currency": "USD",
         "version": version,
     }
-
-
-def test_an_attributed_conversion_joins_its_stratum_and_bucket():
-    stratum, bucket, sends = lanes.lane_deltas(None, record(), 1)
-    assert stratum == f"{ACCOUNT}:checkout:web:{DATE}" and bucket == f"{ACCOUNT}:{DATE}"
-    assert [(s.value["lane"], s.value["op"]) for s in sends] == [
-        ("modeled", "add"),
-        ("protected", "add"),
-    ]
-    assert sends[1].value["user"] == "p1"
-
-
-def test_a_conversion_that_loses_its_attribution_leaves_the_bucket():
-    last = Counted(1, "row", f"{ACCOUNT}:checkout:web:{DATE}", f"{ACCOUNT}:{DATE}")
-    _, bucket, sends = lanes.lane_deltas(last, record(status="unattributed", version=2), 2)
-    assert bucket is None
-    assert [(s.value["lane"], s.value["op"]) for s in sends] == [
-        ("modeled", "add"),
-        ("protected", "remove"),
-    ]
-
-
-def test_a_deleted_users_conversion_is_not_in_the_protected_lane():
-    assert lanes.bucket_key(record(user=None)) is None
 
 
 def stratum_of(*statuses: str) -> Stratum:

@@ -1,11 +1,9 @@
-"""Report aggregation rules (services/aggregate/rules.py and report_query.py)."""
-
-from hypothesis import given
-from hypothesis import strategies as st
+"""Report rows (services/aggregate/rules.py and report_query.py)."""
 
 from services.aggregate import rules
 from services.aggregate.report_query import parse_query, summarise_rows
 from services.aggregate.state import Row, encode_row
+from shared.contract.report_deltas import deltas_of, ops_of, row_key, row_of
 
 T = 1_764_151_000  # 2025-11-26 UTC
 
@@ -36,52 +34,6 @@ def record(key="k", version=1, status="attributed", touch_type="click", ad="a1",
     }
 
 
-def test_row_uses_touch_ids_and_type_or_status_for_unattributed():
-    assert rules.row_of(record()) == {
-        "ad_account_id": "1",
-        "campaign_id": "c1",
-        "ad_group_id": "g1",
-        "ad_id": "a1",
-        "event_name": "checkout",
-        "attribution_type": "click",
-        "date": "2025-11-26",
-    }
-    row = rules.row_of(record(status="unidentified"))
-    assert (row["campaign_id"], row["attribution_type"]) == (None, "unidentified")
-
-
-def test_row_key_round_trips():
-    row = rules.row_of(record())
-    assert rules.row_from_key(rules.row_key(row)) == row
-
-
-def deltas_of(sends):
-    """The observed lane's deltas (the privacy lanes' are tested in test_lanes.py)."""
-    assert all(send.topic == "reports.deltas" and send.key == "1" for send in sends)
-    return [send.value for send in sends if "lane" not in send.value]
-
-
-def test_new_version_in_another_row_removes_then_adds():
-    last, sends = rules.on_result(None, record(version=1))
-    assert [d["op"] for d in deltas_of(sends)] == ["add"]
-    last2, sends = rules.on_result(last, record(version=2, ad="a2"))
-    deltas = deltas_of(sends)
-    assert [d["op"] for d in deltas] == ["remove", "add"]
-    assert deltas[0]["row"] == last.row and deltas[1]["row"] == last2.row
-
-
-def test_new_version_in_the_same_row_only_adds():
-    last, _ = rules.on_result(None, record(version=1))
-    _, sends = rules.on_result(last, record(version=2, value=3.0))
-    assert [(d["op"], d["value"]) for d in deltas_of(sends)] == [("add", 3.0)]
-
-
-def test_stale_version_changes_nothing():
-    last, _ = rules.on_result(None, record(version=5))
-    assert rules.on_result(last, record(version=4)) == (None, [])
-    assert rules.on_result(last, record(version=5)) == (None, [])
-
-
 def test_replayed_and_out_of_date_deltas_are_idempotent():
     row = Row()
     add = {"op": "add", "conversion_key": "k", "version": 1, "value": 1.5, "currency": "USD"}
@@ -90,7 +42,7 @@ def test_replayed_and_out_of_date_deltas_are_idempotent():
     assert not rules.apply_delta(row, add)
     assert rules.apply_delta(row, remove)
     assert not rules.apply_delta(row, add)  # an old add cannot resurrect it
-    assert rules.summarise(rules.row_key(rules.row_of(record())), row) is None
+    assert rules.summarise(row_key(row_of(record())), row) is None
 
 
 def test_a_changed_row_gets_a_version_not_below_the_clock():
@@ -113,42 +65,22 @@ def test_summary_counts_members_and_sums_values_exactly():
                 "currency": "USD",
             },
         )
-    summary = rules.summarise(rules.row_key(rules.row_of(record())), row)
+    summary = rules.summarise(row_key(row_of(record())), row)
     assert summary["conversions"] == 3
     assert summary["value"] == {"USD": 0.3}
     assert summary["version"] == 3
 
 
 def test_an_emptied_row_is_published_as_a_tombstone():
-    key = rules.row_key(rules.row_of(record()))
+    key = row_key(row_of(record()))
     assert rules.publish_row(key, Row()) == ("reports.conversions", key, None)
-
-
-@given(st.lists(st.tuples(st.sampled_from(["a1", "a2", "a3"]), st.integers(1, 50)), max_size=40))
-def test_rows_hold_each_conversion_once_at_its_newest_version(updates):
-    """Whatever the order of versions, every conversion sits in exactly one row."""
-    lasts: dict = {}
-    rows: dict[str, Row] = {}
-    newest: dict[str, tuple[int, str]] = {}
-    for i, (ad, version) in enumerate(updates):
-        key = f"k{i % 4}"
-        new_last, sends = rules.on_result(lasts.get(key), record(key, version, ad=ad))
-        if new_last is not None:
-            lasts[key] = new_last
-        for delta in deltas_of(sends):
-            rules.apply_delta(rows.setdefault(delta["row"], Row()), delta)
-        if key not in newest or version > newest[key][0]:
-            newest[key] = (version, ad)
-    for key, (_version, ad) in newest.items():
-        holding = [r for r, row in rows.items() if key in row.members and row.members[key].present]
-        assert holding == [rules.row_key(rules.row_of(record(key, ad=ad)))]
 
 
 def test_report_query_sums_rows_at_campaign_level_in_the_date_range():
     rows = []
     for key, ad in (("k1", "a1"), ("k2", "a2")):
-        _last, sends = rules.on_result(None, record(key, ad=ad))
-        [delta] = deltas_of(sends)
+        [send] = deltas_of(None, record(key, ad=ad))
+        [delta] = [op for op in ops_of(send.value) if "lane" not in op]
         row = Row(version=1)
         rules.apply_delta(row, delta)
         rows.append((delta["row"], encode_row(row)))

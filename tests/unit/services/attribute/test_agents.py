@@ -130,6 +130,45 @@ async def test_publisher_writes_a_result_only_when_it_is_newer(h: Harness) -> No
     assert h.table("published").value(CK) == {"order": result.json["order"], "record": record.json}
 
 
+async def test_publisher_sends_the_report_deltas_and_the_fact_of_each_record(h: Harness) -> None:
+    """aggregate's inputs leave with the record, keyed by ad account."""
+    await users(h, h.record("attribution.assignments", IUSER, assign(mv=2)))
+    await results_to_publisher(h)
+    [record] = h.sent("conversions.attributed")
+    [delta] = h.sent("reports.deltas")
+    assert [(op.get("lane"), op["op"]) for op in delta.json["ops"]] == [
+        (None, "add"),
+        ("modeled", "add"),
+    ]
+    assert delta.key == record.json["ad_account_id"].encode()
+    assert delta.json["version"] == record.json["version"]
+    [fact] = h.sent("diagnostics.facts")
+    assert fact.json["kind"] == "result" and fact.json["ref"] == CK
+
+
+async def test_a_result_not_newer_sends_no_deltas_again(h: Harness) -> None:
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
+    await results_to_publisher(h)
+    await results_to_publisher(h)  # redelivered
+    assert len(h.sent("conversions.attributed")) == 1
+    assert len(h.sent("diagnostics.facts")) == 1
+
+
+async def test_a_re_attribution_moves_the_conversion_out_of_its_old_row(h: Harness) -> None:
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
+    await results_to_publisher(h)
+    [first] = h.sent("reports.deltas")
+    first_row = first.json["ops"][0]["row"]
+    await users(h, h.record("ads.engagements", USER, engagement()))
+    await results_to_publisher(h, start=1)
+    [_, later] = h.sent("reports.deltas")
+    observed = [op for op in later.json["ops"] if "lane" not in op]
+    assert [(op["op"], op["row"] == first_row) for op in observed] == [
+        ("remove", True),
+        ("add", False),
+    ]
+
+
 async def test_invalid_engagement_is_dead_lettered_and_the_batch_goes_on(h: Harness) -> None:
     await users(
         h,

@@ -235,13 +235,29 @@ def test_delete_leaves_no_state_and_scrubs_every_named_conversion() -> None:
     assert all("u1" not in str(s.value) for s in sends if s.topic == "attribution.results")
 
 
-PUBLISHED = Published((5, 7), {"version": 7, "match": {"key_type": "em", "user": "k0.abc"}})
+def candidate(order: list[int]) -> dict[str, Any]:
+    conv = {
+        "ad_account_id": "1",
+        "event_id": "e",
+        "event_name": "lead",
+        "action_source": "web",
+        "source": "api",
+        "event_time": T,
+    }
+    return {"conv": conv, "status": "unattributed", "reason": None, "touch": None,
+            "match": {"key_type": "em", "user": "k0.abc"}, "order": order}  # fmt: skip
+
+
+#: What the publisher holds after publishing candidate [5, 7] at time 7.
+PUBLISHED = rules.on_result(None, "ck", candidate([5, 7]), 7)[0]
+assert PUBLISHED is not None and PUBLISHED.record["version"] == 7
 
 
 def test_scrub_re_emits_only_records_naming_the_user_with_a_higher_version() -> None:
     scrub = {"op": "scrub", "users": ["k1.new", "k0.abc"]}
-    again, [sent] = rules.on_scrub(PUBLISHED, "ck", scrub, NOW_MS)
+    again, [sent, *aggregate_inputs] = rules.on_scrub(PUBLISHED, "ck", scrub, NOW_MS)
     assert again is not None and again.order == PUBLISHED.order and sent.value == again.record
+    assert {s.topic for s in aggregate_inputs} == {"reports.deltas", "diagnostics.facts"}
     assert again.record["match"] == {"key_type": "em", "user": None}
     assert again.record["version"] == again.record["processed_at_ms"] == NOW_MS
     assert rules.on_scrub(again, "ck", scrub, 0)[1] == []
@@ -250,7 +266,7 @@ def test_scrub_re_emits_only_records_naming_the_user_with_a_higher_version() -> 
 
 
 def test_a_scrub_of_before_key_rotations_were_handled_still_applies() -> None:
-    _, [sent] = rules.on_scrub(PUBLISHED, "ck", {"op": "scrub", "user": "k0.abc"}, NOW_MS)
+    _, [sent, *_] = rules.on_scrub(PUBLISHED, "ck", {"op": "scrub", "user": "k0.abc"}, NOW_MS)
     assert sent.value["match"]["user"] is None
 
 
@@ -292,22 +308,10 @@ def test_publisher_takes_a_result_only_if_its_order_is_higher() -> None:
     assert rules.is_newer([1, 0], None)
 
 
-def candidate(order: list[int]) -> dict[str, Any]:
-    conv = {
-        "ad_account_id": "1",
-        "event_id": "e",
-        "event_name": "lead",
-        "action_source": "web",
-        "source": "api",
-        "event_time": T,
-    }
-    return {"conv": conv, "status": "unattributed", "reason": None, "touch": None,
-            "match": {"key_type": "em", "user": "k0.abc"}, "order": order}  # fmt: skip
-
-
 def test_publisher_result_is_a_record_with_a_growing_version() -> None:
-    new, [sent] = rules.on_result(PUBLISHED, "ck", candidate([6, 0]), NOW_MS)
+    new, [sent, *aggregate_inputs] = rules.on_result(PUBLISHED, "ck", candidate([6, 0]), NOW_MS)
     assert new is not None and new.order == (6, 0) and sent.topic == "conversions.attributed"
+    assert [s.topic for s in aggregate_inputs] == ["reports.deltas", "diagnostics.facts"]
     assert sent.value["conversion_key"] == "ck" and sent.value["version"] == NOW_MS
     assert rules.on_result(PUBLISHED, "ck", candidate([5, 7]), NOW_MS) == (PUBLISHED, [])
 
