@@ -5,7 +5,7 @@ PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 CONVMESH := $(VENV)/bin/convmesh
 
-.PHONY: venv jars browser demo up down status logs test unit integration chaos-short chaos fuzz lint fmt check clean bench bench-state
+.PHONY: venv jars browser demo up down status logs test unit integration chaos-short chaos fuzz lint fmt check clean bench bench-state bench-recovery
 
 venv: $(STAMP)
 
@@ -103,6 +103,10 @@ bench: venv
 # RSS per service while identity links and engagements load (bench/state.py).
 bench-state: venv
 	$(PY) -m bench.state $(BENCH_STATE_ARGS)
+
+# Recovery time of a moved partition with 0 and 1 standby replicas (bench/recovery.py).
+bench-recovery: venv
+	$(PY) -m bench.recovery $(BENCH_RECOVERY_ARGS)
 
 # Stops the local mesh and deletes its data (var/mesh/); the venv and jar cache stay.
 clean: venv

@@ -135,7 +135,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         topic_allow_declare=True,
         topic_replication_factor=1,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
         # On a rebalance, finish the batches in flight (their changelog records and
         # offsets) before giving partitions up: otherwise the new owner can recover
         # a partition before the old one's last writes reach the changelog.

@@ -269,6 +269,13 @@ class Settings:
         " (and how long a restarted one waits)",
         _int,
     )
+    standby_replicas: int = env_field(
+        "CONVMESH_STANDBY_REPLICAS",
+        0,
+        "standby copies of each table partition on other workers of the service"
+        " (docs/reliability.md, standby replicas)",
+        _int,
+    )
     max_record_bytes: int = env_field(
         "CONVMESH_MAX_RECORD_BYTES",
         1_000_000,
