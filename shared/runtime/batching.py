@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -39,12 +40,37 @@ class StateCache:
     def get(self, key: bytes, event: Any) -> Any:
         if key in self._values:
             return self._values[key]
-        bind_event(event)
-        raw = self.table.get(key)
+        raw = self._stored(key, event)
         value = orjson.loads(raw) if raw is not None else None
         self._values[key] = value
         self._events[key] = event
         return value
+
+    def _stored(self, key: bytes, event: Any) -> bytes | None:
+        """The table's value of ``key`` in the partition of ``event``."""
+        read = getattr(self.table, "read", None)
+        if read is not None:
+            stored: bytes | None = read(event.message.partition, key)
+            return stored
+        bind_event(event)  # a table without partition reads (a test double)
+        stored = self.table.get(key)
+        return stored
+
+    def with_prefix(self, prefix: bytes, event: Any) -> dict[bytes, Any]:
+        """Every key starting with ``prefix`` in the partition of ``event`` and its value,
+        as this batch sees it: the store's, then the batch's own staged writes."""
+        read_prefix = getattr(self.table, "read_prefix", None)
+        if read_prefix is not None:
+            stored = read_prefix(event.message.partition, prefix)
+        else:  # a table without partitions (a test double)
+            stored = [(k, v) for k, v in self.table.items() if k.startswith(prefix)]
+        found = {key: orjson.loads(raw) for key, raw in stored}
+        for key, value in self._values.items():
+            if key.startswith(prefix) and self._events[key].message.partition == (
+                event.message.partition
+            ):
+                found[key] = value
+        return {key: value for key, value in found.items() if value is not None}
 
     def put(self, key: bytes, value: Any, event: Any) -> None:
         """Stage a new value (None deletes the key) written on flush()."""
@@ -70,9 +96,8 @@ class StateCache:
         for key in self._dirty:
             # The partition (store and changelog) is that of the event the key came with.
             event = self._events[key]
-            bind_event(event)
             value = self._values[key]
-            if value is None and self.table.get(key) is None:
+            if value is None and self._stored(key, event) is None:
                 continue  # nothing to delete: no tombstone
             raw = None if value is None else orjson.dumps(value)
             writes.append((event.message.partition, key, raw))
@@ -265,8 +290,8 @@ async def process(
 
     async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
         started = time.perf_counter()
-        for event in events:
-            outbox.metrics.record_in(registry_topic(event.message.topic, settings.namespace))
+        for topic, count in Counter(event.message.topic for event in events).items():
+            outbox.metrics.record_in(registry_topic(topic, settings.namespace), count)
         try:
             await until_done(run, events, outbox, log)
             outbox.metrics.batch_seconds.observe(time.perf_counter() - started)

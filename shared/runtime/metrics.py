@@ -65,6 +65,7 @@ class Metrics:
         self.service = service
         self.worker = worker
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
 
         def counter(name: str, doc: str, labels: Iterable[str]) -> Counter:
@@ -99,15 +100,24 @@ class Metrics:
             registry=r,
         )
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, kept: these hooks run per record, and
+        prometheus_client takes a lock and checks the labels on every call."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     # One-line hooks for the agents: where an outcome is decided.
     def duplicate(self) -> None:
         self.duplicates.inc()
 
     def match(self, key_type: str, outcome: str) -> None:
-        self.matches.labels(key_type=key_type or "none", outcome=outcome).inc()
+        self._child(self.matches, key_type or "none", outcome).inc()
 
     def attribution(self, touch_type: str | None) -> None:
-        self.attributions.labels(touch_type=touch_type or "none").inc()
+        self._child(self.attributions, touch_type or "none").inc()
 
     def published_result(self, record: Any) -> None:
         """A conversions.attributed record: its touch type (``none``: not attributed)."""
@@ -117,21 +127,21 @@ class Metrics:
         self.attribution(touch.get("type"))
 
     def outcome(self, outcome: str) -> None:
-        self.outcomes.labels(outcome=outcome).inc()
+        self._child(self.outcomes, outcome).inc()
 
     # Hooks of the batching loop.
-    def record_in(self, topic: str) -> None:
-        self.records_in.labels(topic=topic).inc()
+    def record_in(self, topic: str, count: int = 1) -> None:
+        self._child(self.records_in, topic).inc(count)
 
     def record_out(self, topic: str, value: Any, now_ms: int | None = None) -> None:
-        self.records_out.labels(topic=topic).inc()
+        self._child(self.records_out, topic).inc()
         received = received_at_ms(value)
         if received is not None:
             now = now_ms if now_ms is not None else int(time.time() * 1000)
-            self.latency.labels(topic=topic).observe(max(0, now - received) / 1000)
+            self._child(self.latency, topic).observe(max(0, now - received) / 1000)
 
     def reject(self, reason: str, topic: str) -> None:
-        self.rejects.labels(reason=reason, topic=topic).inc()
+        self._child(self.rejects, reason, topic).inc()
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)

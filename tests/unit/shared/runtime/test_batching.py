@@ -189,3 +189,14 @@ def test_a_cancelled_batch_is_not_retried():
         pass
     else:
         raise AssertionError("cancellation must propagate")
+
+
+def test_with_prefix_sees_the_store_and_the_batchs_own_writes():
+    """Staged puts are included, staged deletes hide stored keys, other prefixes are not."""
+    table = RecordingTable({b"a|1": b"1", b"a|2": b"2", b"b|1": b"3"})
+    cache = StateCache(table)
+    ev = Event()
+    cache.put(b"a|3", 4, ev)
+    cache.put(b"a|2", None, ev)
+    cache.put(b"b|2", 5, ev)
+    assert cache.with_prefix(b"a|", ev) == {b"a|1": 1, b"a|3": 4}

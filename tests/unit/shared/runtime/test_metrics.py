@@ -107,6 +107,21 @@ def test_a_match_outcome_is_counted_per_key_type() -> None:
     assert got[("convmesh_match_outcomes_total", none)] == 1
 
 
+def test_repeated_hooks_add_up_per_label_set() -> None:
+    """The kept label children count for their own labels only."""
+    metrics = Metrics()
+    metrics.record_in("conversions.raw", 3)
+    metrics.record_in("conversions.raw")
+    metrics.record_in("conversions.valid")
+    metrics.reject("invalid_json", "conversions.raw")
+    metrics.reject("invalid_json", "conversions.valid")
+    got = samples(metrics)
+    assert got[("convmesh_records_in_total", (("topic", "conversions.raw"),))] == 4
+    assert got[("convmesh_records_in_total", (("topic", "conversions.valid"),))] == 1
+    raw = (("reason", "invalid_json"), ("topic", "conversions.raw"))
+    assert got[("convmesh_rejects_total", raw)] == 1
+
+
 def test_the_namespace_is_removed_from_topic_labels() -> None:
     assert registry_topic("t-1.conversions.raw", "t-1") == "conversions.raw"
     assert registry_topic("conversions.raw", "") == "conversions.raw"
