@@ -121,16 +121,35 @@ class RowsHandler:
     def on_bucket_delta(
         self, event: Any, delta: dict[str, Any], buckets: StateCache, privacy: StateCache
     ) -> None:
-        key = delta["bucket"].encode()
+        conversion_key = delta["conversion_key"]
+        key = state.member_key(delta["bucket"], conversion_key).encode()
         account_key = event.message.key
         account = state.decode_privacy(privacy.get(account_key, event))
-        bucket = state.decode_bucket(buckets.get(key, event))
+        current = state.decode_member(buckets.get(key, event))
+        bucket = state.Bucket({conversion_key: current} if current is not None else {})
         delay = self.params.delay_s
         if lanes.on_bucket_delta(account, bucket, delta, versions.now_ms(), delay):
-            buckets.put(key, state.encode_bucket(bucket), event)
+            buckets.put(key, state.encode_member(bucket.members[conversion_key]), event)
             privacy.put(account_key, state.encode_privacy(account), event)
         else:
             buckets.rewrite(key, event)
+
+    def bucket_of(self, event: Any, account_id: str, date: str, buckets: StateCache) -> Any:
+        """A date's members: one key each, plus a whole bucket of layout 1 if one is left."""
+        name = f"{account_id}:{date}"
+        bucket = state.decode_bucket(buckets.get(name.encode(), event))
+        for key, value in buckets.with_prefix(state.members_prefix(name).encode(), event).items():
+            member = state.decode_member(value)
+            if member is not None:
+                bucket.members[key.decode().split("|", 1)[1]] = member
+        return bucket
+
+    def drop_bucket(self, event: Any, account_id: str, date: str, buckets: StateCache) -> None:
+        """A released date's members go (their tombstones reach the changelog)."""
+        name = f"{account_id}:{date}"
+        buckets.put(name.encode(), None, event)
+        for key in buckets.with_prefix(state.members_prefix(name).encode(), event):
+            buckets.put(key, None, event)
 
     async def on_release(
         self, event: Any, request: dict[str, Any], buckets: StateCache, privacy: StateCache
@@ -142,15 +161,13 @@ class RowsHandler:
         account_key = account_id.encode()
         account = state.decode_privacy(privacy.get(account_key, event))
         dates = lanes.due_dates(account, request)
-        bucket_of = {
-            d: state.decode_bucket(buckets.get(f"{account_id}:{d}".encode(), event)) for d in dates
-        }
+        bucket_of = {d: self.bucket_of(event, account_id, d, buckets) for d in dates}
         now_ms = versions.now_ms()
         outcome, sends = lanes.release(
             account, account_id, bucket_of, request, self.params, self.noise, _release_id, now_ms
         )
         for date in outcome.released:
-            buckets.put(f"{account_id}:{date}".encode(), None, event)
+            self.drop_bucket(event, account_id, date, buckets)
             self.log.info("privacy_release_charged", ad_account_id=account_id, date=date)
             self.outbox.metrics.outcome("privacy_release_charged")
         for date in outcome.refused:

@@ -10,10 +10,14 @@ Privacy lanes (docs/privacy.md), all on the partition of their ad account:
 
 * ``strata`` (key ``"{ad_account_id}:{event_name}:{action_source}:{date}"``):
   ``{"members": {conversion_key: [version, present, status]}, "version": int}``;
-* ``buckets`` (key ``"{ad_account_id}:{date}"``), the attributed conversions a
-  protected release of that date is drawn from: ``{"members": {conversion_key:
-  [version, present, user, event_time, campaign_id, event_name,
-  attribution_type, value, currency]}}``;
+* ``buckets``, the attributed conversions a protected release of a date is
+  drawn from, one key per conversion (layout 2): key
+  ``"{ad_account_id}:{date}|{conversion_key}"``, value ``[version, present,
+  user, event_time, campaign_id, event_name, attribution_type, value,
+  currency]``. Layout 1 kept a whole date in one value (key
+  ``"{ad_account_id}:{date}"``, ``{"members": {conversion_key: [...]}}``),
+  re-encoded and re-sent to the changelog with every batch that touched it
+  (152 KB per value in the bench); a release still reads such a value;
 * ``privacy`` (key ``ad_account_id``), the account's ledger and releases in ONE
   value, so that a charge and the noisy result it paid for are written (and
   reach the changelog) together: ``{"open": [date], "released": {date:
@@ -29,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,30 +123,37 @@ class Bucket:
 
 
 def decode_bucket(value: Any) -> Bucket:
+    """A whole bucket of layout 1 (one value per ad account and date)."""
     if value is None:
         return Bucket()
     return Bucket({key: BucketMember(*fields) for key, fields in value["members"].items()})
 
 
-def encode_bucket(bucket: Bucket) -> dict[str, Any] | None:
-    """The wire layout; None (a tombstone) when the bucket is empty."""
-    if not bucket.members:
-        return None
-    members = {
-        key: [
-            m.version,
-            m.present,
-            m.user,
-            m.event_time,
-            m.campaign_id,
-            m.event_name,
-            m.attribution_type,
-            m.value,
-            m.currency,
-        ]
-        for key, m in bucket.members.items()
-    }
-    return {"members": members}
+def member_key(bucket: str, conversion_key: str) -> str:
+    """One member's ``buckets`` key (layout 2): ``"{ad_account_id}:{date}|{conversion_key}"``."""
+    return f"{bucket}|{conversion_key}"
+
+
+def members_prefix(bucket: str) -> str:
+    return f"{bucket}|"
+
+
+def decode_member(value: Any) -> BucketMember | None:
+    return None if value is None else BucketMember(*value)
+
+
+def encode_member(m: BucketMember) -> list[Any]:
+    return [
+        m.version,
+        m.present,
+        m.user,
+        m.event_time,
+        m.campaign_id,
+        m.event_name,
+        m.attribution_type,
+        m.value,
+        m.currency,
+    ]
 
 
 @dataclass(slots=True)

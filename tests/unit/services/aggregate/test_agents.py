@@ -197,7 +197,36 @@ async def test_a_release_charges_the_ledger_then_publishes_the_stored_rows(h: Ha
     [row] = h.sent("reports.conversions.protected")
     assert row.key == f"{ACCOUNT}:c1:checkout:click:{DATE}".encode()
     assert row.json["conversions"] == 1 and row.json["value"] == {"USD": 1000.0}  # clipped
-    assert h.table("buckets").value(f"{ACCOUNT}:{DATE}") is None  # members dropped
+    assert h.table("buckets").data == {}  # members dropped
+
+
+async def test_a_protected_delta_writes_its_member_only(h: Harness) -> None:
+    """One key per member: a delta never re-writes the rest of the date's bucket."""
+    await count(h, attributed(1))
+    assert list(h.table("buckets").data) == [f"{ACCOUNT}:{DATE}|{KEY}".encode()]
+
+
+async def test_a_release_in_the_batch_of_its_deltas_sees_them(h: Harness) -> None:
+    """The members staged earlier in the same batch are part of the release."""
+    deltas = deltas_of(None, attributed(1))
+    request = release_request(before=NEXT_DAY)
+    events = [h.record(d.topic, d.key, d.value) for d in deltas]
+    await lanes_step(h, [*events, h.record("privacy.releases", ACCOUNT, request)], privacy_k=1)
+    published = h.sent("privacy.releases")
+    await lanes_step(h, [h.record("privacy.releases", p.key, p.value) for p in published])
+    [row] = h.sent("reports.conversions.protected")
+    assert row.json["conversions"] == 1
+
+
+async def test_a_release_reads_a_whole_bucket_of_the_older_layout(h: Harness) -> None:
+    """Layout 1 kept a date in one value; a release still counts it, then deletes it."""
+    await count(h, attributed(1))
+    member = h.table("buckets").data.pop(f"{ACCOUNT}:{DATE}|{KEY}".encode())
+    old = {"members": {KEY: orjson.loads(member)}}
+    h.table("buckets").data[f"{ACCOUNT}:{DATE}".encode()] = orjson.dumps(old)
+    await release_and_publish(h, privacy_k=1)
+    [row] = h.sent("reports.conversions.protected")
+    assert row.json["conversions"] == 1 and h.table("buckets").data == {}
 
 
 async def test_a_released_date_is_never_released_nor_published_again(h: Harness) -> None:
