@@ -8,8 +8,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from bench import figures
 from ops import mesh
@@ -104,3 +108,19 @@ def stop_profiles(profiles: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def report_header(args: Any) -> dict[str, Any]:
+    """What every bench report starts with: commit, time, options and the machine."""
+    return {
+        "commit": git_commit(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": {k: str(v) for k, v in vars(args).items()},
+        "machine": {"cpus": os.cpu_count(), "load_1m_at_start": load_1m()},
+    }
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(f"report: {out}")

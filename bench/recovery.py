@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 
 from bench.kafka_probe import Offsets, produce_all, wait_consumed
 from bench.pipeline import consumer_groups
-from bench.procstats import git_commit, load_1m
+from bench.procstats import report_header, write_report
 from bench.state import engagements, links
 from ops import mesh
 from ops.procs import running_pid
@@ -159,17 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "var" / "bench")
     args = parser.parse_args(argv)
     args.services = args.services.split(",")
-    report: dict[str, Any] = {
-        "commit": git_commit(),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": {k: str(v) for k, v in vars(args).items()},
-        "machine": {"cpus": os.cpu_count(), "load_1m_at_start": load_1m()},
-        "runs": [measure(int(s), args, print) for s in args.standbys.split(",")],
-    }
-    out = args.out_dir / f"recovery-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    print(f"report: {out}")
+    report = report_header(args)
+    report["runs"] = [measure(int(s), args, print) for s in args.standbys.split(",")]
+    write_report(report, args.out_dir / f"recovery-{time.strftime('%Y%m%dT%H%M%S')}.json")
     return 0
 
 

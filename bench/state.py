@@ -29,7 +29,7 @@ import orjson
 
 from bench.kafka_probe import Offsets, produce_all, wait_consumed
 from bench.pipeline import consumer_groups
-from bench.procstats import git_commit, load_1m, worker_pids
+from bench.procstats import load_1m, report_header, worker_pids, write_report
 from ops import mesh
 from shared.runtime.settings import REPO_ROOT, SERVICES, Settings
 
@@ -158,22 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         CONVMESH_DATA_DIR=str(args.out_dir / namespace),
     )
     settings = Settings.from_env()
-    report: dict[str, Any] = {
-        "commit": git_commit(),
-        "namespace": namespace,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": {k: str(v) for k, v in vars(args).items()},
-        "machine": {"cpus": os.cpu_count(), "load_1m_at_start": load_1m()},
-    }
+    report = {**report_header(args), "namespace": namespace}
     mesh.up(settings, workers=1)
     try:
         report["steps"] = asyncio.run(load_steps(settings, args, print))
     finally:
         mesh.down(settings, purge=True)
-    out = args.out_dir / f"{namespace}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    print(f"report: {out}")
+    write_report(report, args.out_dir / f"{namespace}.json")
     return 0
 
 

@@ -4,34 +4,7 @@ from services.aggregate import rules
 from services.aggregate.report_query import parse_query, summarise_rows
 from services.aggregate.state import Row, encode_row
 from shared.contract.report_deltas import deltas_of, ops_of, row_key, row_of
-
-T = 1_764_151_000  # 2025-11-26 UTC
-
-
-def record(key="k", version=1, status="attributed", touch_type="click", ad="a1", value=10.5):
-    touch = None
-    if status == "attributed":
-        touch = {
-            "engagement_id": "e",
-            "campaign_id": "c1",
-            "ad_group_id": "g1",
-            "ad_id": ad,
-            "type": touch_type,
-            "ts_ms": 0,
-        }
-    return {
-        "conversion_key": key,
-        "ad_account_id": "1",
-        "event_name": "checkout",
-        "action_source": "web",
-        "match": {"key_type": "em", "user": "p-1"} if status != "unidentified" else None,
-        "event_time": T,
-        "status": status,
-        "touch": touch,
-        "version": version,
-        "value": value,
-        "currency": "USD",
-    }
+from tests.support.results import attributed_record
 
 
 def test_replayed_and_out_of_date_deltas_are_idempotent():
@@ -42,7 +15,7 @@ def test_replayed_and_out_of_date_deltas_are_idempotent():
     assert not rules.apply_delta(row, add)
     assert rules.apply_delta(row, remove)
     assert not rules.apply_delta(row, add)  # an old add cannot resurrect it
-    assert rules.summarise(row_key(row_of(record())), row) is None
+    assert rules.summarise(row_key(row_of(attributed_record())), row) is None
 
 
 def test_a_changed_row_gets_a_version_not_below_the_clock():
@@ -65,21 +38,21 @@ def test_summary_counts_members_and_sums_values_exactly():
                 "currency": "USD",
             },
         )
-    summary = rules.summarise(row_key(row_of(record())), row)
+    summary = rules.summarise(row_key(row_of(attributed_record())), row)
     assert summary["conversions"] == 3
     assert summary["value"] == {"USD": 0.3}
     assert summary["version"] == 3
 
 
 def test_an_emptied_row_is_published_as_a_tombstone():
-    key = row_key(row_of(record()))
+    key = row_key(row_of(attributed_record()))
     assert rules.publish_row(key, Row()) == ("reports.conversions", key, None)
 
 
 def test_report_query_sums_rows_at_campaign_level_in_the_date_range():
     rows = []
     for key, ad in (("k1", "a1"), ("k2", "a2")):
-        [send] = deltas_of(None, record(key, ad=ad))
+        [send] = deltas_of(None, attributed_record(key, ad=ad))
         [delta] = [op for op in ops_of(send.value) if "lane" not in op]
         row = Row(version=1)
         rules.apply_delta(row, delta)

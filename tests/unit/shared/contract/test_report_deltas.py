@@ -8,43 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.contract import report_deltas as rd
+from tests.support.results import attributed_record
 
-T = 1_764_151_000  # 2025-11-26 UTC
 DATE = "2025-11-26"
-
-
-def record(
-    key: str = "k",
-    version: int = 1,
-    status: str = "attributed",
-    ad: str = "a1",
-    value: float | None = 10.5,
-    user: str | None = "p-1",
-) -> dict[str, Any]:
-    touch = None
-    if status == "attributed":
-        touch = {
-            "engagement_id": "e",
-            "campaign_id": "c1",
-            "ad_group_id": "g1",
-            "ad_id": ad,
-            "type": "click",
-            "ts_ms": 0,
-        }
-    return {
-        "conversion_key": key,
-        "ad_account_id": "1",
-        "event_name": "checkout",
-        "action_source": "web",
-        "match": {"key_type": "em", "user": user} if status != "unidentified" else None,
-        "unidentified_reason": "no_identifier" if status == "unidentified" else None,
-        "event_time": T,
-        "status": status,
-        "touch": touch,
-        "version": version,
-        "value": value,
-        "currency": "USD",
-    }
 
 
 def ops(sends: list[Any]) -> list[dict[str, Any]]:
@@ -66,7 +32,7 @@ def lane(sends: list[Any], name: str) -> list[tuple[str, str]]:
 
 
 def test_row_uses_touch_ids_and_type_or_status_for_unattributed() -> None:
-    assert rd.row_of(record()) == {
+    assert rd.row_of(attributed_record()) == {
         "ad_account_id": "1",
         "campaign_id": "c1",
         "ad_group_id": "g1",
@@ -75,17 +41,17 @@ def test_row_uses_touch_ids_and_type_or_status_for_unattributed() -> None:
         "attribution_type": "click",
         "date": DATE,
     }
-    row = rd.row_of(record(status="unidentified"))
+    row = rd.row_of(attributed_record(status="unidentified"))
     assert (row["campaign_id"], row["attribution_type"]) == (None, "unidentified")
 
 
 def test_row_key_round_trips() -> None:
-    row = rd.row_of(record())
+    row = rd.row_of(attributed_record())
     assert rd.row_from_key(rd.row_key(row)) == row
 
 
 def test_a_version_is_one_delta_record_keyed_by_ad_account() -> None:
-    [send] = rd.deltas_of(record(version=1), record(version=7, ad="a2"))
+    [send] = rd.deltas_of(attributed_record(version=1), attributed_record(version=7, ad="a2"))
     assert (send.topic, send.key) == ("reports.deltas", "1")
     assert (send.value["conversion_key"], send.value["version"]) == ("k", 7)
     assert {(op["conversion_key"], op["version"]) for op in rd.ops_of(send.value)} == {("k", 7)}
@@ -97,7 +63,7 @@ def test_a_delta_of_the_older_layout_is_one_op() -> None:
 
 
 def test_a_first_result_joins_its_row_stratum_and_bucket() -> None:
-    sends = rd.deltas_of(None, record())
+    sends = rd.deltas_of(None, attributed_record())
     assert [d["op"] for d in observed(sends)] == ["add"]
     assert lane(sends, "modeled") == [("add", f"1:checkout:web:{DATE}")]
     assert lane(sends, "protected") == [("add", f"1:{DATE}")]
@@ -106,40 +72,42 @@ def test_a_first_result_joins_its_row_stratum_and_bucket() -> None:
 
 
 def test_a_new_version_in_another_row_removes_then_adds() -> None:
-    deltas = observed(rd.deltas_of(record(ad="a1"), record(version=2, ad="a2")))
+    deltas = observed(
+        rd.deltas_of(attributed_record(ad="a1"), attributed_record(version=2, ad="a2"))
+    )
     assert [d["op"] for d in deltas] == ["remove", "add"]
-    assert deltas[0]["row"] == rd.row_key(rd.row_of(record(ad="a1")))
-    assert deltas[1]["row"] == rd.row_key(rd.row_of(record(ad="a2")))
+    assert deltas[0]["row"] == rd.row_key(rd.row_of(attributed_record(ad="a1")))
+    assert deltas[1]["row"] == rd.row_key(rd.row_of(attributed_record(ad="a2")))
 
 
 def test_a_new_version_in_the_same_row_only_adds() -> None:
-    deltas = observed(rd.deltas_of(record(), record(version=2, value=3.0)))
+    deltas = observed(rd.deltas_of(attributed_record(), attributed_record(version=2, value=3.0)))
     assert [(d["op"], d["value"]) for d in deltas] == [("add", 3.0)]
 
 
 def test_a_conversion_that_loses_its_attribution_leaves_the_bucket() -> None:
-    sends = rd.deltas_of(record(), record(version=2, status="unattributed"))
+    sends = rd.deltas_of(attributed_record(), attributed_record(version=2, status="unattributed"))
     assert lane(sends, "protected") == [("remove", f"1:{DATE}")]
     assert lane(sends, "modeled") == [("add", f"1:checkout:web:{DATE}")]
 
 
 def test_a_deleted_users_conversion_leaves_the_protected_lane() -> None:
     """A scrubbed record (``match.user`` null) cannot be bounded per user."""
-    assert rd.bucket_key(record(user=None)) is None
-    sends = rd.deltas_of(record(), record(version=2, user=None))
+    assert rd.bucket_key(attributed_record(user=None)) is None
+    sends = rd.deltas_of(attributed_record(), attributed_record(version=2, user=None))
     assert lane(sends, "protected") == [("remove", f"1:{DATE}")]
 
 
 def test_the_fact_of_a_result_is_its_match_outcome() -> None:
-    fact = rd.fact_of_result(record(version=3))
+    fact = rd.fact_of_result(attributed_record(version=3))
     assert (fact["kind"], fact["ref"], fact["day"], fact["version"]) == ("result", "k", DATE, 3)
     assert fact["outcome"] == "matched:em"
-    unmatched = rd.fact_of_result(record(status="unidentified"))
+    unmatched = rd.fact_of_result(attributed_record(status="unidentified"))
     assert unmatched["outcome"] == "unmatched:no_identifier"
 
 
 def test_a_published_result_sends_its_deltas_then_its_fact() -> None:
-    sends = rd.sends_of_result(None, record())
+    sends = rd.sends_of_result(None, attributed_record())
     assert [s.topic for s in sends] == ["reports.deltas", "diagnostics.facts"]
     assert sends[-1].key == "1"
 
@@ -161,7 +129,7 @@ def test_rows_hold_each_conversion_once_in_its_newest_row_even_with_replays(upda
     last: dict[str, dict[str, Any]] = {}
     deltas: list[dict[str, Any]] = []
     for version, (ad, k) in enumerate(updates, start=1):
-        new = record(f"k{k}", version, ad=ad)
+        new = attributed_record(f"k{k}", version, ad=ad)
         deltas += observed(rd.deltas_of(last.get(new["conversion_key"]), new))
         last[new["conversion_key"]] = new
     delivered = list(deltas)
