@@ -183,9 +183,24 @@ class PublisherHandler:
                 return
         if new is not None and sends:
             await self.outbox.send_all(sends)
+            await self.tell_aggregate(last, sends[0].value, event)
             if result.get("op") != "scrub":
                 self.outbox.metrics.published_result(sends[0].value)
             published.put(message.key, state.encode_published(new), event)
+
+    async def tell_aggregate(self, last: Any, record: Any, event: Any) -> None:
+        """The record's report deltas and fact, sent with it.
+
+        A record these cannot be made of is still published; its input is
+        dead-lettered (``report_error``) so that the reports' gap is seen.
+        """
+        try:
+            sends = rules.aggregate_inputs(last, record)
+        except Exception as exc:  # noqa: BLE001 - our own record: a bug, not input
+            text = f"{type(exc).__name__} while making the report deltas"
+            await self.outbox.dead_letter("report_error", text, event.message, self.log)
+            return
+        await self.outbox.send_all(sends)
 
 
 def deleted_users_view(settings: Settings) -> CompactedView:

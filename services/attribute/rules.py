@@ -9,8 +9,8 @@ The ``users`` steps (state per internal user id, ``services.attribute.state.User
 the records to send (``Send``): a result for the publisher whenever a
 conversion's outcome changes. The ``published`` steps (state per
 conversion_key): ``on_result`` and ``on_scrub`` return what the publisher
-writes to conversions.attributed, with what the new record changes in
-aggregate's reports (reports.deltas, diagnostics.facts).
+writes to conversions.attributed; ``aggregate_inputs`` what the new record
+changes in aggregate's reports (reports.deltas, diagnostics.facts).
 """
 
 from __future__ import annotations
@@ -414,20 +414,17 @@ def on_result(
         processed_at_ms=now_ms,
     )
     mv, seq = result["order"]
-    return Published((mv, seq), record), published_sends(published, conversion_key, record)
+    return Published((mv, seq), record), [Send(ATTRIBUTED, conversion_key, record)]
 
 
-def published_sends(
-    last: Published | None, conversion_key: str, record: Mapping[str, Any]
-) -> list[Send]:
-    """The new record on conversions.attributed, then what it changes in the reports.
+def aggregate_inputs(last: Published | None, record: Mapping[str, Any]) -> list[Send]:
+    """What a newly published record tells aggregate: its report deltas and its fact.
 
-    The publisher knows the record it replaces, so it also tells aggregate the
-    row (and lane stratum and bucket) the conversion leaves and joins, and the
-    diagnostics fact (``shared.contract.report_deltas``).
+    The publisher knows the record it replaces, so it also says which row (and
+    lane stratum and bucket) the conversion leaves and joins
+    (``shared.contract.report_deltas``).
     """
-    previous = last.record if last is not None else None
-    return [Send(ATTRIBUTED, conversion_key, record), *sends_of_result(previous, record)]
+    return sends_of_result(last.record if last is not None else None, record)
 
 
 def scrubbed(last: Mapping[str, Any], users: Collection[str], at_ms: int) -> dict[str, Any] | None:
@@ -465,4 +462,4 @@ def on_scrub(
     record = scrubbed(published.record, users, now_ms)
     if record is None:
         return published, []
-    return replace(published, record=record), published_sends(published, conversion_key, record)
+    return replace(published, record=record), [Send(ATTRIBUTED, conversion_key, record)]

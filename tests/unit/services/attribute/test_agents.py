@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from services.attribute import rules
 from services.attribute.agents import (
     INTAKE_INPUTS,
     INTAKE_OUTPUTS,
@@ -144,6 +145,24 @@ async def test_publisher_sends_the_report_deltas_and_the_fact_of_each_record(h: 
     assert delta.json["version"] == record.json["version"]
     [fact] = h.sent("diagnostics.facts")
     assert fact.json["kind"] == "result" and fact.json["ref"] == CK
+
+
+async def test_a_record_without_report_deltas_is_published_and_its_input_dead_lettered(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug making the deltas never holds the result back; the gap is seen in the DLQ."""
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
+
+    def broken(*_: Any) -> list[Any]:
+        raise KeyError("action_source")
+
+    monkeypatch.setattr(rules, "aggregate_inputs", broken)
+    await results_to_publisher(h)
+    assert len(h.sent("conversions.attributed")) == 1
+    assert h.sent("reports.deltas") == []
+    [dead] = h.dead_letters()
+    assert dead["reason"] == "report_error"
+    assert dead["source_topic"].endswith("attribution.results")
 
 
 async def test_a_result_not_newer_sends_no_deltas_again(h: Harness) -> None:

@@ -255,9 +255,8 @@ assert PUBLISHED is not None and PUBLISHED.record["version"] == 7
 
 def test_scrub_re_emits_only_records_naming_the_user_with_a_higher_version() -> None:
     scrub = {"op": "scrub", "users": ["k1.new", "k0.abc"]}
-    again, [sent, *aggregate_inputs] = rules.on_scrub(PUBLISHED, "ck", scrub, NOW_MS)
+    again, [sent] = rules.on_scrub(PUBLISHED, "ck", scrub, NOW_MS)
     assert again is not None and again.order == PUBLISHED.order and sent.value == again.record
-    assert {s.topic for s in aggregate_inputs} == {"reports.deltas", "diagnostics.facts"}
     assert again.record["match"] == {"key_type": "em", "user": None}
     assert again.record["version"] == again.record["processed_at_ms"] == NOW_MS
     assert rules.on_scrub(again, "ck", scrub, 0)[1] == []
@@ -266,7 +265,7 @@ def test_scrub_re_emits_only_records_naming_the_user_with_a_higher_version() -> 
 
 
 def test_a_scrub_of_before_key_rotations_were_handled_still_applies() -> None:
-    _, [sent, *_] = rules.on_scrub(PUBLISHED, "ck", {"op": "scrub", "user": "k0.abc"}, NOW_MS)
+    _, [sent] = rules.on_scrub(PUBLISHED, "ck", {"op": "scrub", "user": "k0.abc"}, NOW_MS)
     assert sent.value["match"]["user"] is None
 
 
@@ -309,11 +308,17 @@ def test_publisher_takes_a_result_only_if_its_order_is_higher() -> None:
 
 
 def test_publisher_result_is_a_record_with_a_growing_version() -> None:
-    new, [sent, *aggregate_inputs] = rules.on_result(PUBLISHED, "ck", candidate([6, 0]), NOW_MS)
+    new, [sent] = rules.on_result(PUBLISHED, "ck", candidate([6, 0]), NOW_MS)
     assert new is not None and new.order == (6, 0) and sent.topic == "conversions.attributed"
-    assert [s.topic for s in aggregate_inputs] == ["reports.deltas", "diagnostics.facts"]
     assert sent.value["conversion_key"] == "ck" and sent.value["version"] == NOW_MS
     assert rules.on_result(PUBLISHED, "ck", candidate([5, 7]), NOW_MS) == (PUBLISHED, [])
+
+
+def test_a_published_record_tells_aggregate_its_deltas_then_its_fact() -> None:
+    new, [sent] = rules.on_result(PUBLISHED, "ck", candidate([6, 0]), NOW_MS)
+    inputs = rules.aggregate_inputs(PUBLISHED, sent.value)
+    assert [s.topic for s in inputs] == ["reports.deltas", "diagnostics.facts"]
+    assert inputs[0].value["version"] == sent.value["version"]
 
 
 def test_a_reattribution_stamp_outranks_the_state_it_was_recomputed_from() -> None:
