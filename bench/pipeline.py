@@ -137,8 +137,9 @@ def latencies_to_reports(
     attributed_first: dict[str, Stamped], reports: Sequence[Any], sent_at: dict[str, int]
 ) -> list[float]:
     """Per conversion: its received_at_ms to the first reports.conversions record of its
-    row written at or after its result (aggregate consumes results in order, so that
-    record is the first one that can count it)."""
+    row written at or after its result (the publisher sends a result's deltas with it,
+    and aggregate applies them in order, so that record is the first one that can
+    count it)."""
     by_row: dict[str, list[int]] = {}
     for seen in reports:
         by_row.setdefault(seen.key, []).append(seen.timestamp_ms)

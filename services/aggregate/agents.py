@@ -40,6 +40,8 @@ ROWS_OUTPUTS = (
     "privacy.ledger",
     "privacy.releases",
 )
+#: The rows agent's tables, in the order a batch writes them (see ``register``).
+TABLES = ("privacy", "rows", "strata", "buckets")
 #: The protected lane checks for closed dates at least every minute.
 RELEASE_CHECK_INTERVAL_S = 30.0
 
@@ -79,15 +81,15 @@ class RowsHandler:
     async def __call__(
         self,
         event: Any,
+        privacy: StateCache,
         rows: StateCache,
         strata: StateCache,
         buckets: StateCache,
-        privacy: StateCache,
     ) -> None:
         doc = orjson.loads(event.message.value)
         if event.message.topic == self.releases_topic:
             if doc["op"] == "publish":
-                await self.on_publish(event, doc, privacy)
+                await self.on_publish(event, doc, privacy, buckets)
             else:
                 await self.on_release(event, doc, buckets, privacy)
             return
@@ -140,8 +142,10 @@ class RowsHandler:
         bucket = state.decode_bucket(buckets.get(name.encode(), event))
         for key, value in buckets.with_prefix(state.members_prefix(name).encode(), event).items():
             member = state.decode_member(value)
-            if member is not None:
-                bucket.members[key.decode().split("|", 1)[1]] = member
+            conversion_key = key.decode().split("|", 1)[1]
+            older = bucket.members.get(conversion_key)  # in a layout-1 value
+            if member is not None and (older is None or member.version >= older.version):
+                bucket.members[conversion_key] = member
         return bucket
 
     def drop_bucket(self, event: Any, account_id: str, date: str, buckets: StateCache) -> None:
@@ -195,9 +199,15 @@ class RowsHandler:
                 "privacy.releases", account_id, {**request, "ad_account_id": account_id}
             )
 
-    async def on_publish(self, event: Any, request: dict[str, Any], privacy: StateCache) -> None:
+    async def on_publish(
+        self, event: Any, request: dict[str, Any], privacy: StateCache, buckets: StateCache
+    ) -> None:
         account_key = request["ad_account_id"].encode()
         account = state.decode_privacy(privacy.get(account_key, event))
+        if request["date"] in account.released:
+            # Members a kill -9 left behind after the charge was written (privacy is
+            # written before buckets): the date's rows are drawn, the members go.
+            self.drop_bucket(event, request["ad_account_id"], request["date"], buckets)
         sends = lanes.publish(account, request)
         if not sends:
             privacy.rewrite(account_key, event)
@@ -230,8 +240,11 @@ def _release_id() -> str:
 
 def register(app: faust.App, settings: Settings) -> None:
     log = get_logger()
-    tables = [raw_table(app, settings, name) for name in ("rows", "strata", "buckets", "privacy")]
-    privacy = tables[-1]
+    # In this order the batch's state is written: the account's privacy value (open
+    # dates, charges) before the buckets, so that a kill -9 between two tables can
+    # leave a bucket member of a charged date (deleted at publish), never the reverse.
+    tables = [raw_table(app, settings, name) for name in TABLES]
+    privacy = tables[0]
 
     @app.agent(raw_topic(app, settings, "reports.deltas", "privacy.releases"), name="rows")
     async def rows_agent(stream: Any) -> None:

@@ -101,10 +101,15 @@ def on_bucket_delta(
     date = delta["bucket"].rsplit(":", 1)[1]
     if date in account.released or pl.is_beyond_lateness(date, now_ms, delay_s):
         return False
+    opened = date not in account.open
+    if opened:
+        # Also for a member applied already: a kill -9 between the tables of a
+        # batch can have kept the member and lost the open date.
+        account.open.append(date)
     key, version = delta["conversion_key"], int(delta["version"])
     current = bucket.members.get(key)
     if current is not None and current.version >= version:
-        return False
+        return opened
     if delta["op"] == "add":
         bucket.members[key] = BucketMember(
             version,
@@ -119,8 +124,6 @@ def on_bucket_delta(
         )
     else:
         bucket.members[key] = BucketMember(version, False)
-    if date not in account.open:
-        account.open.append(date)
     return True
 
 

@@ -12,8 +12,9 @@ from shared.runtime.settings import Settings
 from shared.runtime.table_views import register_table_views
 
 TABLES = ("rows", "strata", "buckets", "privacy")
-#: Keyed by ad account data (account, date, campaign...), shown as they are.
-ACCOUNT_KEYED = TABLES
+#: Keyed by ad account data (account, date, campaign...), shown as they are;
+#: ``buckets`` keys end in a conversion_key (with its event_id), shown as a hash.
+ACCOUNT_KEYED = ("rows", "strata", "privacy")
 
 
 def register(app: faust.App, settings: Settings) -> None:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiokafka.partitioner import murmur2
 
-from services.aggregate.agents import ROWS_OUTPUTS, RowsHandler
+from services.aggregate.agents import ROWS_OUTPUTS, TABLES, RowsHandler
 from services.aggregate.noise import Thresholded
 from shared.contract.report_deltas import deltas_of
 from tests.support.harness import Harness as BaseHarness
@@ -74,7 +74,7 @@ async def count(h: Harness, *records: dict[str, Any]) -> None:
 
 
 def lane_tables(h: Harness) -> list[Any]:
-    return [h.table(name) for name in ("rows", "strata", "buckets", "privacy")]
+    return [h.table(name) for name in TABLES]
 
 
 async def lanes_step(h: Harness, events: list[Any], **settings: Any) -> None:
@@ -216,6 +216,23 @@ async def test_a_release_in_the_batch_of_its_deltas_sees_them(h: Harness) -> Non
     await lanes_step(h, [h.record("privacy.releases", p.key, p.value) for p in published])
     [row] = h.sent("reports.conversions.protected")
     assert row.json["conversions"] == 1
+
+
+async def test_a_publish_drops_members_a_crash_left_after_the_charge(h: Harness) -> None:
+    """privacy (the charge) is written before buckets: members may outlive a kill -9."""
+    await count(h, attributed(1))
+    member = dict(h.table("buckets").data)
+    await release_and_publish(h, privacy_k=1)
+    assert h.table("buckets").data == {}
+    h.table("buckets").data.update(member)  # as if the member deletes were lost
+    request = {"op": "publish", "ad_account_id": ACCOUNT, "date": DATE, "release_id": "any"}
+    await lanes_step(h, [h.record("privacy.releases", ACCOUNT, request)])
+    assert h.table("buckets").data == {}
+    assert len(h.sent("reports.conversions.protected")) == 1  # published once only
+
+
+def test_the_batch_writes_privacy_before_the_buckets() -> None:
+    assert TABLES.index("privacy") < TABLES.index("buckets")
 
 
 async def test_a_release_reads_a_whole_bucket_of_the_older_layout(h: Harness) -> None:

@@ -191,3 +191,12 @@ def test_closed_dates_are_requested_unless_refused_this_week():
     assert lanes.dates_to_request(account, NOW_MS, delay_s=30 * 86_400) == []
     run_release(account, Bucket(), lanes.LaneParams(1.0, 0.5, 1, 1, 100.0, 0))
     assert lanes.dates_to_request(account, NOW_MS, delay_s=0) == []
+
+
+def test_a_member_applied_already_still_opens_its_date():
+    """A kill -9 between the batch's tables can keep the member and lose the open date."""
+    account, bucket = filled(add_delta("a", "u1", T))
+    account.open.clear()
+    assert lanes.on_bucket_delta(account, bucket, add_delta("a", "u1", T), NOW_MS, 0)
+    assert account.open == [DATE]
+    assert not lanes.on_bucket_delta(account, bucket, add_delta("a", "u1", T), NOW_MS, 0)
