@@ -19,7 +19,6 @@ import faust
 import orjson
 
 from services.aggregate import diagnostics
-from services.aggregate.store_reads import prefix_items
 from shared.runtime.app import raw_table, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
 from shared.runtime.logging import get_logger, message_fields
@@ -69,10 +68,9 @@ class FactsHandler:
 class BucketsHandler:
     """One fact against its day bucket and its marker in the ``diagnostics`` table."""
 
-    def __init__(self, settings: Settings, outbox: Outbox, log: Any, table: Any = None) -> None:
+    def __init__(self, settings: Settings, outbox: Outbox, log: Any) -> None:
         self.outbox = outbox
         self.log = log
-        self.table = table
 
     async def __call__(self, event: Any, state: StateCache) -> None:
         fact = orjson.loads(event.message.value)
@@ -95,7 +93,7 @@ class BucketsHandler:
         """Delete a day past every window: its bucket and its markers (a prefix read)."""
         state.put(diagnostics.bucket_key(account, day).encode(), None, event)
         prefix = diagnostics.markers_prefix(account, day).encode()
-        for found, _value in prefix_items(self.table or state.table, account, prefix):
+        for found in state.with_prefix(prefix, event):
             state.put(found, None, event)
 
 

@@ -9,7 +9,6 @@ prefix and read while keys carry it. Run it off the event loop
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -30,14 +29,8 @@ def prefix_items(table: Any, account: str, prefix: bytes) -> list[tuple[bytes, b
     dbs = getattr(getattr(table, "data", None), "_dbs", None)
     if dbs is None:
         return [(k, v) for k, v in table.items() if k.startswith(prefix)]
-    db = dbs.get(partition_of(account.encode(), table.partitions))
-    if db is None:
-        return []
-    return list(_from_prefix(db, prefix))
-
-
-def _from_prefix(db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    for key, value in db.items(from_key=prefix):
-        if not key.startswith(prefix):
-            return
-        yield key, value
+    partition = partition_of(account.encode(), table.partitions)
+    if partition not in dbs:
+        return []  # this worker holds no store for it (and opens none for a read)
+    found: list[tuple[bytes, bytes]] = table.read_prefix(partition, prefix)
+    return found

@@ -27,6 +27,17 @@ from shared.runtime.rocksdb_memory import SharedMemory, SharedMemoryOptions
 from shared.runtime.settings import Settings
 
 
+def seek_prefix(db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    """The (key, value) pairs of a RocksDB database whose key starts with ``prefix``:
+    a seek to the prefix, then keys in order until one no longer carries it."""
+    found = []
+    for key, value in db.items(from_key=prefix):
+        if not key.startswith(prefix):
+            break
+        found.append((key, value))
+    return found
+
+
 class AckedTable(faust.Table):  # type: ignore[type-arg]
     """A Table whose changelog records can be awaited.
 
@@ -73,12 +84,7 @@ class AckedTable(faust.Table):  # type: ignore[type-arg]
         store: Any = self.data
         if not isinstance(store, RocksDBStore):
             return [(k, v) for k, v in self.items() if k.startswith(prefix)]
-        found = []
-        for key, value in store._db_for_partition(partition).items(from_key=prefix):
-            if not key.startswith(prefix):
-                break
-            found.append((key, value))
-        return found
+        return seek_prefix(store._db_for_partition(partition), prefix)
 
     def write_store(self, writes: list[tuple[int, bytes, bytes | None]]) -> None:
         """Write to RocksDB as one write batch per partition.

@@ -13,6 +13,7 @@ from services.aggregate.advertiser_api import refusal
 from services.aggregate.store_reads import partition_of, prefix_items
 from shared.contract.report_deltas import row_key
 from shared.kafka.api_tokens import TokenStore, new_token
+from shared.runtime.app import seek_prefix
 
 ACCOUNT = "549755885175"
 
@@ -107,8 +108,10 @@ class FakeDb:
 
 def test_prefix_read_seeks_and_stops_after_the_prefix() -> None:
     db = FakeDb({b"1:a": b"x", b"12:a": b"1", b"12:b": b"2", b"13:a": b"y", b"14:a": b"z"})
+    dbs = {partition_of(b"12", 8): db}
     table = type("T", (), {"partitions": 8})()
-    table.data = type("S", (), {"_dbs": {partition_of(b"12", 8): db}})()  # type: ignore[attr-defined]
+    table.data = type("S", (), {"_dbs": dbs})()  # type: ignore[attr-defined]
+    table.read_prefix = lambda partition, prefix: seek_prefix(dbs[partition], prefix)  # type: ignore[attr-defined]
     assert prefix_items(table, "12", b"12:") == [(b"12:a", b"1"), (b"12:b", b"2")]
     assert db.read == 3  # the two rows, then the first key past the prefix
 

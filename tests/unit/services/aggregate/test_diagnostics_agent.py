@@ -64,7 +64,7 @@ async def test_a_new_day_deletes_the_day_past_every_window(h: Harness) -> None:
     )
     old_fact, new_fact = h.sent(FACTS)
     table = h.table("diagnostics")
-    buckets = BucketsHandler(h.settings, h.outbox(), h.log, table)
+    buckets = BucketsHandler(h.settings, h.outbox(), h.log)
     await h.run(buckets, [h.record(FACTS, ACCOUNT, old_fact.value)], table)
     assert table.value(f"{ACCOUNT}:2025-10-27") is not None
     await h.run(buckets, [h.record(FACTS, ACCOUNT, new_fact.value)], table)
