@@ -80,21 +80,22 @@ def engagements(
 
 
 def rss_mb(pids: list[tuple[str, int]]) -> dict[str, dict[str, float]]:
-    """Current (VmRSS) and peak (VmHWM) resident set per service, MB (max over workers)."""
+    """Resident set per service, MB (max over workers): current (VmRSS), peak (VmHWM),
+    and the current split into anonymous memory (heaps: Python's, RocksDB's) and
+    file pages (mapped libraries and files, which the kernel can drop)."""
+    wanted = {"VmRSS": "rss", "VmHWM": "peak", "RssAnon": "anon", "RssFile": "file"}
     out: dict[str, dict[str, float]] = {}
     for service, pid in pids:
         try:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
-        fields = {
-            line.split(":")[0]: int(line.split()[1]) / 1024
-            for line in status.splitlines()
-            if line.startswith(("VmRSS:", "VmHWM:"))
-        }
-        current = out.setdefault(service, {"rss": 0.0, "peak": 0.0})
-        current["rss"] = round(max(current["rss"], fields.get("VmRSS", 0.0)), 1)
-        current["peak"] = round(max(current["peak"], fields.get("VmHWM", 0.0)), 1)
+        current = out.setdefault(service, dict.fromkeys(wanted.values(), 0.0))
+        for line in status.splitlines():
+            name = line.split(":")[0]
+            if name in wanted:
+                mb = round(int(line.split()[1]) / 1024, 1)
+                current[wanted[name]] = max(current[wanted[name]], mb)
     return out
 
 
@@ -132,7 +133,9 @@ async def load_steps(settings: Settings, args: argparse.Namespace, say: Any) -> 
                 "disk_mb": {s: disk_mb(settings.data_dir / "services" / s) for s in SERVICES},
             }
             steps.append(row)
-            rss = ", ".join(f"{s} {v['rss']:.0f}" for s, v in row["rss_mb"].items())
+            rss = ", ".join(
+                f"{s} {v['rss']:.0f} (anon {v['anon']:.0f})" for s, v in row["rss_mb"].items()
+            )
             say(
                 f"step {step + 1}/{args.steps}: {row['links']:,} links, "
                 f"{row['engagements']:,} engagements in {row['seconds']} s; RSS MB: {rss}"

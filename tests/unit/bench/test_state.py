@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bench.state import engagements, links
+import os
+
+from bench.state import engagements, links, rss_mb
 from shared.contract.inputs import decode_engagement, decode_signal
 
 NOW_MS = 1_764_151_200_000
@@ -24,3 +26,14 @@ def test_slices_continue_where_the_last_one_stopped() -> None:
     first = [k for _, k, _ in links(0, 10, users=5, now_ms=NOW_MS)]
     second = [k for _, k, _ in links(10, 10, users=5, now_ms=NOW_MS)]
     assert not set(first) & set(second)
+
+
+def test_rss_is_split_into_anonymous_and_file_pages() -> None:
+    mine = rss_mb([("tests", os.getpid())])["tests"]
+    assert mine["anon"] > 0 and mine["file"] > 0
+    assert mine["anon"] + mine["file"] <= mine["rss"] + 1  # rounding; shmem aside
+    assert mine["peak"] >= mine["rss"]
+
+
+def test_rss_of_a_process_gone_is_left_out() -> None:
+    assert rss_mb([("gone", 2**22 + 7)]) == {}
