@@ -100,28 +100,37 @@ async def stream() -> AsyncIterator[PassiveStream]:
     s.close()
 
 
-async def test_a_full_batch_is_handed_out_without_waiting_for_the_linger(
-    stream: PassiveStream,
-) -> None:
-    batches = take_batches(stream, 3, LONG_S)
-    stream.put(1, 2, 3)
-    assert await asyncio.wait_for(anext(batches), LONG_S / 2) == [1, 2, 3]
+async def test_a_record_reaching_an_idle_hop_goes_at_once(stream: PassiveStream) -> None:
+    batches = take_batches(stream, 500, LONG_S)
+    stream.put(7)
+    assert await asyncio.wait_for(anext(batches), LONG_S / 2) == [7]
     await batches.aclose()
 
 
-async def test_a_lone_event_waits_the_linger_and_no_longer_than_it_takes(
+async def test_a_full_batch_does_not_wait_for_the_window(stream: PassiveStream) -> None:
+    batches = take_batches(stream, 3, LONG_S)
+    stream.put(1)
+    assert await anext(batches) == [1]
+    stream.put(2, 3, 4)
+    assert await asyncio.wait_for(anext(batches), LONG_S / 2) == [2, 3, 4]
+    await batches.aclose()
+
+
+async def test_the_next_batch_waits_the_window_from_the_previous_hand_out(
     stream: PassiveStream,
 ) -> None:
     loop = asyncio.get_running_loop()
     batches = take_batches(stream, 500, 0.05)
-    stream.put(7)
-    started = loop.time()
-    assert await asyncio.wait_for(anext(batches), LONG_S) == [7]
-    assert loop.time() - started >= 0.045  # the linger (timer resolution aside)
+    stream.put(1)
+    assert await anext(batches) == [1]
+    handed_out = loop.time()
+    stream.put(2)
+    assert await asyncio.wait_for(anext(batches), LONG_S) == [2]
+    assert loop.time() - handed_out >= 0.045  # the window (timer resolution aside)
     await batches.aclose()
 
 
-async def test_batches_go_on_after_a_linger_ran_out(stream: PassiveStream) -> None:
+async def test_batches_go_on_after_a_window_ran_out(stream: PassiveStream) -> None:
     """mode reports a wait's timeout as "stopped"; that must not end the batches."""
     batches = take_batches(stream, 500, 0.01)
     for n in range(3):
