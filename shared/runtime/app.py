@@ -261,7 +261,7 @@ def bind_event(event: Any) -> None:
     """Make ``event`` Faust's current event.
 
     Faust routes a table read or write to the RocksDB partition and changelog
-    partition of the *current* event. Inside a ``take_batches`` batch, which
+    partition of the *current* event. Inside a ``take_events`` batch, which
     mixes partitions, this must be set per event before touching a table.
     """
     _current_event.set(weakref.ref(event))

@@ -1,6 +1,6 @@
 """Helpers that keep agents thin: a per-batch table cache and an outbox.
 
-Agents take events in batches (``shared.runtime.take``). Within a batch, each
+Agents take events in batches (``stream.take_events``). Within a batch, each
 table key is read and decoded once and written once, and every send is awaited
 (delivered with acks=all) before the batch's offsets are acknowledged.
 """
@@ -24,7 +24,6 @@ from shared.runtime.app import bind_event
 from shared.runtime.logging import message_fields
 from shared.runtime.metrics import metrics_of, registry_topic
 from shared.runtime.settings import Settings
-from shared.runtime.take import take_batches
 
 DLQ = "conversions.dlq"
 
@@ -272,7 +271,7 @@ async def process(
 ) -> None:
     """The loop of every stateful agent.
 
-    Batches of events (``take_batches``); ``handle(event, *caches)`` once per
+    Batches of events (``take_events``); ``handle(event, *caches)`` once per
     event under the failure policy; then ``after_batch(*caches)`` if given;
     then the batch's outputs, then its state (``finish_batch``). A batch that
     fails as a whole (the broker refused our sends, say) is run again after
@@ -289,7 +288,7 @@ async def process(
             await after_batch(*caches)
         await finish_batch(outbox, *caches)
 
-    async for events in batches_of(stream, settings):
+    async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
         started = time.perf_counter()
         for topic, count in Counter(event.message.topic for event in events).items():
             outbox.metrics.record_in(registry_topic(topic, settings.namespace), count)
@@ -299,13 +298,6 @@ async def process(
         except BaseException:
             hold_offsets(events)
             raise
-
-
-def batches_of(stream: Any, settings: Settings) -> Any:
-    """The stream's batches (``take_batches``); a test double hands out its own."""
-    if not hasattr(stream, "add_processor"):
-        return stream.take_events(settings.batch_size, settings.batch_within_s)
-    return take_batches(stream, settings.batch_size, settings.batch_within_s)
 
 
 RETRY_FIRST_S = 0.5
@@ -343,7 +335,7 @@ async def until_done(
 def hold_offsets(events: Any) -> None:
     """Keep the offsets of an unfinished batch out of every commit.
 
-    ``take_batches`` acks a batch in a ``finally`` block, so also when the agent
+    ``take_events`` acks a batch in a ``finally`` block, so also when the agent
     was cancelled in the middle of it (failures are retried, see
     ``until_done``). A message already marked acked is skipped by the
     consumer's ack bookkeeping, so its offset never becomes committable and the

@@ -284,10 +284,7 @@ class Settings:
     )
     batch_size: int = env_field("CONVMESH_BATCH_SIZE", 500, "records per processing batch", _int)
     batch_within_s: float = env_field(
-        "CONVMESH_BATCH_WITHIN_S",
-        0.1,
-        "each agent hands out at most one batch per this many seconds unless batches are full",
-        _float,
+        "CONVMESH_BATCH_WITHIN_S", 0.1, "longest wait to fill a batch (seconds)", _float
     )
     rocksdb_cache_mb: int = env_field(
         "CONVMESH_ROCKSDB_CACHE_MB",
