@@ -19,18 +19,16 @@ import os
 import random
 import sys
 import tempfile
-from pathlib import Path
 
 import rocksdict
 
+from bench.state import rss_mb
 from shared.runtime.rocksdb_memory import SharedMemory, SharedMemoryOptions
 
 
 def anon_mb() -> float:
-    for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+    """This process's anonymous resident memory, MB (``bench.state.rss_mb``)."""
+    return rss_mb([("self", os.getpid())])["self"]["anon"]
 
 
 def main(argv: list[str] | None = None) -> int:
