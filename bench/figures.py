@@ -72,12 +72,20 @@ def cpu_ticks(stat_text: str) -> int:
     return int(rest[STAT_UTIME_FIELD - 2]) + int(rest[STAT_STIME_FIELD - 2])
 
 
+def status_kb(status_text: str) -> dict[str, int]:
+    """Every "Name: N kB" field of /proc/<pid>/status (VmRSS, VmHWM, RssAnon, ...)."""
+    fields = {}
+    for line in status_text.splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
+            fields[name] = int(parts[0])
+    return fields
+
+
 def vm_hwm_kb(status_text: str) -> int:
     """Peak resident set size (VmHWM, kB) from /proc/<pid>/status; 0 when absent."""
-    for line in status_text.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+    return status_kb(status_text).get("VmHWM", 0)
 
 
 def sum_by_service(per_worker: Iterable[tuple[str, float]]) -> dict[str, float]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from bench import figures
 from bench.kafka_probe import Offsets, produce_all, wait_consumed
 from bench.pipeline import consumer_groups
 from bench.procstats import load_1m, report_header, worker_pids, write_report
@@ -90,12 +91,10 @@ def rss_mb(pids: list[tuple[str, int]]) -> dict[str, dict[str, float]]:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
+        fields = figures.status_kb(status)
         current = out.setdefault(service, dict.fromkeys(wanted.values(), 0.0))
-        for line in status.splitlines():
-            name = line.split(":")[0]
-            if name in wanted:
-                mb = round(int(line.split()[1]) / 1024, 1)
-                current[wanted[name]] = max(current[wanted[name]], mb)
+        for name, figure in wanted.items():
+            current[figure] = max(current[figure], round(fields.get(name, 0) / 1024, 1))
     return out
 
 

@@ -104,3 +104,8 @@ def test_state_sizes_measure_the_latest_live_value_per_key() -> None:
 
 def test_state_sizes_of_an_empty_changelog() -> None:
     assert figures.state_sizes([])["entries"] == 0
+
+
+def test_status_kb_reads_every_kilobyte_field_and_nothing_else() -> None:
+    status = "Name:\tpython\nVmHWM:\t  2048 kB\nRssAnon:\t  1024 kB\nThreads:\t9\n"
+    assert figures.status_kb(status) == {"VmHWM": 2048, "RssAnon": 1024}
