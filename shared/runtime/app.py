@@ -163,7 +163,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         # Faust's 1 MiB per partition caps its fetch loop (docs/benchmarks.md):
         # 16 MiB doubled the records a worker reads per second.
-        consumer_max_fetch_size=16 * 1024 * 1024,
+        consumer_max_fetch_size=settings.consumer_fetch_kb * 1024,
         producer_acks=-1,
         topic_allow_declare=True,
         topic_replication_factor=1,

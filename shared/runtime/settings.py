@@ -60,6 +60,13 @@ def _int(name: str, raw: str) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _positive_int(name: str, raw: str) -> int:
+    value = _int(name, raw)
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def _float(name: str, raw: str) -> float:
     try:
         return float(raw)
@@ -282,9 +289,18 @@ class Settings:
         "largest input record; larger ones go to the dead-letter topic",
         _int,
     )
-    batch_size: int = env_field("CONVMESH_BATCH_SIZE", 500, "records per processing batch", _int)
+    batch_size: int = env_field(
+        "CONVMESH_BATCH_SIZE", 500, "records per processing batch", _positive_int
+    )
     batch_within_s: float = env_field(
         "CONVMESH_BATCH_WITHIN_S", 0.1, "longest wait to fill a batch (seconds)", _float
+    )
+    consumer_fetch_kb: int = env_field(
+        "CONVMESH_CONSUMER_FETCH_KB",
+        16384,
+        "largest fetch per input partition (KiB); with the partitions a worker reads it"
+        " bounds the records it holds in memory (docs/benchmarks.md)",
+        _positive_int,
     )
     rocksdb_cache_mb: int = env_field(
         "CONVMESH_ROCKSDB_CACHE_MB",

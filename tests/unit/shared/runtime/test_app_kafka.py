@@ -33,3 +33,11 @@ def test_sasl_ssl_app_logs_in_over_tls(tmp_path: Path) -> None:
     assert auth["sasl_mechanism"] == "SCRAM-SHA-256"
     assert (auth["sasl_plain_username"], auth["sasl_plain_password"]) == ("convmesh", "s3cret")
     assert auth["ssl_context"] is not None
+
+
+def test_consumer_fetch_size_comes_from_settings(tmp_path: Path) -> None:
+    """CONVMESH_CONSUMER_FETCH_KB bounds what one fetch brings per partition."""
+    s = Settings(
+        service="dedupe", data_dir=tmp_path, web_port=6199, dev_mode=True, consumer_fetch_kb=256
+    )
+    assert create_app(s).conf.consumer_max_fetch_size == 256 * 1024

@@ -115,6 +115,8 @@ def test_pseudonym_keys_parse_newest_first() -> None:
     "env",
     [
         {"CONVMESH_BATCH_SIZE": "many"},
+        {"CONVMESH_BATCH_SIZE": "0"},
+        {"CONVMESH_CONSUMER_FETCH_KB": "0"},
         {"CONVMESH_BROKER_PORT": "0"},
         {"CONVMESH_CONTROLLER_PORT": "70000"},
         {"CONVMESH_WEB_PORT_BASE": "x"},
