@@ -30,6 +30,7 @@ import orjson
 
 from bench import figures
 from bench.baseline import run_baseline
+from bench.hops import hop_breakdown
 from bench.kafka_probe import (
     Collector,
     Item,
@@ -199,6 +200,10 @@ async def measure_push(
     lat_attr = [float(ts - sent_at[k]) for k, (ts, _) in firsts.items()]
     lat_reports = latencies_to_reports(firsts, collector.records[reports], sent_at)
     cpu = cpu_delta(pids, cpu0, cpu1)
+    # At a fixed rate the latency is the hops' own (no queue to drain): where it goes.
+    hops = (
+        await hop_breakdown(settings, {k: sent_at[k] for k in firsts}) if rate is not None else []
+    )
     deltas = figures.offset_deltas(offsets0, offsets1)
     per_conv = figures.per_conversion(
         {figures.strip_namespace(t, settings.namespace): d for t, d in deltas.items()}, len(wanted)
@@ -214,6 +219,7 @@ async def measure_push(
         "conversions_per_s": round(figures.rate_per_s(got, first, last), 1),
         "latency_attributed_ms": figures.latency_summary(lat_attr),
         "latency_reports_ms": figures.latency_summary(lat_reports),
+        "latency_per_hop_ms": hops,
         "records_per_conversion": per_conv,
         "records_per_conversion_total": round(sum(per_conv.values()), 2),
         "cpu_s": cpu,

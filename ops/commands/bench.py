@@ -160,6 +160,15 @@ def print_table(report: dict[str, Any]) -> None:
     per_conv.add_column("records", justify="right")
     for topic, n in report["pipeline"]["max_rate"]["records_per_conversion"].items():
         per_conv.add_row(topic, f"{n:.2f}")
+    hops = Table(title="latency per hop at the fixed rate (ms since the stage before)")
+    for col in ("topic", "written by", "p50", "p95", "p99"):
+        hops.add_column(col, justify="right" if col in ("p50", "p95", "p99") else "left")
+    for hop in (report["pipeline"].get("fixed_rate") or {}).get("latency_per_hop_ms", []):
+        hops.add_row(
+            hop["topic"],
+            hop["written_by"],
+            *(f"{hop[p]:,.0f}" for p in ("p50_ms", "p95_ms", "p99_ms")),
+        )
     sizes = Table(title="tables after the run (from their changelogs)")
     for col in ("table", "entries", "key bytes", "value bytes"):
         sizes.add_column(col, justify="right" if col != "table" else "left")
@@ -168,4 +177,5 @@ def print_table(report: dict[str, Any]) -> None:
     console = Console()
     console.print(table)
     console.print(per_conv)
+    console.print(hops)
     console.print(sizes)

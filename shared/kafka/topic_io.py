@@ -26,6 +26,7 @@ class Read(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int = 0
 
 
 async def produce(
@@ -64,7 +65,9 @@ async def read_all(settings: Settings, topic: str, timeout_s: float = 60.0) -> l
         while remaining and loop.time() < deadline:
             batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
             for tp, messages in batches.items():
-                out.extend(Read(m.partition, m.offset, m.key, m.value) for m in messages)
+                out.extend(
+                    Read(m.partition, m.offset, m.key, m.value, m.timestamp) for m in messages
+                )
                 if messages and messages[-1].offset + 1 >= ends[tp]:
                     remaining.discard(tp)
         return out
