@@ -140,11 +140,17 @@ def make_producer(bootstrap: str) -> AIOKafkaProducer:
 
 
 async def push(
-    bootstrap: str, topic: str, items: Sequence[Item], rate: float | None
+    bootstrap: str,
+    topic: str,
+    items: Sequence[Item],
+    rate: float | None,
+    acked_ms: list[float] | None = None,
 ) -> tuple[int, int, dict[str, int]]:
     """Produce items (max speed, or ``rate`` per second on a fixed schedule) with
     ``received_at_ms`` set to the wall clock of the send. Returns (first ms, last ms,
-    result_key -> received_at_ms)."""
+    result_key -> received_at_ms). ``acked_ms`` collects, per record, the milliseconds
+    from its ``received_at_ms`` to the broker's ack: the part of the first hop's
+    latency that is the producer's and the broker's, not ingest's."""
     producer = make_producer(bootstrap)
     await producer.start()
     sent_at: dict[str, int] = {}
@@ -162,7 +168,10 @@ async def push(
             stamp = now_ms()
             envelope = dict(item.envelope, received_at_ms=stamp)
             sent_at.setdefault(item.result_key, stamp)
-            pending.append(await producer.send(topic, orjson.dumps(envelope), key=item.key))
+            sent = await producer.send(topic, orjson.dumps(envelope), key=item.key)
+            if acked_ms is not None:
+                sent.add_done_callback(lambda _, t=stamp: acked_ms.append(float(now_ms() - t)))
+            pending.append(sent)
             if len(pending) >= 2_000:
                 await asyncio.gather(*pending)
                 pending.clear()

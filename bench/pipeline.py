@@ -186,8 +186,9 @@ async def measure_push(
         if rate is None
         else []
     )
+    acked: list[float] = []
     first, last_sent, sent_at = await push(
-        settings.bootstrap, settings.topic_name(RAW), items, rate
+        settings.bootstrap, settings.topic_name(RAW), items, rate, acked
     )
     got, done = await wait_for(
         lambda: collector.distinct_keys(attributed, wanted), len(wanted), config.stall_s
@@ -220,6 +221,7 @@ async def measure_push(
         "latency_attributed_ms": figures.latency_summary(lat_attr),
         "latency_reports_ms": figures.latency_summary(lat_reports),
         "latency_per_hop_ms": hops,
+        "produce_ack_ms": figures.latency_summary(acked),
         "records_per_conversion": per_conv,
         "records_per_conversion_total": round(sum(per_conv.values()), 2),
         "cpu_s": cpu,

@@ -137,6 +137,8 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     for name in ("latency_attributed_ms", "latency_reports_ms"):
         for p in ("p50_ms", "p95_ms", "p99_ms"):
             rows.append((f"{name.split('_')[1]} {p[:3]} ms", *both(name, p)))
+    for p in ("p50_ms", "p99_ms"):
+        rows.append((f"push acked {p[:3]} ms", *both("produce_ack_ms", p)))
     rows.append(("records/conversion", *both("records_per_conversion_total")))
     rows.append(("mesh CPU ms/conversion", *both("cpu_ms_per_conversion")))
     for service in SERVICES:
