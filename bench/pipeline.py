@@ -314,6 +314,15 @@ async def delete_topics(settings: Settings) -> list[str]:
         await probe.stop()
 
 
+def drop_namespace(settings: Settings, say: Say = print) -> None:
+    """Delete a finished run's topics, so that runs do not pile up on a shared broker
+    (the state runs write gigabytes); a broker that is gone is only reported."""
+    try:
+        asyncio.run(delete_topics(settings))
+    except Exception as exc:  # noqa: BLE001 - the broker may be why the run ended
+        say(f"topics of {settings.namespace} not deleted: {exc!r}")
+
+
 def run(config: BenchConfig, say: Say = print) -> dict[str, Any]:
     """The whole benchmark; returns the report (see docs/benchmarks.md)."""
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
@@ -350,7 +359,7 @@ def run(config: BenchConfig, say: Say = print) -> dict[str, Any]:
     finally:
         mesh.down(settings)
         if not config.keep_topics:
-            asyncio.run(delete_topics(settings))
+            drop_namespace(settings, say)
     # Kept when the run failed: the workers' logs are in it.
     shutil.rmtree(data_dir, ignore_errors=True)
     base = report.get("baseline", {}).get("records_per_s")

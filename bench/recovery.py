@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 
 from bench.kafka_probe import Offsets, produce_all, wait_consumed
-from bench.pipeline import consumer_groups
+from bench.pipeline import consumer_groups, drop_namespace
 from bench.procstats import report_header, write_report
 from bench.state import engagements, links
 from ops import mesh
@@ -142,6 +142,7 @@ def measure(standby: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
             )
     finally:
         mesh.down(settings, purge=True)
+        drop_namespace(settings, say)
     return out
 
 

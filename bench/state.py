@@ -29,7 +29,7 @@ import orjson
 
 from bench import figures
 from bench.kafka_probe import Offsets, produce_all, wait_consumed
-from bench.pipeline import consumer_groups
+from bench.pipeline import consumer_groups, drop_namespace
 from bench.procstats import load_1m, report_header, worker_pids, write_report
 from ops import mesh
 from shared.runtime.settings import REPO_ROOT, SERVICES, Settings
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         report["steps"] = asyncio.run(load_steps(settings, args, print))
     finally:
         mesh.down(settings, purge=True)
+        drop_namespace(settings)
     write_report(report, args.out_dir / f"{namespace}.json")
     return 0
 
