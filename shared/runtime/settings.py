@@ -297,7 +297,7 @@ class Settings:
     )
     consumer_fetch_kb: int = env_field(
         "CONVMESH_CONSUMER_FETCH_KB",
-        16384,
+        256,
         "largest fetch per input partition (KiB); with the partitions a worker reads it"
         " bounds the records it holds in memory (docs/benchmarks.md)",
         _positive_int,
