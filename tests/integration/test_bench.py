@@ -42,6 +42,18 @@ def check_push(run: dict[str, Any], conversions: int) -> None:
     assert run["load_1m"] >= 0
 
 
+def check_hops(run: dict[str, Any], conversions: int) -> None:
+    """The fixed-rate push breaks its latency down per hop of the critical path, and
+    says how long the bench's own producer waited for the broker."""
+    hops = {hop["topic"]: hop for hop in run["latency_per_hop_ms"]}
+    assert list(hops)[0] == "conversions.valid" and "conversions.attributed" in hops
+    for topic in ("conversions.valid", "conversions.accepted", "conversions.attributed"):
+        assert hops[topic]["count"] == conversions, topic
+        assert positive(hops[topic]["p99_ms"]), topic
+    assert run["produce_ack_ms"]["count"] == conversions
+    assert positive(run["produce_ack_ms"]["p99_ms"])
+
+
 def test_bench_smoke_reports_every_figure(bootstrap: str, tmp_path: Path) -> None:
     base = int(os.environ.get("CONVMESH_TEST_WEB_PORT_BASE") or free_web_port_base(7100))
     report_path = tmp_path / "bench.json"
@@ -71,6 +83,7 @@ def test_bench_smoke_reports_every_figure(bootstrap: str, tmp_path: Path) -> Non
     check_push(pipeline["max_rate"], 300)
     check_push(pipeline["fixed_rate"], 300)
     assert positive(pipeline["fixed_rate"]["offered_per_s"])
+    check_hops(pipeline["fixed_rate"], 300)
     assert positive(pipeline["max_rate"]["ratio_to_baseline"])
     assert positive(pipeline["max_rate"]["cpu_ratio_to_baseline"])
     assert positive(baseline["cpu_ms_per_record"])
