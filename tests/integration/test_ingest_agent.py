@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,11 +84,6 @@ def envelope(ev: Any, account: str = ACCOUNT, **overrides: Any) -> bytes:
     return orjson.dumps(body)
 
 
-@pytest.fixture
-def namespace() -> str:
-    return f"it-ingest-{uuid.uuid4().hex[:10]}"
-
-
 class IngestProcess:
     """``python -m services.ingest`` for one namespace; may be killed and restarted."""
 
@@ -137,7 +131,9 @@ class IngestProcess:
 
 
 @pytest.fixture
-def ingest_service(namespace: str, tmp_path: Path) -> Iterator[IngestProcess]:
+def ingest_service(bootstrap: str, namespace: str, tmp_path: Path) -> Iterator[IngestProcess]:
+    # ``bootstrap`` (the same broker as Settings.from_env) fails the test early when the
+    # broker is down, and lets conftest's namespace fixture delete the topics afterwards.
     settings = dataclasses.replace(Settings.from_env(), namespace=namespace)
     try:
         asyncio.run(asyncio.wait_for(apply_topics(settings, replication_factor=1), 60))
