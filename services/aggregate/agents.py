@@ -191,7 +191,9 @@ class RowsHandler:
     async def fan_out(self, event: Any, request: dict[str, Any], privacy: StateCache) -> None:
         """A request for every ad account: one request per account of this partition."""
         partition = event.message.partition
-        for key, _raw in list(privacy.table.items()):
+        # The accounts of this partition as the batch sees them: the store and
+        # the batches still in flight (an account they created is not stored yet).
+        for key in list(privacy.with_prefix(b"", event)):
             if (murmur2(key) & 0x7FFFFFFF) % self.partitions != partition:
                 continue
             account_id = key.decode()

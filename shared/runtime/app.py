@@ -46,7 +46,7 @@ class AckedTable(faust.Table):  # type: ignore[type-arg]
     changelog record still in its buffer (seen under load in the kill -9
     test: a committed input whose state never reached the changelog, so the
     restart restored an older state). Agents therefore wait for these records
-    (``shared.runtime.batching.finish_batch``) before the batch's offsets are acked.
+    (``shared.runtime.pipeline.Pipeline``) before the batch's offsets are acked.
     """
 
     async def write_batch(self, writes: list[tuple[int, bytes, bytes | None]]) -> Any:

@@ -1,8 +1,10 @@
-"""Helpers that keep agents thin: a per-batch table cache and an outbox.
+"""Helpers that keep agents thin: a per-batch table cache, an outbox and the agents' loop.
 
 Agents take events in batches (``stream.take_events``). Within a batch, each
-table key is read and decoded once and written once, and every send is awaited
-(delivered with acks=all) before the batch's offsets are acknowledged.
+table key is read and decoded once and written once. A processed batch then
+goes to the agent's ``Pipeline`` (``shared.runtime.pipeline``): its outputs
+are delivered (acks=all), then its state is written, then its offsets are
+acked, in batch order, while the next batch is already being processed.
 """
 
 from __future__ import annotations
@@ -20,19 +22,26 @@ from shared.contract.records import Send
 from shared.kafka.batch_producer import Record, send_many
 from shared.kafka.codec import key_bytes
 from shared.kafka.registry_access import registry_for
+from shared.runtime import pipeline
 from shared.runtime.app import bind_event
 from shared.runtime.logging import message_fields
 from shared.runtime.metrics import metrics_of, registry_topic
+from shared.runtime.pipeline import PendingWrites, Pipeline, Writes, hold_offsets, write_table
 from shared.runtime.settings import Settings
 
 DLQ = "conversions.dlq"
 
 
 class StateCache:
-    """Read-through, write-back cache of a JSON-valued raw table for one batch."""
+    """Read-through, write-back cache of a JSON-valued raw table for one batch.
 
-    def __init__(self, table: Any) -> None:
+    Reads see the batch's own writes, then those of earlier batches still in
+    flight (``pending``), then the store.
+    """
+
+    def __init__(self, table: Any, pending: PendingWrites | None = None) -> None:
         self.table = table
+        self.pending = pending
         self._values: dict[bytes, Any] = {}
         self._events: dict[bytes, Any] = {}
         self._dirty: dict[bytes, None] = {}  # insertion-ordered
@@ -47,7 +56,11 @@ class StateCache:
         return value
 
     def _stored(self, key: bytes, event: Any) -> bytes | None:
-        """The table's value of ``key`` in the partition of ``event``."""
+        """The table's value of ``key`` in the partition of ``event`` (batches in flight first)."""
+        if self.pending is not None:
+            found, value = self.pending.lookup(event.message.partition, key)
+            if found:
+                return value
         read = getattr(self.table, "read", None)
         if read is not None:
             stored: bytes | None = read(event.message.partition, key)
@@ -65,6 +78,9 @@ class StateCache:
         else:  # a table without partitions (a test double)
             stored = [(k, v) for k, v in self.table.items() if k.startswith(prefix)]
         found = {key: orjson.loads(raw) for key, raw in stored}
+        if self.pending is not None:
+            for key, raw in self.pending.with_prefix(event.message.partition, prefix):
+                found[key] = orjson.loads(raw) if raw is not None else None
         for key, value in self._values.items():
             if key.startswith(prefix) and self._events[key].message.partition == (
                 event.message.partition
@@ -90,29 +106,29 @@ class StateCache:
         if value is not None:
             self.put(key, value, event)
 
-    async def flush(self) -> list[Any]:
-        """Write the staged values (at once, where the table can); what to await for them."""
-        writes: list[tuple[int, bytes, bytes | None]] = []
+    def take_writes(self) -> Writes:
+        """The staged values as writes (partition, key, value or None), in staging order.
+
+        The cache is empty afterwards. A delete of a key that does not exist is
+        left out (no tombstone).
+        """
+        writes: Writes = []
         for key in self._dirty:
             # The partition (store and changelog) is that of the event the key came with.
             event = self._events[key]
             value = self._values[key]
             if value is None and self._stored(key, event) is None:
-                continue  # nothing to delete: no tombstone
+                continue
             raw = None if value is None else orjson.dumps(value)
             writes.append((event.message.partition, key, raw))
         self._dirty.clear()
         self._values.clear()
         self._events.clear()
-        write_batch = getattr(self.table, "write_batch", None)
-        if write_batch is not None:
-            return [await write_batch(writes)] if writes else []
-        for _partition, key, raw in writes:  # a table without batches (a test double)
-            if raw is None:
-                del self.table[key]
-            else:
-                self.table[key] = raw
-        return []
+        return writes
+
+    async def flush(self) -> list[Any]:
+        """Write the staged values (at once, where the table can); what to await for them."""
+        return await write_table(self.table, self.take_writes())
 
 
 class Outbox:
@@ -135,7 +151,6 @@ class Outbox:
         self._names = {name: settings.topic_name(name) for name in names}
         self._producer: Any = None
         self._staged: list[Record] = []
-        self._pending: list[Any] = []
         self.sent: dict[str, int] = dict.fromkeys(names, 0)
         self.metrics = metrics_of(app)
         self._namespace = settings.namespace
@@ -179,20 +194,28 @@ class Outbox:
     def forget_pending(self) -> None:
         """Drop the sends of a failed batch: it is run again and sends them anew."""
         self._staged = []
-        self._pending = []
+
+    def take_staged(self) -> list[Record]:
+        """The records staged since the last call, in order; the outbox is empty afterwards."""
+        staged, self._staged = self._staged, []
+        return staged
+
+    async def ship(self, records: list[Record]) -> list[Awaitable[Any]]:
+        """Hand ``records`` to the producer; what to await until the broker has them all."""
+        if not records:
+            return []
+        producer = await self._aiokafka_producer()
+        double = getattr(producer, "send_many", None)  # the harness's producer
+        if double is not None:
+            acks: list[Awaitable[Any]] = await double(records)
+            return acks
+        return [sent.future for sent in await send_many(producer, records)]
 
     async def drain(self) -> None:
-        staged, self._staged = self._staged, []
-        if staged:
-            producer = await self._aiokafka_producer()
-            double = getattr(producer, "send_many", None)  # the harness's producer
-            if double is not None:
-                self._pending += await double(staged)
-            else:
-                self._pending += [sent.future for sent in await send_many(producer, staged)]
-        pending, self._pending = self._pending, []
-        if pending:
-            await asyncio.gather(*pending)
+        """Send everything staged and wait until the broker has it."""
+        acks = await self.ship(self.take_staged())
+        if acks:
+            await asyncio.gather(*acks)
 
     async def _aiokafka_producer(self) -> Any:
         if self._producer is None:
@@ -201,24 +224,6 @@ class Outbox:
             ensure = getattr(producer, "_ensure_producer", None)
             self._producer = ensure() if ensure is not None else producer
         return self._producer
-
-
-async def finish_batch(outbox: Outbox, *caches: StateCache) -> None:
-    """End a batch: outputs first, state second.
-
-    RocksDB keeps a write at once, before its changelog record or the batch's
-    offsets are committed. If state went first, a kill -9 between the state
-    write and the sends would leave a redelivered input looking "already
-    done" and its outputs lost. Outputs first means a crash can only repeat
-    outputs, which every consumer of ours treats idempotently. Last, the batch
-    waits for its changelog records, so that no input offset is committed
-    before the state it produced is in the changelog.
-    """
-    await outbox.drain()
-    changelog = [future for cache in caches for future in await cache.flush()]
-    if changelog:
-        # Acked inputs must have their state in the changelog (see AckedTable).
-        await asyncio.gather(*changelog)
 
 
 class DeadLetterOnError:
@@ -269,49 +274,55 @@ async def process(
     user_keyed: bool = False,
     after_batch: Callable[..., Awaitable[None]] | None = None,
 ) -> None:
-    """The loop of every stateful agent.
+    """The loop of every agent.
 
     Batches of events (``take_events``); ``handle(event, *caches)`` once per
-    event under the failure policy; then ``after_batch(*caches)`` if given;
-    then the batch's outputs, then its state (``finish_batch``). A batch that
-    fails as a whole (the broker refused our sends, say) is run again after
-    a pause, never skipped: the next batch waits, so nothing is lost.
+    event under the failure policy; then ``after_batch(*caches)`` if given.
+    The processed batch goes to the agent's ``Pipeline``: outputs, then state,
+    then offsets, in batch order, while the next batch is processed
+    (``settings.batch_pipeline`` batches at most). A batch whose processing
+    fails as a whole is run again after a pause; one whose sends fail is sent
+    again: never skipped, so nothing is lost.
     """
     guard = DeadLetterOnError(outbox, log, user_keyed=user_keyed)
+    flight = Pipeline(tables, outbox.ship, log, settings.batch_pipeline)
+    processed: list[Writes] = []
 
     async def run(events: Any) -> None:
-        caches = [StateCache(table) for table in tables]
+        caches = [StateCache(t, p) for t, p in zip(tables, flight.pending, strict=True)]
         for event in events:
             async with guard(event):
                 await handle(event, *caches)
         if after_batch is not None:
             await after_batch(*caches)
-        await finish_batch(outbox, *caches)
+        processed[:] = [cache.take_writes() for cache in caches]
 
-    async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
-        started = time.perf_counter()
-        for topic, count in Counter(event.message.topic for event in events).items():
-            outbox.metrics.record_in(registry_topic(topic, settings.namespace), count)
-        try:
-            await until_done(run, events, outbox, log)
+    try:
+        async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+            started = time.perf_counter()
+            for topic, count in Counter(event.message.topic for event in events).items():
+                outbox.metrics.record_in(registry_topic(topic, settings.namespace), count)
+            try:
+                await until_done(run, events, outbox, log)
+                await flight.submit(events, outbox.take_staged(), list(processed))
+            except BaseException:
+                hold_offsets(events)
+                raise
             outbox.metrics.batch_seconds.observe(time.perf_counter() - started)
-        except BaseException:
-            hold_offsets(events)
-            raise
-
-
-RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 30.0
+        await flight.drain()
+    except BaseException:
+        flight.abandon()
+        raise
 
 
 async def until_done(
     run: Callable[[Any], Awaitable[None]], events: Any, outbox: Outbox, log: Any
 ) -> None:
-    """Run one batch until it succeeds, pausing longer after each failure.
+    """Process one batch until it succeeds, pausing longer after each failure.
 
-    Running a batch again is safe: every handler treats an input whose effect
-    is already in its state as a redelivery, and every consumer of ours treats
-    a repeated output idempotently.
+    Processing again is safe: the failed attempt's staged sends and state are
+    dropped (nothing of it has left), and every handler treats an input whose
+    effect is already in its state as a redelivery.
     """
     attempt = 0
     while True:
@@ -321,7 +332,7 @@ async def until_done(
         except Exception as exc:  # cancellation (stop, rebalance) is not retried
             attempt += 1
             outbox.forget_pending()
-            pause = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (attempt - 1))
+            pause = min(pipeline.RETRY_MAX_S, pipeline.RETRY_FIRST_S * 2 ** (attempt - 1))
             log.error(
                 "batch_failed",
                 error=type(exc).__name__,  # the type only: a message may quote input
@@ -332,14 +343,4 @@ async def until_done(
             await asyncio.sleep(pause)
 
 
-def hold_offsets(events: Any) -> None:
-    """Keep the offsets of an unfinished batch out of every commit.
-
-    ``take_events`` acks a batch in a ``finally`` block, so also when the agent
-    was cancelled in the middle of it (failures are retried, see
-    ``until_done``). A message already marked acked is skipped by the
-    consumer's ack bookkeeping, so its offset never becomes committable and the
-    batch is redelivered after the worker restarts: at-least-once, never lost.
-    """
-    for event in events:
-        event.message.acked = True
+__all__ = ["DLQ", "DeadLetterOnError", "Outbox", "StateCache", "hold_offsets", "process"]

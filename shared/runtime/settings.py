@@ -67,6 +67,13 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+def _non_negative_int(name: str, raw: str) -> int:
+    value = _int(name, raw)
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {value}")
+    return value
+
+
 def _float(name: str, raw: str) -> float:
     try:
         return float(raw)
@@ -294,6 +301,13 @@ class Settings:
     )
     batch_within_s: float = env_field(
         "CONVMESH_BATCH_WITHIN_S", 0.1, "longest wait to fill a batch (seconds)", _float
+    )
+    batch_pipeline: int = env_field(
+        "CONVMESH_BATCH_PIPELINE",
+        4,
+        "processed batches an agent may have on their way to the broker (outputs, state,"
+        " offsets) while it processes the next; 0 finishes each batch before the next",
+        _non_negative_int,
     )
     consumer_fetch_kb: int = env_field(
         "CONVMESH_CONSUMER_FETCH_KB",

@@ -37,11 +37,24 @@ class FakeMessage:
     offset: int = 0
     timestamp: float = 1_764_151_200.0
     acked: bool = False
+    #: References held on the message; Faust's stream holds one while it is delivered.
+    refcount: int = 1
+
+    def incref(self) -> None:
+        self.refcount += 1
 
 
 @dataclass
 class FakeEvent:
     message: FakeMessage
+
+    def ack(self) -> None:
+        """Drop a reference; the last one marks the offset committable, as Faust's does."""
+        if self.message.acked:
+            return
+        self.message.refcount = max(self.message.refcount - 1, 0)
+        if self.message.refcount == 0:
+            self.message.acked = True
 
 
 @dataclass
@@ -117,14 +130,19 @@ class FakeApp:
 
 
 class FakeStream:
-    """``take_events`` over fixed batches of events."""
+    """``take_events`` over fixed batches of events, acking each batch after it is handed
+    back (Faust's does so in a ``finally``, also when the agent was cancelled)."""
 
     def __init__(self, batches: list[list[FakeEvent]]) -> None:
         self.batches = batches
 
     async def take_events(self, _n: int, _within: float) -> AsyncIterator[list[FakeEvent]]:
         for batch in self.batches:
-            yield batch
+            try:
+                yield batch
+            finally:
+                for event in batch:
+                    event.ack()
 
 
 @dataclass

@@ -141,10 +141,10 @@ async def test_rejects_are_logged_with_message_fields_and_without_plaintext(h: H
     assert EMAIL not in repr(log.entries)
 
 
-async def test_a_batch_whose_sends_fail_is_run_again_and_nothing_is_lost(
+async def test_a_batch_whose_sends_fail_is_sent_again_and_nothing_is_lost(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("shared.runtime.batching.RETRY_FIRST_S", 0.0)
+    monkeypatch.setattr("shared.runtime.pipeline.RETRY_FIRST_S", 0.0)
     h.producer.fail_next = 1
     await run(h, raw(h, ACCOUNT, envelope("a")), raw(h, ACCOUNT, envelope("b")))
     ids = [s.json["event_id"] for s in h.sent("conversions.valid")]
@@ -165,9 +165,10 @@ async def test_a_batch_that_does_not_finish_never_gets_its_offsets_committed(
     with pytest.raises(asyncio.CancelledError):
         await h.run(handler, events)
     assert all(event.message.acked for event in events)  # marked: skipped by commits
+    assert all(event.message.refcount > 0 for event in events)  # never released
 
 
-async def test_a_finished_batch_is_left_for_take_events_to_ack(h: Harness) -> None:
+async def test_a_finished_batch_is_acked_once_its_sends_are_acknowledged(h: Harness) -> None:
     events = [raw(h, ACCOUNT, envelope("a"))]
     await run(h, *events)
-    assert events[0].message.acked is False
+    assert events[0].message.acked is True and events[0].message.refcount == 0

@@ -169,7 +169,7 @@ def test_a_failed_batch_is_run_again_until_it_succeeds(monkeypatch):
     """The batch is retried, never skipped; each failure is logged."""
     from shared.runtime import batching
 
-    monkeypatch.setattr(batching, "RETRY_FIRST_S", 0.0)
+    monkeypatch.setattr("shared.runtime.pipeline.RETRY_FIRST_S", 0.0)
     run, outbox, log = FlakyRun(failures=2), ForgettingOutbox(), FakeLog()
     asyncio.run(batching.until_done(run, [event()], outbox, log))
     assert run.calls == 3 and outbox.forgotten == 2

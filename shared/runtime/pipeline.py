@@ -1,0 +1,246 @@
+"""Batches in flight: the next batch is processed while the previous one's acks are pending.
+
+A batch ends in three steps, each waiting on the broker: its outputs acked,
+then its state written (RocksDB and the changelog, acked), then its input
+offsets acked for commit. Done one batch at a time, those round trips were
+the larger part of every hop's latency and left the worker idle between
+batches (docs/benchmarks.md, "Pipelined batches"). Here a batch's end runs
+in the background while the agent takes and processes the next ones, with
+every order of the one-at-a-time loop kept:
+
+* Outputs leave in batch order: a batch's records are handed to the
+  producer only once the previous batch's are acked, so a batch whose sends
+  fail is sent again before any later batch's records (per-key order on
+  every output topic is the input order, as before).
+* State is written in batch order, each batch's only after its own outputs
+  are acked. RocksDB keeps a write at once, before its changelog record or
+  the batch's offsets are committed: if state went first, a kill -9 between
+  the state write and the sends would leave a redelivered input looking
+  "already done" and its outputs lost. Outputs first means a crash can only
+  repeat outputs, which every consumer of ours treats idempotently. Until a
+  batch's state is written, the next batches read it from ``PendingWrites``,
+  so they see exactly the state the one-at-a-time loop would have shown them.
+* Input offsets are acked in batch order, each batch's only once its state
+  is in the changelog: nothing is committed before its effects are durable.
+
+A failed send or changelog write is retried with the same records (the
+batch's decisions stand; every consumer treats a repeat idempotently), never
+skipped. A cancelled agent (stop, crash) leaves every batch in flight
+uncommitted, to be redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: A table's writes of one batch: (partition, key, value or None to delete).
+Writes = list[tuple[int, bytes, bytes | None]]
+
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+
+
+class PendingWrites:
+    """A table's writes of the batches in flight, newest value per key.
+
+    Staged when a batch is processed, settled once the batch's writes are in
+    the store: a key a later batch wrote again stays until that batch settles.
+    """
+
+    def __init__(self) -> None:
+        self._by_partition: dict[int, dict[bytes, tuple[int, bytes | None]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(keys) for keys in self._by_partition.values())
+
+    def lookup(self, partition: int, key: bytes) -> tuple[bool, bytes | None]:
+        """(whether a batch in flight wrote ``key``, the value it wrote: None deletes)."""
+        keys = self._by_partition.get(partition)
+        entry = keys.get(key) if keys is not None else None
+        return (False, None) if entry is None else (True, entry[1])
+
+    def with_prefix(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes | None]]:
+        """The pending (key, value) pairs of ``partition`` whose key starts with ``prefix``."""
+        for key, (_batch, value) in self._by_partition.get(partition, {}).items():
+            if key.startswith(prefix):
+                yield key, value
+
+    def stage(self, batch: int, writes: Writes) -> None:
+        for partition, key, value in writes:
+            self._by_partition.setdefault(partition, {})[key] = (batch, value)
+
+    def settle(self, batch: int, writes: Writes) -> None:
+        for partition, key, _value in writes:
+            keys = self._by_partition.get(partition)
+            if keys is not None and keys.get(key, (None,))[0] == batch:
+                del keys[key]
+                if not keys:
+                    del self._by_partition[partition]
+
+
+async def write_table(table: Any, writes: Writes) -> list[Awaitable[Any]]:
+    """Write a batch's values to ``table``; what to await until they are in its changelog."""
+    if not writes:
+        return []
+    write_batch = getattr(table, "write_batch", None)
+    if write_batch is not None:
+        return [await write_batch(writes)]
+    for _partition, key, raw in writes:  # a table without batches (a test double)
+        if raw is None:
+            del table[key]
+        else:
+            table[key] = raw
+    return []
+
+
+def hold(events: Sequence[Any]) -> None:
+    """Take a reference on each input, so that ``take_events`` acking it does not commit it."""
+    for event in events:
+        event.message.incref()
+
+
+def release(events: Sequence[Any]) -> None:
+    """Drop our reference: the inputs' offsets become committable (in batch order)."""
+    for event in events:
+        event.ack()
+
+
+def hold_offsets(events: Sequence[Any]) -> None:
+    """Keep the offsets of an unfinished batch out of every commit.
+
+    A message already marked acked is skipped by the consumer's ack
+    bookkeeping, so its offset never becomes committable and the batch is
+    redelivered after the worker restarts: at-least-once, never lost.
+    """
+    for event in events:
+        event.message.acked = True
+
+
+Ship = Callable[[list[Any]], Awaitable[list[Awaitable[Any]]]]
+
+
+@dataclass(eq=False)
+class InFlight:
+    """One processed batch on its way to the broker."""
+
+    number: int
+    events: Sequence[Any]
+    delivered: asyncio.Task[None]
+    finished: asyncio.Task[None]
+
+
+class Pipeline:
+    """The batches of one agent between their processing and their commit.
+
+    ``depth`` bounds how many batches may be in flight when the next one is
+    taken; 0 finishes each batch before the next (the one-at-a-time loop).
+    """
+
+    def __init__(self, tables: Sequence[Any], ship: Ship, log: Any, depth: int) -> None:
+        self.tables = tuple(tables)
+        self.pending = tuple(PendingWrites() for _ in self.tables)
+        self._ship = ship
+        self._log = log
+        self._depth = depth
+        self._in_flight: deque[InFlight] = deque()
+        self._number = 0
+
+    async def submit(self, events: Sequence[Any], records: list[Any], writes: list[Writes]) -> None:
+        """Hand over a processed batch: its outputs (records) and its tables' writes."""
+        previous = self._in_flight[-1] if self._in_flight else None
+        if previous is not None:
+            await asyncio.shield(previous.delivered)  # outputs leave in batch order
+        self._number += 1
+        number = self._number
+        for pending, table_writes in zip(self.pending, writes, strict=True):
+            pending.stage(number, table_writes)
+        hold(events)
+        acks = await self._ship(records) if records else []
+        delivered = asyncio.ensure_future(self._deliver(records, acks, len(events)))
+        finished = asyncio.ensure_future(self._finish(number, events, delivered, writes, previous))
+        self._in_flight.append(InFlight(number, events, delivered, finished))
+        while self._in_flight and (
+            self._in_flight[0].finished.done() or len(self._in_flight) > self._depth
+        ):
+            await asyncio.shield(self._in_flight[0].finished)
+            self._in_flight.popleft().finished.result()
+
+    async def drain(self) -> None:
+        """Wait until every batch in flight is committed-ready."""
+        while self._in_flight:
+            await asyncio.shield(self._in_flight[0].finished)
+            self._in_flight.popleft()
+
+    def abandon(self) -> None:
+        """Stop every batch in flight without committing it (the agent is going away)."""
+        for batch in self._in_flight:
+            batch.delivered.cancel()
+            batch.finished.cancel()
+            hold_offsets(batch.events)
+        self._in_flight.clear()
+        for pending in self.pending:
+            pending.__init__()  # type: ignore[misc]
+
+    async def _deliver(self, records: list[Any], acks: list[Awaitable[Any]], count: int) -> None:
+        """Wait until the broker has acked the batch's records; send them again if it failed."""
+        first: list[Awaitable[Any]] | None = acks
+
+        async def attempt() -> None:
+            nonlocal first
+            sent, first = (first if first is not None else await self._ship(records)), None
+            if sent:
+                await asyncio.gather(*sent)
+
+        await self._retry("batch_failed", count, attempt)
+
+    async def _finish(
+        self,
+        number: int,
+        events: Sequence[Any],
+        delivered: asyncio.Future[None],
+        writes: list[Writes],
+        previous: InFlight | None,
+    ) -> None:
+        await delivered
+        if previous is not None:
+            await previous.finished  # state is written in batch order
+        for table, pending, table_writes in zip(self.tables, self.pending, writes, strict=True):
+            if table_writes:
+                await self._retry("state_write_failed", len(events), _written(table, table_writes))
+            pending.settle(number, table_writes)
+        release(events)
+
+    async def _retry(
+        self, what: str, count: int, attempt_once: Callable[[], Awaitable[None]]
+    ) -> None:
+        attempt = 0
+        while True:
+            try:
+                await attempt_once()
+                return
+            except Exception as exc:  # cancellation (stop, rebalance) is not retried
+                attempt += 1
+                pause = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (attempt - 1))
+                self._log.error(
+                    what,
+                    error=type(exc).__name__,  # the type only: a message may quote input
+                    attempt=attempt,
+                    events=count,
+                    retry_in_s=pause,
+                )
+                await asyncio.sleep(pause)
+
+
+def _written(table: Any, writes: Writes) -> Callable[[], Awaitable[None]]:
+    """One attempt at writing ``writes``: to the store, then acked in the changelog."""
+
+    async def attempt() -> None:
+        acks = await write_table(table, writes)
+        if acks:
+            await asyncio.gather(*acks)
+
+    return attempt

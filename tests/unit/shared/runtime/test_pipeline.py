@@ -1,0 +1,251 @@
+"""Batches in flight (shared.runtime.pipeline): order, durability and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.runtime import pipeline
+from shared.runtime.batching import StateCache
+from shared.runtime.pipeline import PendingWrites, Pipeline
+from tests.support.harness import FakeEvent, FakeMessage
+
+
+class Log:
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, dict[str, Any]]] = []
+
+    def error(self, event: str, **fields: Any) -> None:
+        self.errors.append((event, fields))
+
+
+class Broker:
+    """A producer whose acks the test gives, one record batch (ship call) at a time."""
+
+    def __init__(self) -> None:
+        self.shipped: list[list[Any]] = []
+        self.acks: list[asyncio.Future[None]] = []
+        self.auto = False
+        self.fail_next = 0
+
+    async def ship(self, records: list[Any]) -> list[asyncio.Future[None]]:
+        self.shipped.append(list(records))
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail_next:
+            self.fail_next -= 1
+            ack.set_exception(RuntimeError("broker said no"))
+        elif self.auto:
+            ack.set_result(None)
+        self.acks.append(ack)
+        return [ack]
+
+    def ack(self, index: int) -> None:
+        self.acks[index].set_result(None)
+
+
+class Table:
+    """A table whose changelog acks the test gives (or not, when ``auto``)."""
+
+    def __init__(self, auto: bool = True) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.auto = auto
+        self.written: list[list[tuple[int, bytes, bytes | None]]] = []
+        self.acks: list[asyncio.Future[None]] = []
+
+    async def write_batch(self, writes: list[tuple[int, bytes, bytes | None]]) -> Any:
+        self.written.append(list(writes))
+        for _partition, key, value in writes:
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.auto:
+            ack.set_result(None)
+        self.acks.append(ack)
+        return ack
+
+    def read(self, partition: int, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def read_prefix(self, partition: int, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        return [(k, v) for k, v in self.data.items() if k.startswith(prefix)]
+
+
+def batch(n: int, start: int = 0) -> list[FakeEvent]:
+    return [FakeEvent(FakeMessage("in", b"k", b"v", 0, start + i)) for i in range(n)]
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_pending_writes_keep_the_newest_value_until_its_batch_settles() -> None:
+    pending = PendingWrites()
+    pending.stage(1, [(0, b"a", b"1"), (0, b"b", b"2")])
+    pending.stage(2, [(0, b"a", None)])
+    pending.settle(1, [(0, b"a", b"1"), (0, b"b", b"2")])
+    assert pending.lookup(0, b"a") == (True, None)  # batch 2's delete is still in flight
+    assert pending.lookup(0, b"b") == (False, None)
+    pending.settle(2, [(0, b"a", None)])
+    assert len(pending) == 0
+
+
+def test_pending_writes_are_per_partition() -> None:
+    pending = PendingWrites()
+    pending.stage(1, [(3, b"u|1", b"x"), (4, b"u|2", b"y")])
+    assert list(pending.with_prefix(3, b"u|")) == [(b"u|1", b"x")]
+    assert pending.lookup(4, b"u|1") == (False, None)
+
+
+async def test_the_next_batch_is_processed_before_the_previous_one_is_acked() -> None:
+    broker, table = Broker(), Table()
+    flight = Pipeline([table], broker.ship, Log(), depth=4)
+    first, second = batch(1), batch(1, 1)
+    await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
+    cache = StateCache(table, flight.pending[0])
+    assert cache.get(b"k", first[0]) == 1  # read from the batch in flight
+    assert table.data == {}  # not in the store before its outputs are acked
+    assert first[0].message.acked is False
+    broker.ack(0)
+    await settle()
+    assert table.data == {b"k": b"1"}
+    first[0].ack()  # take_events' own reference
+    assert first[0].message.acked is True
+    await flight.submit(second, ["r2"], [[]])
+    broker.ack(1)
+    await flight.drain()
+    assert broker.shipped == [["r1"], ["r2"]]
+
+
+async def test_outputs_leave_only_after_the_previous_batchs_are_acked() -> None:
+    broker = Broker()
+    flight = Pipeline([], broker.ship, Log(), depth=4)
+    await flight.submit(batch(1), ["r1"], [])
+    submitted = asyncio.ensure_future(flight.submit(batch(1, 1), ["r2"], []))
+    await settle()
+    assert broker.shipped == [["r1"]] and not submitted.done()
+    broker.ack(0)
+    await submitted
+    assert broker.shipped == [["r1"], ["r2"]]
+    broker.ack(1)
+    await flight.drain()
+
+
+async def test_offsets_are_released_in_batch_order_only_after_the_state_is_in_the_changelog() -> (
+    None
+):
+    broker, table = Broker(), Table(auto=False)
+    broker.auto = True
+    flight = Pipeline([table], broker.ship, Log(), depth=4)
+    first, second = batch(1), batch(1, 1)
+    await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
+    await flight.submit(second, ["r2"], [[(0, b"k", b"2")]])
+    for events in (first, second):
+        for event in events:
+            event.ack()  # take_events acks right after the agent takes the next batch
+    await settle()
+    assert table.written == [[(0, b"k", b"1")]]  # the second waits for the first
+    assert not first[0].message.acked and not second[0].message.acked
+    table.acks[0].set_result(None)
+    await settle()
+    assert first[0].message.acked and not second[0].message.acked
+    table.acks[1].set_result(None)
+    await flight.drain()
+    assert second[0].message.acked and table.data == {b"k": b"2"}
+    assert len(flight.pending[0]) == 0
+
+
+async def test_failed_sends_are_sent_again_with_the_same_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pipeline, "RETRY_FIRST_S", 0.0)
+    broker, log = Broker(), Log()
+    broker.auto, broker.fail_next = True, 2
+    flight = Pipeline([], broker.ship, log, depth=4)
+    await flight.submit(batch(2), ["a", "b"], [])
+    await flight.drain()
+    assert broker.shipped == [["a", "b"]] * 3
+    assert [event for event, _ in log.errors] == ["batch_failed", "batch_failed"]
+
+
+async def test_depth_zero_finishes_each_batch_before_the_next() -> None:
+    broker, table = Broker(), Table()
+    broker.auto = True
+    flight = Pipeline([table], broker.ship, Log(), depth=0)
+    await flight.submit(batch(1), ["r1"], [[(0, b"k", b"1")]])
+    assert table.data == {b"k": b"1"} and len(flight.pending[0]) == 0
+
+
+async def test_an_abandoned_batch_is_never_committed() -> None:
+    broker = Broker()
+    flight = Pipeline([Table()], broker.ship, Log(), depth=4)
+    events = batch(2)
+    await flight.submit(events, ["r1"], [[(0, b"k", b"1")]])
+    flight.abandon()
+    broker.ack(0)
+    await settle()
+    for event in events:
+        event.ack()
+    assert all(event.message.acked and event.message.refcount > 0 for event in events)
+    assert len(flight.pending[0]) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c"]), st.integers(0, 3)), max_size=4),
+        min_size=1,
+        max_size=8,
+    ),
+    st.integers(0, 3),
+    st.integers(0, 2**32),
+)
+def test_batches_in_flight_read_and_leave_the_state_of_one_at_a_time(
+    batches: list[list[tuple[bytes, int]]], depth: int, seed: int
+) -> None:
+    """Each batch adds to counters; whatever the acks' timing, every read and the final
+    store equal those of applying the batches one after the other."""
+
+    rng = random.Random(seed)
+
+    async def scenario() -> tuple[list[int], dict[bytes, bytes]]:
+        broker, table = Broker(), Table()
+        flight = Pipeline([table], broker.ship, Log(), depth=depth)
+        seen: list[int] = []
+
+        async def acker() -> None:
+            while True:
+                await asyncio.sleep(0)
+                open_acks = [a for a in broker.acks if not a.done()]
+                if open_acks and rng.random() < 0.5:
+                    open_acks[0].set_result(None)
+
+        task = asyncio.ensure_future(acker())
+        for number, items in enumerate(batches):
+            events = batch(max(1, len(items)), number * 10)
+            cache = StateCache(table, flight.pending[0])
+            for key, add in items:
+                value = (cache.get(key, events[0]) or 0) + add
+                seen.append(value)
+                cache.put(key, value, events[0])
+            await flight.submit(events, [number], [cache.take_writes()])
+        await flight.drain()
+        task.cancel()
+        return seen, table.data
+
+    seen, data = asyncio.run(scenario())
+    expected: dict[bytes, int] = {}
+    expected_seen = []
+    for items in batches:
+        for key, add in items:
+            expected[key] = expected.get(key, 0) + add
+            expected_seen.append(expected[key])
+    assert seen == expected_seen
+    assert data == {key: str(value).encode() for key, value in expected.items()}
