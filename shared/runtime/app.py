@@ -207,7 +207,12 @@ def _use_in_order_consumer(app: faust.App, settings: Settings) -> None:
     """The app's consumer delivers the records of non-compacted topics in sequence."""
     registry = registry_for(settings)
     gapless = frozenset(settings.topic_name(s.name) for s in registry if not s.compacted)
-    consumer_class = type("AppConsumer", (InOrderConsumer,), {"gapless_topics": gapless})
+    fields = {
+        "gapless_topics": gapless,
+        "fetch_min_bytes": settings.consumer_fetch_min_kb * 1024,
+        "fetch_max_wait_ms": settings.consumer_fetch_wait_ms,
+    }
+    consumer_class = type("AppConsumer", (InOrderConsumer,), fields)
     # Before the consumer exists (it is created lazily).
     app.transport.Consumer = consumer_class  # type: ignore[misc]
 

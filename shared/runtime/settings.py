@@ -316,6 +316,19 @@ class Settings:
         " bounds the records it holds in memory (docs/benchmarks.md)",
         _positive_int,
     )
+    consumer_fetch_min_kb: int = env_field(
+        "CONVMESH_CONSUMER_FETCH_MIN_KB",
+        64,
+        "the broker holds a fetch until this much (KiB) has arrived or"
+        " CONVMESH_CONSUMER_FETCH_WAIT_MS is over: fewer, fuller fetches at moderate rates",
+        _positive_int,
+    )
+    consumer_fetch_wait_ms: int = env_field(
+        "CONVMESH_CONSUMER_FETCH_WAIT_MS",
+        20,
+        "longest the broker holds a fetch for CONVMESH_CONSUMER_FETCH_MIN_KB (ms)",
+        _non_negative_int,
+    )
     rocksdb_cache_mb: int = env_field(
         "CONVMESH_ROCKSDB_CACHE_MB",
         32,

@@ -41,3 +41,19 @@ def test_consumer_fetch_size_comes_from_settings(tmp_path: Path) -> None:
         service="dedupe", data_dir=tmp_path, web_port=6199, dev_mode=True, consumer_fetch_kb=256
     )
     assert create_app(s).conf.consumer_max_fetch_size == 256 * 1024
+
+
+async def test_consumer_fetch_wait_comes_from_settings(tmp_path: Path) -> None:
+    """The aiokafka consumer asks the broker to hold a fetch for CONVMESH_CONSUMER_FETCH_MIN_KB
+    or CONVMESH_CONSUMER_FETCH_WAIT_MS, where Faust fixes 1 byte and 1500 ms."""
+    s = Settings(
+        service="dedupe",
+        data_dir=tmp_path,
+        web_port=6199,
+        dev_mode=True,
+        consumer_fetch_min_kb=32,
+        consumer_fetch_wait_ms=15,
+    )
+    app = create_app(s)
+    client = app.consumer._thread._create_worker_consumer(app.transport)
+    assert (client._fetch_min_bytes, client._fetch_max_wait_ms) == (32 * 1024, 15)
