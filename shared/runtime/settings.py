@@ -300,7 +300,7 @@ class Settings:
         "CONVMESH_BATCH_SIZE", 500, "records per processing batch", _positive_int
     )
     batch_within_s: float = env_field(
-        "CONVMESH_BATCH_WITHIN_S", 0.1, "longest wait to fill a batch (seconds)", _float
+        "CONVMESH_BATCH_WITHIN_S", 0.04, "longest wait to fill a batch (seconds)", _float
     )
     batch_pipeline: int = env_field(
         "CONVMESH_BATCH_PIPELINE",
@@ -325,7 +325,7 @@ class Settings:
     )
     consumer_fetch_wait_ms: int = env_field(
         "CONVMESH_CONSUMER_FETCH_WAIT_MS",
-        20,
+        10,
         "longest the broker holds a fetch for CONVMESH_CONSUMER_FETCH_MIN_KB (ms)",
         _non_negative_int,
     )
