@@ -69,6 +69,9 @@ class PendingWrites:
             if key.startswith(prefix):
                 yield key, value
 
+    def clear(self) -> None:
+        self._by_partition.clear()
+
     def stage(self, batch: int, writes: Writes) -> None:
         for partition, key, value in writes:
             self._by_partition.setdefault(partition, {})[key] = (batch, value)
@@ -159,8 +162,12 @@ class Pipeline:
         for pending, table_writes in zip(self.pending, writes, strict=True):
             pending.stage(number, table_writes)
         hold(events)
-        acks = await self._ship(records) if records else []
-        delivered = asyncio.ensure_future(self._deliver(records, acks, len(events)))
+        try:
+            # Handed over at once, so the records leave with the producer's next request.
+            first: list[Awaitable[Any]] | Exception = await self._ship(records) if records else []
+        except Exception as exc:  # no metadata for a topic (the broker is away), say
+            first = exc
+        delivered = asyncio.ensure_future(self._deliver(records, first, len(events)))
         finished = asyncio.ensure_future(self._finish(number, events, delivered, writes, previous))
         self._in_flight.append(InFlight(number, events, delivered, finished))
         while self._in_flight and (
@@ -183,15 +190,22 @@ class Pipeline:
             hold_offsets(batch.events)
         self._in_flight.clear()
         for pending in self.pending:
-            pending.__init__()  # type: ignore[misc]
+            pending.clear()
 
-    async def _deliver(self, records: list[Any], acks: list[Awaitable[Any]], count: int) -> None:
-        """Wait until the broker has acked the batch's records; send them again if it failed."""
-        first: list[Awaitable[Any]] | None = acks
+    async def _deliver(
+        self, records: list[Any], first: list[Awaitable[Any]] | Exception, count: int
+    ) -> None:
+        """Wait until the broker has acked the batch's records; send them again if it failed.
+
+        ``first`` is what handing them over the first time gave: their acks, or the error.
+        """
+        given: list[Awaitable[Any]] | Exception | None = first
 
         async def attempt() -> None:
-            nonlocal first
-            sent, first = (first if first is not None else await self._ship(records)), None
+            nonlocal given
+            sent, given = (given if given is not None else await self._ship(records)), None
+            if isinstance(sent, Exception):
+                raise sent
             if sent:
                 await asyncio.gather(*sent)
 

@@ -249,3 +249,27 @@ def test_batches_in_flight_read_and_leave_the_state_of_one_at_a_time(
             expected_seen.append(expected[key])
     assert seen == expected_seen
     assert data == {key: str(value).encode() for key, value in expected.items()}
+
+
+async def test_a_batch_the_producer_refuses_to_take_is_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Handing records over can itself fail (no metadata while the broker is away):
+    the agent goes on, and the batch is sent again after a pause."""
+    monkeypatch.setattr(pipeline, "RETRY_FIRST_S", 0.0)
+    broker, log = Broker(), Log()
+    broker.auto = True
+    refusals = [RuntimeError("no metadata")]
+
+    async def ship(records: list[Any]) -> list[asyncio.Future[None]]:
+        if refusals:
+            raise refusals.pop()
+        return await broker.ship(records)
+
+    flight = Pipeline([], ship, log, depth=4)
+    events = batch(1)
+    await flight.submit(events, ["a"], [])
+    await flight.drain()
+    events[0].ack()
+    assert broker.shipped == [["a"]] and events[0].message.acked
+    assert [event for event, _ in log.errors] == ["batch_failed"]
