@@ -324,23 +324,9 @@ async def until_done(
     dropped (nothing of it has left), and every handler treats an input whose
     effect is already in its state as a redelivery.
     """
-    attempt = 0
-    while True:
-        try:
-            await run(events)
-            return
-        except Exception as exc:  # cancellation (stop, rebalance) is not retried
-            attempt += 1
-            outbox.forget_pending()
-            pause = min(pipeline.RETRY_MAX_S, pipeline.RETRY_FIRST_S * 2 ** (attempt - 1))
-            log.error(
-                "batch_failed",
-                error=type(exc).__name__,  # the type only: a message may quote input
-                attempt=attempt,
-                events=len(events),
-                retry_in_s=pause,
-            )
-            await asyncio.sleep(pause)
+    await pipeline.retry(
+        log, "batch_failed", len(events), lambda: run(events), on_failure=outbox.forget_pending
+    )
 
 
 __all__ = ["DLQ", "DeadLetterOnError", "Outbox", "StateCache", "hold_offsets", "process"]

@@ -126,6 +126,34 @@ def hold_offsets(events: Sequence[Any]) -> None:
 Ship = Callable[[list[Any]], Awaitable[list[Awaitable[Any]]]]
 
 
+async def retry(
+    log: Any,
+    what: str,
+    count: int,
+    attempt_once: Callable[[], Awaitable[None]],
+    on_failure: Callable[[], None] | None = None,
+) -> None:
+    """Run ``attempt_once`` until it succeeds, pausing longer after each failure.
+
+    Each failure is logged as ``what`` with the error's type only (a message may
+    quote input). Cancellation (stop, rebalance) is not retried.
+    """
+    attempt = 0
+    while True:
+        try:
+            await attempt_once()
+            return
+        except Exception as exc:
+            attempt += 1
+            if on_failure is not None:
+                on_failure()
+            pause = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (attempt - 1))
+            log.error(
+                what, error=type(exc).__name__, attempt=attempt, events=count, retry_in_s=pause
+            )
+            await asyncio.sleep(pause)
+
+
 @dataclass(eq=False)
 class InFlight:
     """One processed batch on its way to the broker."""
@@ -209,7 +237,7 @@ class Pipeline:
             if sent:
                 await asyncio.gather(*sent)
 
-        await self._retry("batch_failed", count, attempt)
+        await retry(self._log, "batch_failed", count, attempt)
 
     async def _finish(
         self,
@@ -224,29 +252,11 @@ class Pipeline:
             await previous.finished  # state is written in batch order
         for table, pending, table_writes in zip(self.tables, self.pending, writes, strict=True):
             if table_writes:
-                await self._retry("state_write_failed", len(events), _written(table, table_writes))
+                await retry(
+                    self._log, "state_write_failed", len(events), _written(table, table_writes)
+                )
             pending.settle(number, table_writes)
         release(events)
-
-    async def _retry(
-        self, what: str, count: int, attempt_once: Callable[[], Awaitable[None]]
-    ) -> None:
-        attempt = 0
-        while True:
-            try:
-                await attempt_once()
-                return
-            except Exception as exc:  # cancellation (stop, rebalance) is not retried
-                attempt += 1
-                pause = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (attempt - 1))
-                self._log.error(
-                    what,
-                    error=type(exc).__name__,  # the type only: a message may quote input
-                    attempt=attempt,
-                    events=count,
-                    retry_in_s=pause,
-                )
-                await asyncio.sleep(pause)
 
 
 def _written(table: Any, writes: Writes) -> Callable[[], Awaitable[None]]:
