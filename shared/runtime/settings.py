@@ -304,9 +304,10 @@ class Settings:
     )
     batch_pipeline: int = env_field(
         "CONVMESH_BATCH_PIPELINE",
-        4,
+        0,
         "processed batches an agent may have on their way to the broker (outputs, state,"
-        " offsets) while it processes the next; 0 finishes each batch before the next",
+        " offsets) while it processes the next; 0 finishes each batch before the next"
+        " (experimental above 0: docs/benchmarks.md, pipelined batches)",
         _non_negative_int,
     )
     consumer_fetch_kb: int = env_field(
