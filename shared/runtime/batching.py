@@ -9,7 +9,6 @@ acked, in batch order, while the next batch is already being processed.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -26,7 +25,7 @@ from shared.runtime import pipeline
 from shared.runtime.app import bind_event
 from shared.runtime.logging import message_fields
 from shared.runtime.metrics import metrics_of, registry_topic
-from shared.runtime.pipeline import PendingWrites, Pipeline, Writes, hold_offsets, write_table
+from shared.runtime.pipeline import PendingWrites, Pipeline, Writes, hold_offsets
 from shared.runtime.settings import Settings
 
 DLQ = "conversions.dlq"
@@ -89,7 +88,7 @@ class StateCache:
         return {key: value for key, value in found.items() if value is not None}
 
     def put(self, key: bytes, value: Any, event: Any) -> None:
-        """Stage a new value (None deletes the key) written on flush()."""
+        """Stage a new value (None deletes the key), handed on by take_writes()."""
         self._values[key] = value
         self._events[key] = event
         self._dirty[key] = None
@@ -126,15 +125,11 @@ class StateCache:
         self._events.clear()
         return writes
 
-    async def flush(self) -> list[Any]:
-        """Write the staged values (at once, where the table can); what to await for them."""
-        return await write_table(self.table, self.take_writes())
-
 
 class Outbox:
-    """Sends to registry topics; ``drain()`` sends them and waits until the broker has them all.
+    """Sends to registry topics: staged during a batch, handed to the producer by ``ship()``.
 
-    Records are staged during a batch and leave at ``drain()`` as one Kafka
+    Records are staged during a batch and leave at ``ship()`` as one Kafka
     record batch per topic partition (``shared.kafka.batch_producer``),
     straight through the app's aiokafka producer: Faust's ``topic.send`` wraps
     each message in a FutureMessage with sensors and several coroutine layers,
@@ -156,7 +151,7 @@ class Outbox:
         self._namespace = settings.namespace
 
     async def send(self, topic: str, key: str | bytes | None, value: Any) -> None:
-        """Stage one record; it leaves with the batch's others at ``drain()``."""
+        """Stage one record; it leaves with the batch's others at ``ship()``."""
         payload = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
         self._staged.append((self._names[topic], None, key_bytes(key), payload))
         self.sent[topic] += 1
@@ -210,12 +205,6 @@ class Outbox:
             acks: list[Awaitable[Any]] = await double(records)
             return acks
         return [sent.future for sent in await send_many(producer, records)]
-
-    async def drain(self) -> None:
-        """Send everything staged and wait until the broker has it."""
-        acks = await self.ship(self.take_staged())
-        if acks:
-            await asyncio.gather(*acks)
 
     async def _aiokafka_producer(self) -> Any:
         if self._producer is None:
