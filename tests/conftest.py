@@ -35,6 +35,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the item (``rep_call``): fixtures ask whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
     """Detach structlog from a test's captured stderr (e.g. after ``cli.main``).
@@ -68,11 +76,18 @@ def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
 
     Topics created under it are deleted afterwards when a broker answers, so
     repeated runs do not pile partitions up on a shared dev broker.
+    CONVMESH_TEST_KEEP_TOPICS=1 keeps them all, =failed only those of a failed
+    test (to chase a rare failure in a loop).
     """
     ns = f"t{uuid.uuid4().hex[:10]}"
     yield ns
     address = os.environ.get("KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
-    keep = os.environ.get("CONVMESH_TEST_KEEP_TOPICS") == "1"  # to inspect a failure
+    keep_mode = os.environ.get("CONVMESH_TEST_KEEP_TOPICS", "")
+    call = getattr(request.node, "rep_call", None)
+    failed = call is not None and call.failed
+    keep = keep_mode == "1" or (keep_mode == "failed" and failed)
+    if failed:
+        print(f"\n[namespace] the failed test's topics: {ns}.*", file=sys.stderr)
     if (
         not keep
         and "bootstrap" in request.fixturenames
