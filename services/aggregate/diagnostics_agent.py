@@ -104,11 +104,13 @@ def register(app: faust.App, settings: Settings) -> None:
     @app.agent(raw_topic(app, settings, *FACT_INPUTS), name="diagnostics_facts")
     async def facts_agent(stream: Any) -> None:
         outbox = Outbox(app, settings, FACTS)
-        await process(stream, settings, outbox, FactsHandler(settings, outbox, log), log=log)
+        handler = FactsHandler(settings, outbox, log)
+        within_s = settings.diagnostics_batch_within_s
+        await process(stream, settings, outbox, handler, log=log, within_s=within_s)
 
     @app.agent(raw_topic(app, settings, FACTS), name="diagnostics")
     async def buckets_agent(stream: Any) -> None:
         outbox = Outbox(app, settings)
-        await process(
-            stream, settings, outbox, BucketsHandler(settings, outbox, log), table, log=log
-        )
+        handler = BucketsHandler(settings, outbox, log)
+        within_s = settings.diagnostics_batch_within_s
+        await process(stream, settings, outbox, handler, table, log=log, within_s=within_s)

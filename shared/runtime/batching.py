@@ -262,6 +262,7 @@ async def process(
     log: Any,
     user_keyed: bool = False,
     after_batch: Callable[..., Awaitable[None]] | None = None,
+    within_s: float | None = None,
 ) -> None:
     """The loop of every agent.
 
@@ -271,7 +272,8 @@ async def process(
     then offsets, in batch order, while the next batch is processed
     (``settings.batch_pipeline`` batches at most). A batch whose processing
     fails as a whole is run again after a pause; one whose sends fail is sent
-    again: never skipped, so nothing is lost.
+    again: never skipped, so nothing is lost. ``within_s`` replaces the batch
+    window of the settings (agents off the conversions' path wait longer).
     """
     guard = DeadLetterOnError(outbox, log, user_keyed=user_keyed)
     flight = Pipeline(tables, outbox.ship, log, settings.batch_pipeline)
@@ -287,7 +289,8 @@ async def process(
         processed[:] = [cache.take_writes() for cache in caches]
 
     try:
-        async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+        window = settings.batch_within_s if within_s is None else within_s
+        async for events in stream.take_events(settings.batch_size, window):
             started = time.perf_counter()
             for topic, count in Counter(event.message.topic for event in events).items():
                 outbox.metrics.record_in(registry_topic(topic, settings.namespace), count)

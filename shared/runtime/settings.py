@@ -302,6 +302,13 @@ class Settings:
     batch_within_s: float = env_field(
         "CONVMESH_BATCH_WITHIN_S", 0.04, "longest wait to fill a batch (seconds)", _float
     )
+    diagnostics_batch_within_s: float = env_field(
+        "CONVMESH_DIAGNOSTICS_BATCH_WITHIN_S",
+        0.5,
+        "longest wait to fill a batch of the setup diagnostics agents (seconds): they are"
+        " off the conversions' path, so fewer, larger batches spare the CPU the path needs",
+        _float,
+    )
     batch_pipeline: int = env_field(
         "CONVMESH_BATCH_PIPELINE",
         0,

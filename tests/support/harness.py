@@ -135,8 +135,10 @@ class FakeStream:
 
     def __init__(self, batches: list[list[FakeEvent]]) -> None:
         self.batches = batches
+        self.windows: list[float] = []  # the batch window each take_events was asked for
 
-    async def take_events(self, _n: int, _within: float) -> AsyncIterator[list[FakeEvent]]:
+    async def take_events(self, _n: int, within: float) -> AsyncIterator[list[FakeEvent]]:
+        self.windows.append(within)
         for batch in self.batches:
             try:
                 yield batch

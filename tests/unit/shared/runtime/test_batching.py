@@ -201,3 +201,22 @@ def test_with_prefix_sees_the_store_and_the_batchs_own_writes():
     cache.put(b"a|2", None, ev)
     cache.put(b"b|2", 5, ev)
     assert cache.with_prefix(b"a|", ev) == {b"a|1": 1, b"a|3": 4}
+
+
+def test_the_batch_window_is_the_settings_unless_the_agent_gives_its_own():
+    """Agents off the conversions' path (diagnostics) pass a longer window."""
+    from shared.runtime.batching import process
+    from shared.runtime.settings import Settings
+    from tests.support.harness import FakeApp, FakeProducer, FakeStream
+
+    settings = Settings(dev_mode=True)
+    outbox = Outbox(FakeApp(FakeProducer({})), settings)
+
+    async def handle(_event):
+        return None
+
+    default, own = FakeStream([]), FakeStream([])
+    asyncio.run(process(default, settings, outbox, handle, log=FakeLog()))
+    asyncio.run(process(own, settings, outbox, handle, log=FakeLog(), within_s=0.5))
+    assert default.windows == [settings.batch_within_s]
+    assert own.windows == [0.5]
