@@ -1,6 +1,6 @@
 """Helpers that keep agents thin: a per-batch table cache, an outbox and the agents' loop.
 
-Agents take events in batches (``take.take_batches``). Within a batch, each
+Agents take events in batches (``stream.take_events``). Within a batch, each
 table key is read and decoded once and written once. A processed batch then
 goes to the agent's ``Pipeline`` (``shared.runtime.pipeline``): its outputs
 are delivered (acks=all), then its state is written, then its offsets are
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -27,7 +27,6 @@ from shared.runtime.logging import message_fields
 from shared.runtime.metrics import metrics_of, registry_topic
 from shared.runtime.pipeline import PendingWrites, Pipeline, Writes, hold_offsets
 from shared.runtime.settings import Settings
-from shared.runtime.take import take_batches
 
 DLQ = "conversions.dlq"
 
@@ -252,8 +251,6 @@ class DeadLetterOnError:
 
 
 Handler = Callable[..., Awaitable[None]]
-#: (stream, max records, window in seconds) -> the stream's batches of events
-Take = Callable[[Any, int, float], AsyncIterator[Any]]
 
 
 async def process(
@@ -266,12 +263,10 @@ async def process(
     user_keyed: bool = False,
     after_batch: Callable[..., Awaitable[None]] | None = None,
     within_s: float | None = None,
-    take: Take = take_batches,
 ) -> None:
     """The loop of every agent.
 
-    Batches of events (``take``: ``take_batches``, a test double's own in unit
-    tests); ``handle(event, *caches)`` once per
+    Batches of events (``take_events``); ``handle(event, *caches)`` once per
     event under the failure policy; then ``after_batch(*caches)`` if given.
     The processed batch goes to the agent's ``Pipeline``: outputs, then state,
     then offsets, in batch order, while the next batch is processed
@@ -295,7 +290,7 @@ async def process(
 
     try:
         window = settings.batch_within_s if within_s is None else within_s
-        async for events in take(stream, settings.batch_size, window):
+        async for events in stream.take_events(settings.batch_size, window):
             started = time.perf_counter()
             for topic, count in Counter(event.message.topic for event in events).items():
                 outbox.metrics.record_in(registry_topic(topic, settings.namespace), count)

@@ -137,11 +137,6 @@ class FakeStream:
         self.batches = batches
         self.windows: list[float] = []  # the batch window each take_events was asked for
 
-    @staticmethod
-    def take(stream: FakeStream, max_: int, within: float) -> AsyncIterator[list[FakeEvent]]:
-        """What ``process`` takes batches with (its ``take``)."""
-        return stream.take_events(max_, within)
-
     async def take_events(self, _n: int, within: float) -> AsyncIterator[list[FakeEvent]]:
         self.windows.append(within)
         for batch in self.batches:
@@ -215,7 +210,6 @@ class Harness:
             log=self.log,
             user_keyed=user_keyed,
             after_batch=after_batch,
-            take=FakeStream.take,
         )
 
     def sent(self, topic: str) -> list[Sent]:

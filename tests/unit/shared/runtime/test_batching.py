@@ -216,8 +216,7 @@ def test_the_batch_window_is_the_settings_unless_the_agent_gives_its_own():
         return None
 
     default, own = FakeStream([]), FakeStream([])
-    take = FakeStream.take
-    asyncio.run(process(default, settings, outbox, handle, log=FakeLog(), take=take))
-    asyncio.run(process(own, settings, outbox, handle, log=FakeLog(), within_s=0.5, take=take))
+    asyncio.run(process(default, settings, outbox, handle, log=FakeLog()))
+    asyncio.run(process(own, settings, outbox, handle, log=FakeLog(), within_s=0.5))
     assert default.windows == [settings.batch_within_s]
     assert own.windows == [0.5]
