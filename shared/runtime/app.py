@@ -222,7 +222,8 @@ HEAL_INTERVAL_S = 10.0
 
 
 def _heal_stalled_partitions(app: faust.App) -> None:
-    """Every HEAL_INTERVAL_S, read again the partitions a lost delivery stalls (InOrderConsumer)."""
+    """Every HEAL_INTERVAL_S, read again the partitions a lost delivery stalls, and repeat
+    the seeks back that have not landed (InOrderConsumer)."""
 
     @app.timer(HEAL_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def heal_stalled_partitions() -> None:
@@ -232,6 +233,9 @@ def _heal_stalled_partitions(app: faust.App) -> None:
         heal = getattr(consumer, "heal_stalled", None)
         if heal is not None:
             await heal(time.monotonic())
+        reseek = getattr(consumer, "reseek_lost", None)
+        if reseek is not None:
+            await reseek(time.monotonic())
 
 
 def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:

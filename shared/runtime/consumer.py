@@ -129,6 +129,31 @@ class InOrderConsumer(AIOKafkaConsumer):
         await self._seek(tp, expected)
         return False
 
+    async def reseek_lost(self, now: float) -> list[tuple[TP, int]]:
+        """Seek again every partition whose seek back has not landed for RESEEK_AFTER_S.
+
+        ``admit`` repeats such a seek when a stale record of the partition
+        arrives. When every record past the expected offset was fetched before
+        the seek, none arrives, so nothing there would repeat it: the records
+        from the expected offset on would stay unread for good, and with no
+        later record acked there is no hole for ``heal_stalled`` to find
+        either. A timer calls this, so a lost seek is repeated in any case.
+        """
+        lost = [
+            (tp, expected)
+            for tp, (expected, since) in list(self._seeking.items())
+            if now - since >= RESEEK_AFTER_S
+        ]
+        for tp, expected in lost:
+            self.log.warning("seek did not take effect, seeking again: %r %r", tp, expected)
+            self._seeking[tp] = (expected, now)
+            try:
+                await self._seek(tp, expected)
+            except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile: the rebalance re-seeks
+                self._seeking.pop(tp, None)
+                self.log.warning("seek failed for %r: %r", tp, exc)
+        return lost
+
     def _new_offset(self, tp: TP) -> int | None:
         """Faust's next offset to commit, never past a record of a gapless topic not acked.
 

@@ -88,6 +88,32 @@ def test_a_seek_that_never_lands_is_repeated_instead_of_stalling_the_partition(m
     assert admitted(c, [148]) == [148]
 
 
+def test_a_lost_seek_is_repeated_by_the_timer_even_when_no_record_arrives(monkeypatch):
+    """The partition's last records were fetched before the seek: nothing else would repeat it."""
+    clock = [1000.0]
+    monkeypatch.setattr("shared.runtime.consumer.time.monotonic", lambda: clock[0])
+    c = consumer({SOURCE: 148})
+    assert admitted(c, [158, 159]) == []
+    assert asyncio.run(c.reseek_lost(clock[0] + 1.0)) == []  # not yet: it may still land
+    assert asyncio.run(c.reseek_lost(clock[0] + RESEEK_AFTER_S)) == [(SOURCE, 148)]
+    assert c.sought == [(SOURCE, 148), (SOURCE, 148)]
+    assert admitted(c, [148]) == [148]
+    assert asyncio.run(c.reseek_lost(clock[0] + 10 * RESEEK_AFTER_S)) == []  # it landed
+
+
+def test_a_repeated_seek_that_fails_is_dropped_and_logged():
+    """E.g. the partition was revoked meanwhile: the rebalance seeks it anyway."""
+    c = consumer({SOURCE: 148})
+    c._seeking[SOURCE] = (148, 0.0)
+
+    async def refused(tp, offset):
+        raise RuntimeError("not assigned")
+
+    c._seek = refused
+    assert asyncio.run(c.reseek_lost(RESEEK_AFTER_S)) == [(SOURCE, 148)]
+    assert c._seeking == {} and c.log.warnings
+
+
 def committing(acked, committed, tp=SOURCE):
     """A consumer whose ack bookkeeping for ``tp`` is given (Faust's own structures)."""
     c = consumer()
