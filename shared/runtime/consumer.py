@@ -106,8 +106,7 @@ class InOrderConsumer(AIOKafkaConsumer):
             # Still no record at the expected offset: the seek may have been lost
             # (a rebalance, a reconnect in between). Seek again, never stall.
             self.log.warning("seek did not take effect, seeking again: %r %r", tp, expected)
-            self._seeking[tp] = (expected, now)
-            await self._seek(tp, expected)
+            await self._seek_back(tp, expected, now)
             return False
         earliest = (await self.earliest_offsets(tp)).get(tp)
         if earliest is not None and earliest > expected:
@@ -125,9 +124,13 @@ class InOrderConsumer(AIOKafkaConsumer):
             expected,
             offset - 1,
         )
+        await self._seek_back(tp, expected, now)
+        return False
+
+    async def _seek_back(self, tp: TP, expected: int, now: float) -> None:
+        """Read ``tp`` again from ``expected``; later records are stale until it lands."""
         self._seeking[tp] = (expected, now)
         await self._seek(tp, expected)
-        return False
 
     async def reseek_lost(self, now: float) -> list[tuple[TP, int]]:
         """Seek again every partition whose seek back has not landed for RESEEK_AFTER_S.
@@ -146,9 +149,8 @@ class InOrderConsumer(AIOKafkaConsumer):
         ]
         for tp, expected in lost:
             self.log.warning("seek did not take effect, seeking again: %r %r", tp, expected)
-            self._seeking[tp] = (expected, now)
             try:
-                await self._seek(tp, expected)
+                await self._seek_back(tp, expected, now)
             except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile: the rebalance re-seeks
                 self._seeking.pop(tp, None)
                 self.log.warning("seek failed for %r: %r", tp, exc)
