@@ -86,8 +86,8 @@ def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
     call = getattr(request.node, "rep_call", None)
     failed = call is not None and call.failed
     keep = keep_mode == "1" or (keep_mode == "failed" and failed)
-    if failed:
-        print(f"\n[namespace] the failed test's topics: {ns}.*", file=sys.stderr)
+    if keep and failed:
+        print(f"\n[namespace] the failed test's topics are kept: {ns}.*", file=sys.stderr)
     if (
         not keep
         and "bootstrap" in request.fixturenames

@@ -105,8 +105,7 @@ class InOrderConsumer(AIOKafkaConsumer):
                 return False  # a stale record fetched before the seek took effect
             # Still no record at the expected offset: the seek may have been lost
             # (a rebalance, a reconnect in between). Seek again, never stall.
-            self.log.warning("seek did not take effect, seeking again: %r %r", tp, expected)
-            await self._seek_back(tp, expected, now)
+            await self._repeat_seek(tp, expected, now)
             return False
         earliest = (await self.earliest_offsets(tp)).get(tp)
         if earliest is not None and earliest > expected:
@@ -132,6 +131,11 @@ class InOrderConsumer(AIOKafkaConsumer):
         self._seeking[tp] = (expected, now)
         await self._seek(tp, expected)
 
+    async def _repeat_seek(self, tp: TP, expected: int, now: float) -> None:
+        """Seek back again: the last seek to ``expected`` has not landed in RESEEK_AFTER_S."""
+        self.log.warning("seek did not take effect, seeking again: %r %r", tp, expected)
+        await self._seek_back(tp, expected, now)
+
     async def reseek_lost(self, now: float) -> list[tuple[TP, int]]:
         """Seek again every partition whose seek back has not landed for RESEEK_AFTER_S.
 
@@ -148,9 +152,8 @@ class InOrderConsumer(AIOKafkaConsumer):
             if now - since >= RESEEK_AFTER_S
         ]
         for tp, expected in lost:
-            self.log.warning("seek did not take effect, seeking again: %r %r", tp, expected)
             try:
-                await self._seek_back(tp, expected, now)
+                await self._repeat_seek(tp, expected, now)
             except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile: the rebalance re-seeks
                 self._seeking.pop(tp, None)
                 self.log.warning("seek failed for %r: %r", tp, exc)
