@@ -253,7 +253,14 @@ def register(app: faust.App, settings: Settings) -> None:
         outbox = Outbox(app, settings, *ROWS_OUTPUTS)
         handler = RowsHandler(settings, outbox, log)
         await process(
-            stream, settings, outbox, handler, *tables, log=log, after_batch=handler.publish_changed
+            stream,
+            settings,
+            outbox,
+            handler,
+            *tables,
+            log=log,
+            after_batch=handler.publish_changed,
+            within_s=settings.reports_batch_within_s,
         )
 
     @app.timer(RELEASE_CHECK_INTERVAL_S)  # type: ignore[untyped-decorator]

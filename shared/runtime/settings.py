@@ -309,6 +309,14 @@ class Settings:
         " off the conversions' path, so fewer, larger batches spare the CPU the path needs",
         _float,
     )
+    reports_batch_within_s: float = env_field(
+        "CONVMESH_REPORTS_BATCH_WITHIN_S",
+        0.25,
+        "longest wait to fill a batch of aggregate's report rows (seconds): a row changed"
+        " by several deltas of one batch is written and published once, and the rows are"
+        " after conversions.attributed, off the latency of its path",
+        _float,
+    )
     batch_pipeline: int = env_field(
         "CONVMESH_BATCH_PIPELINE",
         0,

@@ -88,6 +88,7 @@ def test_paths_and_levels_are_parsed() -> None:
         "CONVMESH_CACHE_DIR": "/tmp/cm-cache",
         "CONVMESH_LOG_LEVEL": "debug",
         "CONVMESH_BATCH_WITHIN_S": "0.5",
+        "CONVMESH_REPORTS_BATCH_WITHIN_S": "0.3",
         "CONVMESH_X_FEATURE": "on",
         "UNRELATED": "x",
     }
@@ -97,6 +98,7 @@ def test_paths_and_levels_are_parsed() -> None:
     assert s.cache_dir == Path("/tmp/cm-cache").resolve()
     assert s.log_level == "DEBUG"
     assert s.batch_within_s == 0.5
+    assert s.reports_batch_within_s == 0.3
     assert dict(s.extra) == {"CONVMESH_X_FEATURE": "on"}
 
 
