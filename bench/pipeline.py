@@ -179,12 +179,9 @@ async def measure_push(
     offsets0, cpu0, load = await probe.topic_totals(), cpu_seconds(pids), load_1m()
     speed = f"{rate:.0f}/s" if rate else "full speed"
     say(f"{label}: {len(items)} conversions at {speed} (load {load})")
-    profiler = (
-        start_profiles(
-            settings, pids, label, config.profile, config.out_dir, config.profile_seconds
-        )
-        if rate is None
-        else []
+    # Both pushes: at a fixed rate the per-batch and per-fetch costs weigh most.
+    profiler = start_profiles(
+        settings, pids, label, config.profile, config.out_dir, config.profile_seconds
     )
     acked: list[float] = []
     first, last_sent, sent_at = await push(

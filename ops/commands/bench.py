@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--profile",
         default="",
         metavar="SVC[,SVC]",
-        help="py-spy worker 0 of these services during the full-speed push",
+        help="py-spy worker 0 of these services during each push",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the relay chain")
     parser.add_argument("--no-fixed-rate", action="store_true", help="skip the second push")
