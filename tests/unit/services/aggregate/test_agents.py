@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import time
@@ -12,8 +13,11 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from services.aggregate.agents import ROWS_OUTPUTS, TABLES, RowsHandler
+from services.aggregate.app import build
 from services.aggregate.noise import Thresholded
 from shared.contract.report_deltas import deltas_of
+from shared.runtime.settings import Settings
+from tests.support.harness import FakeStream
 from tests.support.harness import Harness as BaseHarness
 
 ACCOUNT = "549755885175"
@@ -288,3 +292,20 @@ async def test_a_request_for_every_account_fans_out_per_account(h: Harness) -> N
     [fanned] = h.sent("privacy.releases")
     assert fanned.key == ACCOUNT.encode() and fanned.json["ad_account_id"] == ACCOUNT
     assert partition == (murmur2(ACCOUNT.encode()) & 0x7FFFFFFF) % 8
+
+
+@pytest.mark.parametrize(
+    ("agent", "window"),
+    [("rows", "reports_batch_within_s"), ("diagnostics", "diagnostics_batch_within_s")],
+)
+def test_agents_after_the_attributed_path_take_their_own_batch_window(
+    tmp_path: Any, agent: str, window: str
+) -> None:
+    """The report rows and the diagnostics wait longer for a batch than the path's agents."""
+    settings = Settings(service="aggregate", data_dir=tmp_path, web_port=6197, dev_mode=True)
+    app = build(settings)
+    stream = FakeStream([])
+    fun = next(a.fun for a in app.agents.values() if a.name.rsplit(".", 1)[-1] == agent)
+    asyncio.run(fun(stream))
+    assert stream.windows == [getattr(settings, window)]
+    assert stream.windows != [settings.batch_within_s]
