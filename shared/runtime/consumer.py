@@ -16,7 +16,9 @@ from the position it last sought: a record past the next expected offset is
 not delivered, and the partition is sought back to the expected offset to read
 the missing ones; a record before it (a repeat) is not delivered either.
 Compacted topics keep Faust's own handling. The loop below is Faust 0.15's
-``_drain_messages`` with that rule added; keep it in step when upgrading.
+``_drain_messages`` with that rule added, and with the callback run in place
+when it does not suspend (``shared.runtime.eager``) instead of under a
+per-record ``wait_first``; keep it in step when upgrading.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 from mode import Service
+
+from shared.runtime import eager
 
 #: A seek back whose expected record has not come after this long is repeated.
 RESEEK_AFTER_S = 5.0
@@ -87,15 +91,25 @@ class InOrderConsumer(AIOKafkaConsumer):
         self._next_offset[partition] = offset
         self._seeking.pop(partition, None)
 
-    async def admit(self, tp: TP, offset: int) -> bool:
-        """Whether to deliver this record now (see the module docstring)."""
+    def admit_in_sequence(self, tp: TP, offset: int) -> bool:
+        """True, and the record is admitted, when it is the one expected next
+        (or its topic may have gaps): the per-record common case, without a
+        coroutine. False leaves the decision to ``admit``."""
         if tp.topic not in self.gapless_topics:
             return True
         expected = self._next_offset.get(tp)
         if expected is None or offset == expected:
             self._next_offset[tp] = offset + 1
-            self._seeking.pop(tp, None)
+            if self._seeking:
+                self._seeking.pop(tp, None)
             return True
+        return False
+
+    async def admit(self, tp: TP, offset: int) -> bool:
+        """Whether to deliver this record now (see the module docstring)."""
+        if self.admit_in_sequence(tp, offset):
+            return True
+        expected = self._next_offset[tp]
         if offset < expected:
             return False  # a repeat of a record already delivered
         pending = self._seeking.get(tp)
@@ -244,7 +258,9 @@ class InOrderConsumer(AIOKafkaConsumer):
                             await asyncio.sleep(0)
                             num_since_yield = 0
                         offset = message.offset
-                        if not await self.admit(tp, offset):
+                        if not self.admit_in_sequence(tp, offset) and not await self.admit(
+                            tp, offset
+                        ):
                             continue
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
@@ -256,7 +272,9 @@ class InOrderConsumer(AIOKafkaConsumer):
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                            finished, rest = eager.start(callback(message))
+                            if not finished:
+                                await self.wait_first(rest, self.suspend_flow.wait())
                             set_read_offset(tp, offset)
                     unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
