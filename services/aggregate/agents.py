@@ -21,12 +21,12 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka.partitioner import murmur2
 
 from services.aggregate import lanes, rules, state
 from services.aggregate.noise import OpenDPNoise
 from shared.contract import versions
 from shared.contract.report_deltas import ops_of
+from shared.kafka.partitioner import partition_of
 from shared.kafka.registry_access import registry_for
 from shared.runtime.app import raw_table, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
@@ -194,7 +194,7 @@ class RowsHandler:
         # The accounts of this partition as the batch sees them: the store and
         # the batches still in flight (an account they created is not stored yet).
         for key in list(privacy.with_prefix(b"", event)):
-            if (murmur2(key) & 0x7FFFFFFF) % self.partitions != partition:
+            if partition_of(key, self.partitions) != partition:
                 continue
             account_id = key.decode()
             await self.outbox.send(

@@ -11,13 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key``."""
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
+from shared.kafka.partitioner import partition_of
 
 
 def prefix_items(table: Any, account: str, prefix: bytes) -> list[tuple[bytes, bytes]]:

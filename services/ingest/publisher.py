@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from shared.kafka.client_config import client_kwargs
+from shared.kafka.partitioner import partition_of
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import Settings
 
@@ -94,15 +95,12 @@ class KafkaPublisher:
                 await producer.stop()
 
     async def _partition_of(self, topic: str, key: bytes) -> int:
-        from aiokafka.partitioner import murmur2
-
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = sorted(await self.producer.partitions_for(topic))
             self._partitions[topic] = partitions
         # the same choice as the Java and aiokafka default partitioners
-        index: int = (murmur2(key) & 0x7FFFFFFF) % len(partitions)
-        return partitions[index]
+        return partitions[partition_of(key, len(partitions))]
 
     async def _send(self, topic: str, key: bytes, values: Sequence[bytes], ts_ms: int) -> None:
         index = min(range(len(self.pool)), key=self._busy.__getitem__)

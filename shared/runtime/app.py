@@ -20,6 +20,7 @@ from faust.types import TP
 
 from shared.kafka.batch_producer import SentBatch, send_many
 from shared.kafka.client_config import faust_credentials
+from shared.kafka.partitioner import Partitioner
 from shared.kafka.registry_access import registry_for
 from shared.runtime import metrics
 from shared.runtime.consumer import InOrderConsumer
@@ -168,6 +169,8 @@ def create_app(settings: Settings) -> faust.App:
         # faster restores (docs/benchmarks.md, "The fetch size and memory").
         consumer_max_fetch_size=settings.consumer_fetch_kb * 1024,
         producer_acks=-1,
+        # Kafka's default placement, with a fast murmur2 and a cache of recent keys.
+        producer_partitioner=Partitioner(),
         topic_allow_declare=True,
         topic_replication_factor=1,
         table_standby_replicas=settings.standby_replicas,

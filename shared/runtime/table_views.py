@@ -25,8 +25,8 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka.partitioner import murmur2
 
+from shared.kafka.partitioner import partition_of
 from shared.runtime.settings import Settings
 from shared.runtime.web_auth import operator_page
 
@@ -140,11 +140,6 @@ def page(
     ]
     more = len(shown) > query.limit
     return {"rows": rows, "next": rows[-1]["key"] if more and rows else None}
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key`` (murmur2, as aiokafka)."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def owner_of(partition: int, assignment: Mapping[str, Iterable[int]]) -> str | None:

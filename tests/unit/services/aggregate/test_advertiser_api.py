@@ -10,9 +10,10 @@ import pytest
 
 from services.aggregate import report_query as rq
 from services.aggregate.advertiser_api import refusal
-from services.aggregate.store_reads import partition_of, prefix_items
+from services.aggregate.store_reads import prefix_items
 from shared.contract.report_deltas import row_key
 from shared.kafka.api_tokens import TokenStore, new_token
+from shared.kafka.partitioner import partition_of
 from shared.runtime.app import seek_prefix
 
 ACCOUNT = "549755885175"

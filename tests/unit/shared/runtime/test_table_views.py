@@ -9,7 +9,6 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,7 +23,6 @@ from shared.runtime.table_views import (
     owner_of,
     page,
     parse_page_query,
-    partition_of,
     redact,
     register_table_views,
     truncated_hash,
@@ -117,12 +115,6 @@ def test_limit_defaults_and_bounds() -> None:
     for bad in ("0", str(MAX_LIMIT + 1), "x"):
         with pytest.raises(PageError):
             parse_page_query({"limit": bad})
-
-
-@given(st.binary(min_size=1, max_size=40), st.integers(min_value=1, max_value=64))
-def test_partition_of_a_key_is_kafkas(key: bytes, partitions: int) -> None:
-    expected = DefaultPartitioner()(key, list(range(partitions)), list(range(partitions)))
-    assert partition_of(key, partitions) == expected
 
 
 def test_a_key_is_routed_to_the_worker_holding_its_partition() -> None:
