@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 import rocksdict
+from faust.sensors.monitor import Monitor
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
 from faust.types import TP
@@ -131,6 +132,32 @@ class AckedTable(faust.Table):  # type: ignore[type-arg]
         return store
 
 
+class LeanMonitor(Monitor):
+    """Faust's monitor without its per-record statistics.
+
+    Faust calls the monitor four times per record (message in and out, stream
+    event in and out) to keep counters and timings that only its own web
+    statistics page (off here) shows; convmesh's metrics are its own
+    (``shared.runtime.metrics``). What Faust itself reads back is kept: the
+    time each partition's stream last took a record (its slow-processing
+    warnings), and the offsets tracked outside these calls.
+    """
+
+    def on_message_in(self, tp: TP, offset: int, message: Any) -> None:
+        self.tp_read_offsets[tp] = offset
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> None:
+        self.stream_inbound_time[tp] = time.monotonic()
+
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: TP, offset: int, message: Any) -> None:
+        return None
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust App of one service worker. No side effect beyond the object."""
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
@@ -158,6 +185,7 @@ def create_app(settings: Settings) -> faust.App:
         # the arguments here; Settings is the only configuration convmesh reads.
         env={},
         Table=AckedTable,
+        Monitor=LeanMonitor,
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,

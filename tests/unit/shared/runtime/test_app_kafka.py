@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+from faust.types import TP
 
-from shared.runtime.app import create_app
+from shared.kafka.partitioner import Partitioner
+from shared.runtime.app import LeanMonitor, create_app
 from shared.runtime.settings import Settings
 
 
@@ -57,3 +59,24 @@ async def test_consumer_fetch_wait_comes_from_settings(tmp_path: Path) -> None:
     app = create_app(s)
     client = app.consumer._thread._create_worker_consumer(app.transport)
     assert (client._fetch_min_bytes, client._fetch_max_wait_ms) == (32 * 1024, 15)
+
+
+def test_producer_places_keys_with_the_shared_partitioner(tmp_path: Path) -> None:
+    s = Settings(service="dedupe", data_dir=tmp_path, web_port=6199, dev_mode=True)
+    assert isinstance(create_app(s).conf.producer_partitioner, Partitioner)
+
+
+def test_the_monitor_keeps_only_what_faust_reads_back(tmp_path: Path) -> None:
+    """LeanMonitor: no per-record statistics, but each partition's last
+    inbound time (Faust's slow-processing check reads it) and read offset."""
+    s = Settings(service="dedupe", data_dir=tmp_path, web_port=6199, dev_mode=True)
+    monitor = create_app(s).monitor
+    assert isinstance(monitor, LeanMonitor)
+    tp = TP("conversions.valid", 3)
+    monitor.on_message_in(tp, 41, object())
+    monitor.on_stream_event_in(tp, 41, object(), object())
+    monitor.on_stream_event_out(tp, 41, object(), object(), None)
+    monitor.on_message_out(tp, 41, object())
+    assert monitor.tp_read_offsets[tp] == 41
+    assert tp in monitor.stream_inbound_time
+    assert monitor.events_total == 0 and monitor.messages_received_total == 0
