@@ -11,4 +11,10 @@ from shared.runtime.settings import Settings
 
 def build(settings: Settings | None = None) -> faust.App:
     settings = settings or Settings.from_env("aggregate")
-    return create_service_app(settings, agents.register, diagnostics_agent.register, views.register)
+    return create_service_app(
+        settings,
+        agents.register,
+        diagnostics_agent.register,
+        views.register,
+        fetch_wait_ms=settings.reports_fetch_wait_ms,
+    )

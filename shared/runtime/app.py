@@ -158,8 +158,11 @@ class LeanMonitor(Monitor):
         return None
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the Faust App of one service worker. No side effect beyond the object."""
+def create_app(settings: Settings, *, fetch_wait_ms: int | None = None) -> faust.App:
+    """Build the Faust App of one service worker. No side effect beyond the object.
+
+    The consumer's fetch wait is ``fetch_wait_ms``, else the settings'.
+    """
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     brokers = ";".join(f"kafka://{host.strip()}" for host in settings.bootstrap.split(","))
     app = faust.App(
@@ -217,7 +220,8 @@ def create_app(settings: Settings) -> faust.App:
     app.conf.convmesh_rocksdb_memory = SharedMemory.of_size(
         settings.rocksdb_cache_mb, settings.rocksdb_memtables_mb
     )
-    _use_in_order_consumer(app, settings)
+    wait = settings.consumer_fetch_wait_ms if fetch_wait_ms is None else fetch_wait_ms
+    _use_in_order_consumer(app, settings, wait)
     _heal_stalled_partitions(app)
     _add_health_views(app, settings)
     metrics.install(app, settings)  # its own registry and the /metrics view
@@ -225,23 +229,29 @@ def create_app(settings: Settings) -> faust.App:
 
 
 def create_service_app(
-    settings: Settings, *registrars: Callable[[faust.App, Settings], None]
+    settings: Settings,
+    *registrars: Callable[[faust.App, Settings], None],
+    fetch_wait_ms: int | None = None,
 ) -> faust.App:
-    """A service's App with its agents and views: each registrar adds its part."""
-    app = create_app(settings)
+    """A service's App with its agents and views: each registrar adds its part.
+
+    ``fetch_wait_ms`` replaces the settings' fetch wait for a service whose
+    inputs are all off the conversions' path.
+    """
+    app = create_app(settings, fetch_wait_ms=fetch_wait_ms)
     for register in registrars:
         register(app, settings)
     return app
 
 
-def _use_in_order_consumer(app: faust.App, settings: Settings) -> None:
+def _use_in_order_consumer(app: faust.App, settings: Settings, fetch_wait_ms: int) -> None:
     """The app's consumer delivers the records of non-compacted topics in sequence."""
     registry = registry_for(settings)
     gapless = frozenset(settings.topic_name(s.name) for s in registry if not s.compacted)
     fields = {
         "gapless_topics": gapless,
         "fetch_min_bytes": settings.consumer_fetch_min_kb * 1024,
-        "fetch_max_wait_ms": settings.consumer_fetch_wait_ms,
+        "fetch_max_wait_ms": fetch_wait_ms,
     }
     consumer_class = type("AppConsumer", (InOrderConsumer,), fields)
     # Before the consumer exists (it is created lazily).

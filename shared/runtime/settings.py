@@ -347,6 +347,13 @@ class Settings:
         " longer wait spares CPU the conversions' path needs (docs/benchmarks.md)",
         _non_negative_int,
     )
+    reports_fetch_wait_ms: int = env_field(
+        "CONVMESH_REPORTS_FETCH_WAIT_MS",
+        150,
+        "aggregate's fetch wait, in place of CONVMESH_CONSUMER_FETCH_WAIT_MS (ms): all its"
+        " inputs come after conversions.attributed, so fewer fetches cost the target nothing",
+        _non_negative_int,
+    )
     rocksdb_cache_mb: int = env_field(
         "CONVMESH_ROCKSDB_CACHE_MB",
         32,

@@ -309,3 +309,19 @@ def test_agents_after_the_attributed_path_take_their_own_batch_window(
     asyncio.run(fun(stream))
     assert stream.windows == [getattr(settings, window)]
     assert stream.windows != [settings.batch_within_s]
+
+
+async def test_aggregate_fetches_with_the_reports_fetch_wait(tmp_path: Any) -> None:
+    """Every input of aggregate is after conversions.attributed: its consumer waits
+    CONVMESH_REPORTS_FETCH_WAIT_MS for a fetch, not the path's shorter wait."""
+    settings = Settings(
+        service="aggregate",
+        data_dir=tmp_path,
+        web_port=6197,
+        dev_mode=True,
+        consumer_fetch_wait_ms=30,
+        reports_fetch_wait_ms=150,
+    )
+    app = build(settings)
+    client = app.consumer._thread._create_worker_consumer(app.transport)
+    assert client._fetch_max_wait_ms == 150
