@@ -58,11 +58,6 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-@lru_cache(maxsize=CACHE_KEYS)
-def _cached_partition_of(key: bytes, partitions: int) -> int:
-    return partition_of(key, partitions)
-
-
 class Partitioner:
     """aiokafka's ``DefaultPartitioner``, with a bounded cache of recent keys.
 
@@ -71,6 +66,9 @@ class Partitioner:
     partition, as with the default.
     """
 
+    def __init__(self, cache_keys: int = CACHE_KEYS) -> None:
+        self._partition_of = lru_cache(maxsize=cache_keys)(partition_of)
+
     def __call__(
         self, key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]
     ) -> int:
@@ -78,4 +76,4 @@ class Partitioner:
             return random.choice(available or all_partitions)  # noqa: S311 - placement, not secrecy
         if not isinstance(key, bytes):
             key = bytes(key)
-        return all_partitions[_cached_partition_of(key, len(all_partitions))]
+        return all_partitions[self._partition_of(key, len(all_partitions))]

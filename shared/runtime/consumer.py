@@ -107,8 +107,10 @@ class InOrderConsumer(AIOKafkaConsumer):
 
     async def admit(self, tp: TP, offset: int) -> bool:
         """Whether to deliver this record now (see the module docstring)."""
-        if self.admit_in_sequence(tp, offset):
-            return True
+        return self.admit_in_sequence(tp, offset) or await self._admit_out_of_sequence(tp, offset)
+
+    async def _admit_out_of_sequence(self, tp: TP, offset: int) -> bool:
+        """``admit`` for a record of a gapless topic that is not the one expected next."""
         expected = self._next_offset[tp]
         if offset < expected:
             return False  # a repeat of a record already delivered
@@ -258,9 +260,9 @@ class InOrderConsumer(AIOKafkaConsumer):
                             await asyncio.sleep(0)
                             num_since_yield = 0
                         offset = message.offset
-                        if not self.admit_in_sequence(tp, offset) and not await self.admit(
+                        if not self.admit_in_sequence(
                             tp, offset
-                        ):
+                        ) and not await self._admit_out_of_sequence(tp, offset):
                             continue
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:

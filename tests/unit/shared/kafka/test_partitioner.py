@@ -52,3 +52,11 @@ def test_a_cached_key_follows_a_change_of_partition_count() -> None:
 def test_a_keyless_record_goes_to_an_available_partition() -> None:
     partitioner = Partitioner()
     assert {partitioner(None, [0, 1, 2, 3], [2]) for _ in range(20)} == {2}
+
+
+def test_partitioners_keep_their_own_caches() -> None:
+    """The cache is the partitioner's (one per producer), not the process's."""
+    first, second = Partitioner(cache_keys=4), Partitioner(cache_keys=4)
+    first(b"k", [0, 1, 2], [])
+    assert first._partition_of.cache_info().currsize == 1
+    assert second._partition_of.cache_info().currsize == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from mode import Service
 
 from shared.runtime import eager
 
@@ -15,6 +16,14 @@ async def _add(a: int, b: int) -> int:
 
 async def _fail_at_once() -> None:
     raise ValueError("bad record")
+
+
+async def _stuck_until_cancelled(cleaned: list[bool]) -> None:
+    """A callback blocked for good (a full buffer in a rebalance); notes its cleanup."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        cleaned.append(True)
 
 
 def test_a_coroutine_that_never_suspends_finishes_in_place_with_its_result() -> None:
@@ -92,14 +101,8 @@ def test_cancelling_the_rest_cancels_the_coroutine_inside_it() -> None:
     cleanup then runs."""
     cleaned: list[bool] = []
 
-    async def stuck() -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            cleaned.append(True)
-
     async def scenario() -> None:
-        _, rest = eager.start(stuck())
+        _, rest = eager.start(_stuck_until_cancelled(cleaned))
         task = asyncio.ensure_future(rest)
         await asyncio.sleep(0)
         task.cancel()
@@ -113,20 +116,12 @@ def test_cancelling_the_rest_cancels_the_coroutine_inside_it() -> None:
 def test_a_blocked_rest_loses_to_a_flow_suspension_under_wait_first() -> None:
     """The fetch loop's use: ``wait_first(rest, suspend_flow.wait())`` returns
     when the flow is suspended, and the blocked callback is cancelled."""
-    from mode import Service
-
     cleaned: list[bool] = []
-
-    async def stuck() -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            cleaned.append(True)
 
     async def scenario() -> list[object]:
         service = Service()
         suspend = asyncio.Event()
-        _, rest = eager.start(stuck())
+        _, rest = eager.start(_stuck_until_cancelled(cleaned))
         asyncio.get_running_loop().call_soon(suspend.set)
         results = await service.wait_first(rest, suspend.wait())
         await asyncio.sleep(0)
