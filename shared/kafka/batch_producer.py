@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
+
+from shared.kafka import bundles
 
 #: (real topic, partition or None for the partitioner's choice, key, value)
 Record = tuple[str, int | None, bytes | None, bytes | None]
@@ -36,8 +39,14 @@ class SentBatch:
         return int(metadata.offset) + self.count - 1
 
 
-async def send_many(producer: Any, records: Iterable[Record]) -> list[SentBatch]:
-    """Queue ``records`` (in order within each partition); their record batches."""
+async def send_many(
+    producer: Any, records: Iterable[Record], bundled: AbstractSet[str] = frozenset()
+) -> list[SentBatch]:
+    """Queue ``records`` (in order within each partition); their record batches.
+
+    The records of a topic in ``bundled`` (real names) leave as bundles: each
+    partition's records of the call in as few records as ``bundles.pack`` makes.
+    """
     by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
     known: set[str] = set()
     for topic, partition, key, value in records:
@@ -47,7 +56,8 @@ async def send_many(producer: Any, records: Iterable[Record]) -> list[SentBatch]
         chosen = producer._partition(topic, partition, None, None, key, value)
         by_partition.setdefault((topic, chosen), []).append((key, value))
     sent = []
-    for (topic, partition), items in by_partition.items():
+    for (topic, partition), grouped in by_partition.items():
+        items = bundles.pack(grouped) if topic in bundled else grouped
         batch, count = producer.create_batch(), 0
         for key, value in items:
             if batch.append(timestamp=None, key=key, value=value) is None:

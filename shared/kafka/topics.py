@@ -49,6 +49,9 @@ class TopicSpec:
     value: str
     producers: tuple[str, ...] = ()
     consumers: tuple[str, ...] = ()
+    #: A producer batch's records of one partition travel as one bundle record
+    #: (shared.kafka.bundles).
+    bundled: bool = False
 
     @property
     def compacted(self) -> bool:
@@ -190,7 +193,22 @@ def _parse_topic(name: str, raw: Any, defaults: Mapping[str, Any]) -> TopicSpec:
         value=str(raw["value"]),
         producers=_tuple(raw.get("producers")),
         consumers=_tuple(raw.get("consumers")),
+        bundled=_bundled(name, raw, cleanup),
     )
+
+
+def _bundled(name: str, raw: Mapping[str, Any], cleanup: str) -> bool:
+    bundled = _flag(name, "bundled", raw.get("bundled", False))
+    if bundled and "compact" in cleanup:
+        # Compaction keeps one record per key: a bundle's other items would go.
+        raise TopicRegistryError(f"topic {name}: a compacted topic cannot be bundled")
+    return bundled
+
+
+def _flag(name: str, field: str, raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise TopicRegistryError(f"topic {name}: {field} must be true or false")
+    return raw
 
 
 @lru_cache(maxsize=8)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from shared.contract.dead_letters import dead_letter_of_record
 from shared.contract.records import Send
+from shared.kafka import bundles
 from shared.kafka.batch_producer import Record, send_many
 from shared.kafka.codec import key_bytes
 from shared.kafka.registry_access import registry_for
@@ -144,6 +146,11 @@ class Outbox:
             registry.topic(name)  # fail at start for a topic topics.yaml does not declare
         self._app = app
         self._names = {name: settings.topic_name(name) for name in names}
+        self._bundled = frozenset(
+            real
+            for name, real in self._names.items()
+            if settings.bundle_records and registry.topic(name).bundled
+        )
         self._producer: Any = None
         self._staged: list[Record] = []
         self.sent: dict[str, int] = dict.fromkeys(names, 0)
@@ -204,7 +211,7 @@ class Outbox:
         if double is not None:
             acks: list[Awaitable[Any]] = await double(records)
             return acks
-        return [sent.future for sent in await send_many(producer, records)]
+        return [sent.future for sent in await send_many(producer, records, self._bundled)]
 
     async def _aiokafka_producer(self) -> Any:
         if self._producer is None:
@@ -250,6 +257,45 @@ class DeadLetterOnError:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class ItemMessage:
+    """One item of a bundle, as the message it stands for: the bundle's place, its own key
+    and value."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class ItemEvent:
+    """What a handler gets for one item of a bundle (handlers read only ``message``)."""
+
+    message: ItemMessage
+
+
+def items_of(event: Any) -> list[Any]:
+    """The records one event carries: itself, or the items of a bundle (``shared.kafka.bundles``).
+
+    Items share the bundle's partition, so their state and changelog writes go
+    where the bundle's would; the bundle's offset is acked once all are handled.
+    """
+    message = event.message
+    if not bundles.is_bundle(message.value):
+        return [event]
+    return [
+        ItemEvent(
+            ItemMessage(
+                message.topic, message.partition, message.offset, key, value, message.timestamp
+            )
+        )
+        for key, value in bundles.unpack(message.value)
+    ]
+
+
 Handler = Callable[..., Awaitable[None]]
 
 
@@ -282,8 +328,12 @@ async def process(
     async def run(events: Any) -> None:
         caches = [StateCache(t, p) for t, p in zip(tables, flight.pending, strict=True)]
         for event in events:
-            async with guard(event):
-                await handle(event, *caches)
+            items: list[Any] = []
+            async with guard(event):  # a bundle cut short is dead-lettered whole
+                items = items_of(event)
+            for item in items:
+                async with guard(item):
+                    await handle(item, *caches)
         if after_batch is not None:
             await after_batch(*caches)
         processed[:] = [cache.take_writes() for cache in caches]
@@ -321,4 +371,13 @@ async def until_done(
     )
 
 
-__all__ = ["DLQ", "DeadLetterOnError", "Outbox", "StateCache", "hold_offsets", "process"]
+__all__ = [
+    "DLQ",
+    "DeadLetterOnError",
+    "ItemEvent",
+    "Outbox",
+    "StateCache",
+    "hold_offsets",
+    "items_of",
+    "process",
+]

@@ -325,6 +325,14 @@ class Settings:
         " (experimental above 0: docs/benchmarks.md, pipelined batches)",
         _non_negative_int,
     )
+    bundle_records: bool = env_field(
+        "CONVMESH_BUNDLE_RECORDS",
+        True,
+        "send a batch's records of a topic declared bundled in topics.yaml (identity.lookups,"
+        " identity.answers) as one record per partition; consumers read both forms, so turn"
+        " it off while workers from before bundling still run (docs/operations.md)",
+        _bool,
+    )
     consumer_fetch_kb: int = env_field(
         "CONVMESH_CONSUMER_FETCH_KB",
         256,

@@ -96,6 +96,19 @@ def test_compact_delete_keeps_retention() -> None:
     }
 
 
+def test_a_topic_is_bundled_only_when_it_says_so() -> None:
+    """A compacted topic cannot be bundled (compaction would keep one item of a bundle)."""
+    assert not parse_registry(doc()).topic("in").bundled
+    assert parse_registry(_with_topic_field("bundled", True)).topic("in").bundled
+
+
+def test_identity_lookups_and_answers_are_bundled() -> None:
+    """They carry 2.4 records per conversion each (docs/benchmarks.md)."""
+    registry = load_registry(TOPICS_YAML)
+    bundled = {spec.name for spec in registry if spec.bundled}
+    assert bundled == {"identity.lookups", "identity.answers"}
+
+
 def _without(field: str) -> dict[str, Any]:
     d = doc()
     del d["topics"]["in"][field]
@@ -120,6 +133,8 @@ def _with_topic_field(field: str, value: Any) -> dict[str, Any]:
         _with_topic_field("retention", "7 days"),
         _with_topic_field("partitions", 0),
         _with_topic_field("replication_factor", 0),
+        _with_topic_field("bundled", "yes"),
+        doc(topics={"out": {**doc()["topics"]["out"], "bundled": True}}),
         doc(tables={"svcstate": {"service": "svc", "source": "in"}}),
         doc(tables={"svc.state": {"service": "other", "source": "in"}}),
         doc(tables={"svc.state": {"service": "svc", "source": "nowhere"}}),

@@ -3,6 +3,8 @@
 import asyncio
 from types import SimpleNamespace
 
+import orjson
+
 from shared.runtime.batching import DLQ, DeadLetterOnError, Outbox, StateCache
 from shared.runtime.pipeline import write_table
 
@@ -220,3 +222,60 @@ def test_the_batch_window_is_the_settings_unless_the_agent_gives_its_own():
     asyncio.run(process(own, settings, outbox, handle, log=FakeLog(), within_s=0.5))
     assert default.windows == [settings.batch_within_s]
     assert own.windows == [0.5]
+
+
+def _bundle_event(value):
+    from tests.support.harness import FakeEvent, FakeMessage
+
+    return FakeEvent(FakeMessage("t.identity.lookups", b"first", value, partition=5, offset=9))
+
+
+def _run_handler(events):
+    """process() over one batch; what the handler saw and what was dead-lettered."""
+    from shared.runtime.batching import process
+    from shared.runtime.settings import Settings
+    from tests.support.harness import FakeApp, FakeProducer, FakeStream
+
+    settings = Settings(dev_mode=True)
+    producer = FakeProducer({})
+    outbox = Outbox(FakeApp(producer), settings)
+    seen = []
+
+    async def handle(item):
+        if item.message.value == b"boom":
+            raise ValueError("boom")
+        seen.append((item.message.key, item.message.value, item.message.partition))
+
+    asyncio.run(process(FakeStream([events]), settings, outbox, handle, log=FakeLog()))
+    dead = [orjson.loads(sent.value) for sent in producer.sent]
+    return seen, dead, events
+
+
+def test_each_item_of_a_bundle_is_handled_as_its_own_record_in_the_bundles_partition():
+    from shared.kafka import bundles
+
+    ((_, value),) = bundles.pack([(b"a", b"1"), (b"b", b"2")])
+    seen, dead, events = _run_handler([_bundle_event(value)])
+    assert seen == [(b"a", b"1", 5), (b"b", b"2", 5)]
+    assert dead == [] and events[0].message.acked
+
+
+def test_a_failing_item_is_dead_lettered_alone():
+    from shared.kafka import bundles
+
+    ((_, value),) = bundles.pack([(b"a", b"1"), (b"b", b"boom"), (b"c", b"3")])
+    seen, dead, _ = _run_handler([_bundle_event(value)])
+    assert [key for key, _, _ in seen] == [b"a", b"c"]
+    assert [(d["reason"], d["offset"]) for d in dead] == [("processing_error", 9)]
+
+
+def test_a_bundle_cut_short_is_dead_lettered_whole_and_the_batch_goes_on():
+    from shared.kafka import bundles
+    from tests.support.harness import FakeEvent, FakeMessage
+
+    ((_, value),) = bundles.pack([(b"a", b"1"), (b"b", b"2")])
+    after = FakeEvent(FakeMessage("t.identity.lookups", b"z", b"plain", partition=5, offset=10))
+    seen, dead, events = _run_handler([_bundle_event(value[:-1]), after])
+    assert seen == [(b"z", b"plain", 5)]
+    assert [d["offset"] for d in dead] == [9]
+    assert all(event.message.acked for event in events)
