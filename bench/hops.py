@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 
 from bench import figures
-from shared.kafka import bundles
 from shared.kafka.topic_io import Read, read_all
 from shared.runtime.settings import Settings
 
@@ -34,34 +33,25 @@ CRITICAL_PATH: tuple[tuple[str, str], ...] = (
 )
 
 
-def conversion_key_of(key: bytes | None, raw: bytes | None) -> str | None:
+def conversion_key_of(read: Read) -> str | None:
     """The conversion a record belongs to: its value's ``conversion_key`` where it has
     one (lookups, assignments, deltas), else its key (topics keyed by conversion)."""
     try:
-        value = orjson.loads(raw) if raw else None
+        value = orjson.loads(read.value) if read.value else None
     except orjson.JSONDecodeError:
         value = None
     if isinstance(value, dict) and isinstance(value.get("conversion_key"), str):
         return value["conversion_key"]
-    return key.decode() if key else None
-
-
-def conversion_keys_of(read: Read) -> list[str]:
-    """The conversions of one record: each item's of a bundle (``shared.kafka.bundles``)."""
-    items = (
-        bundles.unpack(read.value) if bundles.is_bundle(read.value) else [(read.key, read.value)]
-    )
-    keys = (conversion_key_of(key, value) for key, value in items)
-    return [key for key in keys if key is not None]
+    return read.key.decode() if read.key else None
 
 
 def first_stamps(reads: Iterable[Read], wanted: Mapping[str, int]) -> dict[str, int]:
     """The earliest CreateTime of each wanted conversion on one topic."""
     first: dict[str, int] = {}
     for read in reads:
-        for key in conversion_keys_of(read):
-            if key in wanted and (key not in first or read.timestamp_ms < first[key]):
-                first[key] = read.timestamp_ms
+        key = conversion_key_of(read)
+        if key in wanted and (key not in first or read.timestamp_ms < first[key]):
+            first[key] = read.timestamp_ms
     return first
 
 

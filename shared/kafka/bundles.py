@@ -92,6 +92,13 @@ def unpack(value: bytes) -> list[Item]:
     return items
 
 
+def expand(key: bytes | None, value: bytes | None) -> list[Item]:
+    """The records one Kafka record stands for: a bundle's items, or the record itself."""
+    if value is not None and value[:5] == MAGIC:
+        return unpack(value)
+    return [(key, value)]
+
+
 def _field(view: memoryview, at: int, end: int) -> tuple[bytes | None, int]:
     if at + 4 > end:
         raise BundleError("a bundle cut short in a length")
@@ -104,4 +111,4 @@ def _field(view: memoryview, at: int, end: int) -> tuple[bytes | None, int]:
     return bytes(view[at : at + length]), at + length
 
 
-__all__ = ["MAGIC", "MAX_BUNDLE_BYTES", "BundleError", "is_bundle", "pack", "unpack"]
+__all__ = ["MAGIC", "MAX_BUNDLE_BYTES", "BundleError", "expand", "is_bundle", "pack", "unpack"]

@@ -11,6 +11,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.kafka import bundles
 from shared.kafka.client_config import client_kwargs
 from shared.runtime.settings import Settings
 
@@ -46,7 +47,8 @@ async def produce(
 
 
 async def read_all(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Read]:
-    """Every record of a (real) topic from the beginning to its current end."""
+    """Every record of a (real) topic from the beginning to its current end (a bundle's
+    items each as a record)."""
     consumer = AIOKafkaConsumer(
         **client_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
     )
@@ -65,14 +67,21 @@ async def read_all(settings: Settings, topic: str, timeout_s: float = 60.0) -> l
         while remaining and loop.time() < deadline:
             batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
             for tp, messages in batches.items():
-                out.extend(
-                    Read(m.partition, m.offset, m.key, m.value, m.timestamp) for m in messages
-                )
+                out.extend(read for m in messages for read in reads_of(m))
                 if messages and messages[-1].offset + 1 >= ends[tp]:
                     remaining.discard(tp)
         return out
     finally:
         await consumer.stop()
+
+
+def reads_of(message: Any) -> list[Read]:
+    """The records one consumed Kafka record stands for: the items of a bundle
+    (``shared.kafka.bundles``, each at the bundle's place), or itself."""
+    return [
+        Read(message.partition, message.offset, key, value, message.timestamp)
+        for key, value in bundles.expand(message.key, message.value)
+    ]
 
 
 async def partitions_of(settings: Settings, topic: str) -> list[int]:

@@ -193,15 +193,18 @@ def _parse_topic(name: str, raw: Any, defaults: Mapping[str, Any]) -> TopicSpec:
         value=str(raw["value"]),
         producers=_tuple(raw.get("producers")),
         consumers=_tuple(raw.get("consumers")),
-        bundled=_bundled(name, raw, cleanup),
+        bundled=_bundled(name, raw, kind, cleanup),
     )
 
 
-def _bundled(name: str, raw: Mapping[str, Any], cleanup: str) -> bool:
+def _bundled(name: str, raw: Mapping[str, Any], kind: str, cleanup: str) -> bool:
     bundled = _flag(name, "bundled", raw.get("bundled", False))
     if bundled and "compact" in cleanup:
         # Compaction keeps one record per key: a bundle's other items would go.
         raise TopicRegistryError(f"topic {name}: a compacted topic cannot be bundled")
+    if bundled and kind != "internal":
+        # Contract topics are read by clients of their own: one record per item.
+        raise TopicRegistryError(f"topic {name}: only internal topics can be bundled")
     return bundled
 
 

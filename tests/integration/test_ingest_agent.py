@@ -28,6 +28,7 @@ from services.ingest import rules
 from services.ingest import validation as v
 from shared.kafka.admin import apply_topics
 from shared.kafka.registry_access import registry_for
+from shared.kafka.topic_io import reads_of
 from shared.runtime.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
@@ -177,7 +178,7 @@ async def read_all(settings: Settings, name: str, expected: int) -> list[Any]:
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for msgs in batch.values():
-                records.extend(msgs)
+                records.extend(read for m in msgs for read in reads_of(m))
             if len(records) >= expected and settle_until is None:
                 settle_until = time.monotonic() + 3
             if settle_until is not None and time.monotonic() > settle_until:
@@ -311,7 +312,7 @@ async def wait_for_count(settings: Settings, name: str, count: int) -> None:
         while seen < count:
             assert time.monotonic() < deadline, f"only {seen} records on {topic}"
             batch = await consumer.getmany(timeout_ms=100)
-            seen += sum(len(msgs) for msgs in batch.values())
+            seen += sum(len(reads_of(m)) for msgs in batch.values() for m in msgs)
     finally:
         await consumer.stop()
 

@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import hops
-from shared.kafka import bundles
 from shared.kafka.topic_io import Read
 
 
@@ -17,22 +16,15 @@ def read(key: str | None, value: object, ts: int) -> Read:
 
 def test_conversion_key_comes_from_the_value_when_it_has_one() -> None:
     """identity.lookups is keyed by identifier; its value names the conversion."""
-    assert hops.conversion_keys_of(read("ident-hash", {"conversion_key": "c1"}, 0)) == ["c1"]
+    assert hops.conversion_key_of(read("ident-hash", {"conversion_key": "c1"}, 0)) == "c1"
 
 
 def test_conversion_key_falls_back_to_the_record_key() -> None:
-    assert hops.conversion_keys_of(read("c2", {"status": "matched"}, 0)) == ["c2"]
+    assert hops.conversion_key_of(read("c2", {"status": "matched"}, 0)) == "c2"
 
 
 def test_undecodable_value_falls_back_to_the_record_key() -> None:
-    assert hops.conversion_keys_of(Read(0, 0, b"c3", b"\xff not json", 0)) == ["c3"]
-
-
-def test_a_bundle_names_the_conversion_of_each_item() -> None:
-    """identity.lookups and identity.answers travel as bundles (shared.kafka.bundles)."""
-    items = [(b"ident-1", orjson.dumps({"conversion_key": "c1"})), (b"c2", b"{}")]
-    ((key, value),) = bundles.pack(items)
-    assert hops.conversion_keys_of(Read(0, 0, key, value, 0)) == ["c1", "c2"]
+    assert hops.conversion_key_of(Read(0, 0, b"c3", b"\xff not json", 0)) == "c3"
 
 
 def test_first_stamps_keep_the_earliest_record_of_wanted_conversions() -> None:

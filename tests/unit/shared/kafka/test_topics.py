@@ -97,16 +97,17 @@ def test_compact_delete_keeps_retention() -> None:
 
 
 def test_a_topic_is_bundled_only_when_it_says_so() -> None:
-    """A compacted topic cannot be bundled (compaction would keep one item of a bundle)."""
-    assert not parse_registry(doc()).topic("in").bundled
-    assert parse_registry(_with_topic_field("bundled", True)).topic("in").bundled
+    d = _with_topic_field("kind", "internal")
+    assert not parse_registry(d).topic("in").bundled
+    d["topics"]["in"]["bundled"] = True
+    assert parse_registry(d).topic("in").bundled
 
 
-def test_identity_lookups_and_answers_are_bundled() -> None:
-    """They carry 2.4 records per conversion each (docs/benchmarks.md)."""
+def test_the_hot_internal_hops_are_bundled_and_no_contract_topic_is() -> None:
     registry = load_registry(TOPICS_YAML)
     bundled = {spec.name for spec in registry if spec.bundled}
-    assert bundled == {"identity.lookups", "identity.answers"}
+    assert {"identity.lookups", "identity.answers", "conversions.accepted"} <= bundled
+    assert all(registry.topic(name).kind == "internal" for name in bundled)
 
 
 def _without(field: str) -> dict[str, Any]:
@@ -134,7 +135,8 @@ def _with_topic_field(field: str, value: Any) -> dict[str, Any]:
         _with_topic_field("partitions", 0),
         _with_topic_field("replication_factor", 0),
         _with_topic_field("bundled", "yes"),
-        doc(topics={"out": {**doc()["topics"]["out"], "bundled": True}}),
+        _with_topic_field("bundled", True),  # an input topic
+        doc(topics={"out": {**doc()["topics"]["out"], "kind": "internal", "bundled": True}}),
         doc(tables={"svcstate": {"service": "svc", "source": "in"}}),
         doc(tables={"svc.state": {"service": "other", "source": "in"}}),
         doc(tables={"svc.state": {"service": "svc", "source": "nowhere"}}),
