@@ -324,13 +324,16 @@ async def process(
     guard = DeadLetterOnError(outbox, log, user_keyed=user_keyed)
     flight = Pipeline(tables, outbox.ship, log, settings.batch_pipeline)
     processed: list[Writes] = []
+    arrived: Counter[str] = Counter()  # records in per topic, a bundle's items each
 
     async def run(events: Any) -> None:
         caches = [StateCache(t, p) for t, p in zip(tables, flight.pending, strict=True)]
+        arrived.clear()
         for event in events:
             items: list[Any] = []
             async with guard(event):  # a bundle cut short is dead-lettered whole
                 items = items_of(event)
+            arrived[event.message.topic] += len(items) or 1
             for item in items:
                 async with guard(item):
                     await handle(item, *caches)
@@ -342,10 +345,10 @@ async def process(
         window = settings.batch_within_s if within_s is None else within_s
         async for events in stream.take_events(settings.batch_size, window):
             started = time.perf_counter()
-            for topic, count in Counter(event.message.topic for event in events).items():
-                outbox.metrics.record_in(registry_topic(topic, settings.namespace), count)
             try:
                 await until_done(run, events, outbox, log)
+                for topic, count in arrived.items():
+                    outbox.metrics.record_in(registry_topic(topic, settings.namespace), count)
                 await flight.submit(events, outbox.take_staged(), list(processed))
             except BaseException:
                 hold_offsets(events)

@@ -31,9 +31,11 @@ def check_push(run: dict[str, Any], conversions: int) -> None:
         for p in PERCENTILES:
             assert positive(run[name][p]), (name, p)
     per_conversion = run["records_per_conversion"]
-    # Every stage of the critical path wrote at least one record per conversion.
-    for topic in ("conversions.raw", "conversions.valid", "conversions.attributed"):
+    # Every stage of the critical path wrote; internal hops send bundles (topics.yaml),
+    # so fewer Kafka records than conversions.
+    for topic in ("conversions.raw", "conversions.attributed"):
         assert per_conversion[topic] >= 1.0, topic
+    assert 0 < per_conversion["conversions.valid"] <= 1.0
     assert any(t.endswith("-changelog") for t in per_conversion)
     assert all(positive(n) for n in per_conversion.values())
     assert set(run["cpu_s"]) == set(SERVICES)

@@ -248,16 +248,17 @@ def _run_handler(events):
 
     asyncio.run(process(FakeStream([events]), settings, outbox, handle, log=FakeLog()))
     dead = [orjson.loads(sent.value) for sent in producer.sent]
-    return seen, dead, events
+    return seen, dead, outbox.metrics
 
 
 def test_each_item_of_a_bundle_is_handled_as_its_own_record_in_the_bundles_partition():
     from shared.kafka import bundles
 
     ((_, value),) = bundles.pack([(b"a", b"1"), (b"b", b"2")])
-    seen, dead, events = _run_handler([_bundle_event(value)])
+    event = _bundle_event(value)
+    seen, dead, _ = _run_handler([event])
     assert seen == [(b"a", b"1", 5), (b"b", b"2", 5)]
-    assert dead == [] and events[0].message.acked
+    assert dead == [] and event.message.acked
 
 
 def test_a_failing_item_is_dead_lettered_alone():
@@ -275,7 +276,17 @@ def test_a_bundle_cut_short_is_dead_lettered_whole_and_the_batch_goes_on():
 
     ((_, value),) = bundles.pack([(b"a", b"1"), (b"b", b"2")])
     after = FakeEvent(FakeMessage("t.identity.lookups", b"z", b"plain", partition=5, offset=10))
-    seen, dead, events = _run_handler([_bundle_event(value[:-1]), after])
+    events = [_bundle_event(value[:-1]), after]
+    seen, dead, _ = _run_handler(events)
     assert seen == [(b"z", b"plain", 5)]
     assert [d["offset"] for d in dead] == [9]
     assert all(event.message.acked for event in events)
+
+
+def test_records_in_count_a_bundles_items():
+    """convmesh_records_in_total counts records as the handlers see them, like records out."""
+    from shared.kafka import bundles
+
+    ((_, value),) = bundles.pack([(b"a", b"1"), (b"b", b"2"), (b"c", b"3")])
+    _, _, metrics = _run_handler([_bundle_event(value)])
+    assert b'convmesh_records_in_total{topic="t.identity.lookups"} 3.0' in metrics.exposition()
