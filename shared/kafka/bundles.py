@@ -92,6 +92,24 @@ def unpack(value: bytes) -> list[Item]:
     return items
 
 
+def count(value: bytes | None) -> int:
+    """How many records ``value`` stands for (1 for a plain record or a bundle cut short),
+    read from the frame's lengths without copying an item."""
+    if not is_bundle(value):
+        return 1
+    assert value is not None
+    end, at, items = len(value), len(MAGIC), 0
+    try:
+        while at < end:
+            for _ in range(2):  # key, then value
+                (length,) = _LENGTH.unpack_from(value, at)
+                at += 4 + (0 if length == _NONE else length)
+            items += 1
+    except struct.error:
+        return 1
+    return items if at == end else 1
+
+
 def expand(key: bytes | None, value: bytes | None) -> list[Item]:
     """The records one Kafka record stands for: a bundle's items, or the record itself."""
     if value is not None and value[:5] == MAGIC:
@@ -111,4 +129,13 @@ def _field(view: memoryview, at: int, end: int) -> tuple[bytes | None, int]:
     return bytes(view[at : at + length]), at + length
 
 
-__all__ = ["MAGIC", "MAX_BUNDLE_BYTES", "BundleError", "expand", "is_bundle", "pack", "unpack"]
+__all__ = [
+    "MAGIC",
+    "MAX_BUNDLE_BYTES",
+    "BundleError",
+    "count",
+    "expand",
+    "is_bundle",
+    "pack",
+    "unpack",
+]

@@ -58,3 +58,15 @@ def test_a_bundle_cut_short_raises_before_any_item(cut: int) -> None:
 def test_unpacking_a_plain_record_raises() -> None:
     with pytest.raises(bundles.BundleError):
         bundles.unpack(b'{"a": 1}')
+
+
+@given(items)
+def test_count_is_the_number_of_items(given_items: list[tuple[bytes | None, bytes | None]]) -> None:
+    ((_, value),) = bundles.pack(given_items, max_bytes=1 << 20)
+    assert bundles.count(value) == len(given_items)
+
+
+def test_a_plain_record_or_a_bundle_cut_short_counts_one() -> None:
+    ((_, value),) = bundles.pack([(b"key", b"value"), (b"k2", b"v2")])
+    assert bundles.count(b'{"a": 1}') == bundles.count(None) == 1
+    assert bundles.count(value[:-1]) == bundles.count(value[:7]) == 1

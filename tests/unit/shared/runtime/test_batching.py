@@ -290,3 +290,18 @@ def test_records_in_count_a_bundles_items():
     ((_, value),) = bundles.pack([(b"a", b"1"), (b"b", b"2"), (b"c", b"3")])
     _, _, metrics = _run_handler([_bundle_event(value)])
     assert b'convmesh_records_in_total{topic="t.identity.lookups"} 3.0' in metrics.exposition()
+
+
+def test_a_take_of_bundles_is_processed_in_batches_of_at_most_the_batch_size():
+    """A take of bundles once held a whole full-speed push in one batch (714 MB RSS)."""
+    from shared.kafka import bundles
+    from shared.runtime.batching import chunks_by_items
+
+    def bundle_of(n):
+        ((_, value),) = bundles.pack([(b"k", b"v")] * n)
+        return _bundle_event(value)
+
+    events = [bundle_of(3), bundle_of(3), event(b"{}"), bundle_of(9), bundle_of(2)]
+    chunks = chunks_by_items(events, 7)
+    assert [len(chunk) for chunk in chunks] == [3, 1, 1]  # 3+3+1, then 9 alone, then 2
+    assert [e for chunk in chunks for e in chunk] == events
