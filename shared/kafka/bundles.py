@@ -1,12 +1,12 @@
 """Bundles: many small records of one topic partition carried in one Kafka record.
 
-identity_match asks the owner of each of a conversion's identifiers to watch it
-(identity.lookups) and gets an answer per identifier (identity.answers): 2.4
-records each per conversion, every one paying Faust's per-record consume path
-(docs/benchmarks.md, profiles). A topic declared ``bundled: true`` in topics.yaml
-carries all of one processing batch's records for one partition in one record
-(up to ``MAX_BUNDLE_BYTES``), in their order; its consumers unpack it and handle
-each item as the record it stands for, with the bundle's partition and offset.
+Every record on an internal hop paid Faust's per-record consume path (an Event,
+the stream's queue, a decode) and the producer's per-record work, whatever it
+carried; identity_match alone read 5.8 records per conversion (docs/benchmarks.md,
+"Bundles"). A topic declared ``bundled: true`` in topics.yaml carries all of one
+processing batch's records for one partition in one record (up to
+``MAX_BUNDLE_BYTES``), in their order; its consumers unpack it and handle each
+item as the record it stands for, with the bundle's partition and offset.
 
 The frame is binary, so that unpacking is slicing, not a JSON decode of the
 whole bundle: ``MAGIC``, then per item a 4-byte key length, the key, a 4-byte
@@ -95,9 +95,8 @@ def unpack(value: bytes) -> list[Item]:
 def count(value: bytes | None) -> int:
     """How many records ``value`` stands for (1 for a plain record or a bundle cut short),
     read from the frame's lengths without copying an item."""
-    if not is_bundle(value):
+    if value is None or not is_bundle(value):
         return 1
-    assert value is not None
     end, at, items = len(value), len(MAGIC), 0
     try:
         while at < end:
@@ -112,7 +111,7 @@ def count(value: bytes | None) -> int:
 
 def expand(key: bytes | None, value: bytes | None) -> list[Item]:
     """The records one Kafka record stands for: a bundle's items, or the record itself."""
-    if value is not None and value[:5] == MAGIC:
+    if value is not None and is_bundle(value):
         return unpack(value)
     return [(key, value)]
 
