@@ -305,3 +305,17 @@ def test_a_take_of_bundles_is_processed_in_batches_of_at_most_the_batch_size():
     chunks = chunks_by_items(events, 7)
     assert [len(chunk) for chunk in chunks] == [3, 1, 1]  # 3+3+1, then 9 alone, then 2
     assert [e for chunk in chunks for e in chunk] == events
+
+
+def test_bundling_follows_topics_yaml_and_can_be_turned_off_for_an_upgrade():
+    """CONVMESH_BUNDLE_RECORDS=false sends plain records (docs/operations.md)."""
+    from shared.runtime.settings import Settings
+    from tests.support.harness import FakeApp, FakeProducer
+
+    def bundled(settings):
+        box = Outbox(FakeApp(FakeProducer({})), settings, "identity.lookups", "privacy.receipts")
+        return box._bundled
+
+    on = Settings(dev_mode=True)
+    assert bundled(on) == {on.topic_name("identity.lookups")}
+    assert bundled(Settings(dev_mode=True, bundle_records=False)) == frozenset()
