@@ -39,7 +39,7 @@ class BundleError(ValueError):
 
 
 def is_bundle(value: bytes | None) -> bool:
-    return value is not None and value[:5] == MAGIC
+    return value is not None and value.startswith(MAGIC)
 
 
 def _frame(key: bytes | None, value: bytes | None) -> bytes:

@@ -1,6 +1,7 @@
 """Helpers that keep agents thin: a per-batch table cache, an outbox and the agents' loop.
 
-Agents take events in batches (``stream.take_events``). Within a batch, each
+Agents take events in batches (``stream.take_events``); a bundled event
+(``shared.kafka.bundles``) is handled item by item. Within a batch, each
 table key is read and decoded once and written once. A processed batch then
 goes to the agent's ``Pipeline`` (``shared.runtime.pipeline``): its outputs
 are delivered (acks=all), then its state is written, then its offsets are
@@ -312,8 +313,10 @@ async def process(
 ) -> None:
     """The loop of every agent.
 
-    Batches of events (``take_events``); ``handle(event, *caches)`` once per
-    event under the failure policy; then ``after_batch(*caches)`` if given.
+    Takes of events (``take_events``), cut into batches of at most
+    ``settings.batch_size`` records (a bundle counts its items);
+    ``handle(record, *caches)`` once per record (an event, or an item of a
+    bundle) under the failure policy; then ``after_batch(*caches)`` if given.
     The processed batch goes to the agent's ``Pipeline``: outputs, then state,
     then offsets, in batch order, while the next batch is processed
     (``settings.batch_pipeline`` batches at most). A batch whose processing
@@ -404,8 +407,8 @@ __all__ = [
     "DeadLetterOnError",
     "ItemEvent",
     "Outbox",
-    "chunks_by_items",
     "StateCache",
+    "chunks_by_items",
     "hold_offsets",
     "items_of",
     "process",

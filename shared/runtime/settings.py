@@ -328,9 +328,9 @@ class Settings:
     bundle_records: bool = env_field(
         "CONVMESH_BUNDLE_RECORDS",
         True,
-        "send a batch's records of a topic declared bundled in topics.yaml (identity.lookups,"
-        " identity.answers) as one record per partition; consumers read both forms, so turn"
-        " it off while workers from before bundling still run (docs/operations.md)",
+        "send a batch's records of each topic marked bundled in topics.yaml as one record"
+        " per partition; consumers read both forms, so turn it off while workers from"
+        " before bundling still run (docs/operations.md)",
         _bool,
     )
     consumer_fetch_kb: int = env_field(
