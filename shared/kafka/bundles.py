@@ -19,7 +19,7 @@ from before bundling, sends plain records).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 MAGIC = b"\x00cmb1"
 #: A bundle's size bound: well under the broker's default max.message.bytes (1 MiB)
@@ -81,15 +81,12 @@ def unpack(value: bytes) -> list[Item]:
     """
     if not is_bundle(value):
         raise BundleError("not a bundle")
-    view = memoryview(value)
-    end = len(value)
-    at = len(MAGIC)
-    items: list[Item] = []
-    while at < end:
-        key, at = _field(view, at, end)
-        item_value, at = _field(view, at, end)
-        items.append((key or None, item_value))
-    return items
+    fields = [None if length is None else value[at : at + length] for at, length in _fields(value)]
+    if len(fields) % 2:
+        raise BundleError("a bundle cut short after a key")
+    return [
+        (key or None, item_value) for key, item_value in zip(fields[::2], fields[1::2], strict=True)
+    ]
 
 
 def count(value: bytes | None) -> int:
@@ -97,16 +94,11 @@ def count(value: bytes | None) -> int:
     read from the frame's lengths without copying an item."""
     if value is None or not is_bundle(value):
         return 1
-    end, at, items = len(value), len(MAGIC), 0
     try:
-        while at < end:
-            for _ in range(2):  # key, then value
-                (length,) = _LENGTH.unpack_from(value, at)
-                at += 4 + (0 if length == _NONE else length)
-            items += 1
-    except struct.error:
+        fields = sum(1 for _ in _fields(value))
+    except BundleError:
         return 1
-    return items if at == end else 1
+    return 1 if fields % 2 else fields // 2
 
 
 def expand(key: bytes | None, value: bytes | None) -> list[Item]:
@@ -116,16 +108,22 @@ def expand(key: bytes | None, value: bytes | None) -> list[Item]:
     return [(key, value)]
 
 
-def _field(view: memoryview, at: int, end: int) -> tuple[bytes | None, int]:
-    if at + 4 > end:
-        raise BundleError("a bundle cut short in a length")
-    (length,) = _LENGTH.unpack_from(view, at)
-    at += 4
-    if length == _NONE:
-        return None, at
-    if at + length > end:
-        raise BundleError("a bundle cut short in a field")
-    return bytes(view[at : at + length]), at + length
+def _fields(value: bytes) -> Iterator[tuple[int, int | None]]:
+    """Where each field (key, value, key, ...) of a bundle starts, and its length
+    (None: no value); the one walk of the frame that ``unpack`` and ``count`` share."""
+    end, at = len(value), len(MAGIC)
+    while at < end:
+        if at + 4 > end:
+            raise BundleError("a bundle cut short in a length")
+        (length,) = _LENGTH.unpack_from(value, at)
+        at += 4
+        if length == _NONE:
+            yield at, None
+            continue
+        if at + length > end:
+            raise BundleError("a bundle cut short in a field")
+        yield at, length
+        at += length
 
 
 __all__ = [
