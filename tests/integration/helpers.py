@@ -8,6 +8,7 @@ import random
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,63 @@ def as_published(namespace: str, records: list[dict[str, Any]]) -> list[tuple[st
             out.append((f"{namespace}.{send.topic}", send.key.encode(), orjson.dumps(send.value)))
         last[key] = record
     return out
+
+
+async def group_lags(bootstrap: str, namespace: str, services: list[str]) -> dict[str, int]:
+    """'service topic[partition]' -> records not yet committed by the service's group,
+    for every partition that has any (what a stall leaves behind)."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    client = kafka(bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    lags: dict[str, int] = {}
+    try:
+        for service in services:
+            group = Settings(bootstrap=client.bootstrap, namespace=namespace, service=service)
+            committed = await admin.list_consumer_group_offsets(group.app_id)
+            ends = await consumer.end_offsets(list(committed)) if committed else {}
+            for tp, meta in sorted(committed.items()):
+                behind = ends[tp] - meta.offset
+                if behind > 0:
+                    lags[f"{service} {tp.topic}[{tp.partition}]"] = behind
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return lags
+
+
+def log_digest(data_dir: Path, last: int = 6) -> list[str]:
+    """Per worker log of a mesh: its size, its last line's time, how often each warning
+    or error was logged, the last errors and the last lines (structlog JSON; other
+    lines as they are)."""
+    lines: list[str] = []
+    for path in sorted((data_dir / "logs").glob("*.log")):
+        total, stamp = 0, ""
+        recent: list[str] = []
+        alarms: Counter[str] = Counter()
+        errors: list[str] = []
+        for line in path.read_text(errors="replace").splitlines():
+            total += 1
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                record = {"event": line[:240], "level": "raw"}
+            if not isinstance(record, dict):
+                continue
+            stamp = str(record.get("timestamp", stamp))
+            recent = [*recent[-2:], f"{stamp} {str(record.get('event'))[:160]}"]
+            level = str(record.get("level", "")).lower()
+            if level in {"warning", "error", "critical", "raw"}:
+                event = str(record.get("event"))[:240]
+                alarms[f"{level}: {event[:80]}"] += 1
+                if level != "warning":
+                    errors.append(f"{stamp} {event}")
+        lines.append(f"{path.name}: {total} lines, last at {stamp}")
+        lines.extend(f"    {count} x {alarm}" for alarm, count in alarms.most_common(8))
+        lines.extend(f"    last error: {error}" for error in errors[-last:])
+        lines.extend(f"    tail: {line}" for line in recent)
+    return lines

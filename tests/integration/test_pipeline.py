@@ -27,7 +27,16 @@ import pytest
 
 from ops.workload import CONTEXT_TOPICS, RAW, generate
 from shared.kafka.topic_io import latest_by_key, produce, read_all
-from tests.integration.helpers import cli_env, convmesh, convmesh_json, free_web_port_base, kafka
+from shared.runtime.settings import SERVICES
+from tests.integration.helpers import (
+    cli_env,
+    convmesh,
+    convmesh_json,
+    free_web_port_base,
+    group_lags,
+    kafka,
+    log_digest,
+)
 from tests.support.reference import Expected, reference
 
 CONVERSIONS = int(os.environ.get("CONVMESH_E2E_CONVERSIONS", "2000"))
@@ -87,8 +96,11 @@ def differences(expected: Expected, out: dict[str, Any]) -> list[str]:
     )
 
 
-async def settle(bootstrap: str, namespace: str, expected: Expected) -> dict[str, Any]:
-    """Poll the outputs until they equal the expectation, or time out with the diff."""
+async def settle(
+    bootstrap: str, namespace: str, expected: Expected, env: dict[str, str]
+) -> dict[str, Any]:
+    """Poll the outputs until they equal the expectation, or time out with the diff
+    and what the mesh was doing (its groups' lag, its workers' last warnings)."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
         out = await outputs(bootstrap, namespace)
@@ -96,7 +108,18 @@ async def settle(bootstrap: str, namespace: str, expected: Expected) -> dict[str
         if not problems or time.monotonic() > deadline:
             break
         await asyncio.sleep(3)
-    assert not problems, f"{len(problems)} differences, first ones:\n" + "\n".join(problems[:25])
+    if problems:
+        lags = await group_lags(bootstrap, namespace, list(SERVICES))
+        status = convmesh("status", env=env).stdout
+        diagnosis = [f"lag {where}: {behind}" for where, behind in lags.items()]
+        diagnosis += log_digest(Path(env["CONVMESH_DATA_DIR"]))
+        pytest.fail(
+            f"{len(problems)} differences, first ones:\n"
+            + "\n".join(problems[:25])
+            + f"\n\nstatus:\n{status}\n"
+            + "\n".join(diagnosis),
+            pytrace=False,
+        )
     return out
 
 
@@ -149,7 +172,7 @@ async def run_order(bootstrap: str, namespace: str, order: str, env: dict[str, s
         positions = await produce(kafka(bootstrap), raws)
         await wait_for_keys(bootstrap, namespace, len(expected.attributed))
         await produce(kafka(bootstrap), context)
-    out = await settle(bootstrap, namespace, expected)
+    out = await settle(bootstrap, namespace, expected, env)
     elapsed = time.monotonic() - started
 
     if order == "context_first":
@@ -218,7 +241,7 @@ async def run_with_crash(bootstrap: str, namespace: str, env: dict[str, str]) ->
     assert restarted.returncode == 0, restarted.stderr
     after = convmesh_json("status", "--json", env=env)
     assert not set(victims) & {s["pid"] for s in after["services"]}
-    out = await settle(bootstrap, namespace, expected)
+    out = await settle(bootstrap, namespace, expected, env)
     duplicate_refs = {d["raw_ref"] for d in out["duplicates"]}
     assert len(duplicate_refs) == sum(o.outcome == "duplicate" for o in expected.outcomes)
     print(
@@ -261,7 +284,7 @@ async def run_with_crashes(bootstrap: str, namespace: str, env: dict[str, str], 
         restarted = convmesh("up", "--workers", WORKERS, env=env, timeout=300)
         assert restarted.returncode == 0, restarted.stderr
     await produce(kafka(bootstrap), real_records[kills * step :])
-    out = await settle(bootstrap, namespace, expected)
+    out = await settle(bootstrap, namespace, expected, env)
     print(
         f"\n[kill -9 x{kills}] killed {victims}; "
         f"{len(out['attributed'])} conversions exact after the restarts"
