@@ -1,9 +1,9 @@
 """Agents of the aggregate service.
 
 * ``RowsHandler`` (reports.deltas and privacy.releases, both keyed by ad
-  account): applies deltas to the rows' members and publishes every changed
-  row to reports.conversions once per batch (a tombstone when a row
-  empties); the same for the privacy lanes (modeled strata, protected
+  account): applies deltas to the rows' members and totals and publishes
+  every changed row to reports.conversions once per batch (a tombstone when
+  a row empties); the same for the privacy lanes (modeled strata, protected
   buckets, releases: docs/privacy.md).
 
 The deltas come from attribute's publisher, sent with each result it publishes
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -30,7 +32,7 @@ from shared.kafka.partitioner import partition_of
 from shared.kafka.registry_access import registry_for
 from shared.runtime.app import raw_table, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
-from shared.runtime.logging import get_logger
+from shared.runtime.logging import get_logger, message_fields
 from shared.runtime.settings import Settings
 
 ROWS_OUTPUTS = (
@@ -41,19 +43,73 @@ ROWS_OUTPUTS = (
     "privacy.releases",
 )
 #: The rows agent's tables, in the order a batch writes them (see ``register``).
-TABLES = ("privacy", "rows", "strata", "buckets")
+TABLES = ("privacy", "row_members", "rows", "stratum_members", "strata", "buckets")
 #: The protected lane checks for closed dates at least every minute.
 RELEASE_CHECK_INTERVAL_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSets:
+    """One kind of member set the rows agent keeps: observed rows, modeled strata.
+
+    Members are one key each (``{owner}|{conversion_key}``) in one table, the
+    owner's totals one key in another, written after the members' table
+    (``TABLES``): a crash between the two can leave members newer than their
+    totals, never the reverse, and ``RowsHandler.recount`` mends that.
+    """
+
+    #: The delta's field naming the owner (a row key, a stratum key).
+    field: str
+    member_of: Callable[[int, dict[str, Any]], Any]
+    decode_member: Callable[[Any], Any]
+    encode_member: Callable[[Any], Any]
+    decode_totals: Callable[[Any], Any]
+    encode_totals: Callable[[Any], Any]
+    totals_of: Callable[[Iterable[Any], int], Any]
+    #: A layout-1 value's members (conversion_key -> member) and version.
+    layout_1: Callable[[Any], tuple[dict[str, Any], int]]
+
+
+def _row_layout_1(value: Any) -> tuple[dict[str, Any], int]:
+    row = state.decode_row(value)
+    return row.members, row.version
+
+
+def _stratum_layout_1(value: Any) -> tuple[dict[str, Any], int]:
+    stratum = state.decode_stratum(value)
+    return stratum.members, stratum.version
+
+
+ROWS = MemberSets(
+    "row",
+    rules.row_member,
+    state.decode_row_member,
+    state.encode_row_member,
+    state.decode_row_totals,
+    state.encode_row_totals,
+    state.row_totals_of,
+    _row_layout_1,
+)
+STRATA = MemberSets(
+    "stratum",
+    lanes.stratum_member,
+    state.decode_stratum_member,
+    state.encode_stratum_member,
+    state.decode_stratum_totals,
+    state.encode_stratum_totals,
+    state.stratum_totals_of,
+    _stratum_layout_1,
+)
 
 
 class RowsHandler:
     """One reports.deltas or privacy.releases record of an ad account.
 
     * a delta's ops (``shared.contract.report_deltas``), in order: observed
-      (no ``lane``) -> ``rows``; modeled -> ``strata``; protected ->
-      ``buckets`` (and the account's open dates in ``privacy``). Changed rows
-      and strata are published by ``publish_changed`` after the batch, once
-      each.
+      (no ``lane``) -> ``row_members`` and ``rows``; modeled ->
+      ``stratum_members`` and ``strata``; protected -> ``buckets`` (and the
+      account's open dates in ``privacy``). Changed rows and strata are
+      published by ``publish_changed`` after the batch, once each.
     * release request -> the ledger charge (or refusal) and the noisy rows,
       stored together in ``privacy``; publish request -> the stored rows.
     """
@@ -67,8 +123,8 @@ class RowsHandler:
         self.noise = noise or OpenDPNoise()
         self.releases_topic = settings.topic_name("privacy.releases")
         self.partitions = registry_for(settings).topic("privacy.releases").partitions
-        self.changed: dict[str, state.Row] = {}
-        self.changed_strata: dict[str, state.Stratum] = {}
+        self.changed: dict[str, state.RowTotals] = {}
+        self.changed_strata: dict[str, state.StratumTotals] = {}
         self.params = lanes.LaneParams(
             epsilon=settings.privacy_epsilon_per_release,
             budget=settings.privacy_epsilon_per_week,
@@ -82,7 +138,9 @@ class RowsHandler:
         self,
         event: Any,
         privacy: StateCache,
+        row_members: StateCache,
         rows: StateCache,
+        stratum_members: StateCache,
         strata: StateCache,
         buckets: StateCache,
     ) -> None:
@@ -96,29 +154,95 @@ class RowsHandler:
         for op in ops_of(doc):
             lane = op.get("lane", "observed")
             if lane == "observed":
-                self.on_row_delta(event, op, rows)
+                self.on_member_delta(event, op, ROWS, row_members, rows, self.changed)
             elif lane == "modeled":
-                self.on_stratum_delta(event, op, strata)
+                self.on_member_delta(
+                    event, op, STRATA, stratum_members, strata, self.changed_strata
+                )
             else:
                 self.on_bucket_delta(event, op, buckets, privacy)
 
-    def on_row_delta(self, event: Any, delta: dict[str, Any], rows: StateCache) -> None:
-        key = delta["row"]
-        row = state.decode_row(rows.get(key.encode(), event))
-        if rules.on_delta(row, delta, versions.now_ms()):
-            rows.put(key.encode(), state.encode_row(row), event)
-            self.changed[key] = row
-        else:
-            rows.rewrite(key.encode(), event)  # applied already (or older)
+    def on_member_delta(
+        self,
+        event: Any,
+        delta: dict[str, Any],
+        sets: MemberSets,
+        members: StateCache,
+        totals: StateCache,
+        changed: dict[str, Any],
+    ) -> None:
+        """One observed or modeled op: its member, then its owner's totals."""
+        owner = delta[sets.field]
+        owner_key = owner.encode()
+        stored = totals.get(owner_key, event)
+        if state.is_layout_1(stored):
+            stored = self.split_layout_1(event, owner, stored, sets, members, totals)
+        key = state.member_key(owner, delta["conversion_key"]).encode()
+        now = sets.decode_totals(stored)
+        current = sets.decode_member(members.get(key, event))
+        member = rules.on_delta(current, now, delta, versions.now_ms(), sets.member_of)
+        if member is None:  # applied already (a redelivery), or older
+            members.rewrite(key, event)
+            self.recount(event, owner, sets, members, totals, changed)
+            return
+        members.put(key, sets.encode_member(member), event)
+        totals.put(owner_key, sets.encode_totals(now), event)
+        changed[owner] = now
 
-    def on_stratum_delta(self, event: Any, delta: dict[str, Any], strata: StateCache) -> None:
-        key = delta["stratum"]
-        stratum = state.decode_stratum(strata.get(key.encode(), event))
-        if lanes.on_stratum_delta(stratum, delta, versions.now_ms()):
-            strata.put(key.encode(), state.encode_stratum(stratum), event)
-            self.changed_strata[key] = stratum
-        else:
-            strata.rewrite(key.encode(), event)
+    def recount(
+        self,
+        event: Any,
+        owner: str,
+        sets: MemberSets,
+        members: StateCache,
+        totals: StateCache,
+        changed: dict[str, Any],
+    ) -> None:
+        """An owner's totals counted again from its members, once per batch.
+
+        A delta found applied already is a redelivery after a crash, which
+        may have come between the members' write and the totals' (or between
+        the store and the changelog): the totals are made whole again and
+        written, before any new delta of the batch adds to them. A batch
+        that wrote the totals already saw them whole.
+        """
+        owner_key = owner.encode()
+        if totals.staged(owner_key):
+            return
+        stored = sets.decode_totals(totals.get(owner_key, event))
+        found = members.with_prefix(state.members_prefix(owner).encode(), event)
+        counted = sets.totals_of(map(sets.decode_member, found.values()), stored.version)
+        if counted == stored:
+            totals.rewrite(owner_key, event)
+            return
+        counted.version = versions.next_stamp(stored.version, versions.now_ms())
+        totals.put(owner_key, sets.encode_totals(counted), event)
+        changed[owner] = counted
+        fields = message_fields(event.message)
+        self.log.warning("totals_recounted", owner=sets.field, members=len(found), **fields)
+
+    def split_layout_1(
+        self,
+        event: Any,
+        owner: str,
+        stored: Any,
+        sets: MemberSets,
+        members: StateCache,
+        totals: StateCache,
+    ) -> Any:
+        """A layout-1 value's members moved to their own keys, its totals counted:
+        the new stored value of the owner."""
+        held, version = sets.layout_1(stored)
+        for conversion_key, member in held.items():
+            key = state.member_key(owner, conversion_key).encode()
+            current = sets.decode_member(members.get(key, event))
+            if current is None or current.version < member.version:
+                members.put(key, sets.encode_member(member), event)
+        found = members.with_prefix(state.members_prefix(owner).encode(), event)
+        counted = sets.totals_of(map(sets.decode_member, found.values()), version)
+        value = sets.encode_totals(counted)
+        totals.put(owner.encode(), value, event)
+        return value
 
     def on_bucket_delta(
         self, event: Any, delta: dict[str, Any], buckets: StateCache, privacy: StateCache
@@ -230,7 +354,7 @@ class RowsHandler:
 
     async def publish_changed(self, *_caches: StateCache) -> None:
         changed, self.changed = self.changed, {}
-        await self.outbox.send_all(rules.publish_row(key, row) for key, row in changed.items())
+        await self.outbox.send_all(rules.publish_row(key, t) for key, t in changed.items())
         strata, self.changed_strata = self.changed_strata, {}
         k = self.params.k
         await self.outbox.send_all(lanes.publish_stratum(key, s, k) for key, s in strata.items())

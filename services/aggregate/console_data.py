@@ -37,11 +37,12 @@ def lanes_of(
     """Conversions per (ad account, date) in each lane."""
     found: Lanes = {}
     for key, raw in rows:
-        record = rules.summarise(key.decode(), state.decode_row(orjson.loads(raw)))
+        record = rules.summarise(key.decode(), state.decode_row_totals(orjson.loads(raw)))
         if record is not None:
             _add(found, record["ad_account_id"], record["date"], "observed", record["conversions"])
     for key, raw in strata:
-        modeled = lanes.modeled_record(key.decode(), state.decode_stratum(orjson.loads(raw)), k)
+        totals = state.decode_stratum_totals(orjson.loads(raw))
+        modeled = lanes.modeled_record(key.decode(), totals, k)
         if modeled is not None:
             amount = float(modeled["modeled_attributed"] or 0)
             _add(found, modeled["ad_account_id"], modeled["date"], "modeled", amount)

@@ -5,7 +5,8 @@ rows: ``shared.contract.report_deltas.deltas_of`` (sent by attribute's
 publisher) says what a new version of a conversion changes in the modeled
 stratum and protected bucket it leaves and joins.
 
-* modeled: ``on_stratum_delta`` + ``publish_stratum`` (live, versioned);
+* modeled: ``rules.on_delta`` with ``stratum_member`` + ``publish_stratum``
+  (live, versioned);
 * protected: ``on_bucket_delta`` keeps a date's attributed conversions until
   the date is released; ``release`` charges the ledger and draws the noisy
   rows ONCE, storing them with the charge (one table value); ``publish``
@@ -27,11 +28,10 @@ from services.aggregate.state import (
     BucketMember,
     PrivacyAccount,
     Release,
-    Stratum,
     StratumMember,
+    StratumTotals,
 )
 from shared.contract import privacy_lanes as pl
-from shared.contract import versions
 from shared.contract.records import Send
 
 MODELED = "reports.conversions.modeled"
@@ -45,28 +45,21 @@ WEEKS_KEPT = 5
 # ---------------------------------------------------------------- modeled
 
 
-def on_stratum_delta(stratum: Stratum, delta: dict[str, Any], now_ms: int) -> bool:
-    """Apply one modeled delta; True if the stratum changed (and got a new version)."""
-    key, version = delta["conversion_key"], int(delta["version"])
-    current = stratum.members.get(key)
-    if current is not None and current.version >= version:
-        return False
+def stratum_member(version: int, delta: dict[str, Any]) -> StratumMember:
+    """A stratum's member as a modeled delta makes it (see ``rules.on_delta``)."""
     present = delta["op"] == "add"
-    stratum.members[key] = StratumMember(version, present, delta.get("status") if present else None)
-    stratum.version = versions.next_stamp(stratum.version, now_ms)
-    return True
+    return StratumMember(version, present, delta.get("status") if present else None)
 
 
-def modeled_record(key: str, stratum: Stratum, k: int) -> dict[str, Any] | None:
+def modeled_record(key: str, totals: StratumTotals, k: int) -> dict[str, Any] | None:
     """The reports.conversions.modeled value of a stratum (None when empty)."""
-    statuses = [m.status for m in stratum.members.values() if m.present]
-    if not statuses:
+    if totals.present <= 0:
         return None
     account, rest = key.split(":", 1)
     event_name, action_source, date = rest.rsplit(":", 2)
-    identified = sum(s in ("attributed", "unattributed") for s in statuses)
-    attributed = statuses.count("attributed")
-    unidentified = statuses.count("unidentified")
+    attributed = totals.statuses.get("attributed", 0)
+    identified = attributed + totals.statuses.get("unattributed", 0)
+    unidentified = totals.statuses.get("unidentified", 0)
     estimate = pl.modeled_estimate(identified, attributed, unidentified, k)
     return {
         "ad_account_id": account,
@@ -79,12 +72,12 @@ def modeled_record(key: str, stratum: Stratum, k: int) -> dict[str, Any] | None:
         "modeled_attributed": estimate.modeled_attributed,
         "ci95": list(estimate.ci95) if estimate.ci95 is not None else None,
         "method": "wilson",
-        "version": stratum.version,
+        "version": totals.version,
     }
 
 
-def publish_stratum(key: str, stratum: Stratum, k: int) -> Send:
-    return Send(MODELED, key, modeled_record(key, stratum, k))
+def publish_stratum(key: str, totals: StratumTotals, k: int) -> Send:
+    return Send(MODELED, key, modeled_record(key, totals, k))
 
 
 # --------------------------------------------------------------- protected

@@ -20,7 +20,7 @@ import orjson
 
 from services.aggregate.lanes import modeled_record
 from services.aggregate.rules import summarise
-from services.aggregate.state import decode_privacy, decode_row, decode_stratum
+from services.aggregate.state import decode_privacy, decode_row_totals, decode_stratum_totals
 from shared.contract.report_deltas import row_from_key
 
 LEVELS = {
@@ -74,7 +74,7 @@ def summarise_rows(query: ReportQuery, rows: list[tuple[str, dict[str, Any]]]) -
     """Sum the account's rows in the date range at the requested level."""
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for key, row in rows:
-        summary = summarise(key, decode_row(row))
+        summary = summarise(key, decode_row_totals(row))
         if summary is None or not (query.start <= summary["date"] <= query.end):
             continue
         ident = tuple(summary[f] for f in LEVELS[query.level])
@@ -110,7 +110,7 @@ def summarise_strata(
     """The modeled lane: one record per stratum in the date range."""
     found = []
     for key, value in strata:
-        record = modeled_record(key, decode_stratum(value), k)
+        record = modeled_record(key, decode_stratum_totals(value), k)
         if record is not None and query.start <= record["date"] <= query.end:
             found.append({f: v for f, v in record.items() if f not in ("ad_account_id", "version")})
     found.sort(key=lambda r: (r["date"], r["event_name"], r["action_source"]))

@@ -1,15 +1,26 @@
 """The aggregate service's table values, typed.
 
-``rows`` (key: row key, on the partition of its ad account, like
-reports.deltas): which conversion the row holds, at which version, with which
-value. Wire layout ``{"members": {conversion_key: [version, present, value,
-currency]}, "version": int}``. A removed member stays as ``[version, false,
-null, null]`` so that an older ``add`` replayed later cannot bring it back.
+Observed rows and modeled strata keep their members one key each, apart from
+a small value of totals, so that no value grows with the conversions of a
+day (a changelog record must stay far below Kafka's 1 MB per record; one
+stratum value held about 90 bytes per conversion):
+
+* ``rows`` (key: row key, on the partition of its ad account, like
+  reports.deltas): the row's totals (layout 2) ``{"layout": 2,
+  "conversions": int, "sums": {currency: [members with a value,
+  "exact decimal sum"]}, "version": int}``;
+* ``row_members`` (key ``"{row key}|{conversion_key}"``): one conversion of
+  the row, ``[version, present, value, currency]``. A removed member stays
+  as ``[version, false, null, null]`` so that an older ``add`` replayed
+  later cannot bring it back.
 
 Privacy lanes (docs/privacy.md), all on the partition of their ad account:
 
 * ``strata`` (key ``"{ad_account_id}:{event_name}:{action_source}:{date}"``):
-  ``{"members": {conversion_key: [version, present, status]}, "version": int}``;
+  the stratum's totals (layout 2) ``{"layout": 2, "present": int,
+  "statuses": {status: int}, "version": int}``;
+* ``stratum_members`` (key ``"{stratum key}|{conversion_key}"``): ``[version,
+  present, status]``;
 * ``buckets``, the attributed conversions a protected release of a date is
   drawn from, one key per conversion (layout 2): key
   ``"{ad_account_id}:{date}|{conversion_key}"``, value ``[version, present,
@@ -23,17 +34,26 @@ Privacy lanes (docs/privacy.md), all on the partition of their ad account:
   reach the changelog) together: ``{"open": [date], "released": {date:
   release}, "weeks": {week: privacy.ledger record}}``.
 
-``decode`` and ``encode`` keep exactly these layouts (the ones already in the
-changelogs), so typed code needs no migration of old state. A layout change
-bumps ``LAYOUT_VERSION`` and teaches ``decode`` every older one.
+Layout 1 of ``rows`` and ``strata`` kept the members inside the value
+(``{"members": {conversion_key: member}, "version": int}``). Readers still
+read it (``decode_row_totals`` and ``decode_stratum_totals`` count its
+members); the rows agent moves its members to their own keys the first time
+a delta touches it (``decode_row`` and ``decode_stratum`` read it then).
+A layout change bumps ``LAYOUT_VERSION`` and teaches the decoders every older one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 LAYOUT_VERSION = 2
+#: Between a row's or a stratum's key and a conversion_key in its members' keys.
+MEMBER_SEPARATOR = "|"
+#: The statuses a modeled stratum counts.
+STATUSES = ("attributed", "unattributed", "unidentified")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +86,84 @@ def decode_row(value: Any) -> Row:
 
 
 def encode_row(row: Row) -> dict[str, Any]:
+    """A row in layout 1 (members inside the value): what older workers wrote."""
     members = {key: [m.version, m.present, m.value, m.currency] for key, m in row.members.items()}
     return {"members": members, "version": row.version}
+
+
+@dataclass(slots=True)
+class RowTotals:
+    """What a row publishes, kept up to date member by member (layout 2 of ``rows``)."""
+
+    conversions: int = 0
+    #: currency -> (present members with a value in it, their exact sum)
+    sums: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    version: int = 0
+
+    def count(self, member: RowMember | None, sign: int) -> None:
+        """Add (sign 1) or take away (sign -1) one member's part of the totals."""
+        if member is None or not member.present:
+            return
+        self.conversions += sign
+        if member.value is None or not member.currency:
+            return
+        held, total = self.sums.get(member.currency, (0, Decimal(0)))
+        held += sign
+        total += sign * Decimal(repr(member.value))
+        if held:
+            self.sums[member.currency] = (held, total)
+        else:
+            self.sums.pop(member.currency, None)
+
+
+def counted(totals: Any, members: Iterable[Any]) -> Any:
+    """``totals`` (a new one, of the version it is to have) with ``members`` counted in:
+    a recount, or the totals of a layout-1 value."""
+    for member in members:
+        totals.count(member, 1)
+    return totals
+
+
+def row_totals_of(members: Iterable[RowMember | None], version: int) -> RowTotals:
+    totals: RowTotals = counted(RowTotals(version=version), members)
+    return totals
+
+
+def decode_row_totals(value: Any) -> RowTotals:
+    """A ``rows`` value of either layout (None: a new row) as its totals."""
+    if value is None:
+        return RowTotals()
+    if is_layout_1(value):
+        row = decode_row(value)
+        return row_totals_of(row.members.values(), row.version)
+    sums = {cur: (int(held), Decimal(total)) for cur, (held, total) in value["sums"].items()}
+    return RowTotals(int(value["conversions"]), sums, int(value["version"]))
+
+
+def encode_row_totals(totals: RowTotals) -> dict[str, Any]:
+    sums = {cur: [held, str(total)] for cur, (held, total) in sorted(totals.sums.items())}
+    return {
+        "layout": LAYOUT_VERSION,
+        "conversions": totals.conversions,
+        "sums": sums,
+        "version": totals.version,
+    }
+
+
+def decode_row_member(value: Any) -> RowMember | None:
+    if value is None:
+        return None
+    version, present, amount, currency = value
+    return RowMember(int(version), bool(present), amount, currency)
+
+
+def encode_row_member(member: RowMember) -> list[Any]:
+    return [member.version, member.present, member.value, member.currency]
+
+
+def is_layout_1(value: Any) -> bool:
+    """Whether a ``rows`` or ``strata`` value still holds its members (layout 1)."""
+    return isinstance(value, dict) and "members" in value
 
 
 # ------------------------------------------------------------------ lanes
@@ -98,8 +194,67 @@ def decode_stratum(value: Any) -> Stratum:
 
 
 def encode_stratum(stratum: Stratum) -> dict[str, Any]:
+    """A stratum in layout 1 (members inside the value): what older workers wrote."""
     members = {k: [m.version, m.present, m.status] for k, m in stratum.members.items()}
     return {"members": members, "version": stratum.version}
+
+
+@dataclass(slots=True)
+class StratumTotals:
+    """What a modeled stratum publishes, kept member by member (layout 2 of ``strata``)."""
+
+    present: int = 0
+    #: status (``STATUSES``) -> present members with it
+    statuses: dict[str, int] = field(default_factory=dict)
+    version: int = 0
+
+    def count(self, member: StratumMember | None, sign: int) -> None:
+        """Add (sign 1) or take away (sign -1) one member's part of the totals."""
+        if member is None or not member.present:
+            return
+        self.present += sign
+        if member.status in STATUSES:
+            held = self.statuses.get(member.status, 0) + sign
+            if held:
+                self.statuses[member.status] = held
+            else:
+                self.statuses.pop(member.status, None)
+
+
+def stratum_totals_of(members: Iterable[StratumMember | None], version: int) -> StratumTotals:
+    totals: StratumTotals = counted(StratumTotals(version=version), members)
+    return totals
+
+
+def decode_stratum_totals(value: Any) -> StratumTotals:
+    """A ``strata`` value of either layout (None: a new stratum) as its totals."""
+    if value is None:
+        return StratumTotals()
+    if is_layout_1(value):
+        stratum = decode_stratum(value)
+        return stratum_totals_of(stratum.members.values(), stratum.version)
+    statuses = {status: int(held) for status, held in value["statuses"].items()}
+    return StratumTotals(int(value["present"]), statuses, int(value["version"]))
+
+
+def encode_stratum_totals(totals: StratumTotals) -> dict[str, Any]:
+    return {
+        "layout": LAYOUT_VERSION,
+        "present": totals.present,
+        "statuses": dict(sorted(totals.statuses.items())),
+        "version": totals.version,
+    }
+
+
+def decode_stratum_member(value: Any) -> StratumMember | None:
+    if value is None:
+        return None
+    version, present, status = value
+    return StratumMember(int(version), bool(present), status)
+
+
+def encode_stratum_member(member: StratumMember) -> list[Any]:
+    return [member.version, member.present, member.status]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +284,15 @@ def decode_bucket(value: Any) -> Bucket:
     return Bucket({key: BucketMember(*fields) for key, fields in value["members"].items()})
 
 
-def member_key(bucket: str, conversion_key: str) -> str:
-    """One member's ``buckets`` key (layout 2): ``"{ad_account_id}:{date}|{conversion_key}"``."""
-    return f"{bucket}|{conversion_key}"
+def member_key(owner: str, conversion_key: str) -> str:
+    """One member's key: ``"{owner}|{conversion_key}"``, the owner a row, a stratum or
+    a bucket (``row_members``, ``stratum_members``, ``buckets`` layout 2)."""
+    return f"{owner}{MEMBER_SEPARATOR}{conversion_key}"
 
 
-def members_prefix(bucket: str) -> str:
-    return f"{bucket}|"
+def members_prefix(owner: str) -> str:
+    """The start of every member key of a row, a stratum or a bucket."""
+    return f"{owner}{MEMBER_SEPARATOR}"
 
 
 def decode_member(value: Any) -> BucketMember | None:

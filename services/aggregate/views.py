@@ -11,9 +11,9 @@ from services.aggregate import advertiser_api, console_view
 from shared.runtime.settings import Settings
 from shared.runtime.table_views import register_table_views
 
-TABLES = ("rows", "strata", "buckets", "privacy")
+TABLES = ("rows", "row_members", "strata", "stratum_members", "buckets", "privacy")
 #: Keyed by ad account data (account, date, campaign...), shown as they are;
-#: ``buckets`` keys end in a conversion_key (with its event_id), shown as a hash.
+#: member keys end in a conversion_key (with its event_id), shown as a hash.
 ACCOUNT_KEYED = ("rows", "strata", "privacy")
 
 

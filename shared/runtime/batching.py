@@ -96,6 +96,10 @@ class StateCache:
         self._events[key] = event
         self._dirty[key] = None
 
+    def staged(self, key: bytes) -> bool:
+        """Whether this batch has put ``key`` (a write not yet taken)."""
+        return key in self._dirty
+
     def rewrite(self, key: bytes, event: Any) -> None:
         """Write the key's current value again: for an input found already applied.
 

@@ -111,8 +111,10 @@ async def test_replayed_deltas_change_no_row(h: Harness) -> None:
     before = len(h.sent("reports.conversions"))
     await lanes_step(h, [h.record(d.topic, d.key, d.value) for d in deltas])
     assert len(h.sent("reports.conversions")) == before
+    [member] = h.table("row_members").data
+    assert member.decode().endswith(f"|{KEY}")
     [row] = h.table("rows").data.values()
-    assert list(orjson.loads(row)["members"]) == [KEY]
+    assert orjson.loads(row)["conversions"] == 1
 
 
 async def test_an_older_delta_arriving_late_does_not_undo_a_newer_one(h: Harness) -> None:
@@ -120,9 +122,7 @@ async def test_an_older_delta_arriving_late_does_not_undo_a_newer_one(h: Harness
     second = deltas_of(attributed(1, ad="a1"), attributed(2, ad="a2"))
     await lanes_step(h, [h.record(d.topic, d.key, d.value) for d in second + first])
     present = {
-        ad_of(key)
-        for key, raw in h.table("rows").data.items()
-        if orjson.loads(raw)["members"][KEY][1]
+        ad_of(key) for key, raw in h.table("row_members").data.items() if orjson.loads(raw)[1]
     }
     assert present == {"a2"}
 
@@ -237,6 +237,85 @@ async def test_a_publish_drops_members_a_crash_left_after_the_charge(h: Harness)
 
 def test_the_batch_writes_privacy_before_the_buckets() -> None:
     assert TABLES.index("privacy") < TABLES.index("buckets")
+
+
+def test_the_batch_writes_members_before_their_totals() -> None:
+    """A crash between the two tables leaves members newer than totals, which a
+    recount mends; never totals counting a member that is not there."""
+    assert TABLES.index("row_members") < TABLES.index("rows")
+    assert TABLES.index("stratum_members") < TABLES.index("strata")
+
+
+def conversion(n: int, version: int = 1) -> dict[str, Any]:
+    """The n-th conversion of the same row and stratum (another event_id each)."""
+    key = f"{ACCOUNT}:checkout:ev-{n}:online"
+    return {**attributed(version), "conversion_key": key, "event_id": f"ev-{n}"}
+
+
+async def test_a_row_and_a_stratum_stay_small_as_their_conversions_grow(h: Harness) -> None:
+    """Layout 1 kept every member in the value: past about 11,000 conversions a day
+    the changelog record passed Kafka's 1 MB and the partition's reports stopped."""
+    await count(h, *(conversion(n) for n in range(3000)))
+    [row] = h.table("rows").data.values()
+    [stratum] = h.table("strata").data.values()
+    assert len(row) < 200 and len(stratum) < 200
+    assert len(h.table("row_members").data) == len(h.table("stratum_members").data) == 3000
+    assert h.sent("reports.conversions")[-1].json["conversions"] == 3000
+    assert h.sent("reports.conversions.modeled")[-1].json["identified_attributed"] == 3000
+
+
+async def test_members_kept_without_their_totals_are_recounted_on_redelivery(
+    h: Harness,
+) -> None:
+    """A kill -9 between the members' write and the totals' (or before the totals
+    reached the changelog): the redelivered deltas find their members applied, and
+    the totals are counted again from the members, published once with a new version."""
+    await count(h, conversion(1))
+    deltas = deltas_of(None, conversion(2))
+    await lanes_step(h, [h.record(d.topic, d.key, d.value) for d in deltas])
+    first = h.sent("reports.conversions")[-1].json
+    assert first["conversions"] == 2
+    for name in ("rows", "strata"):  # as if the second batch's totals were lost
+        [key] = h.table(name).data
+        totals = orjson.loads(h.table(name).data[key])
+        totals["version"] -= 1
+        totals["conversions" if name == "rows" else "present"] -= 1
+        if name == "rows":
+            totals["sums"]["USD"] = [1, "10.0"]
+        else:
+            totals["statuses"]["attributed"] -= 1
+        h.table(name).data[key] = orjson.dumps(totals)
+    sent = len(h.sent("reports.conversions"))
+    await lanes_step(h, [h.record(d.topic, d.key, d.value) for d in deltas])
+    [again] = [s.json for s in h.sent("reports.conversions")[sent:]]
+    assert again["conversions"] == 2 and again["value"] == {"USD": 20.0}
+    assert again["version"] > first["version"] - 1
+    assert h.sent("reports.conversions.modeled")[-1].json["identified_attributed"] == 2
+    await lanes_step(h, [h.record(d.topic, d.key, d.value) for d in deltas])
+    assert len(h.sent("reports.conversions")) == sent + 1  # whole again: nothing new
+
+
+async def test_a_row_and_a_stratum_of_layout_1_move_their_members_out_on_first_touch(
+    h: Harness,
+) -> None:
+    """Values written by workers before layout 2 (members inside) are read, and the
+    first delta that touches one splits it: members to their keys, totals counted."""
+    await count(h, conversion(1), conversion(2))
+    for name, members in (("rows", "row_members"), ("strata", "stratum_members")):
+        [owner] = h.table(name).data
+        held = {
+            key.decode().split("|", 1)[1]: orjson.loads(value)
+            for key, value in h.table(members).data.items()
+        }
+        version = orjson.loads(h.table(name).data[owner])["version"]
+        h.table(name).data[owner] = orjson.dumps({"members": held, "version": version})
+        h.table(members).data.clear()
+    await count(h, conversion(3))
+    row = h.sent("reports.conversions")[-1].json
+    assert row["conversions"] == 3 and row["value"] == {"USD": 30.0}
+    assert h.sent("reports.conversions.modeled")[-1].json["identified_attributed"] == 3
+    assert len(h.table("row_members").data) == len(h.table("stratum_members").data) == 3
+    assert all("members" not in orjson.loads(v) for v in h.table("rows").data.values())
 
 
 async def test_a_release_reads_a_whole_bucket_of_the_older_layout(h: Harness) -> None:

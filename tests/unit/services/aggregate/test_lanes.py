@@ -7,8 +7,9 @@ from typing import Any
 
 from services.aggregate import lanes
 from services.aggregate.noise import Thresholded
-from services.aggregate.state import Bucket, PrivacyAccount, Stratum
+from services.aggregate.state import Bucket, PrivacyAccount, StratumTotals
 from shared.contract.report_deltas import utc_date
+from tests.support.members import apply
 
 ACCOUNT = "1"
 NOW_MS = int(time.time() * 1000)
@@ -52,18 +53,19 @@ def record(status: str = "attributed", user: str | None = "p1", version: int = 1
     }
 
 
-def stratum_of(*statuses: str) -> Stratum:
-    stratum = Stratum()
+def stratum_of(*statuses: str) -> tuple[dict[str, Any], StratumTotals]:
+    members: dict[str, Any] = {}
+    totals = StratumTotals()
     for i, status in enumerate(statuses):
         delta = {"op": "add", "conversion_key": f"k{i}", "version": 1, "status": status}
-        lanes.on_stratum_delta(stratum, delta, NOW_MS)
-    return stratum
+        apply(members, totals, delta, NOW_MS, lanes.stratum_member)
+    return members, totals
 
 
 def test_modeled_record_counts_identified_and_unidentified():
     key = f"{ACCOUNT}:checkout:web:{DATE}"
-    stratum = stratum_of("attributed", "unattributed", "unidentified", "unidentified")
-    doc = lanes.modeled_record(key, stratum, k=2)
+    _, totals = stratum_of("attributed", "unattributed", "unidentified", "unidentified")
+    doc = lanes.modeled_record(key, totals, k=2)
     assert (doc["identified"], doc["identified_attributed"], doc["unidentified"]) == (2, 1, 2)
     assert doc["modeled_attributed"] == 1.0 and doc["method"] == "wilson"
     assert doc["event_name"] == "checkout" and doc["date"] == DATE
@@ -71,17 +73,18 @@ def test_modeled_record_counts_identified_and_unidentified():
 
 def test_a_conversion_identified_later_moves_from_unidentified_to_identified():
     key = f"{ACCOUNT}:checkout:web:{DATE}"
-    stratum = stratum_of("unidentified")
+    members, totals = stratum_of("unidentified")
     later = {"op": "add", "conversion_key": "k0", "version": 2, "status": "attributed"}
-    assert lanes.on_stratum_delta(stratum, later, NOW_MS)
-    doc = lanes.modeled_record(key, stratum, k=1)
+    assert apply(members, totals, later, NOW_MS, lanes.stratum_member)
+    doc = lanes.modeled_record(key, totals, k=1)
     assert (doc["identified"], doc["identified_attributed"], doc["unidentified"]) == (1, 1, 0)
 
 
 def test_an_emptied_stratum_is_a_tombstone():
-    stratum = stratum_of("attributed")
-    lanes.on_stratum_delta(stratum, {"op": "remove", "conversion_key": "k0", "version": 2}, NOW_MS)
-    assert lanes.modeled_record("1:e:web:2025-01-01", stratum, k=1) is None
+    members, totals = stratum_of("attributed")
+    remove = {"op": "remove", "conversion_key": "k0", "version": 2}
+    assert apply(members, totals, remove, NOW_MS, lanes.stratum_member)
+    assert lanes.modeled_record("1:e:web:2025-01-01", totals, k=1) is None
 
 
 def add_delta(key: str, user: str, event_time: int, campaign: str = "c1", value: float = 10.0):

@@ -150,6 +150,17 @@ def test_rewrite_sends_an_already_applied_value_to_the_changelog_again():
     assert table.writes == [b"k"] and table[b"k"] == b'{"n":1}'
 
 
+def test_staged_tells_the_keys_a_batch_has_put_until_its_writes_are_taken():
+    cache = StateCache(RecordingTable({b"k": b'{"n":1}'}))
+    ev = Event()
+    cache.get(b"k", ev)
+    assert not cache.staged(b"k")  # read, not written
+    cache.put(b"k", {"n": 2}, ev)
+    assert cache.staged(b"k")
+    cache.take_writes()
+    assert not cache.staged(b"k")
+
+
 class FlakyRun:
     def __init__(self, failures):
         self.failures, self.calls = failures, 0
