@@ -57,6 +57,8 @@ need_broker() {
   fi
   echo "run-tests: no broker at $KAFKA_BOOTSTRAP; starting one in $BROKER_DIR"
   started_broker=1
+  # Where the tests find its log when they explain a failure.
+  export CONVMESH_TEST_BROKER_LOG="$BROKER_DIR/broker/logs/server.log"
   # Started as a local broker: KAFKA_BOOTSTRAP would mark it as external.
   env -u KAFKA_BOOTSTRAP "$CONVMESH" broker start --data-dir "$BROKER_DIR"
 }

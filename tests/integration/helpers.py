@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -189,4 +190,24 @@ def log_digest(data_dir: Path, last: int = 6) -> list[str]:
         lines.extend(f"    {count} x {alarm}" for alarm, count in alarms.most_common(8))
         lines.extend(f"    last error: {error}" for error in errors[-last:])
         lines.extend(f"    tail: {line}" for line in recent)
+    return lines
+
+
+def machine_digest(data_dir: Path, last: int = 8) -> list[str]:
+    """What the machine says beside a stalled mesh: free disk, load, and the last
+    warnings and errors of the broker scripts/run-tests.sh started (if it did)."""
+    disk = shutil.disk_usage(data_dir)
+    lines = [
+        f"disk free {disk.free / 2**30:.1f} of {disk.total / 2**30:.1f} GiB; "
+        f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    ]
+    log = os.environ.get("CONVMESH_TEST_BROKER_LOG")
+    if log and Path(log).exists():
+        alarms = [
+            line[:300]
+            for line in Path(log).read_text(errors="replace").splitlines()
+            if " WARN " in line or " ERROR " in line
+        ]
+        lines.append(f"broker log {log}: {len(alarms)} warnings and errors")
+        lines.extend(f"    {alarm}" for alarm in alarms[-last:])
     return lines

@@ -36,6 +36,7 @@ from tests.integration.helpers import (
     group_lags,
     kafka,
     log_digest,
+    machine_digest,
 )
 from tests.support.reference import Expected, reference
 
@@ -113,6 +114,7 @@ async def settle(
         status = convmesh("status", env=env).stdout
         diagnosis = [f"lag {where}: {behind}" for where, behind in lags.items()]
         diagnosis += log_digest(Path(env["CONVMESH_DATA_DIR"]))
+        diagnosis += machine_digest(Path(env["CONVMESH_DATA_DIR"]))
         pytest.fail(
             f"{len(problems)} differences, first ones:\n"
             + "\n".join(problems[:25])
