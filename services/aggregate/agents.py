@@ -178,16 +178,16 @@ class RowsHandler:
         if state.is_layout_1(stored):
             stored = self.split_layout_1(event, owner, stored, sets, members, totals)
         key = state.member_key(owner, delta["conversion_key"]).encode()
-        now = sets.decode_totals(stored)
+        tally = sets.decode_totals(stored)
         current = sets.decode_member(members.get(key, event))
-        member = rules.on_delta(current, now, delta, versions.now_ms(), sets.member_of)
+        member = rules.on_delta(current, tally, delta, versions.now_ms(), sets.member_of)
         if member is None:  # applied already (a redelivery), or older
             members.rewrite(key, event)
             self.recount(event, owner, sets, members, totals, changed)
             return
         members.put(key, sets.encode_member(member), event)
-        totals.put(owner_key, sets.encode_totals(now), event)
-        changed[owner] = now
+        totals.put(owner_key, sets.encode_totals(tally), event)
+        changed[owner] = tally
 
     def recount(
         self,
