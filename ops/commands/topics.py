@@ -24,6 +24,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="replicas of each new topic (default: topics.yaml, capped at the broker count)",
     )
     apply.add_argument("--strict", action="store_true", help="exit 1 when a topic drifted")
+    apply.add_argument(
+        "--fix-configs",
+        action="store_true",
+        help="set the configs of drifted topics to topics.yaml's (partition counts stay as"
+        " they are: adding partitions would move keys)",
+    )
     apply.add_argument("--json", action="store_true", help="print JSON")
     apply.set_defaults(func=_apply)
 
@@ -35,14 +41,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _apply(args: argparse.Namespace) -> int:
     if args.replication_factor is not None and args.replication_factor < 1:
         raise SystemExit("convmesh: error: --replication-factor must be at least 1")
-    report = asyncio.run(apply_topics(settings_from(args), args.replication_factor))
+    report = asyncio.run(
+        apply_topics(settings_from(args), args.replication_factor, args.fix_configs)
+    )
     if args.json:
         print_json(
-            {"created": report.created, "unchanged": report.unchanged, "drift": report.drift}
+            {
+                "created": report.created,
+                "unchanged": report.unchanged,
+                "drift": report.drift,
+                "fixed": report.fixed,
+            }
         )
     else:
         for name in report.created:
             print(f"created    {name}")
+        for name in report.fixed:
+            print(f"fixed      {name}")
         for name in report.unchanged:
             if name not in report.drift:
                 print(f"unchanged  {name}")
@@ -51,7 +66,7 @@ def _apply(args: argparse.Namespace) -> int:
                 print(f"DRIFT      {name}: {problem}")
         print(
             f"{len(report.created)} created, {len(report.unchanged)} existing, "
-            f"{len(report.drift)} drifted"
+            f"{len(report.drift)} drifted, {len(report.fixed)} fixed"
         )
     return 1 if args.strict and report.drift else 0
 

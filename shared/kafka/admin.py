@@ -23,6 +23,10 @@ class ApplyReport:
     unchanged: list[str] = field(default_factory=list)
     #: topic -> human descriptions of how the broker differs from topics.yaml
     drift: dict[str, list[str]] = field(default_factory=dict)
+    #: topics whose configs (not partitions) differ: ``fix_configs`` can set them
+    config_drift: list[str] = field(default_factory=list)
+    #: topics whose configs were set to topics.yaml's (``fix_configs``)
+    fixed: list[str] = field(default_factory=list)
 
 
 def all_specs(settings: Settings) -> list[TopicSpec]:
@@ -37,8 +41,12 @@ def all_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
-async def apply_topics(settings: Settings, replication_factor: int | None = None) -> ApplyReport:
-    """Create missing topics; compare existing ones with their declaration."""
+async def apply_topics(
+    settings: Settings, replication_factor: int | None = None, fix_configs: bool = False
+) -> ApplyReport:
+    """Create missing topics; compare existing ones with their declaration and, with
+    ``fix_configs``, set drifted topic configs to it (partition counts stay reported:
+    adding partitions would move keys)."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=30_000)
     await admin.start()
     try:
@@ -64,6 +72,8 @@ async def apply_topics(settings: Settings, replication_factor: int | None = None
             # good (seen on a freshly started broker): wait until all are visible.
             await _wait_visible(admin, [t.name for t in missing])
         await _find_drift(admin, settings, specs, report)
+        if fix_configs:
+            await _fix_configs(admin, settings, specs, report)
         return report
     finally:
         await admin.close()
@@ -127,3 +137,38 @@ async def _find_drift(
                     report.drift.setdefault(name, []).append(
                         f"{key}: broker has {got}, topics.yaml says {want}"
                     )
+                    if name not in report.config_drift:
+                        report.config_drift.append(name)
+
+
+async def _fix_configs(
+    admin: AIOKafkaAdminClient, settings: Settings, specs: list[TopicSpec], report: ApplyReport
+) -> None:
+    """Set topics.yaml's configs on every topic whose configs drifted.
+
+    AlterConfigs replaces a topic's dynamic configs as a whole: the declared set
+    (``TopicSpec.kafka_config``) is what a topic created by ``apply`` has.
+    """
+    if not report.config_drift:
+        return
+    by_name = {real_name(s, settings.topic_name): s for s in specs}
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, by_name[name].kafka_config())
+        for name in report.config_drift
+    ]
+    failed = [
+        (name, code)
+        for response in await admin.alter_configs(resources)
+        for code, _msg, _rtype, name in response.resources
+        if code
+    ]
+    if failed:
+        raise TopicsError(f"the broker refused to alter topic configs: {failed[:5]}")
+    for name in report.config_drift:
+        report.fixed.append(name)
+        left = [p for p in report.drift[name] if p.startswith("partitions:")]
+        if left:
+            report.drift[name] = left
+        else:
+            del report.drift[name]
+    report.config_drift = []

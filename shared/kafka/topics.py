@@ -52,6 +52,8 @@ class TopicSpec:
     #: A producer batch's records of one partition travel as one bundle record
     #: (shared.kafka.bundles).
     bundled: bool = False
+    #: The topic's ``max.message.bytes`` when it is not the broker's default.
+    max_message_bytes: int | None = None
 
     @property
     def compacted(self) -> bool:
@@ -62,6 +64,8 @@ class TopicSpec:
         config = {"cleanup.policy": self.cleanup}
         if not self.compacted or "delete" in self.cleanup:
             config["retention.ms"] = str(self.retention_ms)
+        if self.max_message_bytes is not None:
+            config["max.message.bytes"] = str(self.max_message_bytes)
         return config
 
 
@@ -85,6 +89,8 @@ class Registry:
     tables: Mapping[str, TableSpec]
     #: Topics every service app has once, named "{app_id}-{name}" (Faust's own).
     service_topics: Mapping[str, TopicSpec] = field(default_factory=dict)
+    #: Every changelog's ``max.message.bytes`` (None: the broker's default, 1 MB).
+    changelog_max_message_bytes: int | None = None
 
     def service_topic_specs(self, app_id: str) -> list[TopicSpec]:
         return [replace(t, name=f"{app_id}-{t.name}") for t in self.service_topics.values()]
@@ -119,6 +125,7 @@ class Registry:
             value=spec.value,
             producers=(spec.service,),
             consumers=(spec.service,),
+            max_message_bytes=self.changelog_max_message_bytes,
         )
 
     def __iter__(self) -> Iterator[TopicSpec]:
@@ -164,7 +171,15 @@ def parse_registry(doc: Mapping[str, Any]) -> Registry:
             key=str(raw.get("key", "")),
             value=str(raw.get("value", "")),
         )
-    return Registry(topics=topics, tables=tables, service_topics=service_topics)
+    changelog_max = defaults.get("changelog_max_message_bytes")
+    if changelog_max is not None and int(changelog_max) < 1_048_588:
+        raise TopicRegistryError("defaults.changelog_max_message_bytes: at least 1048588")
+    return Registry(
+        topics=topics,
+        tables=tables,
+        service_topics=service_topics,
+        changelog_max_message_bytes=None if changelog_max is None else int(changelog_max),
+    )
 
 
 def _parse_topic(name: str, raw: Any, defaults: Mapping[str, Any]) -> TopicSpec:

@@ -25,6 +25,7 @@ from shared.kafka.partitioner import Partitioner
 from shared.kafka.registry_access import registry_for
 from shared.runtime import metrics
 from shared.runtime.consumer import InOrderConsumer
+from shared.runtime.logging import get_logger
 from shared.runtime.rocksdb_memory import SharedMemory, SharedMemoryOptions
 from shared.runtime.settings import Settings
 
@@ -62,6 +63,7 @@ class AckedTable(faust.Table):  # type: ignore[type-arg]
         """
         producer = await self.app.maybe_start_producer()
         topic = self.changelog_topic.get_topic_name()
+        warn_of_large_values(self.name, writes)
         records = [(topic, partition, key, value) for partition, key, value in writes]
         sent = await send_many(producer._ensure_producer(), records)
         self.write_store(writes)
@@ -132,6 +134,20 @@ class AckedTable(faust.Table):  # type: ignore[type-arg]
         return store
 
 
+#: A table value this large is logged: it is on its way to the changelog's record limit.
+LARGE_VALUE_BYTES = 1 << 20
+
+
+def warn_of_large_values(table: str, writes: list[tuple[int, bytes, bytes | None]]) -> None:
+    """Log every value of a batch past LARGE_VALUE_BYTES: by table, partition and size,
+    never by key (keys of some tables are user ids)."""
+    for partition, _key, value in writes:
+        if value is not None and len(value) > LARGE_VALUE_BYTES:
+            get_logger().warning(
+                "large_table_value", table=table, partition=partition, bytes=len(value)
+            )
+
+
 class LeanMonitor(Monitor):
     """Faust's monitor without its per-record statistics.
 
@@ -200,6 +216,10 @@ def create_app(settings: Settings, *, fetch_wait_ms: int | None = None) -> faust
         # faster restores (docs/benchmarks.md, "The fetch size and memory").
         consumer_max_fetch_size=settings.consumer_fetch_kb * 1024,
         producer_acks=-1,
+        # A table value may grow past 1 MB (topics.yaml, changelog_max_message_bytes).
+        producer_max_request_size=max(
+            1_048_576, registry_for(settings).changelog_max_message_bytes or 0
+        ),
         # Kafka's default placement, with a fast murmur2 and a cache of recent keys.
         producer_partitioner=Partitioner(),
         topic_allow_declare=True,

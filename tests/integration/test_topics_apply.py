@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
 from shared.kafka.admin import all_specs
 from shared.kafka.topics import real_name
@@ -71,3 +73,41 @@ def test_apply_is_idempotent_and_reports_drift(bootstrap: str, namespace: str) -
     strict = convmesh("topics", "apply", "--strict", env=env)
     assert strict.returncode == 1
     assert f"DRIFT      {raw}" in strict.stdout
+
+    # --fix-configs sets topics.yaml's configs again (the way to new settings, too).
+    fixed = convmesh_json("topics", "apply", "--fix-configs", "--json", env=env)
+    assert fixed["fixed"] == [raw] and fixed["drift"] == {}
+    deadline = time.monotonic() + 15
+    while True:
+        after = convmesh_json("topics", "apply", "--json", env=env)
+        if not after["drift"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert after["drift"] == {} and after["fixed"] == []
+
+
+async def send_one(bootstrap: str, topic: str, value: bytes) -> str | None:
+    """Send one record; the error's type name if the broker refuses it."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=16 << 20)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=b"k", partition=0)
+    except KafkaError as exc:
+        return type(exc).__name__
+    finally:
+        await producer.stop()
+    return None
+
+
+def test_a_changelog_takes_a_value_past_the_brokers_one_megabyte(
+    bootstrap: str, namespace: str
+) -> None:
+    """A table value that grew past 1 MB is still written (topics.yaml,
+    changelog_max_message_bytes); a plain topic keeps the broker's limit."""
+    env = cli_env(KAFKA_BOOTSTRAP=bootstrap, CONVMESH_NAMESPACE=namespace)
+    assert convmesh("topics", "apply", env=env).returncode == 0
+    changelog = Settings(namespace=namespace, service="attribute").app_id + "-users-changelog"
+    two_mib = b"x" * (2 << 20)
+    assert asyncio.run(send_one(bootstrap, changelog, two_mib)) is None
+    refused = asyncio.run(send_one(bootstrap, f"{namespace}.conversions.dlq", two_mib))
+    assert refused is not None and "TooLarge" in refused

@@ -96,6 +96,27 @@ def test_compact_delete_keeps_retention() -> None:
     }
 
 
+def test_changelogs_take_the_declared_record_size_and_topics_keep_the_default() -> None:
+    d = doc()
+    d["defaults"]["changelog_max_message_bytes"] = 8_388_608
+    reg = parse_registry(d)
+    changelog = reg.changelog_spec(reg.table("svc", "state"), "app")
+    assert changelog.kafka_config() == {"cleanup.policy": "compact", "max.message.bytes": "8388608"}
+    assert "max.message.bytes" not in reg.topic("in").kafka_config()
+    plain = parse_registry(doc())
+    assert (
+        "max.message.bytes"
+        not in plain.changelog_spec(plain.table("svc", "state"), "a").kafka_config()
+    )
+
+
+def test_a_changelog_record_size_below_the_brokers_default_is_refused() -> None:
+    d = doc()
+    d["defaults"]["changelog_max_message_bytes"] = 1000
+    with pytest.raises(TopicRegistryError, match="changelog_max_message_bytes"):
+        parse_registry(d)
+
+
 def test_a_topic_is_bundled_only_when_it_says_so() -> None:
     d = _with_topic_field("kind", "internal")
     assert not parse_registry(d).topic("in").bundled
@@ -226,7 +247,10 @@ def test_changelog_specs_follow_their_source_topic(real: Any) -> None:
         assert changelog.kind == "changelog"
         assert changelog.partitions == source.partitions
         assert changelog.cleanup == "compact" and changelog.retention_ms == -1
-        assert changelog.kafka_config() == {"cleanup.policy": "compact"}
+        assert changelog.kafka_config() == {
+            "cleanup.policy": "compact",
+            "max.message.bytes": str(real.changelog_max_message_bytes),
+        }
 
 
 def test_all_specs_has_every_topic_and_changelog_once(real: Any) -> None:

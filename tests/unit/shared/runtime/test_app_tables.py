@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.runtime.app import create_app, raw_table
+from structlog.testing import capture_logs
+
+from shared.runtime.app import LARGE_VALUE_BYTES, create_app, raw_table, warn_of_large_values
 from shared.runtime.settings import Settings
 
 
@@ -37,3 +39,18 @@ def test_read_prefix_seeks_in_its_partitions_database(tmp_path: Path) -> None:
     table = raw_table(create_app(settings), settings, "seen")
     table.write_store([(3, b"a|2", b"2"), (3, b"a|1", b"1"), (3, b"b|1", b"x"), (5, b"a|3", b"3")])
     assert table.read_prefix(3, b"a|") == [(b"a|1", b"1"), (b"a|2", b"2")]
+
+
+def test_a_table_value_past_a_mebibyte_is_logged_by_table_and_size_never_by_key() -> None:
+    big = b"x" * (LARGE_VALUE_BYTES + 1)
+    with capture_logs() as logs:
+        warn_of_large_values("users", [(3, b"user-1", big), (4, b"user-2", b"{}"), (5, b"k", None)])
+    assert logs == [
+        {
+            "event": "large_table_value",
+            "table": "users",
+            "partition": 3,
+            "bytes": LARGE_VALUE_BYTES + 1,
+            "log_level": "warning",
+        }
+    ]
