@@ -46,12 +46,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 LAYOUT_VERSION = 2
 #: Between a row's or a stratum's key and a conversion_key in its members' keys.
 MEMBER_SEPARATOR = "|"
+#: Sums of values kept running (added and taken away) must be exact: the shortest
+#: decimal form of any float (at most 17 digits, exponents -324 to 308) and every sum
+#: of such fits in 700 digits, where the default context's 28 would round
+#: (1.2e11 + 0.30000000000000004 - 1.2e11 is not 0.30000000000000004 there).
+EXACT = Context(prec=700, Emin=-999_999, Emax=999_999)
 #: The statuses a modeled stratum counts.
 STATUSES = ("attributed", "unattributed", "unidentified")
 
@@ -109,7 +114,8 @@ class RowTotals:
             return
         held, total = self.sums.get(member.currency, (0, Decimal(0)))
         held += sign
-        total += sign * Decimal(repr(member.value))
+        amount = Decimal(repr(member.value))
+        total = EXACT.add(total, amount) if sign > 0 else EXACT.subtract(total, amount)
         if held:
             self.sums[member.currency] = (held, total)
         else:

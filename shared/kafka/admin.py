@@ -71,9 +71,9 @@ async def apply_topics(
             # A worker assigned before a topic shows in the metadata ignores it for
             # good (seen on a freshly started broker): wait until all are visible.
             await _wait_visible(admin, [t.name for t in missing])
-        await _find_drift(admin, settings, specs, report)
+        own_configs = await _find_drift(admin, settings, specs, report)
         if fix_configs:
-            await _fix_configs(admin, settings, specs, report)
+            await _fix_configs(admin, settings, specs, report, own_configs)
         return report
     finally:
         await admin.close()
@@ -108,9 +108,22 @@ async def _wait_visible(admin: AIOKafkaAdminClient, names: list[str]) -> None:
         await asyncio.sleep(0.2)
 
 
+#: DescribeConfigs v1+ ``config_source`` of a config set on the topic itself.
+DYNAMIC_TOPIC_CONFIG = 1
+
+
+def _own_configs(response: Any, entries: Any) -> dict[str, str]:
+    """The configs set on a topic itself (not broker defaults), from DescribeConfigs:
+    v0 marks defaults with ``is_default``, v1+ names each config's source."""
+    if response.API_VERSION == 0:
+        return {e[0]: e[1] for e in entries if not e[3] and e[1] is not None}
+    return {e[0]: e[1] for e in entries if e[3] == DYNAMIC_TOPIC_CONFIG and e[1] is not None}
+
+
 async def _find_drift(
     admin: AIOKafkaAdminClient, settings: Settings, specs: list[TopicSpec], report: ApplyReport
-) -> None:
+) -> dict[str, dict[str, str]]:
+    """Add every difference from topics.yaml to ``report``; each topic's own configs."""
     by_name = {real_name(s, settings.topic_name): s for s in specs}
     names = list(by_name)
     described = await admin.describe_topics(names)
@@ -125,11 +138,13 @@ async def _find_drift(
                 f"partitions: broker has {actual}, topics.yaml says {spec.partitions}"
             )
     resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+    own: dict[str, dict[str, str]] = {}
     for response in await admin.describe_configs(resources):
         for _err, _msg, _rtype, name, entries in response.resources:
             spec = by_name.get(name)
             if spec is None:
                 continue
+            own[name] = _own_configs(response, entries)
             actual_cfg = {entry[0]: entry[1] for entry in entries}
             for key, want in spec.kafka_config().items():
                 got = actual_cfg.get(key)
@@ -139,21 +154,31 @@ async def _find_drift(
                     )
                     if name not in report.config_drift:
                         report.config_drift.append(name)
+    return own
 
 
 async def _fix_configs(
-    admin: AIOKafkaAdminClient, settings: Settings, specs: list[TopicSpec], report: ApplyReport
+    admin: AIOKafkaAdminClient,
+    settings: Settings,
+    specs: list[TopicSpec],
+    report: ApplyReport,
+    own_configs: dict[str, dict[str, str]],
 ) -> None:
     """Set topics.yaml's configs on every topic whose configs drifted.
 
-    AlterConfigs replaces a topic's dynamic configs as a whole: the declared set
-    (``TopicSpec.kafka_config``) is what a topic created by ``apply`` has.
+    AlterConfigs (the request aiokafka has) replaces a topic's own configs as a
+    whole: each topic gets its own configs as the broker has them (an operator's
+    ``min.insync.replicas``, say) with the declared ones over them.
     """
     if not report.config_drift:
         return
     by_name = {real_name(s, settings.topic_name): s for s in specs}
     resources = [
-        ConfigResource(ConfigResourceType.TOPIC, name, by_name[name].kafka_config())
+        ConfigResource(
+            ConfigResourceType.TOPIC,
+            name,
+            {**own_configs.get(name, {}), **by_name[name].kafka_config()},
+        )
         for name in report.config_drift
     ]
     failed = [
@@ -163,7 +188,11 @@ async def _fix_configs(
         if code
     ]
     if failed:
-        raise TopicsError(f"the broker refused to alter topic configs: {failed[:5]}")
+        done = len(resources) - len(failed)
+        raise TopicsError(
+            f"the broker refused to alter the configs of {len(failed)} topics (error codes:"
+            f" {failed[:5]}); the other {done} were set"
+        )
     for name in report.config_drift:
         report.fixed.append(name)
         left = [p for p in report.drift[name] if p.startswith("partitions:")]

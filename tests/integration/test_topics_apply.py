@@ -21,13 +21,23 @@ def expected_names(namespace: str) -> set[str]:
     return {real_name(s, settings.topic_name) for s in all_specs(settings)}
 
 
-async def set_retention(bootstrap: str, topic: str, retention_ms: int) -> None:
+async def set_configs(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    """Set a topic's own configs by hand (all of them: AlterConfigs replaces the set)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": str(retention_ms)})]
-        )
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
+    finally:
+        await admin.close()
+
+
+async def topic_config(bootstrap: str, topic: str, key: str) -> str | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        [(_err, _msg, _rtype, _name, entries)] = response.resources
+        return next((e[1] for e in entries if e[0] == key), None)
     finally:
         await admin.close()
 
@@ -60,7 +70,9 @@ def test_apply_is_idempotent_and_reports_drift(bootstrap: str, namespace: str) -
 
     # Someone changes a topic by hand: apply reports it, --strict fails on it.
     raw = f"{namespace}.conversions.raw"
-    asyncio.run(set_retention(bootstrap, raw, 3_600_000))
+    # An operator's own setting (segment.ms) beside the drifted one (retention.ms).
+    hand_made = {"cleanup.policy": "delete", "retention.ms": "3600000", "segment.ms": "600000"}
+    asyncio.run(set_configs(bootstrap, raw, hand_made))
     # The broker applies a config change through its metadata log: allow a moment.
     deadline = time.monotonic() + 15
     while True:
@@ -84,6 +96,7 @@ def test_apply_is_idempotent_and_reports_drift(bootstrap: str, namespace: str) -
             break
         time.sleep(0.5)
     assert after["drift"] == {} and after["fixed"] == []
+    assert asyncio.run(topic_config(bootstrap, raw, "segment.ms")) == "600000"  # kept
 
 
 async def send_one(bootstrap: str, topic: str, value: bytes) -> str | None:
