@@ -123,8 +123,10 @@ class RowsHandler:
         self.noise = noise or OpenDPNoise()
         self.releases_topic = settings.topic_name("privacy.releases")
         self.partitions = registry_for(settings).topic("privacy.releases").partitions
-        self.changed: dict[str, state.RowTotals] = {}
-        self.changed_strata: dict[str, state.StratumTotals] = {}
+        #: The rows and strata the batch changed, in order (published by
+        #: ``publish_changed``).
+        self.changed: dict[str, None] = {}
+        self.changed_strata: dict[str, None] = {}
         self.params = lanes.LaneParams(
             epsilon=settings.privacy_epsilon_per_release,
             budget=settings.privacy_epsilon_per_week,
@@ -169,7 +171,7 @@ class RowsHandler:
         sets: MemberSets,
         members: StateCache,
         totals: StateCache,
-        changed: dict[str, Any],
+        changed: dict[str, None],
     ) -> None:
         """One observed or modeled op: its member, then its owner's totals."""
         owner = delta[sets.field]
@@ -187,7 +189,7 @@ class RowsHandler:
             return
         members.put(key, sets.encode_member(member), event)
         totals.put(owner_key, sets.encode_totals(tally), event)
-        changed[owner] = tally
+        changed[owner] = None
 
     def recount(
         self,
@@ -196,7 +198,7 @@ class RowsHandler:
         sets: MemberSets,
         members: StateCache,
         totals: StateCache,
-        changed: dict[str, Any],
+        changed: dict[str, None],
     ) -> None:
         """An owner's totals counted again from its members, once per batch.
 
@@ -217,7 +219,7 @@ class RowsHandler:
             return
         counted.version = versions.next_stamp(stored.version, versions.now_ms())
         totals.put(owner_key, sets.encode_totals(counted), event)
-        changed[owner] = counted
+        changed[owner] = None
         fields = message_fields(event.message)
         self.log.warning("totals_recounted", owner=sets.field, members=len(found), **fields)
 
@@ -352,12 +354,28 @@ class RowsHandler:
             rows=len(sends),
         )
 
-    async def publish_changed(self, *_caches: StateCache) -> None:
+    async def publish_changed(self, *caches: StateCache) -> None:
+        """Publish every row and stratum this batch changed, once, as the batch writes it.
+
+        Only owners whose totals this attempt of the batch writes: an attempt that
+        failed as a whole left its owners in ``changed``, and the attempt run again
+        may not change them all (an item dead-lettered this time).
+        """
+        by_table = dict(zip(TABLES, caches, strict=True))
+        rows, strata = by_table["rows"], by_table["strata"]
         changed, self.changed = self.changed, {}
-        await self.outbox.send_all(rules.publish_row(key, t) for key, t in changed.items())
-        strata, self.changed_strata = self.changed_strata, {}
+        await self.outbox.send_all(
+            rules.publish_row(key, ROWS.decode_totals(rows.get(key.encode(), None)))
+            for key in changed
+            if rows.staged(key.encode())
+        )
+        changed_strata, self.changed_strata = self.changed_strata, {}
         k = self.params.k
-        await self.outbox.send_all(lanes.publish_stratum(key, s, k) for key, s in strata.items())
+        await self.outbox.send_all(
+            lanes.publish_stratum(key, STRATA.decode_totals(strata.get(key.encode(), None)), k)
+            for key in changed_strata
+            if strata.staged(key.encode())
+        )
 
 
 def _release_id() -> str:

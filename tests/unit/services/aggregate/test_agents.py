@@ -295,6 +295,23 @@ async def test_members_kept_without_their_totals_are_recounted_on_redelivery(
     assert len(h.sent("reports.conversions")) == sent + 1  # whole again: nothing new
 
 
+async def test_a_batch_publishes_only_what_its_own_attempt_writes(h: Harness) -> None:
+    """An attempt that failed as a whole left its owners marked changed; the attempt
+    run again publishes only the rows and strata it writes itself, as it writes them."""
+    await count(h, conversion(1))
+    config = dataclasses.replace(h.settings)
+    handler = RowsHandler(config, h.outbox(*ROWS_OUTPUTS), h.log, noise=NoNoise())
+    handler.changed['["stale-row"]'] = None  # as a failed attempt leaves it
+    handler.changed_strata["1:stale:web:2025-01-01"] = None
+    rows_before = len(h.sent("reports.conversions"))
+    deltas = deltas_of(None, conversion(2))
+    events = [h.record(d.topic, d.key, d.value) for d in deltas]
+    await h.run(handler, events, *lane_tables(h), after_batch=handler.publish_changed)
+    [row] = [s.json for s in h.sent("reports.conversions")[rows_before:]]
+    assert row["conversions"] == 2
+    assert all(b"stale" not in s.key for s in h.sent("reports.conversions.modeled"))
+
+
 async def test_a_row_and_a_stratum_of_layout_1_move_their_members_out_on_first_touch(
     h: Harness,
 ) -> None:
