@@ -365,14 +365,14 @@ class RowsHandler:
         rows, strata = by_table["rows"], by_table["strata"]
         changed, self.changed = self.changed, {}
         await self.outbox.send_all(
-            rules.publish_row(key, ROWS.decode_totals(rows.get(key.encode(), None)))
+            rules.publish_row(key, ROWS.decode_totals(rows.staged_value(key.encode())))
             for key in changed
             if rows.staged(key.encode())
         )
         changed_strata, self.changed_strata = self.changed_strata, {}
         k = self.params.k
         await self.outbox.send_all(
-            lanes.publish_stratum(key, STRATA.decode_totals(strata.get(key.encode(), None)), k)
+            lanes.publish_stratum(key, STRATA.decode_totals(strata.staged_value(key.encode())), k)
             for key in changed_strata
             if strata.staged(key.encode())
         )

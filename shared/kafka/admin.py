@@ -23,8 +23,8 @@ class ApplyReport:
     unchanged: list[str] = field(default_factory=list)
     #: topic -> human descriptions of how the broker differs from topics.yaml
     drift: dict[str, list[str]] = field(default_factory=dict)
-    #: topics whose configs (not partitions) differ: ``fix_configs`` can set them
-    config_drift: list[str] = field(default_factory=list)
+    #: topic -> the drift entries about configs (not partitions): ``fix_configs`` sets them
+    config_drift: dict[str, list[str]] = field(default_factory=dict)
     #: topics whose configs were set to topics.yaml's (``fix_configs``)
     fixed: list[str] = field(default_factory=list)
 
@@ -149,11 +149,9 @@ async def _find_drift(
             for key, want in spec.kafka_config().items():
                 got = actual_cfg.get(key)
                 if got is not None and got != want:
-                    report.drift.setdefault(name, []).append(
-                        f"{key}: broker has {got}, topics.yaml says {want}"
-                    )
-                    if name not in report.config_drift:
-                        report.config_drift.append(name)
+                    problem = f"{key}: broker has {got}, topics.yaml says {want}"
+                    report.drift.setdefault(name, []).append(problem)
+                    report.config_drift.setdefault(name, []).append(problem)
     return own
 
 
@@ -193,11 +191,11 @@ async def _fix_configs(
             f"the broker refused to alter the configs of {len(failed)} topics (error codes:"
             f" {failed[:5]}); the other {done} were set"
         )
-    for name in report.config_drift:
+    for name, problems in report.config_drift.items():
         report.fixed.append(name)
-        left = [p for p in report.drift[name] if p.startswith("partitions:")]
+        left = [p for p in report.drift[name] if p not in problems]
         if left:
             report.drift[name] = left
         else:
             del report.drift[name]
-    report.config_drift = []
+    report.config_drift = {}

@@ -100,6 +100,12 @@ class StateCache:
         """Whether this batch has put ``key`` (a write not yet taken)."""
         return key in self._dirty
 
+    def staged_value(self, key: bytes) -> Any:
+        """The value this batch has put for ``key`` (KeyError if it put none)."""
+        if key not in self._dirty:
+            raise KeyError(key)
+        return self._values[key]
+
     def rewrite(self, key: bytes, event: Any) -> None:
         """Write the key's current value again: for an input found already applied.
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.contract.report_deltas import sends_of_result
 from shared.runtime.settings import BASE_WEB_PORTS, REPO_ROOT, Settings
@@ -136,10 +138,6 @@ def as_published(namespace: str, records: list[dict[str, Any]]) -> list[tuple[st
 async def group_lags(bootstrap: str, namespace: str, services: list[str]) -> dict[str, int]:
     """'service topic[partition]' -> records not yet committed by the service's group,
     for every partition that has any (what a stall leaves behind)."""
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    client = kafka(bootstrap)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await admin.start()
@@ -147,7 +145,7 @@ async def group_lags(bootstrap: str, namespace: str, services: list[str]) -> dic
     lags: dict[str, int] = {}
     try:
         for service in services:
-            group = Settings(bootstrap=client.bootstrap, namespace=namespace, service=service)
+            group = Settings(bootstrap=bootstrap, namespace=namespace, service=service)
             committed = await admin.list_consumer_group_offsets(group.app_id)
             ends = await consumer.end_offsets(list(committed)) if committed else {}
             for tp, meta in sorted(committed.items()):

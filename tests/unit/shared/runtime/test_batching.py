@@ -4,6 +4,7 @@ import asyncio
 from types import SimpleNamespace
 
 import orjson
+import pytest
 
 from shared.runtime.batching import DLQ, DeadLetterOnError, Outbox, StateCache
 from shared.runtime.pipeline import write_table
@@ -156,9 +157,11 @@ def test_staged_tells_the_keys_a_batch_has_put_until_its_writes_are_taken():
     cache.get(b"k", ev)
     assert not cache.staged(b"k")  # read, not written
     cache.put(b"k", {"n": 2}, ev)
-    assert cache.staged(b"k")
+    assert cache.staged(b"k") and cache.staged_value(b"k") == {"n": 2}
     cache.take_writes()
     assert not cache.staged(b"k")
+    with pytest.raises(KeyError):
+        cache.staged_value(b"k")
 
 
 class FlakyRun:
