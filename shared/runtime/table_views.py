@@ -65,6 +65,15 @@ SAFE_FIELDS = frozenset(
 #: conversion_key in a map of members, say) is data, and hashed.
 _FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,40}").fullmatch
 
+#: Maps keyed by codes rather than data, and the field their values are read
+#: as: a report row's exact sums by currency (``{"USD": [members, "12.50"]}``).
+CODE_KEYED_MAPS = {"sums": "sum"}
+_CURRENCY_CODE = re.compile(r"[A-Z]{3}").fullmatch
+#: Fields whose strings are shown only when they are a decimal number (a sum
+#: kept as a string to stay exact); any other string there is hashed.
+DECIMAL_FIELDS = frozenset({"sum"})
+_DECIMAL = re.compile(r"-?[0-9]{1,60}(\.[0-9]{1,60})?").fullmatch
+
 
 class PageError(ValueError):
     """A listing query that cannot be answered (bad limit)."""
@@ -89,9 +98,18 @@ def redact(value: Any, secret: str, field: str | None = None) -> Any:
     """``value`` with every string outside ``SAFE_FIELDS`` replaced by its hash.
 
     A string inside a list keeps the field name of the list. A dict key is
-    shown when it looks like a field name of ours, hashed otherwise.
+    shown when it looks like a field name of ours, hashed otherwise; in a map
+    of ``CODE_KEYED_MAPS`` a currency code is shown too, its value read as the
+    map's field (a decimal sum is shown, any other string hashed).
     """
     if isinstance(value, dict):
+        if field in CODE_KEYED_MAPS:
+            return {
+                (k if _CURRENCY_CODE(k) else truncated_hash(k, secret)): redact(
+                    v, secret, CODE_KEYED_MAPS[field] if _CURRENCY_CODE(k) else None
+                )
+                for k, v in value.items()
+            }
         return {
             (k if _FIELD_NAME(k) else truncated_hash(k, secret)): redact(v, secret, k)
             for k, v in value.items()
@@ -99,8 +117,13 @@ def redact(value: Any, secret: str, field: str | None = None) -> Any:
     if isinstance(value, list):
         return [redact(v, secret, field) for v in value]
     if isinstance(value, str):
-        return value if field in SAFE_FIELDS else truncated_hash(value, secret)
+        return value if shown_as_is(value, field) else truncated_hash(value, secret)
     return value
+
+
+def shown_as_is(text: str, field: str | None) -> bool:
+    """A string of a safe field, or a decimal number in a field of sums."""
+    return field in SAFE_FIELDS or (field in DECIMAL_FIELDS and _DECIMAL(text) is not None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,24 @@ def test_dict_keys_that_are_data_are_hashed() -> None:
     assert member.startswith("h:")
 
 
+def test_a_report_rows_sums_show_their_currencies_and_decimal_totals() -> None:
+    """The operator sees a row's totals: currency codes and decimal sums are not user data."""
+    shown = redact({"conversions": 3, "sums": {"USD": [2, "25.50"], "EUR": [1, "-0.5"]}}, SECRET)
+    assert shown["sums"] == {"USD": [2, "25.50"], "EUR": [1, "-0.5"]}
+
+
+def test_anything_else_in_a_map_of_sums_is_hashed() -> None:
+    """Only a currency code is shown as a key there, and only a decimal number as a sum."""
+    shown = redact({"sums": {"USD": [1, "u-17@example.com"], "u-17": [1, "3"]}}, SECRET)
+    assert shown["sums"]["USD"][1].startswith("h:")
+    (other,) = (k for k in shown["sums"] if k != "USD")
+    assert other.startswith("h:")
+    assert shown["sums"][other][1].startswith("h:")
+
+
 FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,40}")
+CURRENCY = re.compile(r"[A-Z]{3}")
+DECIMAL = re.compile(r"-?[0-9]{1,60}(\.[0-9]{1,60})?")
 
 
 @given(st.recursive(st.text(), lambda c: st.lists(c) | st.dictionaries(st.text(), c)))
@@ -81,15 +98,22 @@ def test_no_string_outside_safe_fields_survives(value: object) -> None:
 
     def unhashed(v: object, field: str | None) -> list[str]:
         if isinstance(v, str):
+            if field == "sum" and DECIMAL.fullmatch(v):
+                return []
             return [] if v.startswith("h:") or field in SAFE_FIELDS else [v]
         if isinstance(v, list):
             return [s for x in v for s in unhashed(x, field)]
+        if isinstance(v, dict) and field == "sums":
+            keys = [k for k in v if not (k.startswith("h:") or CURRENCY.fullmatch(k))]
+            code = CURRENCY.fullmatch
+            return keys + [s for k, x in v.items() for s in unhashed(x, "sum" if code(k) else None)]
         if isinstance(v, dict):
             keys = [k for k in v if not (k.startswith("h:") or FIELD_NAME.fullmatch(k))]
             return keys + [s for k, x in v.items() for s in unhashed(x, k)]
         return []
 
     assert unhashed(redact({"user_id": value}, SECRET), None) == []
+    assert unhashed(redact({"sums": value}, SECRET), None) == []
 
 
 def test_pages_cover_every_row_once_in_order() -> None:
