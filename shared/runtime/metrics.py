@@ -26,6 +26,8 @@ PREFIX = "convmesh_"
 CONTENT_TYPE = "text/plain; version=0.0.4"
 #: Batches take milliseconds to a few seconds (a retried batch: up to 30 s).
 BATCH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: The garbage collector's pauses: young ones take microseconds, full ones up to 100s of ms.
+GC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 #: From the Conversions API to a stage's output: milliseconds to minutes (backlogs).
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 _RECEIVED_AT = re.compile(rb'"received_at_ms":\s*(\d+)')
@@ -100,6 +102,15 @@ class Metrics:
             registry=r,
         )
 
+        self.gc_pauses = Histogram(
+            metric_name("gc_pause", "seconds"),
+            "Pauses of Python's garbage collector, per generation (2: a full collection,"
+            " which stalls every agent of the worker)",
+            ["generation"],
+            buckets=GC_BUCKETS,
+            registry=r,
+        )
+
     def _child(self, metric: Any, *values: str) -> Any:
         """``metric.labels(*values)``, kept: these hooks run per record, and
         prometheus_client takes a lock and checks the labels on every call."""
@@ -139,6 +150,9 @@ class Metrics:
         if received is not None:
             now = now_ms if now_ms is not None else int(time.time() * 1000)
             self._child(self.latency, topic).observe(max(0, now - received) / 1000)
+
+    def gc_paused(self, generation: int, seconds: float) -> None:
+        self._child(self.gc_pauses, str(generation)).observe(seconds)
 
     def reject(self, reason: str, topic: str) -> None:
         self._child(self.rejects, reason, topic).inc()

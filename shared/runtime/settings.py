@@ -119,6 +119,14 @@ def _choice(*allowed: str) -> Callable[[str, str], str]:
     return parse
 
 
+def _three_positive_ints(name: str, raw: str) -> tuple[int, int, int]:
+    parts = [p.strip() for p in raw.split(",")]
+    if len(parts) != 3:
+        raise ConfigError(f"{name} must be three integers like '20000,20,20', got {raw!r}")
+    values = tuple(_positive_int(name, p) for p in parts)
+    return (values[0], values[1], values[2])
+
+
 def _keys(name: str, raw: str) -> tuple[tuple[str, str], ...]:
     keys: list[tuple[str, str]] = []
     for part in raw.split(","):
@@ -147,6 +155,8 @@ def _shown(value: Any) -> str:
         return "true" if value else "false"
     if value in ("", (), None):
         return "unset"
+    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+        return ",".join(str(v) for v in value)
     return str(value)
 
 
@@ -316,6 +326,14 @@ class Settings:
         " by several deltas of one batch is written and published once, and the rows are"
         " after conversions.attributed, off the latency of its path",
         _float,
+    )
+    gc_thresholds: tuple[int, int, int] = env_field(
+        "CONVMESH_GC_THRESHOLDS",
+        (20000, 20, 20),
+        "Python's garbage collector thresholds (gen0,gen1,gen2): a young generation large"
+        " enough that a batch's objects die young, instead of CPython's 700,10,10 and its"
+        " frequent full collections (docs/benchmarks.md, the garbage collector)",
+        _three_positive_ints,
     )
     batch_pipeline: int = env_field(
         "CONVMESH_BATCH_PIPELINE",

@@ -8,8 +8,10 @@ from collections.abc import Callable
 import faust
 
 from shared.kafka.client_config import check_client_settings
+from shared.runtime.collector import tune_collector
 from shared.runtime.errors import ConfigError
 from shared.runtime.logging import configure_logging, get_logger, logging_dict_config
+from shared.runtime.metrics import metrics_of
 from shared.runtime.settings import Settings
 from shared.runtime.stores import set_aside_stores_of_another_app, set_aside_unopenable_stores
 
@@ -32,6 +34,8 @@ def run(service: str, build: AppBuilder) -> None:
     set_aside_stores_of_another_app(settings.worker_data_dir, settings.app_id, stores_log)
     set_aside_unopenable_stores(settings.worker_data_dir, stores_log)
     app = build(settings)
+    # One app per process here: the collector is the process's, its pauses the app's metric.
+    tune_collector(settings.gc_thresholds, metrics_of(app).gc_paused)
     worker = faust.Worker(
         app,
         loglevel=settings.log_level,

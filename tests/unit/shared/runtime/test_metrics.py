@@ -85,6 +85,15 @@ def test_an_output_carrying_received_at_is_a_latency_sample() -> None:
     assert got[key] == 2.5
 
 
+def test_a_garbage_collector_pause_is_a_sample_of_its_generation() -> None:
+    metrics = Metrics()
+    metrics.gc_paused(2, 0.2)
+    metrics.gc_paused(2, 0.1)
+    got = samples(metrics)
+    assert got[("convmesh_gc_pause_seconds_count", (("generation", "2"),))] == 2
+    assert got[("convmesh_gc_pause_seconds_sum", (("generation", "2"),))] == pytest.approx(0.3)
+
+
 def test_a_published_result_counts_its_touch_type() -> None:
     metrics = Metrics()
     metrics.published_result(

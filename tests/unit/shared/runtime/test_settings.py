@@ -102,6 +102,12 @@ def test_paths_and_levels_are_parsed() -> None:
     assert dict(s.extra) == {"CONVMESH_X_FEATURE": "on"}
 
 
+def test_gc_thresholds_are_three_integers() -> None:
+    assert Settings.from_env(env={}).gc_thresholds == (20000, 20, 20)
+    s = Settings.from_env(env={"CONVMESH_GC_THRESHOLDS": "700, 10,10"})
+    assert s.gc_thresholds == (700, 10, 10)
+
+
 def test_empty_values_mean_default() -> None:
     s = Settings.from_env(env={"CONVMESH_BROKER_PORT": "", "KAFKA_BOOTSTRAP": ""})
     assert s.broker_port == 9092
@@ -124,6 +130,9 @@ def test_pseudonym_keys_parse_newest_first() -> None:
         {"CONVMESH_WEB_PORT_BASE": "x"},
         {"CONVMESH_PSEUDONYM_KEYS": "no-colon"},
         {"CONVMESH_PSEUDONYM_KEYS": "k1:"},
+        {"CONVMESH_GC_THRESHOLDS": "700,10"},
+        {"CONVMESH_GC_THRESHOLDS": "0,10,10"},
+        {"CONVMESH_GC_THRESHOLDS": "a,b,c"},
     ],
 )
 def test_bad_values_raise_config_error(env: dict[str, str]) -> None:
