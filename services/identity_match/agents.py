@@ -11,9 +11,10 @@ stored or sent.
   (identity.key_signals): an ip_ua key becomes its keyed form, so that the
   plain hash is never stored and the signal lands in the partition of the
   keyed lookups.
-* ``keys``: per identifier: signal history, clicks and the conversions
-  watching the identifier; answers them, and re-answers when a late signal or
-  click changes what they resolve to.
+* ``keys``: per identifier: signal history and clicks (``keys`` table), and
+  the conversions watching the identifier (``watchers`` table, one key each);
+  answers them, and re-answers when a late signal or click changes what they
+  resolve to.
 * ``owner``: per conversion_key: combines the answers in priority order and
   assigns the conversion to its user (or publishes it as unidentified).
 * ``user_index``: per internal user id: the identifiers a user was seen with, so that a
@@ -53,6 +54,9 @@ CLICKS_OUTPUTS = ("identity.clicks",)
 SIGNALS_OUTPUTS = ("identity.key_signals",)
 KEYS_INPUTS = ("identity.key_signals", "identity.clicks", "identity.lookups")
 KEYS_OUTPUTS = ("identity.answers", "identity.user_keys")
+#: The keys agent's tables, in the order a batch writes them: watchers first
+#: (KeysHandler says why).
+KEYS_TABLES = ("watchers", "keys")
 OWNER_INPUTS = ("conversions.accepted", "identity.answers")
 OWNER_OUTPUTS = ("identity.lookups", "attribution.assignments", "attribution.results")
 DELETIONS_OUTPUTS = ("identity.deletions",)
@@ -142,25 +146,60 @@ class KeysHandler:
         self.horizon_ms = settings.late_horizon_s * 1000
         self.kinds = {settings.topic_name(name): name for name in KEYS_INPUTS}
 
-    async def __call__(self, event: Any, keys: StateCache) -> None:
+    async def __call__(self, event: Any, watchers: StateCache, keys: StateCache) -> None:
         message = event.message
-        kind = self.kinds[message.topic]
+        topic = self.kinds[message.topic]
         payload = orjson.loads(message.value)
         key = message.key.decode()
-        current = state.decode_keys(keys.get(message.key, event))
+        kind = input_kind(topic, payload)
+        stored = stored_watchers(watchers, key, kind, payload, event)
+        current = state.decode_keys(keys.get(message.key, event), stored)
         now_ms = self.clock()
         new: state.KeyState | None
-        if kind == "identity.key_signals":
+        if kind == "signal":
             new, sends = rules.on_signal(current, key, payload, now_ms)
-        elif kind == "identity.clicks":
+        elif kind == "click":
             new, sends = rules.on_click(current, key, payload, now_ms)
-        elif payload.get("op") == "forget_user":
+        elif kind == "forget":
             new, sends = rules.on_forget(current, payload["user_id"])
         else:
             new, sends = rules.on_lookup(current, payload, now_ms, self.horizon_ms)
         await self.outbox.send_all(sends)
+        # The watchers before the keys value (the tables' order in ``register``),
+        # each acked before the next: a crash leaves watchers newer than the
+        # signals they were answered from, and a redelivery writes them again.
+        puts, deletes = rules.watcher_writes(stored, new, rules.concerned_watchers(kind, payload))
+        for name, watcher in puts.items():
+            encoded = state.encode_watcher(watcher)
+            watchers.put(state.watcher_key(key, name).encode(), encoded, event)
+        for name in deletes:
+            watchers.put(state.watcher_key(key, name).encode(), None, event)
         # Unchanged (a redelivery) is written again too: see StateCache.rewrite.
         keys.put(message.key, state.encode_keys(new), event)
+
+
+def input_kind(topic: str, payload: dict[str, Any]) -> str:
+    """signal, click, forget (a forget_user lookup) or lookup."""
+    if topic == "identity.key_signals":
+        return "signal"
+    if topic == "identity.clicks":
+        return "click"
+    return "forget" if payload.get("op") == "forget_user" else "lookup"
+
+
+def stored_watchers(
+    watchers: StateCache, key: str, kind: str, payload: dict[str, Any], event: Any
+) -> dict[str, state.Watcher]:
+    """The identifier's watchers the input needs, by name, as the table has them."""
+    if not rules.reads_every_watcher(kind, payload):
+        name = f"{payload['conversion_key']}|{payload['slot']}"
+        value = watchers.get(state.watcher_key(key, name).encode(), event)
+        return {name: state.decode_watcher(value)} if value is not None else {}
+    prefix = state.watcher_prefix(key).encode()
+    return {
+        stored[len(prefix) :].decode(): state.decode_watcher(value)
+        for stored, value in watchers.with_prefix(prefix, event).items()
+    }
 
 
 class OwnerHandler:
@@ -242,7 +281,7 @@ class UserIndexHandler:
 
 def register(app: faust.App, settings: Settings) -> None:
     log = get_logger()
-    keys_table = raw_table(app, settings, "keys")
+    keys_tables = [raw_table(app, settings, name) for name in KEYS_TABLES]
     conversions = raw_table(app, settings, "conversions")
     index_table = raw_table(app, settings, "user_index")
 
@@ -269,7 +308,13 @@ def register(app: faust.App, settings: Settings) -> None:
         outbox = Outbox(app, settings, *KEYS_OUTPUTS)
         handler = KeysHandler(settings, outbox, log)
         await process(
-            stream, settings, outbox, handler, keys_table, log=log, user_keyed=handler.user_keyed
+            stream,
+            settings,
+            outbox,
+            handler,
+            *keys_tables,
+            log=log,
+            user_keyed=handler.user_keyed,
         )
 
     @app.agent(raw_topic(app, settings, *OWNER_INPUTS), name="owner")

@@ -24,7 +24,8 @@ before they reach any state. Every ``user_id`` below is the internal one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -348,9 +349,15 @@ def users_of(state: KeyState) -> set[str]:
     return {s.user_id for s in state.signals} | {c.user_id for c in state.clicks}
 
 
-def touched_watchers(state: KeyState, ts_ms: int) -> list[Watcher]:
-    """Watchers a new signal or click at ``ts_ms`` may re-answer (event_time >= ts)."""
-    return [w for w in state.watchers.values() if int(w.event_time) * 1000 >= ts_ms]
+def touched_watchers(state: KeyState, ts_ms: int, now_ms: int) -> list[Watcher]:
+    """Watchers a new signal or click at ``ts_ms`` may re-answer (event_time >= ts),
+    among those still within their horizon: an expired watch is over, whether or
+    not it was pruned yet."""
+    return [
+        w
+        for w in state.watchers.values()
+        if int(w.event_time) * 1000 >= ts_ms and w.expires_ms >= now_ms
+    ]
 
 
 def prune_watchers(state: KeyState, now_ms: int) -> KeyState:
@@ -391,7 +398,7 @@ def _after_new_link(
         Send("identity.user_keys", user, {"user_id": user, "key": key})
         for user in users_of(after) - users_of(before)
     ]
-    answered, replies = answers(after, touched_watchers(after, ts_ms), always=False)
+    answered, replies = answers(after, touched_watchers(after, ts_ms, now_ms), always=False)
     return prune_watchers(answered, now_ms), [*index, *replies]
 
 
@@ -476,6 +483,64 @@ def on_forget(state: KeyState, user_id: str) -> tuple[KeyState | None, list[Send
     if not (signals or clicks):
         return None, scrubs
     return KeyState(signals, clicks, watchers), scrubs
+
+
+#: One lookup in this many (chosen by its conversion key, so a redelivery
+#: chooses the same) reads all of its identifier's watchers and prunes the
+#: expired ones; the others read only their own watcher. Signals, clicks and
+#: forgets always read them all.
+SWEEP_ONE_LOOKUP_IN = 32
+
+
+def reads_every_watcher(kind: str, payload: Mapping[str, Any]) -> bool:
+    """Whether an input needs all of its identifier's watchers, or only its own.
+
+    A lookup answers only its own watcher: reading every watcher of a hot
+    identifier (thousands behind a carrier NAT) for each one would cost the
+    identifier's size per lookup. Expired watchers are still pruned by a
+    deterministic one lookup in ``SWEEP_ONE_LOOKUP_IN`` and by every signal or click.
+    """
+    if kind != "lookup":
+        return True
+    return zlib.crc32(str(payload["conversion_key"]).encode()) % SWEEP_ONE_LOOKUP_IN == 0
+
+
+def concerned_watchers(kind: str, payload: Mapping[str, Any]) -> Callable[[Watcher], bool]:
+    """The watchers an input may have changed, whether or not it changes them now.
+
+    A redelivered input (after a kill -9) finds its effect in the local store,
+    where a write may be kept whose changelog record never left: the watchers
+    it may have changed are written again, as every other value an input
+    touches is (StateCache.rewrite). A lookup concerns its own watcher, a
+    signal or click those at or after its time (``touched_watchers``), a
+    forget every watcher of the identifier.
+    """
+    if kind == "lookup":
+        own = f"{payload['conversion_key']}|{payload['slot']}"
+        return lambda w: w.name == own
+    if kind in ("signal", "click"):
+        ts_ms = int(payload["ts_ms"])
+        return lambda w: int(w.event_time) * 1000 >= ts_ms
+    return lambda w: True
+
+
+def watcher_writes(
+    stored: Mapping[str, Watcher],
+    new: KeyState | None,
+    concerned: Callable[[Watcher], bool],
+) -> tuple[dict[str, Watcher], list[str]]:
+    """What to write to the ``watchers`` table: (watchers to put, by name; names to delete).
+
+    ``stored`` are the identifier's watchers as the table has them. A watcher
+    is put when it is new or changed (a watcher of the old layout, kept in the
+    ``keys`` value, is new to the table) or when the input concerns it; one
+    the table has and ``new`` has not (pruned, or the identifier deleted) is
+    deleted.
+    """
+    watchers = new.watchers if new is not None else {}
+    puts = {name: w for name, w in watchers.items() if stored.get(name) != w or concerned(w)}
+    deletes = [name for name in stored if name not in watchers]
+    return puts, deletes
 
 
 # ---------------------------------------------------------------- user index

@@ -9,9 +9,16 @@ internal (``shared.contract.keys``): the same fields hold the keyed forms.
 
 * ``keys`` (key: identifier, hash, keyed ip_ua or internal click id; co-partitioned with
   identity.lookups): ``{"signals": [[ts_ms, arrival, op, user_id, key_type,
-  ad_account_id], ...], "clicks": [[ts_ms, user_id, engagement_id], ...],
-  "watchers": {"<conversion_key>|<slot>": {conversion_key, slot, gen,
-  signal_type, ad_account_id, event_time, last, expires_ms}}}``.
+  ad_account_id], ...], "clicks": [[ts_ms, user_id, engagement_id], ...]}``;
+  no value for an identifier without signals or clicks. Values written before
+  the watchers had their own table also hold ``"watchers": {name: watcher}``:
+  read as if they were in ``watchers``, and moved there on the first write.
+* ``watchers`` (key: ``"<identifier>|<conversion_key>|<slot>"``, in the
+  identifier's partition; read by the prefix ``"<identifier>|"``): one
+  conversion slot watching the identifier, ``{conversion_key, slot, gen,
+  signal_type, ad_account_id, event_time, last, expires_ms}``. One key each,
+  so an identifier watched by thousands of conversions (an IP+UA behind a
+  carrier NAT) never makes one value that outgrows a Kafka record.
 * ``conversions`` (key: conversion_key): the owner of one accepted
   conversion, ``{"conv", "gen", "mv", "slots": [[key_type, signal_type,
   identifier], ...], "answers": {"<slot>": user_id | null}, "result", "user",
@@ -101,26 +108,50 @@ WATCHER_FIELDS = (
 )
 
 
-def decode_keys(value: Any) -> KeyState:
-    """A ``keys`` table value (decoded JSON, or None for a new identifier) as typed state."""
-    if value is None:
-        return KeyState()
+def decode_watcher(value: Any) -> Watcher:
+    return Watcher(**{f: value.get(f) for f in WATCHER_FIELDS})
+
+
+def encode_watcher(watcher: Watcher) -> dict[str, Any]:
+    return {f: getattr(watcher, f) for f in WATCHER_FIELDS}
+
+
+def watcher_prefix(identifier: str) -> str:
+    """The prefix of every ``watchers`` key of ``identifier`` (identifiers hold no ``|``)."""
+    return f"{identifier}|"
+
+
+def watcher_key(identifier: str, name: str) -> str:
+    """The ``watchers`` key of the watcher ``name`` (``Watcher.name``) of ``identifier``."""
+    return watcher_prefix(identifier) + name
+
+
+def decode_keys(value: Any, watchers: Mapping[str, Watcher] | None = None) -> KeyState:
+    """An identifier's state: its ``keys`` value (decoded JSON, or None for a new
+    identifier) and its watchers of the ``watchers`` table, by ``Watcher.name``.
+
+    A value of the old layout brings its own watchers; one also in the table
+    is the table's (written later).
+    """
+    inline = (value or {}).get("watchers", {})
+    by_name = {name: decode_watcher(w) for name, w in inline.items()}
+    by_name.update(watchers or {})
     return KeyState(
         signals=tuple(
             Signal(int(ts), int(arrival), op, user, key_type, account)
-            for ts, arrival, op, user, key_type, account in value["signals"]
+            for ts, arrival, op, user, key_type, account in (value or {}).get("signals", ())
         ),
-        clicks=tuple(Click(int(ts), user, eng) for ts, user, eng in value["clicks"]),
-        watchers={
-            name: Watcher(**{f: w.get(f) for f in WATCHER_FIELDS})
-            for name, w in value["watchers"].items()
-        },
+        clicks=tuple(
+            Click(int(ts), user, eng) for ts, user, eng in (value or {}).get("clicks", ())
+        ),
+        watchers=by_name,
     )
 
 
 def encode_keys(state: KeyState | None) -> dict[str, Any] | None:
-    """The wire layout of a ``keys`` value; None (a tombstone) for a deleted identifier."""
-    if state is None:
+    """The wire layout of a ``keys`` value (its watchers go to their own table);
+    None (a tombstone, or no value) for an identifier without signals or clicks."""
+    if state is None or not (state.signals or state.clicks):
         return None
     return {
         "signals": [
@@ -128,9 +159,6 @@ def encode_keys(state: KeyState | None) -> dict[str, Any] | None:
             for s in state.signals
         ],
         "clicks": [[c.ts_ms, c.user_id, c.engagement_id] for c in state.clicks],
-        "watchers": {
-            name: {f: getattr(w, f) for f in WATCHER_FIELDS} for name, w in state.watchers.items()
-        },
     }
 
 

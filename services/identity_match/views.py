@@ -11,6 +11,7 @@ from shared.runtime.table_views import register_table_views
 TABLES = (
     "conversions",
     "keys",
+    "watchers",
     "user_index",
 )
 

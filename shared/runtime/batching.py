@@ -83,11 +83,12 @@ class StateCache:
         if self.pending is not None:
             for key, raw in self.pending.with_prefix(event.message.partition, prefix):
                 found[key] = orjson.loads(raw) if raw is not None else None
-        for key, value in self._values.items():
+        # Only the batch's own writes: a value it merely read is the store's or pending's.
+        for key in self._dirty:
             if key.startswith(prefix) and self._events[key].message.partition == (
                 event.message.partition
             ):
-                found[key] = value
+                found[key] = self._values[key]
         return {key: value for key, value in found.items() if value is not None}
 
     def put(self, key: bytes, value: Any, event: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from services.identity_match import agents
+from services.identity_match import agents, rules
 from shared.contract.keys import internal_click, internal_user, ip_ua_hash, keyed_ip_ua
 from shared.runtime.settings import Settings
 from tests.support.harness import FakeEvent, Harness, Sent
@@ -62,11 +62,11 @@ def handlers(h: Harness) -> dict[str, Any]:
     }
 
 
-TABLES = {"keys": "keys", "owner": "conversions", "user_index": "user_index"}
+TABLES = {"keys": agents.KEYS_TABLES, "owner": ("conversions",), "user_index": ("user_index",)}
 
 
 async def run(h: Harness, agent: str, *events: FakeEvent) -> None:
-    tables = [h.table(TABLES[agent])] if agent in TABLES else []
+    tables = [h.table(name) for name in TABLES.get(agent, ())]
     handler = handlers(h)[agent]
     await h.run(handler, list(events), *tables, user_keyed=handler.user_keyed)
 
@@ -80,6 +80,11 @@ def link(key: str, user: str = "u1", key_type: str = "em", ts_ms: int = T * 1000
         "op": "link",
         "ts_ms": ts_ms,
     }
+
+
+def signal_of(signal: dict[str, Any], offset: int = 1) -> dict[str, Any]:
+    """The identity.key_signals record the signals agent makes of ``signal`` (internal user)."""
+    return rules.forward_signal(signal, 0, offset, KEY).value
 
 
 def accepted(**ids: Any) -> dict[str, Any]:
@@ -223,7 +228,80 @@ async def test_a_lookup_is_answered_to_its_conversion_key(h: Harness) -> None:
     answer = only(h.sent("identity.answers"))
     assert answer.key == CONVERSION_KEY.encode()
     assert answer.json == {"conversion_key": CONVERSION_KEY, "slot": "0", "gen": 1, "user_id": None}
-    assert h.table("keys").value(EM)["watchers"][f"{CONVERSION_KEY}|0"]["last"] is None
+    assert h.table("watchers").value(f"{EM}|{CONVERSION_KEY}|0")["last"] is None
+    assert h.table("keys").value(EM) is None  # no signal or click: no value
+
+
+def test_a_batch_writes_the_watchers_before_the_keys_values() -> None:
+    """A crash between the two leaves watchers newer than the signals, never the reverse:
+    a watcher whose ``last`` lagged its signals could miss a change back to an old user."""
+    assert agents.KEYS_TABLES.index("watchers") < agents.KEYS_TABLES.index("keys")
+
+
+async def test_an_identifier_watched_by_thousands_of_conversions_keeps_every_value_small(
+    h: Harness,
+) -> None:
+    """A carrier NAT's IP+UA: one watcher key per conversion slot, none growing with the rest."""
+    await run(h, "keys", h.record("identity.key_signals", EM, signal_of(link(EM))))
+    lookups = [
+        h.record("identity.lookups", EM, {**lookup(), "conversion_key": f"acct:c:ev-{i}:web"})
+        for i in range(3_000)
+    ]
+    await run(h, "keys", *lookups)
+    watchers = h.table("watchers").data
+    assert len(watchers) == 3_000
+    assert max(len(v) for v in watchers.values()) < 300
+    assert len(h.table("keys").data[EM.encode()]) < 300
+    assert len(h.sent("identity.answers")) == 3_000
+
+
+async def test_a_late_signal_re_answers_every_watcher_from_the_table(h: Harness) -> None:
+    for i in range(3):
+        conv = {**lookup(), "conversion_key": f"acct:c:ev-{i}:web"}
+        await run(h, "keys", h.record("identity.lookups", EM, conv))
+    await run(h, "keys", h.record("identity.key_signals", EM, signal_of(link(EM))))
+    late = [a.json for a in h.sent("identity.answers") if a.json["user_id"] == U1]
+    assert sorted(a["conversion_key"] for a in late) == [f"acct:c:ev-{i}:web" for i in range(3)]
+    for i in range(3):
+        assert h.table("watchers").value(f"{EM}|acct:c:ev-{i}:web|0")["last"] == U1
+
+
+async def test_watchers_of_the_old_layout_move_to_their_table_on_the_first_write(
+    h: Harness,
+) -> None:
+    """A keys value written before the watchers table: read, answered, then split."""
+    old = {
+        "signals": [],
+        "clicks": [],
+        "watchers": {
+            f"{CONVERSION_KEY}|0": {
+                "conversion_key": CONVERSION_KEY,
+                "slot": "0",
+                "gen": 1,
+                "signal_type": "em",
+                "ad_account_id": "549755885175",
+                "event_time": T,
+                "last": None,
+                "expires_ms": NOW_MS + 10**9,
+            }
+        },
+    }
+    h.table("keys").data[EM.encode()] = orjson.dumps(old)
+    await run(h, "keys", h.record("identity.key_signals", EM, signal_of(link(EM))))
+    assert only(h.sent("identity.answers")).json["user_id"] == U1
+    assert "watchers" not in h.table("keys").value(EM)
+    moved = h.table("watchers").value(f"{EM}|{CONVERSION_KEY}|0")
+    assert moved == {**old["watchers"][f"{CONVERSION_KEY}|0"], "last": U1}
+
+
+async def test_a_forgotten_identifier_leaves_no_watcher_behind(h: Harness) -> None:
+    await run(h, "keys", h.record("identity.key_signals", EM, signal_of(link(EM, user="gone"))))
+    await run(h, "keys", h.record("identity.lookups", EM, lookup()))
+    forget = {"op": "forget_user", "user_id": GONE}
+    await run(h, "keys", h.record("identity.lookups", EM, forget))
+    assert h.table("keys").value(EM) is None
+    assert h.table("watchers").data == {}
+    assert only([a for a in h.sent("identity.answers") if "op" in a.json]).json["user_id"] == GONE
 
 
 async def test_a_late_signal_indexes_its_user_and_re_answers_the_watcher(h: Harness) -> None:

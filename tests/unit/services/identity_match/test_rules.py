@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.identity_match import rules
+from services.identity_match import state as state_module
 from services.identity_match.state import Click, KeyState, OwnerState, Watcher
 from shared.contract.keys import internal_click, internal_user, keyed_ip_ua
 
@@ -283,6 +284,120 @@ def test_watchers_past_their_horizon_are_forgotten() -> None:
     assert state.watchers == {}
     _, sends = rules.on_signal(state, H, forwarded(signal(2, user="u2"), 1), later)
     assert [s.topic for s in sends] == ["identity.user_keys"]
+
+
+def test_an_expired_watcher_is_not_re_answered_even_before_it_is_pruned() -> None:
+    state, _ = rules.on_lookup(KeyState(), lookup(), NOW_MS, HORIZON_MS)
+    _, sends = rules.on_signal(state, H, forwarded(signal(1), 0), NOW_MS + HORIZON_MS + 1)
+    assert [s.topic for s in sends] == ["identity.user_keys"]
+
+
+# ------------------------------------------------------------ watchers table
+
+
+def test_a_lookup_reads_only_its_own_watcher_but_one_in_32_reads_them_all() -> None:
+    keys = [f"acct:c:ev-{i}:web" for i in range(3_200)]
+    sweeping = [k for k in keys if rules.reads_every_watcher("lookup", {"conversion_key": k})]
+    assert 50 <= len(sweeping) <= 150  # about one in 32, chosen by the key
+    assert rules.reads_every_watcher("lookup", {"conversion_key": sweeping[0]})  # the same again
+    assert all(rules.reads_every_watcher(kind, {}) for kind in ("signal", "click", "forget"))
+
+
+def test_new_and_changed_watchers_are_put_and_pruned_ones_deleted() -> None:
+    kept, changed, pruned = watch(), watch(event_time=T + 1), watch(event_time=T + 2)
+    changed = Watcher("k2", "0", 1, "em", "1", T, None, NOW_MS + HORIZON_MS)
+    pruned = Watcher("k3", "0", 1, "em", "1", T, None, NOW_MS)
+    added = Watcher("k4", "0", 1, "em", "1", T, None, NOW_MS + HORIZON_MS)
+    stored = {w.name: w for w in (kept, changed, pruned)}
+    answered = Watcher("k2", "0", 1, "em", "1", T, "u1", NOW_MS + HORIZON_MS)
+    new = KeyState(watchers={w.name: w for w in (kept, answered, added)})
+    puts, deletes = rules.watcher_writes(stored, new, lambda w: False)
+    assert puts == {answered.name: answered, added.name: added}
+    assert deletes == [pruned.name]
+
+
+def test_a_watcher_the_input_concerns_is_put_even_unchanged() -> None:
+    """A redelivery writes again what the first delivery may have left out of the changelog."""
+    w = watch()
+    puts, _ = rules.watcher_writes({w.name: w}, KeyState(watchers={w.name: w}), lambda _: True)
+    assert puts == {w.name: w}
+
+
+def test_a_deleted_identifier_deletes_every_watcher_it_had() -> None:
+    w = watch()
+    assert rules.watcher_writes({w.name: w}, None, lambda _: True) == ({}, [w.name])
+
+
+def test_a_lookup_concerns_its_own_watcher_and_a_signal_those_at_or_after_it() -> None:
+    own = rules.concerned_watchers("lookup", {"conversion_key": "k", "slot": "0"})
+    assert own(watch()) and not own(Watcher("k", "1", 1, "em", "1", T, None, 0))
+    late = rules.concerned_watchers("signal", {"ts_ms": T_MS})
+    assert late(watch(event_time=T)) and not late(watch(event_time=T - 1))
+
+
+inputs = st.lists(
+    st.one_of(
+        st.tuples(st.just("lookup"), st.integers(0, 40), st.integers(0, 3)),
+        st.tuples(st.just("signal"), st.integers(0, 3), st.sampled_from(["u1", "u2"])),
+        st.tuples(st.just("click"), st.integers(0, 3), st.sampled_from(["u1", "u2"])),
+    ),
+    max_size=30,
+)
+
+
+def apply_to_identifier(
+    state: KeyState, kind: str, payload: dict[str, Any], now: int
+) -> tuple[KeyState | None, list[Any]]:
+    if kind == "lookup":
+        return rules.on_lookup(state, payload, now, HORIZON_MS)
+    if kind == "signal":
+        return rules.on_signal(state, H, payload, now)
+    return rules.on_click(state, H, payload, now)
+
+
+@settings(max_examples=500)
+@given(inputs)
+def test_watchers_one_key_each_answer_as_one_value_with_all_of_them(
+    steps: list[tuple[str, int, Any]],
+) -> None:
+    """The agent's split (keys value + a key per watcher, lookups reading only their own)
+    sends the answers the whole identifier in one value would, over time and expiry."""
+    whole = KeyState()
+    value: Any = None
+    table: dict[str, Watcher] = {}
+    sent_whole: list[Any] = []
+    sent_split: list[Any] = []
+    for i, (kind, a, b) in enumerate(steps):
+        now = NOW_MS + i * 3 * DAY_MS  # watchers expire along the way (7-day horizon)
+        if kind == "lookup":
+            payload: dict[str, Any] = {**lookup(event_time=T + b), "conversion_key": f"c{a}"}
+        elif kind == "signal":
+            payload = forwarded(signal(T_MS + a * 1000, user=b), i)
+        else:
+            payload = {**click(T_MS + a * 1000, user=b, engagement_id=f"e{i}"), "click_id": H}
+
+        new_whole, sends = apply_to_identifier(whole, kind, payload, now)
+        assert new_whole is not None
+        whole = new_whole
+        sent_whole += [(s.topic, s.key, s.value) for s in sends]
+
+        if rules.reads_every_watcher(kind, payload):
+            stored = dict(table)
+        else:
+            own = f"{payload['conversion_key']}|{payload['slot']}"
+            stored = {own: table[own]} if own in table else {}
+        current = state_module.decode_keys(value, stored)
+        new, sends = apply_to_identifier(current, kind, payload, now)
+        sent_split += [(s.topic, s.key, s.value) for s in sends]
+        puts, deletes = rules.watcher_writes(stored, new, rules.concerned_watchers(kind, payload))
+        table.update(puts)
+        for name in deletes:
+            del table[name]
+        value = state_module.encode_keys(new)
+    # Per conversion in the same order; across conversions (other keys, other
+    # partitions) the table's order (a prefix read) may differ from a dict's.
+    by_key = lambda sent: sorted(sent, key=lambda s: str(s[1]))  # noqa: E731 (stable sort)
+    assert by_key(sent_split) == by_key(sent_whole)
 
 
 ops = st.lists(

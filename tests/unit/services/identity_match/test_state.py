@@ -38,16 +38,48 @@ OWNER_V1 = {
 }
 
 
+KEYS_V2 = {"signals": KEYS_V1["signals"], "clicks": KEYS_V1["clicks"]}
+
+
 def test_keys_value_round_trips_byte_for_byte() -> None:
-    raw = orjson.dumps(KEYS_V1)
+    raw = orjson.dumps(KEYS_V2)
     assert orjson.dumps(state.encode_keys(state.decode_keys(orjson.loads(raw)))) == raw
+
+
+def test_a_keys_value_of_the_old_layout_brings_its_watchers_and_is_written_without_them() -> None:
+    keys = state.decode_keys(KEYS_V1)
+    assert keys.watchers["acct:checkout:ev:online|0"].last == "u1"
+    assert state.encode_keys(keys) == KEYS_V2
+
+
+def test_a_watcher_of_the_table_wins_over_one_of_the_old_layout() -> None:
+    """The table's watcher was written after the old value (the value is rewritten without it)."""
+    newer = state.decode_watcher({**KEYS_V1["watchers"]["acct:checkout:ev:online|0"], "gen": 3})
+    keys = state.decode_keys(KEYS_V1, {newer.name: newer})
+    assert keys.watchers[newer.name].gen == 3
+
+
+def test_a_watcher_round_trips_byte_for_byte() -> None:
+    value = KEYS_V1["watchers"]["acct:checkout:ev:online|0"]
+    assert orjson.dumps(state.encode_watcher(state.decode_watcher(value))) == orjson.dumps(value)
+
+
+def test_an_identifier_without_signals_or_clicks_has_no_keys_value() -> None:
+    watcher = state.decode_watcher(KEYS_V1["watchers"]["acct:checkout:ev:online|0"])
+    assert state.encode_keys(state.KeyState(watchers={watcher.name: watcher})) is None
+
+
+def test_watcher_keys_start_with_their_identifiers_prefix() -> None:
+    key = state.watcher_key("e" * 64, "acct:checkout:ev:online|0")
+    assert key == "e" * 64 + "|acct:checkout:ev:online|0"
+    assert key.startswith(state.watcher_prefix("e" * 64))
+    assert not state.watcher_key("e" * 63, "x|0").startswith(state.watcher_prefix("e" * 64))
 
 
 def test_keys_value_is_read_by_name() -> None:
     keys = state.decode_keys(KEYS_V1)
     assert keys.signals[1].op == "unlink" and keys.signals[1].arrival == 9
     assert keys.clicks[0].engagement_id == "eng-1"
-    assert keys.watchers["acct:checkout:ev:online|0"].last == "u1"
 
 
 def test_owner_value_round_trips_byte_for_byte() -> None:
