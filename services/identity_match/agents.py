@@ -192,7 +192,7 @@ def stored_watchers(
 ) -> dict[str, state.Watcher]:
     """The identifier's watchers the input needs, by name, as the table has them."""
     if not rules.reads_every_watcher(kind, payload):
-        name = f"{payload['conversion_key']}|{payload['slot']}"
+        name = state.watcher_name(payload["conversion_key"], payload["slot"])
         value = watchers.get(state.watcher_key(key, name).encode(), event)
         return {name: state.decode_watcher(value)} if value is not None else {}
     prefix = state.watcher_prefix(key).encode()

@@ -37,6 +37,7 @@ from services.identity_match.state import (
     Slot,
     UserIndex,
     Watcher,
+    watcher_name,
 )
 from shared.contract.keys import internal_click, internal_user, keyed_ip_ua
 from shared.contract.limits import IP_UA_VALIDITY_MS
@@ -516,7 +517,7 @@ def concerned_watchers(kind: str, payload: Mapping[str, Any]) -> Callable[[Watch
     forget every watcher of the identifier.
     """
     if kind == "lookup":
-        own = f"{payload['conversion_key']}|{payload['slot']}"
+        own = watcher_name(payload["conversion_key"], payload["slot"])
         return lambda w: w.name == own
     if kind in ("signal", "click"):
         ts_ms = int(payload["ts_ms"])

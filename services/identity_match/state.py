@@ -82,7 +82,7 @@ class Watcher:
 
     @property
     def name(self) -> str:
-        return f"{self.conversion_key}|{self.slot}"
+        return watcher_name(self.conversion_key, self.slot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +114,11 @@ def decode_watcher(value: Any) -> Watcher:
 
 def encode_watcher(watcher: Watcher) -> dict[str, Any]:
     return {f: getattr(watcher, f) for f in WATCHER_FIELDS}
+
+
+def watcher_name(conversion_key: str, slot: str) -> str:
+    """A watcher's name among its identifier's watchers (``Watcher.name``)."""
+    return f"{conversion_key}|{slot}"
 
 
 def watcher_prefix(identifier: str) -> str:
