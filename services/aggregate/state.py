@@ -44,6 +44,7 @@ A layout change bumps ``LAYOUT_VERSION`` and teaches the decoders every older on
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
@@ -52,6 +53,7 @@ from typing import Any
 LAYOUT_VERSION = 2
 #: Between a row's or a stratum's key and a conversion_key in its members' keys.
 MEMBER_SEPARATOR = "|"
+_ROW_KEY = json.JSONDecoder()
 #: Sums of values kept running (added and taken away) must be exact: the shortest
 #: decimal form of any float (at most 17 digits, exponents -324 to 308) and every sum
 #: of such fits in 700 digits, where the default context's 28 would round
@@ -299,6 +301,20 @@ def member_key(owner: str, conversion_key: str) -> str:
 def members_prefix(owner: str) -> str:
     """The start of every member key of a row, a stratum or a bucket."""
     return f"{owner}{MEMBER_SEPARATOR}"
+
+
+def ad_account_of_row_key(key: str) -> str:
+    """The ad account a ``rows`` or ``row_members`` key is partitioned by: the first
+    field of the row key, a JSON list (whatever follows it, a member's ``|`` and
+    conversion key, is not read)."""
+    row, _ = _ROW_KEY.raw_decode(key)
+    return str(row[0])
+
+
+def ad_account_of_key(key: str) -> str:
+    """The ad account a ``strata``, ``stratum_members`` or ``buckets`` key is
+    partitioned by: the key's first field (``{ad_account_id}:...``)."""
+    return key.split(":", 1)[0]
 
 
 def decode_member(value: Any) -> BucketMember | None:

@@ -131,6 +131,11 @@ def watcher_key(identifier: str, name: str) -> str:
     return watcher_prefix(identifier) + name
 
 
+def identifier_of_watcher_key(key: str) -> str:
+    """The identifier a ``watchers`` key is partitioned by (identifiers hold no ``|``)."""
+    return key.split("|", 1)[0]
+
+
 def decode_keys(value: Any, watchers: Mapping[str, Watcher] | None = None) -> KeyState:
     """An identifier's state: its ``keys`` value (decoded JSON, or None for a new
     identifier) and its watchers of the ``watchers`` table, by ``Watcher.name``.

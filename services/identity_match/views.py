@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faust
 
+from services.identity_match import state
 from shared.runtime.settings import Settings
 from shared.runtime.table_views import register_table_views
 
@@ -16,5 +17,9 @@ TABLES = (
 )
 
 
+#: A watcher's key starts with its identifier, whose partition it is kept in.
+PARTITION_KEYS = {"watchers": state.identifier_of_watcher_key}
+
+
 def register(app: faust.App, settings: Settings) -> None:
-    register_table_views(app, settings, *TABLES)
+    register_table_views(app, settings, *TABLES, partition_keys=PARTITION_KEYS)

@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 import orjson
+from faust.exceptions import SameNode
 
 from shared.kafka.partitioner import partition_of
 from shared.runtime.settings import Settings
@@ -173,23 +174,47 @@ def owner_of(partition: int, assignment: Mapping[str, Iterable[int]]) -> str | N
     return None
 
 
+#: The key a table key's partition is chosen by, when it is not the key itself.
+PartitionKey = Callable[[str], str]
+
+
 def register_table_views(
-    app: faust.App, settings: Settings, *tables: str, safe_keys: Iterable[str] = ()
+    app: faust.App,
+    settings: Settings,
+    *tables: str,
+    safe_keys: Iterable[str] = (),
+    partition_keys: Mapping[str, PartitionKey] | None = None,
 ) -> None:
-    """The listing and lookup views of ``tables`` (names of ``app.tables``)."""
+    """The listing and lookup views of ``tables`` (names of ``app.tables``).
+
+    ``partition_keys`` names, per table, how to read the key its partition is
+    chosen by out of a table key (a watcher's identifier, a report row's ad
+    account): a lookup is routed to the worker holding that partition.
+    """
     safe = frozenset(safe_keys)
+    by_table = dict(partition_keys or {})
 
     def secret() -> str:
         keys = settings.active_pseudonym_keys
         return keys[0][1] if keys else settings.active_operator_token
 
     for name in tables:
-        _register_table(app, settings, name, name in safe, secret)
+        partition_key = by_table.get(name, _itself)
+        _register_table(app, settings, name, name in safe, secret, partition_key)
     _register_assignment(app, settings)
 
 
+def _itself(key: str) -> str:
+    return key
+
+
 def _register_table(
-    app: faust.App, settings: Settings, name: str, safe_keys: bool, secret: Any
+    app: faust.App,
+    settings: Settings,
+    name: str,
+    safe_keys: bool,
+    secret: Any,
+    partition_key: PartitionKey,
 ) -> None:
     table: Any = app.tables[name]
     partitions = int(table.partitions or app.conf.topic_partitions)
@@ -206,20 +231,25 @@ def _register_table(
 
     @operator_page(app, settings, f"/tables/{name}/lookup")
     async def lookup(web: Any, request: Any) -> Any:
-        if not request.query.get("key"):
+        key = request.query.get("key")
+        if not key:
             return web.json({"error": "key is required"}, status=400)
-        return await routed(web, request)
+        try:
+            # Faust forwards the request, token included, to the worker that
+            # holds the partition of the key it is given; there it is local.
+            routed: Any = await app.router.route_req(table.name, partition_key(key), web, request)
+            return routed
+        except SameNode:
+            return answer(web, key)
 
-    @app.table_route(table=table, query_param="key")
-    async def routed(web: Any, request: Any) -> Any:
-        """Runs on the worker that owns the key's partition (Faust forwards)."""
-        key = request.query["key"].encode()
+    def answer(web: Any, text: str) -> Any:
+        key = text.encode()
         raw = table.get(key)
         shown = display_key(key, secret(), safe=safe_keys)
         body = {
             "table": name,
             "key": shown,
-            "partition": partition_of(key, partitions),
+            "partition": partition_of(partition_key(text).encode(), partitions),
             "worker": settings.worker,
             "found": raw is not None,
             "value": redact(orjson.loads(raw), secret()) if raw is not None else None,

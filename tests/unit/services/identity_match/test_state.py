@@ -97,3 +97,11 @@ def test_absent_values_decode_as_new_state_and_deleted_ones_encode_as_tombstones
 @given(st.lists(st.text(min_size=1), unique=True, min_size=1))
 def test_user_index_round_trips(identifiers: list[str]) -> None:
     assert state.encode_user_index(state.decode_user_index(identifiers)) == identifiers
+
+
+@given(st.text(alphabet="0123456789abcdef.cu", min_size=1), st.text(), st.text())
+def test_a_watcher_key_is_routed_by_its_identifier(
+    identifier: str, conversion_key: str, slot: str
+) -> None:
+    key = state.watcher_key(identifier, state.watcher_name(conversion_key, slot))
+    assert state.identifier_of_watcher_key(key) == identifier

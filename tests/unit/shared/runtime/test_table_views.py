@@ -9,9 +9,11 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from faust.exceptions import SameNode
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.kafka.partitioner import partition_of
 from shared.runtime.app import create_app
 from shared.runtime.settings import Settings
 from shared.runtime.table_views import (
@@ -171,3 +173,33 @@ async def test_metrics_answer_with_the_token(client: TestClient) -> None:
     response = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert response.status == 200
     assert "convmesh_rocksdb_disk_bytes" in await response.text()
+
+
+async def test_a_lookup_is_routed_by_the_partition_key_the_table_declares(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watcher's key is routed by its identifier, the key its partition was chosen by."""
+    settings = Settings(service="identity_match", data_dir=tmp_path, web_port=6198, dev_mode=True)
+    app = create_app(settings)
+    app.Table("watchers", key_type=bytes, value_type=bytes, partitions=8)
+    first_field = {"watchers": lambda key: key.split("|", 1)[0]}
+    register_table_views(app, settings, "watchers", partition_keys=first_field)
+    asked: list[str] = []
+
+    async def route_req(table: str, key: str, web: object, request: object) -> object:
+        asked.append(key)
+        raise SameNode()  # this worker holds it: answered here
+
+    monkeypatch.setattr(app.router, "route_req", route_req)
+    app.web.init_server()
+    token = settings.active_operator_token
+    async with TestClient(TestServer(app.web.web_app)) as client:
+        response = await client.get(
+            "/tables/watchers/lookup",
+            params={"key": "e" * 64 + "|acct:c:ev-1:web|0"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        body = await response.json()
+    assert asked == ["e" * 64]
+    assert response.status == 404 and body["found"] is False
+    assert body["partition"] == partition_of(("e" * 64).encode(), 8)
