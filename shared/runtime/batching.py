@@ -28,7 +28,14 @@ from shared.runtime import pipeline
 from shared.runtime.app import bind_event
 from shared.runtime.logging import message_fields
 from shared.runtime.metrics import metrics_of, registry_topic
-from shared.runtime.pipeline import PendingWrites, Pipeline, Writes, hold_offsets
+from shared.runtime.pipeline import (
+    PendingWrites,
+    Pipeline,
+    Writes,
+    group_of,
+    hold_offsets,
+    is_group,
+)
 from shared.runtime.settings import Settings
 
 DLQ = "conversions.dlq"
@@ -47,6 +54,7 @@ class StateCache:
         self._values: dict[bytes, Any] = {}
         self._events: dict[bytes, Any] = {}
         self._dirty: dict[bytes, None] = {}  # insertion-ordered
+        self._dirty_groups: dict[bytes, dict[bytes, None]] = {}  # see pipeline.group_of
 
     def get(self, key: bytes, event: Any) -> Any:
         if key in self._values:
@@ -84,7 +92,8 @@ class StateCache:
             for key, raw in self.pending.with_prefix(event.message.partition, prefix):
                 found[key] = orjson.loads(raw) if raw is not None else None
         # Only the batch's own writes: a value it merely read is the store's or pending's.
-        for key in self._dirty:
+        staged = self._dirty_groups.get(prefix, {}) if is_group(prefix) else self._dirty
+        for key in staged:
             if key.startswith(prefix) and self._events[key].message.partition == (
                 event.message.partition
             ):
@@ -96,6 +105,9 @@ class StateCache:
         self._values[key] = value
         self._events[key] = event
         self._dirty[key] = None
+        group = group_of(key)
+        if group is not None:
+            self._dirty_groups.setdefault(group, {})[key] = None
 
     def staged(self, key: bytes) -> bool:
         """Whether this batch has put ``key`` (a write not yet taken)."""
@@ -135,6 +147,7 @@ class StateCache:
             raw = None if value is None else orjson.dumps(value)
             writes.append((event.message.partition, key, raw))
         self._dirty.clear()
+        self._dirty_groups.clear()
         self._values.clear()
         self._events.clear()
         return writes

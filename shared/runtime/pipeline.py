@@ -53,6 +53,8 @@ class PendingWrites:
 
     def __init__(self) -> None:
         self._by_partition: dict[int, dict[bytes, tuple[int, bytes | None]]] = {}
+        #: Keys by (partition, group): a prefix read of a group needs no scan.
+        self._groups: dict[tuple[int, bytes], set[bytes]] = {}
 
     def __len__(self) -> int:
         return sum(len(keys) for keys in self._by_partition.values())
@@ -65,16 +67,25 @@ class PendingWrites:
 
     def with_prefix(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes | None]]:
         """The pending (key, value) pairs of ``partition`` whose key starts with ``prefix``."""
-        for key, (_batch, value) in self._by_partition.get(partition, {}).items():
+        keys = self._by_partition.get(partition, {})
+        if is_group(prefix):
+            for key in self._groups.get((partition, prefix), ()):
+                yield key, keys[key][1]
+            return
+        for key, (_batch, value) in keys.items():
             if key.startswith(prefix):
                 yield key, value
 
     def clear(self) -> None:
         self._by_partition.clear()
+        self._groups.clear()
 
     def stage(self, batch: int, writes: Writes) -> None:
         for partition, key, value in writes:
             self._by_partition.setdefault(partition, {})[key] = (batch, value)
+            group = group_of(key)
+            if group is not None:
+                self._groups.setdefault((partition, group), set()).add(key)
 
     def settle(self, batch: int, writes: Writes) -> None:
         for partition, key, _value in writes:
@@ -83,6 +94,26 @@ class PendingWrites:
                 del keys[key]
                 if not keys:
                     del self._by_partition[partition]
+                group = group_of(key)
+                if group is not None:
+                    members = self._groups.get((partition, group))
+                    if members is not None:
+                        members.discard(key)
+                        if not members:
+                            del self._groups[(partition, group)]
+
+
+def group_of(key: bytes) -> bytes | None:
+    """A composite key's group: its start up to and including its first ``|``
+    (an identifier's watchers, a user's engagements); None for a plain key."""
+    at = key.find(b"|")
+    return key[: at + 1] if at >= 0 else None
+
+
+def is_group(prefix: bytes) -> bool:
+    """Whether ``prefix`` is a whole group (its only ``|`` ends it): then the keys
+    starting with it are exactly the group's, found without a scan."""
+    return prefix.find(b"|") == len(prefix) - 1 and len(prefix) > 0
 
 
 async def write_table(table: Any, writes: Writes) -> list[Awaitable[Any]]:

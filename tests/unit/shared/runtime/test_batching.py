@@ -219,6 +219,21 @@ def test_with_prefix_sees_the_store_and_the_batchs_own_writes():
     assert cache.with_prefix(b"a|", ev) == {b"a|1": 1, b"a|3": 4}
 
 
+def test_with_prefix_of_a_group_and_of_any_other_prefix_see_the_same_writes():
+    """A group prefix (its only ``|`` at the end) reads an index; a key with ``|`` inside its
+    owner (a report row's JSON) is found by a scan."""
+    cache = StateCache(RecordingTable({b"u|0": b"0"}))
+    ev = Event()
+    cache.put(b"u|1", 1, ev)
+    cache.put(b"u|2|x", 2, ev)
+    cache.put(b"uv|1", 3, ev)
+    cache.put(b'["a|b"]|c', 4, ev)
+    assert cache.with_prefix(b"u|", ev) == {b"u|0": 0, b"u|1": 1, b"u|2|x": 2}
+    assert cache.with_prefix(b'["a|b"]|', ev) == {b'["a|b"]|c': 4}
+    cache.take_writes()
+    assert cache.with_prefix(b"u|", ev) == {b"u|0": 0}
+
+
 def test_the_batch_window_is_the_settings_unless_the_agent_gives_its_own():
     """Agents off the conversions' path (diagnostics) pass a longer window."""
     from shared.runtime.batching import process

@@ -104,6 +104,18 @@ def test_pending_writes_are_per_partition() -> None:
     assert pending.lookup(4, b"u|1") == (False, None)
 
 
+def test_a_prefix_read_of_a_group_finds_its_keys_until_their_batch_settles() -> None:
+    """A group (up to a key's first ``|``) is indexed; other prefixes are scanned, same answer."""
+    pending = PendingWrites()
+    pending.stage(1, [(0, b"u|1", b"x"), (0, b"u|2|z", None), (0, b"uv|1", b"y")])
+    pending.stage(2, [(0, b'["a|b"]|c', b"w")])
+    assert sorted(pending.with_prefix(0, b"u|")) == [(b"u|1", b"x"), (b"u|2|z", None)]
+    assert list(pending.with_prefix(0, b'["a|b"]|')) == [(b'["a|b"]|c', b"w")]
+    assert list(pending.with_prefix(0, b"u")) != []  # not a group: a scan
+    pending.settle(1, [(0, b"u|1", b"x"), (0, b"u|2|z", None), (0, b"uv|1", b"y")])
+    assert list(pending.with_prefix(0, b"u|")) == []
+
+
 async def test_the_next_batch_is_processed_before_the_previous_one_is_acked() -> None:
     broker, table = Broker(), Table()
     flight = Pipeline([table], broker.ship, Log(), depth=4)
