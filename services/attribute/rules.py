@@ -21,7 +21,14 @@ from typing import Any
 
 import orjson
 
-from services.attribute.state import Assigned, Engagement, PrivacyChoice, Published, User
+from services.attribute.state import (
+    Assigned,
+    Concerned,
+    Engagement,
+    PrivacyChoice,
+    Published,
+    User,
+)
 from shared.contract.errors import InvalidEvent
 from shared.contract.keys import ad_account_of, internal_user
 from shared.contract.limits import (
@@ -283,6 +290,38 @@ def on_privacy_request(user: User, request: Mapping[str, Any], arrival: int, ctx
         return user, []
     user = replace(user, privacy=new)
     return reevaluate(user, list(user.convs), ctx)
+
+
+def concerned_parts(user: User, kind: str, payload: Mapping[str, Any], ctx: Context) -> Concerned:
+    """The parts of the user's state an input may have changed (``state.part_writes``).
+
+    An engagement: itself and the conversions it is a candidate for (those it
+    re-evaluates); an assignment: its conversion and its name; a privacy
+    choice: every conversion; a retraction removes its conversion (a delete).
+    """
+    if kind == "ads.engagements":
+        engagement_id = str(payload["engagement_id"])
+        row = Engagement(
+            int(payload["ts_ms"]),
+            payload["type"],
+            payload["ad_account_id"],
+            payload.get("campaign_id"),
+            payload.get("ad_group_id"),
+            payload.get("ad_id"),
+        )
+        windows = ctx.windows_of(row.ad_account_id)
+        touched = frozenset(
+            key
+            for key, entry in user.convs.items()
+            if is_candidate(row, entry.conv["ad_account_id"], entry.conv["event_time"], windows)
+        )
+        return Concerned(engagements=frozenset({engagement_id}), convs=touched)
+    if kind == "privacy.requests":
+        return Concerned(convs=frozenset(user.convs))
+    if payload.get("op") == "assign":
+        key = str(payload["conversion_key"])
+        return Concerned(convs=frozenset({key}), named=frozenset({key}))
+    return Concerned()
 
 
 def trim(user: User, now_ms: int) -> User:

@@ -5,12 +5,27 @@ before they were typed; ``decode_*`` and ``encode_*`` translate, so typed code
 needs no migration of old state. A layout change bumps ``LAYOUT_VERSION`` and
 teaches the decoders every older one.
 
-``users`` (key: internal user id, co-partitioned with attribution.user_events)::
+A user's state (key: internal user id, co-partitioned with
+attribution.user_events) is kept in four tables, so that no value grows with
+the user's activity (a user shown 60 ads a day would pass a Kafka record's
+1 MB within the engagements' 127 days):
 
-    {"eng": {engagement_id: [ts_ms, type, ad_account_id, campaign_id, ad_group_id, ad_id]},
-     "convs": {conversion_key: {"conv", "mv", "seq", "key_type", "sig", "expires_ms"}},
-     "privacy": [ts_ms, arrival, kind] | null,
-     "named": [conversion_key, ...]}
+* ``users``: ``{"privacy": [ts_ms, arrival, kind]}``; no value without a choice;
+* ``user_engagements`` (key ``"{user}|{engagement_id}"``):
+  ``[ts_ms, type, ad_account_id, campaign_id, ad_group_id, ad_id]``;
+* ``user_convs`` (key ``"{user}|{conversion_key}"``):
+  ``{"conv", "mv", "seq", "key_type", "sig", "expires_ms"}``;
+* ``user_named`` (key ``"{user}|{conversion_key}"``): ``true``, every conversion ever
+  assigned to the user (a deletion scrubs each).
+
+The three part tables keep the user's partition and are read by the prefix
+``"{user}|"`` (internal user ids hold no ``|``). Values written before the
+split keep everything in ``users``::
+
+    {"eng": {engagement_id: [...]}, "convs": {conversion_key: {...}},
+     "privacy": [ts_ms, arrival, kind] | null, "named": [conversion_key, ...]}
+
+read as if their parts were in the part tables, and split on their next write.
 
 ``published`` (key: conversion_key)::
 
@@ -19,7 +34,7 @@ teaches the decoders every older one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,16 +103,78 @@ class Published:
     record: Mapping[str, Any]
 
 
-def decode_user(value: Any) -> User:
-    """A ``users`` value (decoded JSON, or None for a new user) as typed state."""
-    if value is None:
-        return User()
+@dataclass(frozen=True, slots=True)
+class UserParts:
+    """The parts of a user's state the part tables hold (or some of them: what an
+    input read), by engagement id and conversion key."""
+
+    engagements: Mapping[str, Engagement] = field(default_factory=dict)
+    convs: Mapping[str, Assigned] = field(default_factory=dict)
+    named: frozenset[str] = frozenset()
+
+
+#: The part tables, in the order a batch writes them, before ``users``: a crash
+#: between two can leave the earlier newer than the later, never the reverse
+#: (``services.attribute.agents.UsersHandler`` says why this order).
+PART_TABLES = ("user_named", "user_convs", "user_engagements")
+
+
+def part_prefix(user_id: str) -> str:
+    """The start of every part key of ``user_id``."""
+    return f"{user_id}|"
+
+
+def part_key(user_id: str, item: str) -> str:
+    """The part key of an engagement id or a conversion key of ``user_id``."""
+    return part_prefix(user_id) + item
+
+
+def user_of_part_key(key: str) -> str:
+    """The user a part key belongs to (and is partitioned by)."""
+    return key.split("|", 1)[0]
+
+
+def decode_engagement(row: Any) -> Engagement:
+    return Engagement(*row)
+
+
+def encode_engagement(e: Engagement) -> list[Any]:
+    return [e.ts_ms, e.type, e.ad_account_id, e.campaign_id, e.ad_group_id, e.ad_id]
+
+
+def decode_assigned(entry: Any) -> Assigned:
+    return _decode_assigned(entry)
+
+
+def encode_assigned(entry: Assigned) -> dict[str, Any]:
+    return {
+        "conv": entry.conv,
+        "mv": entry.mv,
+        "seq": entry.seq,
+        "key_type": entry.key_type,
+        "sig": list(entry.sig) if entry.sig is not None else None,
+        "expires_ms": entry.expires_ms,
+    }
+
+
+def decode_user(value: Any, parts: UserParts | None = None) -> User:
+    """A user's state: the ``users`` value (decoded JSON, or None) and the parts read
+    from the part tables. A value of the old layout brings its own parts; the part
+    tables' win (written later)."""
+    value = value or {}
+    parts = parts or UserParts()
     privacy = value.get("privacy")
+    engagements = {eid: Engagement(*row) for eid, row in value.get("eng", {}).items()}
+    engagements.update(parts.engagements)
+    convs = {key: _decode_assigned(entry) for key, entry in value.get("convs", {}).items()}
+    convs.update(parts.convs)
+    inline_named = tuple(value.get("named", ()))
+    named = inline_named + tuple(sorted(parts.named - set(inline_named)))
     return User(
-        engagements={eid: Engagement(*row) for eid, row in value["eng"].items()},
-        convs={key: _decode_assigned(entry) for key, entry in value["convs"].items()},
+        engagements=engagements,
+        convs=convs,
         privacy=PrivacyChoice(*privacy) if privacy else None,
-        named=tuple(value.get("named", ())),
+        named=named,
     )
 
 
@@ -113,31 +190,65 @@ def _decode_assigned(entry: Mapping[str, Any]) -> Assigned:
     )
 
 
-def encode_user(user: User) -> dict[str, Any] | None:
-    """The wire layout of ``user``; None (a tombstone) when nothing is left."""
-    if user.is_empty():
+def encode_user(user: User | None) -> dict[str, Any] | None:
+    """The ``users`` value of ``user`` (its parts go to the part tables); None (a
+    tombstone, or no value) without a privacy choice."""
+    privacy = user.privacy if user is not None else None
+    if privacy is None:
         return None
-    privacy = user.privacy
+    return {"privacy": [privacy.ts_ms, privacy.arrival, privacy.kind]}
+
+
+@dataclass(frozen=True, slots=True)
+class Concerned:
+    """The parts an input may have changed, whether or not it changes them now."""
+
+    engagements: frozenset[str] = frozenset()
+    convs: frozenset[str] = frozenset()
+    named: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class PartWrites:
+    """What to write to one part table: encoded values to put by item, items to delete."""
+
+    puts: Mapping[str, Any]
+    deletes: tuple[str, ...]
+
+
+def part_writes(stored: UserParts, new: User | None, concerned: Concerned) -> dict[str, PartWrites]:
+    """The writes of each part table (by ``PART_TABLES`` name) that take the tables
+    from ``stored`` (what the input read of them) to ``new``.
+
+    A part is put when it is new or changed (a part of the old layout, kept in
+    the ``users`` value, is new to its table), or when the input concerns it (a
+    redelivered input writes again what its first delivery may have left out of
+    the changelog: see StateCache.rewrite); a part read and no longer in ``new``
+    (trimmed, retracted, the user deleted) is deleted.
+    """
+    user = new if new is not None else User()
+    named = dict.fromkeys(user.named, True)
     return {
-        "eng": {
-            eid: [e.ts_ms, e.type, e.ad_account_id, e.campaign_id, e.ad_group_id, e.ad_id]
-            for eid, e in user.engagements.items()
-        },
-        "convs": {key: _encode_assigned(entry) for key, entry in user.convs.items()},
-        "privacy": [privacy.ts_ms, privacy.arrival, privacy.kind] if privacy else None,
-        "named": list(user.named),
+        "user_named": _writes(dict.fromkeys(stored.named, True), named, concerned.named, bool),
+        "user_convs": _writes(stored.convs, user.convs, concerned.convs, encode_assigned),
+        "user_engagements": _writes(
+            stored.engagements, user.engagements, concerned.engagements, encode_engagement
+        ),
     }
 
 
-def _encode_assigned(entry: Assigned) -> dict[str, Any]:
-    return {
-        "conv": entry.conv,
-        "mv": entry.mv,
-        "seq": entry.seq,
-        "key_type": entry.key_type,
-        "sig": list(entry.sig) if entry.sig is not None else None,
-        "expires_ms": entry.expires_ms,
+def _writes(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    again: frozenset[str],
+    encode: Callable[[Any], Any],
+) -> PartWrites:
+    puts = {
+        item: encode(part)
+        for item, part in after.items()
+        if before.get(item) != part or item in again
     }
+    return PartWrites(puts, tuple(item for item in before if item not in after))
 
 
 def decode_published(value: Any) -> Published | None:

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import faust
 
+from services.attribute import state
 from shared.runtime.settings import Settings
 from shared.runtime.table_views import register_table_views
 
 #: Keyed by identifiers, user ids or conversion keys: shown only as hashes.
 TABLES = (
     "users",
+    "user_named",
+    "user_convs",
+    "user_engagements",
     "published",
 )
+#: A part key starts with its user, whose partition it is kept in.
+PARTITION_KEYS = dict.fromkeys(state.PART_TABLES, state.user_of_part_key)
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    register_table_views(app, settings, *TABLES)
+    register_table_views(app, settings, *TABLES, partition_keys=PARTITION_KEYS)

@@ -224,17 +224,25 @@ async def replayed_engagement_does_not_resurrect_the_user(
         [(t("ads.engagements"), DELETED.encode(), v) for v in (replay, fresh)],
     )
     settings = Settings(service="attribute", namespace=ns)
-    changelog = registry_for(settings).table("attribute", "users").changelog_name(settings.app_id)
-    # The users table is keyed by the internal user id (development key).
-    internal = internal_user(DELETED, Settings(dev_mode=True).active_identifier_key)
+    registry = registry_for(settings)
+    engagements, named = (
+        registry.table("attribute", name).changelog_name(settings.app_id)
+        for name in ("user_engagements", "user_named")
+    )
+    # The part tables are keyed "{internal user id}|{item}" (development key).
+    prefix = internal_user(DELETED, Settings(dev_mode=True).active_identifier_key) + "|"
 
-    async def state_after_the_fresh_engagement():
-        state = (await latest(bootstrap, changelog)).get(internal)
-        return state if state and "e-new" in state["eng"] else None
+    async def items_of_the_user(changelog: str) -> list[str]:
+        found = (await latest(bootstrap, changelog)).items()
+        return sorted(k[len(prefix) :] for k, v in found if k.startswith(prefix) and v is not None)
 
-    state = await wait_until(state_after_the_fresh_engagement, 60)
-    assert state, "the engagement after the deletion was not processed"
-    assert list(state["eng"]) == ["e-new"] and state["named"] == []
+    async def engagements_after_the_fresh_one():
+        items = await items_of_the_user(engagements)
+        return items if "e-new" in items else None
+
+    items = await wait_until(engagements_after_the_fresh_one, 60)
+    assert items, "the engagement after the deletion was not processed"
+    assert items == ["e-new"] and await items_of_the_user(named) == []
     out = await latest(bootstrap, t("conversions.attributed"))
     assert out == after, "a replay changed a published result"
 

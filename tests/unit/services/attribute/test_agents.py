@@ -6,6 +6,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
 
 from services.attribute import rules
@@ -14,6 +15,7 @@ from services.attribute.agents import (
     INTAKE_OUTPUTS,
     PUBLISHER_OUTPUTS,
     USERS_OUTPUTS,
+    USERS_TABLES,
     IntakeHandler,
     PublisherHandler,
     UsersHandler,
@@ -79,6 +81,17 @@ def deleted_of(h: Harness) -> CompactedView:
     return view
 
 
+def user_tables(h: Harness) -> list[Any]:
+    return [h.table(name) for name in USERS_TABLES]
+
+
+def nothing_left_of(h: Harness, user: str) -> bool:
+    """No value of the user in ``users`` nor any part of them in the part tables."""
+    prefix = f"{user}|".encode()
+    parts = [k for name in USERS_TABLES[:-1] for k in h.table(name).data if k.startswith(prefix)]
+    return h.table("users").value(user) is None and parts == []
+
+
 async def users(h: Harness, *events: FakeEvent) -> None:
     """Each event in order: an input through the intake, then what it forwarded
     (and an assignment directly) through the users agent."""
@@ -87,13 +100,13 @@ async def users(h: Harness, *events: FakeEvent) -> None:
     inputs = {h.settings.topic_name(t) for t in INTAKE_INPUTS}
     for event in events:
         if event.message.topic not in inputs:
-            await h.run(handler, [event], h.table("users"), user_keyed=True)
+            await h.run(handler, [event], *user_tables(h), user_keyed=True)
             continue
         before = len(h.sent("attribution.user_events"))
         await h.run(intake, [event], user_keyed=True)
         for sent in h.sent("attribution.user_events")[before:]:
             forwarded = h.record("attribution.user_events", sent.key, sent.value)
-            await h.run(handler, [forwarded], h.table("users"), user_keyed=True)
+            await h.run(handler, [forwarded], *user_tables(h), user_keyed=True)
 
 
 async def publish(h: Harness, *events: FakeEvent) -> None:
@@ -113,7 +126,7 @@ async def test_assignment_sends_a_result_keyed_by_conversion(h: Harness) -> None
     [result] = h.sent("attribution.results")
     assert result.key == CK.encode() and result.json["status"] == "attributed"
     assert result.json["match"]["user"] and USER not in result.json["match"]["user"]
-    assert h.table("users").value(IUSER)["named"] == [CK]
+    assert h.table("user_named").value(f"{IUSER}|{CK}") is True
 
 
 async def test_publisher_writes_a_result_only_when_it_is_newer(h: Harness) -> None:
@@ -226,7 +239,7 @@ async def test_privacy_request_for_another_user_than_its_key_is_dead_lettered(
     assert [d["reason"] for d in h.dead_letters()] == ["key_mismatch", "key_mismatch"]
     assert USER not in str(h.dead_letters()) and "u-someone-else" not in str(h.dead_letters())
     assert h.sent("identity.answers") == []
-    assert h.table("users").value(IUSER)["named"] == [CK]
+    assert h.table("user_named").value(f"{IUSER}|{CK}") is True
     assert len(h.sent("attribution.results")) == 2  # the engagement after them re-attributes
 
 
@@ -235,7 +248,7 @@ async def test_delete_leaves_a_tombstone_and_scrubs_the_published_record(h: Harn
     await results_to_publisher(h)
     [before] = h.sent("conversions.attributed")
     await users(h, h.record("privacy.requests", USER, privacy("delete")))
-    assert h.table("users").value(IUSER) is None
+    assert nothing_left_of(h, IUSER)
     [forget] = h.sent("identity.answers")
     assert forget.key == CK.encode() and forget.json["op"] == "forget_user"
     await results_to_publisher(h, start=1)
@@ -307,7 +320,7 @@ async def test_replayed_inputs_from_before_the_deletion_do_not_bring_the_user_ba
     await users(h, h.record("privacy.requests", USER, privacy("delete")))
     deletion = outputs()
     await users(h, *(h.record(topic, key(topic), value) for topic, value in before))
-    assert h.table("users").value(IUSER) is None
+    assert nothing_left_of(h, IUSER)
     assert outputs() == deletion > sent
 
 
@@ -319,14 +332,14 @@ async def test_a_deletion_seen_by_another_worker_drops_the_replay_too(h: Harness
     h.settings = replace(h.settings, pseudonym_keys=(K2, K1))
     deleted_of(h).apply(record.key, record.value)
     await users(h, h.record("ads.engagements", USER, engagement()))
-    assert h.table("users").value(IUSER) is None
+    assert nothing_left_of(h, IUSER)
 
 
 async def test_inputs_after_the_deletion_are_new_data(h: Harness) -> None:
     await users(h, h.record("privacy.requests", USER, privacy("delete", ts_ms=(T - 60) * 1000)))
     later = engagement("e-2", ts_ms=int(time.time() * 1000) + 60_000)
     await users(h, h.record("ads.engagements", USER, later))
-    assert list(h.table("users").value(IUSER)["eng"]) == ["e-2"]
+    assert list(h.table("user_engagements").data) == [f"{IUSER}|e-2".encode()]
 
 
 async def test_an_input_goes_on_keyed_by_the_internal_user_id_without_raw_ids(
@@ -359,3 +372,41 @@ async def test_privacy_requests_are_ordered_by_their_offset_in_privacy_requests(
     opt_in = h.record("privacy.requests", USER, privacy("opt_in"))  # offset 1
     await users(h, opt_out, opt_in, opt_out)
     assert h.table("users").value(IUSER)["privacy"] == [T * 1000, 1, "opt_in"]
+
+
+def test_a_batch_writes_names_then_conversions_then_engagements_then_users() -> None:
+    """A crash between two leaves the earlier newer: a redelivered assignment found known
+    still has its name, and a conversion's last result never lags what it was computed from."""
+    assert USERS_TABLES == ("user_named", "user_convs", "user_engagements", "users")
+
+
+async def test_a_user_with_hundreds_of_engagements_keeps_every_value_small(h: Harness) -> None:
+    """A user shown many ads: one key per engagement, none growing with the rest."""
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
+    many = [
+        h.record("ads.engagements", USER, engagement(f"e-{i}", ts_ms=(T - 600 - i) * 1000))
+        for i in range(500)
+    ]
+    await users(h, *many)
+    stored = [v for name in USERS_TABLES for v in h.table(name).data.values()]
+    assert len(h.table("user_engagements").data) == 500
+    assert max(len(v) for v in stored) < 400
+    assert h.sent("attribution.results")[-1].json["touch"]["engagement_id"] == "e-0"
+
+
+async def test_a_users_value_of_the_old_layout_is_split_on_its_next_write(h: Harness) -> None:
+    old = {
+        "eng": {"e-0": [(T - 900) * 1000, "click", ACCOUNT, "c-0", "g-0", "a-0"]},
+        "convs": {},
+        "privacy": None,
+        "named": ["1:old:ev:online"],
+    }
+    h.table("users").data[IUSER.encode()] = orjson.dumps(old)
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
+    [result] = h.sent("attribution.results")
+    assert result.json["touch"]["engagement_id"] == "e-0"  # read from the old value
+    assert h.table("users").value(IUSER) is None  # no privacy choice: no value left
+    assert h.table("user_engagements").value(f"{IUSER}|e-0") == old["eng"]["e-0"]
+    assert h.table("user_named").value(f"{IUSER}|1:old:ev:online") is True
+    assert h.table("user_named").value(f"{IUSER}|{CK}") is True
+    assert h.table("user_convs").value(f"{IUSER}|{CK}")["mv"] == 1

@@ -409,3 +409,91 @@ def test_an_input_is_forwarded_by_internal_user_id_with_its_position_and_no_clic
     assert (send.topic, send.key) == ("attribution.user_events", internal)
     assert send.value["arrival"] == [3, 41] and send.value["event"]["user_id"] == internal
     assert "raw-user-1" not in str(send.value) and "clk-1" not in str(send.value)
+
+
+# ------------------------------------------------------------- part tables
+
+user_inputs = st.lists(
+    st.one_of(
+        st.tuples(st.just("engagement"), st.integers(0, 200), st.sampled_from(["click", "view"])),
+        st.tuples(st.just("assign"), st.integers(0, 3), st.integers(1, 3)),
+        st.tuples(st.just("retract"), st.integers(0, 3), st.integers(1, 4)),
+        st.tuples(st.just("privacy"), st.integers(0, 5), st.sampled_from(["opt_out", "opt_in"])),
+    ),
+    max_size=25,
+)
+
+
+def user_step(
+    user: User, step: tuple[str, int, Any], i: int, c: rules.Context
+) -> tuple[str, dict[str, Any], User, list[Send]]:
+    kind, a, b = step
+    if kind == "engagement":
+        payload = eng(f"e{i}", T_MS - a * DAY_MS // 4, kind=b)
+        return ("ads.engagements", payload, *rules.on_engagement(user, payload, c))
+    if kind == "privacy":
+        payload = {"kind": b, "ts_ms": T_MS + a}
+        return ("privacy.requests", payload, *rules.on_privacy_request(user, payload, i, c))
+    payload = {**assignment(f"k{a}", mv=b), "op": kind}
+    if kind == "assign":
+        return (
+            "attribution.assignments",
+            payload,
+            *rules.on_assign(user, payload, c, c.now_ms + 7 * DAY_MS),
+        )
+    return ("attribution.assignments", payload, *rules.on_retract(user, payload))
+
+
+@given(user_inputs)
+def test_a_user_in_part_tables_gets_the_results_one_whole_value_would(
+    steps: list[tuple[str, int, Any]],
+) -> None:
+    """The users agent's split (engagements, conversions and names one key each; an
+    input reading only the name it needs) sends the results, and ends with the state,
+    of the whole user in one value: over re-attribution, retraction, expiry and trimming."""
+    from services.attribute import state
+
+    whole = User()
+    value: Any = None
+    tables: dict[str, dict[str, Any]] = {t: {} for t in state.PART_TABLES}
+    sent_whole: list[Any] = []
+    sent_split: list[Any] = []
+    for i, step in enumerate(steps):
+        c = ctx(now_ms=NOW_MS + i * 20 * DAY_MS)  # conversions expire, engagements are trimmed
+        _, _, new_whole, sends = user_step(whole, step, i, c)
+        whole = rules.trim(new_whole, c.now_ms)
+        sent_whole += [(s.key, s.value) for s in sends]
+
+        name = f"k{step[1]}" if step[0] in ("assign", "retract") else None
+        stored = state.UserParts(
+            engagements=dict(tables["user_engagements"]),
+            convs=dict(tables["user_convs"]),
+            named=frozenset({name} & set(tables["user_named"])) if name else frozenset(),
+        )
+        user = state.decode_user(value, stored)
+        kind, payload, new, sends = user_step(user, step, i, c)
+        sent_split += [(s.key, s.value) for s in sends]
+        concerned = rules.concerned_parts(user, kind, payload, c)
+        trimmed = rules.trim(new, c.now_ms)
+        decode = {
+            "user_named": lambda v: v,
+            "user_convs": state.decode_assigned,
+            "user_engagements": state.decode_engagement,
+        }
+        for table, writes in state.part_writes(stored, trimmed, concerned).items():
+            tables[table].update({k: decode[table](v) for k, v in writes.puts.items()})
+            for k in writes.deletes:
+                del tables[table][k]
+        value = state.encode_user(trimmed)
+    by_key = lambda sent: sorted(sent, key=lambda s: str(s[0]))  # noqa: E731 (stable sort)
+    assert by_key(sent_split) == by_key(sent_whole)
+    everything = state.UserParts(
+        tables["user_engagements"], tables["user_convs"], frozenset(tables["user_named"])
+    )
+    final = state.decode_user(value, everything)
+    assert (final.engagements, final.convs, final.privacy) == (
+        whole.engagements,
+        whole.convs,
+        whole.privacy,
+    )
+    assert set(final.named) == set(whole.named)

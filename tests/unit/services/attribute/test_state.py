@@ -24,8 +24,53 @@ USER_JSON: dict[str, Any] = {
 }
 
 
-def test_users_value_round_trips_to_the_same_json() -> None:
-    assert state.encode_user(state.decode_user(USER_JSON)) == USER_JSON
+def test_a_users_value_of_the_old_layout_is_read_whole_and_written_as_privacy_only() -> None:
+    user = state.decode_user(USER_JSON)
+    assert set(user.engagements) == {"e-1"} and set(user.convs) == {"1:lead:e:online"}
+    assert user.named == ("1:lead:e:online", "1:lead:old:online")
+    assert state.encode_user(user) == {"privacy": USER_JSON["privacy"]}
+
+
+def test_an_old_layout_split_puts_every_part_in_its_table() -> None:
+    """Parts kept inline are new to their tables: all of them are written once."""
+    user = state.decode_user(USER_JSON)
+    writes = state.part_writes(state.UserParts(), user, state.Concerned())
+    assert writes["user_engagements"].puts == {"e-1": USER_JSON["eng"]["e-1"]}
+    assert writes["user_convs"].puts == USER_JSON["convs"]
+    assert writes["user_named"].puts == {k: True for k in USER_JSON["named"]}
+    assert all(not w.deletes for w in writes.values())
+
+
+def test_a_part_of_the_tables_wins_over_one_of_the_old_layout() -> None:
+    newer = state.decode_engagement([1_700_000_000_001, "view", "1", None, None, None])
+    user = state.decode_user(USER_JSON, state.UserParts(engagements={"e-1": newer}))
+    assert user.engagements["e-1"].type == "view"
+
+
+def test_unchanged_parts_are_not_written_unless_the_input_concerns_them() -> None:
+    user = state.decode_user(USER_JSON)
+    stored = state.UserParts(user.engagements, user.convs, frozenset(user.named))
+    assert all(not w.puts for w in state.part_writes(stored, user, state.Concerned()).values())
+    again = state.Concerned(convs=frozenset({"1:lead:e:online"}))
+    assert list(state.part_writes(stored, user, again)["user_convs"].puts) == ["1:lead:e:online"]
+
+
+def test_parts_read_and_gone_are_deleted_and_a_deleted_user_deletes_them_all() -> None:
+    user = state.decode_user(USER_JSON)
+    stored = state.UserParts(user.engagements, user.convs, frozenset(user.named))
+    trimmed = state.User(convs=user.convs, privacy=user.privacy, named=user.named)
+    assert state.part_writes(stored, trimmed, state.Concerned())["user_engagements"].deletes == (
+        "e-1",
+    )
+    gone = state.part_writes(stored, None, state.Concerned())
+    assert sorted(gone["user_named"].deletes) == sorted(USER_JSON["named"])
+    assert gone["user_convs"].deletes == ("1:lead:e:online",)
+
+
+def test_a_part_key_starts_with_its_users_prefix_and_is_routed_by_the_user() -> None:
+    key = state.part_key("u.abc", "1:lead:e|x:online")
+    assert key.startswith(state.part_prefix("u.abc"))
+    assert state.user_of_part_key(key) == "u.abc"
 
 
 def test_users_value_from_before_named_was_kept_decodes() -> None:
@@ -33,9 +78,10 @@ def test_users_value_from_before_named_was_kept_decodes() -> None:
     assert state.decode_user(old).named == ()
 
 
-def test_an_empty_user_is_a_tombstone() -> None:
+def test_a_user_without_a_privacy_choice_has_no_users_value() -> None:
     assert state.decode_user(None) == state.User()
     assert state.encode_user(state.User()) is None
+    assert state.encode_user(state.decode_user({**USER_JSON, "privacy": None})) is None
 
 
 def test_published_value_round_trips_to_the_same_json() -> None:
