@@ -236,11 +236,8 @@ def reevaluate(user: User, keys: Iterable[str], ctx: Context, *, force: bool = F
     return replace(user, convs=convs), sends
 
 
-def on_engagement(user: User, eng: Mapping[str, Any], ctx: Context) -> Step:
-    """Record an engagement (once per id); re-attribute the conversions it may change."""
-    engagement_id = str(eng["engagement_id"])
-    if engagement_id in user.engagements:
-        return user, []
+def engagement_of(eng: Mapping[str, Any]) -> tuple[str, Engagement]:
+    """An engagement's id and the fields attribution keeps of it."""
     row = Engagement(
         int(eng["ts_ms"]),
         eng["type"],
@@ -249,6 +246,14 @@ def on_engagement(user: User, eng: Mapping[str, Any], ctx: Context) -> Step:
         eng.get("ad_group_id"),
         eng.get("ad_id"),
     )
+    return str(eng["engagement_id"]), row
+
+
+def on_engagement(user: User, eng: Mapping[str, Any], ctx: Context) -> Step:
+    """Record an engagement (once per id); re-attribute the conversions it may change."""
+    engagement_id, row = engagement_of(eng)
+    if engagement_id in user.engagements:
+        return user, []
     user = replace(user, engagements={**user.engagements, engagement_id: row})
     windows = ctx.windows_of(row.ad_account_id)
     touched = [
@@ -300,15 +305,7 @@ def concerned_parts(user: User, kind: str, payload: Mapping[str, Any], ctx: Cont
     choice: every conversion; a retraction removes its conversion (a delete).
     """
     if kind == "ads.engagements":
-        engagement_id = str(payload["engagement_id"])
-        row = Engagement(
-            int(payload["ts_ms"]),
-            payload["type"],
-            payload["ad_account_id"],
-            payload.get("campaign_id"),
-            payload.get("ad_group_id"),
-            payload.get("ad_id"),
-        )
+        engagement_id, row = engagement_of(payload)
         windows = ctx.windows_of(row.ad_account_id)
         touched = frozenset(
             key

@@ -38,6 +38,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.runtime.key_groups import group_key, group_prefix, owner_of
+
 LAYOUT_VERSION = 1
 
 
@@ -119,19 +121,10 @@ class UserParts:
 PART_TABLES = ("user_named", "user_convs", "user_engagements")
 
 
-def part_prefix(user_id: str) -> str:
-    """The start of every part key of ``user_id``."""
-    return f"{user_id}|"
-
-
-def part_key(user_id: str, item: str) -> str:
-    """The part key of an engagement id or a conversion key of ``user_id``."""
-    return part_prefix(user_id) + item
-
-
-def user_of_part_key(key: str) -> str:
-    """The user a part key belongs to (and is partitioned by)."""
-    return key.split("|", 1)[0]
+#: A part key is ``"{user}|{engagement id or conversion key}"`` (shared.runtime.key_groups).
+part_prefix = group_prefix
+part_key = group_key
+user_of_part_key = owner_of
 
 
 def decode_engagement(row: Any) -> Engagement:

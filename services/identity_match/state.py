@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.runtime.key_groups import group_key, group_prefix, owner_of
+
 LAYOUT_VERSION = 1
 
 
@@ -121,19 +123,10 @@ def watcher_name(conversion_key: str, slot: str) -> str:
     return f"{conversion_key}|{slot}"
 
 
-def watcher_prefix(identifier: str) -> str:
-    """The prefix of every ``watchers`` key of ``identifier`` (identifiers hold no ``|``)."""
-    return f"{identifier}|"
-
-
-def watcher_key(identifier: str, name: str) -> str:
-    """The ``watchers`` key of the watcher ``name`` (``Watcher.name``) of ``identifier``."""
-    return watcher_prefix(identifier) + name
-
-
-def identifier_of_watcher_key(key: str) -> str:
-    """The identifier a ``watchers`` key is partitioned by (identifiers hold no ``|``)."""
-    return key.split("|", 1)[0]
+#: A ``watchers`` key is ``"{identifier}|{Watcher.name}"`` (shared.runtime.key_groups).
+watcher_prefix = group_prefix
+watcher_key = group_key
+identifier_of_watcher_key = owner_of
 
 
 def decode_keys(value: Any, watchers: Mapping[str, Watcher] | None = None) -> KeyState:
