@@ -46,12 +46,6 @@ INTAKE_OUTPUTS = (rules.USER_EVENTS,)
 USERS_INPUTS = (rules.USER_EVENTS, "attribution.assignments")
 USERS_OUTPUTS = ("attribution.results", "identity.answers", "privacy.deleted", "privacy.receipts")
 PUBLISHER_OUTPUTS = ("conversions.attributed", "reports.deltas", "diagnostics.facts")
-#: The users agent's tables, in the order a batch writes them, each acked before
-#: the next: a name before its conversion (a redelivered assignment found known
-#: adds no name), conversions before engagements and ``users`` (a conversion's
-#: ``sig`` must not lag the engagements and the privacy choice its last result
-#: was computed from, or a later change back would not be sent).
-USERS_TABLES = (*state.PART_TABLES, "users")
 
 
 class IntakeHandler:
@@ -108,15 +102,7 @@ class UsersHandler:
         self.kinds = {settings.topic_name(name): name for name in USERS_INPUTS}
         self.dropped = 0
 
-    async def __call__(
-        self,
-        event: Any,
-        named: StateCache,
-        convs: StateCache,
-        engagements: StateCache,
-        users: StateCache,
-    ) -> None:
-        parts = {"user_named": named, "user_convs": convs, "user_engagements": engagements}
+    async def __call__(self, event: Any, users: StateCache) -> None:
         message = event.message
         payload = orjson.loads(message.value)
         arrival = 0
@@ -128,7 +114,7 @@ class UsersHandler:
         user_id = message.key.decode()
         keys = self.settings.active_pseudonym_keys
         if kind == "privacy.requests" and payload["kind"] == "delete":
-            await self.delete(user_id, payload, parts, users, event)
+            await self.delete(user_id, payload, users, event)
             return
         deleted_at_ms = self.deleted_at_ms(user_id)
         if rules.predates_deletion(rules.input_time_ms(kind, payload), deleted_at_ms):
@@ -136,7 +122,7 @@ class UsersHandler:
             self.log.info("deleted_user_input_dropped", topic=kind, dropped_total=self.dropped)
             return
         own_name = payload.get("conversion_key") if kind == "attribution.assignments" else None
-        stored = read_parts(parts, user_id, event, name=own_name)
+        stored = read_parts(users, user_id, event, name=own_name)
         user = state.decode_user(users.get(message.key, event), stored)
         now_ms = versions.now_ms()
         ctx = rules.Context(user_id, keys, self.windows_of, now_ms)
@@ -152,27 +138,21 @@ class UsersHandler:
             user, sends = rules.on_retract(user, payload)
         await self.outbox.send_all(sends)
         trimmed = rules.trim(user, now_ms)
-        write_parts(parts, user_id, state.part_writes(stored, trimmed, concerned), event)
+        # In the order of state.PART_KINDS, then the user's own value (it says why).
+        write_parts(users, user_id, state.part_writes(stored, trimmed, concerned), event)
         # Unchanged (a redelivery) is written again too: see StateCache.rewrite.
         users.put(message.key, state.encode_user(trimmed), event)
 
-    async def delete(
-        self,
-        user_id: str,
-        request: Any,
-        parts: Mapping[str, StateCache],
-        users: StateCache,
-        event: Any,
-    ) -> None:
+    async def delete(self, user_id: str, request: Any, users: StateCache, event: Any) -> None:
         message = event.message
-        stored = read_parts(parts, user_id, event, every_name=True)
+        stored = read_parts(users, user_id, event, every_name=True)
         user = state.decode_user(users.get(message.key, event), stored)
         ctx = rules.Context(
             user_id, self.settings.active_pseudonym_keys, self.windows_of, versions.now_ms()
         )
         _, sends = rules.on_delete(user, request, ctx)
         await self.outbox.send_all(sends)
-        write_parts(parts, user_id, state.part_writes(stored, None, state.Concerned()), event)
+        write_parts(users, user_id, state.part_writes(stored, None, state.Concerned()), event)
         users.put(message.key, None, event)  # a tombstone in the changelog
         for send in sends:
             if send.topic == rules.DELETED:
@@ -190,48 +170,44 @@ class UsersHandler:
 
 
 def read_parts(
-    parts: Mapping[str, StateCache],
+    users: StateCache,
     user_id: str,
     event: Any,
     *,
     name: str | None = None,
     every_name: bool = False,
 ) -> state.UserParts:
-    """The user's parts as the part tables hold them: every engagement and
+    """The user's parts kept under keys of their own: every engagement and
     conversion (the rules read them all) and of the names, which grow with every
     conversion the user ever had, only ``name`` (an assignment asks whether its
     conversion is known) or, for a deletion, ``every_name``."""
-    prefix = state.part_prefix(user_id).encode()
 
-    def items(table: str) -> dict[str, Any]:
-        found = parts[table].with_prefix(prefix, event)
+    def items(kind: str) -> dict[str, Any]:
+        prefix = state.part_prefix(user_id, kind).encode()
+        found = users.with_prefix(prefix, event)
         return {key[len(prefix) :].decode(): value for key, value in found.items()}
 
     named: frozenset[str] = frozenset()
     if every_name:
-        named = frozenset(items("user_named"))
+        named = frozenset(items("named"))
     elif name is not None:
-        known = parts["user_named"].get(state.part_key(user_id, name).encode(), event)
+        known = users.get(state.part_key(user_id, "named", name).encode(), event)
         named = frozenset({name}) if known is not None else frozenset()
     return state.UserParts(
-        engagements={k: state.decode_engagement(v) for k, v in items("user_engagements").items()},
-        convs={k: state.decode_assigned(v) for k, v in items("user_convs").items()},
+        engagements={k: state.decode_engagement(v) for k, v in items("engagements").items()},
+        convs={k: state.decode_assigned(v) for k, v in items("convs").items()},
         named=named,
     )
 
 
 def write_parts(
-    parts: Mapping[str, StateCache],
-    user_id: str,
-    writes: Mapping[str, state.PartWrites],
-    event: Any,
+    users: StateCache, user_id: str, writes: Mapping[str, state.PartWrites], event: Any
 ) -> None:
-    for table, table_writes in writes.items():
-        cache = parts[table]
-        for item, value in table_writes.puts.items():
-            cache.put(state.part_key(user_id, item).encode(), value, event)
-        for item in table_writes.deletes:
-            cache.put(state.part_key(user_id, item).encode(), None, event)
+    for kind, kind_writes in writes.items():
+        for item, value in kind_writes.puts.items():
+            users.put(state.part_key(user_id, kind, item).encode(), value, event)
+        for item in kind_writes.deletes:
+            users.put(state.part_key(user_id, kind, item).encode(), None, event)
 
 
 class PublisherHandler:
@@ -285,7 +261,7 @@ def deleted_users_view(settings: Settings) -> CompactedView:
 
 def register(app: faust.App, settings: Settings) -> None:
     log = get_logger()
-    users_tables = [raw_table(app, settings, name) for name in USERS_TABLES]
+    users = raw_table(app, settings, "users")
     published = raw_table(app, settings, "published")
     accounts = CompactedView(
         settings, settings.topic_name("accounts.settings"), rules.parse_account_settings
@@ -311,7 +287,7 @@ def register(app: faust.App, settings: Settings) -> None:
         handler = UsersHandler(settings, outbox, log, deleted, windows_of)
         await accounts.ready.wait()  # never attribute with windows not yet read
         await deleted.ready.wait()  # nor bring back a user deleted before this start
-        await process(stream, settings, outbox, handler, *users_tables, log=log, user_keyed=True)
+        await process(stream, settings, outbox, handler, users, log=log, user_keyed=True)
 
     @app.agent(raw_topic(app, settings, "attribution.results"), name="publisher")
     async def publisher(stream: Any) -> None:

@@ -5,27 +5,28 @@ before they were typed; ``decode_*`` and ``encode_*`` translate, so typed code
 needs no migration of old state. A layout change bumps ``LAYOUT_VERSION`` and
 teaches the decoders every older one.
 
-A user's state (key: internal user id, co-partitioned with
-attribution.user_events) is kept in four tables, so that no value grows with
-the user's activity (a user shown 60 ads a day would pass a Kafka record's
-1 MB within the engagements' 127 days):
+``users`` (partitioned by the internal user id, co-partitioned with
+attribution.user_events) keeps a user's state one part per key, so that no
+value grows with the user's activity (a user shown 60 ads a day would pass a
+Kafka record's 1 MB within the engagements' 127 days):
 
-* ``users``: ``{"privacy": [ts_ms, arrival, kind]}``; no value without a choice;
-* ``user_engagements`` (key ``"{user}|{engagement_id}"``):
-  ``[ts_ms, type, ad_account_id, campaign_id, ad_group_id, ad_id]``;
-* ``user_convs`` (key ``"{user}|{conversion_key}"``):
-  ``{"conv", "mv", "seq", "key_type", "sig", "expires_ms"}``;
-* ``user_named`` (key ``"{user}|{conversion_key}"``): ``true``, every conversion ever
-  assigned to the user (a deletion scrubs each).
+* ``"{user}"``: ``{"privacy": [ts_ms, arrival, kind]}``; no value without a choice;
+* ``"{user}|e|{engagement_id}"``: ``[ts_ms, type, ad_account_id, campaign_id,
+  ad_group_id, ad_id]``, one engagement;
+* ``"{user}|c|{conversion_key}"``: ``{"conv", "mv", "seq", "key_type", "sig",
+  "expires_ms"}``, a conversion assigned to the user;
+* ``"{user}|n|{conversion_key}"``: ``true``, a conversion ever assigned to the user
+  (a deletion scrubs each).
 
-The three part tables keep the user's partition and are read by the prefix
-``"{user}|"`` (internal user ids hold no ``|``). Values written before the
-split keep everything in ``users``::
+All of a user's keys are in the user's partition, so a batch's writes of them
+reach the store in one write batch and the changelog in order; each kind is
+read by its prefix (internal user ids hold no ``|``). A value written before
+the split keeps everything under ``"{user}"``::
 
     {"eng": {engagement_id: [...]}, "convs": {conversion_key: {...}},
      "privacy": [ts_ms, arrival, kind] | null, "named": [conversion_key, ...]}
 
-read as if their parts were in the part tables, and split on their next write.
+read as if its parts had their own keys, and split on its next write.
 
 ``published`` (key: conversion_key)::
 
@@ -38,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.runtime.key_groups import group_key, group_prefix, owner_of
+from shared.runtime.key_groups import group_key, owner_of
 
 LAYOUT_VERSION = 1
 
@@ -107,24 +108,35 @@ class Published:
 
 @dataclass(frozen=True, slots=True)
 class UserParts:
-    """The parts of a user's state the part tables hold (or some of them: what an
-    input read), by engagement id and conversion key."""
+    """The parts of a user's state kept under keys of their own (or some of them:
+    what an input read), by engagement id and conversion key."""
 
     engagements: Mapping[str, Engagement] = field(default_factory=dict)
     convs: Mapping[str, Assigned] = field(default_factory=dict)
     named: frozenset[str] = frozenset()
 
 
-#: The part tables, in the order a batch writes them, before ``users``: a crash
-#: between two can leave the earlier newer than the later, never the reverse
-#: (``services.attribute.agents.UsersHandler`` says why this order).
-PART_TABLES = ("user_named", "user_convs", "user_engagements")
+#: The kinds of parts, in the order an input's writes are staged (then the
+#: ``"{user}"`` value): the changelog keeps a partition's records in order, so
+#: a crash can leave an earlier kind newer than a later one, never the reverse.
+#: A name before its conversion (a redelivered assignment found known adds no
+#: name); conversions before engagements and the privacy choice (a
+#: conversion's ``sig`` must not lag what its last result was computed from,
+#: or a later change back would not be sent).
+PART_KINDS = {"named": "n", "convs": "c", "engagements": "e"}
+
+#: A user's keys start with the user (shared.runtime.key_groups).
+user_of_key = owner_of
 
 
-#: A part key is ``"{user}|{engagement id or conversion key}"`` (shared.runtime.key_groups).
-part_prefix = group_prefix
-part_key = group_key
-user_of_part_key = owner_of
+def part_prefix(user_id: str, kind: str) -> str:
+    """The start of every key of one kind of ``user_id``'s parts."""
+    return group_key(user_id, PART_KINDS[kind]) + "|"
+
+
+def part_key(user_id: str, kind: str, item: str) -> str:
+    """The key of an engagement id or a conversion key of ``user_id``."""
+    return part_prefix(user_id, kind) + item
 
 
 def decode_engagement(row: Any) -> Engagement:
@@ -151,9 +163,9 @@ def encode_assigned(entry: Assigned) -> dict[str, Any]:
 
 
 def decode_user(value: Any, parts: UserParts | None = None) -> User:
-    """A user's state: the ``users`` value (decoded JSON, or None) and the parts read
-    from the part tables. A value of the old layout brings its own parts; the part
-    tables' win (written later)."""
+    """A user's state: the ``"{user}"`` value (decoded JSON, or None) and the parts
+    read from their own keys. A value of the old layout brings its own parts; those
+    of their own keys win (written later)."""
     value = value or {}
     parts = parts or UserParts()
     privacy = value.get("privacy")
@@ -184,8 +196,8 @@ def _decode_assigned(entry: Mapping[str, Any]) -> Assigned:
 
 
 def encode_user(user: User | None) -> dict[str, Any] | None:
-    """The ``users`` value of ``user`` (its parts go to the part tables); None (a
-    tombstone, or no value) without a privacy choice."""
+    """The ``"{user}"`` value of ``user`` (its parts go to keys of their own); None
+    (a tombstone, or no value) without a privacy choice."""
     privacy = user.privacy if user is not None else None
     if privacy is None:
         return None
@@ -203,18 +215,18 @@ class Concerned:
 
 @dataclass(frozen=True, slots=True)
 class PartWrites:
-    """What to write to one part table: encoded values to put by item, items to delete."""
+    """What to write of one kind of parts: encoded values to put by item, items to delete."""
 
     puts: Mapping[str, Any]
     deletes: tuple[str, ...]
 
 
 def part_writes(stored: UserParts, new: User | None, concerned: Concerned) -> dict[str, PartWrites]:
-    """The writes of each part table (by ``PART_TABLES`` name) that take the tables
-    from ``stored`` (what the input read of them) to ``new``.
+    """The writes of each kind of part (``PART_KINDS``, in order) that take the
+    user's keys from ``stored`` (what the input read of them) to ``new``.
 
     A part is put when it is new or changed (a part of the old layout, kept in
-    the ``users`` value, is new to its table), or when the input concerns it (a
+    the ``"{user}"`` value, is new to its key), or when the input concerns it (a
     redelivered input writes again what its first delivery may have left out of
     the changelog: see StateCache.rewrite); a part read and no longer in ``new``
     (trimmed, retracted, the user deleted) is deleted.
@@ -222,9 +234,9 @@ def part_writes(stored: UserParts, new: User | None, concerned: Concerned) -> di
     user = new if new is not None else User()
     named = dict.fromkeys(user.named, True)
     return {
-        "user_named": _writes(dict.fromkeys(stored.named, True), named, concerned.named, bool),
-        "user_convs": _writes(stored.convs, user.convs, concerned.convs, encode_assigned),
-        "user_engagements": _writes(
+        "named": _writes(dict.fromkeys(stored.named, True), named, concerned.named, bool),
+        "convs": _writes(stored.convs, user.convs, concerned.convs, encode_assigned),
+        "engagements": _writes(
             stored.engagements, user.engagements, concerned.engagements, encode_engagement
         ),
     }

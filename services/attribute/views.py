@@ -11,13 +11,10 @@ from shared.runtime.table_views import register_table_views
 #: Keyed by identifiers, user ids or conversion keys: shown only as hashes.
 TABLES = (
     "users",
-    "user_named",
-    "user_convs",
-    "user_engagements",
     "published",
 )
-#: A part key starts with its user, whose partition it is kept in.
-PARTITION_KEYS = dict.fromkeys(state.PART_TABLES, state.user_of_part_key)
+#: A user's keys start with the user, whose partition they are kept in.
+PARTITION_KEYS = {"users": state.user_of_key}
 
 
 def register(app: faust.App, settings: Settings) -> None:

@@ -32,7 +32,7 @@ from shared.runtime.pipeline import (
     PendingWrites,
     Pipeline,
     Writes,
-    group_of,
+    groups_of,
     hold_offsets,
     is_group,
 )
@@ -54,7 +54,7 @@ class StateCache:
         self._values: dict[bytes, Any] = {}
         self._events: dict[bytes, Any] = {}
         self._dirty: dict[bytes, None] = {}  # insertion-ordered
-        self._dirty_groups: dict[bytes, dict[bytes, None]] = {}  # see pipeline.group_of
+        self._dirty_groups: dict[bytes, dict[bytes, None]] = {}  # see pipeline.groups_of
 
     def get(self, key: bytes, event: Any) -> Any:
         if key in self._values:
@@ -105,8 +105,7 @@ class StateCache:
         self._values[key] = value
         self._events[key] = event
         self._dirty[key] = None
-        group = group_of(key)
-        if group is not None:
+        for group in groups_of(key):
             self._dirty_groups.setdefault(group, {})[key] = None
 
     def staged(self, key: bytes) -> bool:

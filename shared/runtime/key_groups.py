@@ -3,7 +3,7 @@ identifier's watchers) one key each, ``"{owner}|{item}"``, in the owner's partit
 
 The owner holds no ``|`` (internal ids and identifiers are hex with a short
 prefix), so ``"{owner}|"`` starts exactly the owner's keys: a prefix read finds
-them all (``StateCache.with_prefix``, indexed by ``pipeline.group_of``), and the
+them all (``StateCache.with_prefix``, indexed by ``pipeline.groups_of``), and the
 owner read back from a key says which partition the key lives in.
 """
 

@@ -83,8 +83,7 @@ class PendingWrites:
     def stage(self, batch: int, writes: Writes) -> None:
         for partition, key, value in writes:
             self._by_partition.setdefault(partition, {})[key] = (batch, value)
-            group = group_of(key)
-            if group is not None:
+            for group in groups_of(key):
                 self._groups.setdefault((partition, group), set()).add(key)
 
     def settle(self, batch: int, writes: Writes) -> None:
@@ -94,8 +93,7 @@ class PendingWrites:
                 del keys[key]
                 if not keys:
                     del self._by_partition[partition]
-                group = group_of(key)
-                if group is not None:
+                for group in groups_of(key):
                     members = self._groups.get((partition, group))
                     if members is not None:
                         members.discard(key)
@@ -103,17 +101,28 @@ class PendingWrites:
                             del self._groups[(partition, group)]
 
 
-def group_of(key: bytes) -> bytes | None:
-    """A composite key's group: its start up to and including its first ``|``
-    (an identifier's watchers, a user's engagements); None for a plain key."""
+#: How many ``|``-ended prefixes of a key are indexed: an owner's items
+#: (``"{owner}|..."``) and one kind of them (``"{owner}|{kind}|..."``).
+GROUP_LEVELS = 2
+
+
+def groups_of(key: bytes) -> list[bytes]:
+    """A composite key's groups: its starts up to and including each of its first
+    ``GROUP_LEVELS`` ``|`` (a user's parts, then one kind of them); none for a
+    plain key."""
+    groups: list[bytes] = []
     at = key.find(b"|")
-    return key[: at + 1] if at >= 0 else None
+    while at >= 0 and len(groups) < GROUP_LEVELS:
+        groups.append(key[: at + 1])
+        at = key.find(b"|", at + 1)
+    return groups
 
 
 def is_group(prefix: bytes) -> bool:
-    """Whether ``prefix`` is a whole group (its only ``|`` ends it): then the keys
-    starting with it are exactly the group's, found without a scan."""
-    return prefix.find(b"|") == len(prefix) - 1 and len(prefix) > 0
+    """Whether ``prefix`` is a group (it ends with its ``|``, and has at most
+    ``GROUP_LEVELS``): then the keys starting with it are exactly the keys
+    indexed under it, found without a scan."""
+    return prefix.endswith(b"|") and prefix.count(b"|") <= GROUP_LEVELS
 
 
 async def write_table(table: Any, writes: Writes) -> list[Awaitable[Any]]:

@@ -224,25 +224,22 @@ async def replayed_engagement_does_not_resurrect_the_user(
         [(t("ads.engagements"), DELETED.encode(), v) for v in (replay, fresh)],
     )
     settings = Settings(service="attribute", namespace=ns)
-    registry = registry_for(settings)
-    engagements, named = (
-        registry.table("attribute", name).changelog_name(settings.app_id)
-        for name in ("user_engagements", "user_named")
-    )
-    # The part tables are keyed "{internal user id}|{item}" (development key).
-    prefix = internal_user(DELETED, Settings(dev_mode=True).active_identifier_key) + "|"
+    changelog = registry_for(settings).table("attribute", "users").changelog_name(settings.app_id)
+    # A user's parts are keyed "{internal user id}|{kind}|{item}" (development key).
+    user = internal_user(DELETED, Settings(dev_mode=True).active_identifier_key)
 
-    async def items_of_the_user(changelog: str) -> list[str]:
+    async def items_of_the_user(kind: str) -> list[str]:
+        prefix = f"{user}|{kind}|"
         found = (await latest(bootstrap, changelog)).items()
         return sorted(k[len(prefix) :] for k, v in found if k.startswith(prefix) and v is not None)
 
     async def engagements_after_the_fresh_one():
-        items = await items_of_the_user(engagements)
+        items = await items_of_the_user("e")
         return items if "e-new" in items else None
 
     items = await wait_until(engagements_after_the_fresh_one, 60)
     assert items, "the engagement after the deletion was not processed"
-    assert items == ["e-new"] and await items_of_the_user(named) == []
+    assert items == ["e-new"] and await items_of_the_user("n") == []
     out = await latest(bootstrap, t("conversions.attributed"))
     assert out == after, "a replay changed a published result"
 

@@ -152,13 +152,13 @@ def test_latency_and_batch_histograms_have_samples(mesh: Mesh) -> None:
 
 
 def test_table_listing_pages_and_shows_no_identifier(mesh: Mesh) -> None:
-    status, text = mesh.get("attribute", "/tables/user_engagements?limit=5")
+    status, text = mesh.get("attribute", "/tables/users?limit=5")
     assert status == 200, text
     body = orjson.loads(text)
     assert len(body["rows"]) == 5 and body["next"] is not None
     user_ids = {u.user_id for u in mesh.workload.users}
     assert not [u for u in user_ids if u in text]
-    status, second = mesh.get("attribute", f"/tables/user_engagements?limit=5&after={body['next']}")
+    status, second = mesh.get("attribute", f"/tables/users?limit=5&after={body['next']}")
     assert orjson.loads(second)["rows"][0]["key"] > body["rows"][-1]["key"]
 
 

@@ -9,13 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from services.attribute import rules
+from services.attribute import rules, state
 from services.attribute.agents import (
     INTAKE_INPUTS,
     INTAKE_OUTPUTS,
     PUBLISHER_OUTPUTS,
     USERS_OUTPUTS,
-    USERS_TABLES,
     IntakeHandler,
     PublisherHandler,
     UsersHandler,
@@ -82,14 +81,13 @@ def deleted_of(h: Harness) -> CompactedView:
 
 
 def user_tables(h: Harness) -> list[Any]:
-    return [h.table(name) for name in USERS_TABLES]
+    return [h.table("users")]
 
 
 def nothing_left_of(h: Harness, user: str) -> bool:
-    """No value of the user in ``users`` nor any part of them in the part tables."""
-    prefix = f"{user}|".encode()
-    parts = [k for name in USERS_TABLES[:-1] for k in h.table(name).data if k.startswith(prefix)]
-    return h.table("users").value(user) is None and parts == []
+    """No key of the user in ``users``: neither their own value nor any part."""
+    keys = h.table("users").data
+    return not [k for k in keys if k == user.encode() or k.startswith(f"{user}|".encode())]
 
 
 async def users(h: Harness, *events: FakeEvent) -> None:
@@ -126,7 +124,7 @@ async def test_assignment_sends_a_result_keyed_by_conversion(h: Harness) -> None
     [result] = h.sent("attribution.results")
     assert result.key == CK.encode() and result.json["status"] == "attributed"
     assert result.json["match"]["user"] and USER not in result.json["match"]["user"]
-    assert h.table("user_named").value(f"{IUSER}|{CK}") is True
+    assert h.table("users").value(f"{IUSER}|n|{CK}") is True
 
 
 async def test_publisher_writes_a_result_only_when_it_is_newer(h: Harness) -> None:
@@ -239,7 +237,7 @@ async def test_privacy_request_for_another_user_than_its_key_is_dead_lettered(
     assert [d["reason"] for d in h.dead_letters()] == ["key_mismatch", "key_mismatch"]
     assert USER not in str(h.dead_letters()) and "u-someone-else" not in str(h.dead_letters())
     assert h.sent("identity.answers") == []
-    assert h.table("user_named").value(f"{IUSER}|{CK}") is True
+    assert h.table("users").value(f"{IUSER}|n|{CK}") is True
     assert len(h.sent("attribution.results")) == 2  # the engagement after them re-attributes
 
 
@@ -339,7 +337,7 @@ async def test_inputs_after_the_deletion_are_new_data(h: Harness) -> None:
     await users(h, h.record("privacy.requests", USER, privacy("delete", ts_ms=(T - 60) * 1000)))
     later = engagement("e-2", ts_ms=int(time.time() * 1000) + 60_000)
     await users(h, h.record("ads.engagements", USER, later))
-    assert list(h.table("user_engagements").data) == [f"{IUSER}|e-2".encode()]
+    assert list(h.table("users").data) == [f"{IUSER}|e|e-2".encode()]
 
 
 async def test_an_input_goes_on_keyed_by_the_internal_user_id_without_raw_ids(
@@ -374,10 +372,16 @@ async def test_privacy_requests_are_ordered_by_their_offset_in_privacy_requests(
     assert h.table("users").value(IUSER)["privacy"] == [T * 1000, 1, "opt_in"]
 
 
-def test_a_batch_writes_names_then_conversions_then_engagements_then_users() -> None:
-    """A crash between two leaves the earlier newer: a redelivered assignment found known
-    still has its name, and a conversion's last result never lags what it was computed from."""
-    assert USERS_TABLES == ("user_named", "user_convs", "user_engagements", "users")
+async def test_an_assignment_stages_its_name_before_its_conversion(h: Harness) -> None:
+    """The changelog keeps a partition's records in order: a crash can leave the name
+    without the conversion (a redelivery adds it), never the conversion without its name."""
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
+    keys = list(h.table("users").data)
+    assert keys.index(f"{IUSER}|n|{CK}".encode()) < keys.index(f"{IUSER}|c|{CK}".encode())
+
+
+def test_parts_are_staged_names_then_conversions_then_engagements() -> None:
+    assert list(state.PART_KINDS) == ["named", "convs", "engagements"]
 
 
 async def test_a_user_with_hundreds_of_engagements_keeps_every_value_small(h: Harness) -> None:
@@ -388,8 +392,8 @@ async def test_a_user_with_hundreds_of_engagements_keeps_every_value_small(h: Ha
         for i in range(500)
     ]
     await users(h, *many)
-    stored = [v for name in USERS_TABLES for v in h.table(name).data.values()]
-    assert len(h.table("user_engagements").data) == 500
+    stored = list(h.table("users").data.values())
+    assert len([k for k in h.table("users").data if b"|e|" in k]) == 500
     assert max(len(v) for v in stored) < 400
     assert h.sent("attribution.results")[-1].json["touch"]["engagement_id"] == "e-0"
 
@@ -406,7 +410,7 @@ async def test_a_users_value_of_the_old_layout_is_split_on_its_next_write(h: Har
     [result] = h.sent("attribution.results")
     assert result.json["touch"]["engagement_id"] == "e-0"  # read from the old value
     assert h.table("users").value(IUSER) is None  # no privacy choice: no value left
-    assert h.table("user_engagements").value(f"{IUSER}|e-0") == old["eng"]["e-0"]
-    assert h.table("user_named").value(f"{IUSER}|1:old:ev:online") is True
-    assert h.table("user_named").value(f"{IUSER}|{CK}") is True
-    assert h.table("user_convs").value(f"{IUSER}|{CK}")["mv"] == 1
+    assert h.table("users").value(f"{IUSER}|e|e-0") == old["eng"]["e-0"]
+    assert h.table("users").value(f"{IUSER}|n|1:old:ev:online") is True
+    assert h.table("users").value(f"{IUSER}|n|{CK}") is True
+    assert h.table("users").value(f"{IUSER}|c|{CK}")["mv"] == 1

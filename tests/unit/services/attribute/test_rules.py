@@ -455,7 +455,7 @@ def test_a_user_in_part_tables_gets_the_results_one_whole_value_would(
 
     whole = User()
     value: Any = None
-    tables: dict[str, dict[str, Any]] = {t: {} for t in state.PART_TABLES}
+    tables: dict[str, dict[str, Any]] = {kind: {} for kind in state.PART_KINDS}
     sent_whole: list[Any] = []
     sent_split: list[Any] = []
     for i, step in enumerate(steps):
@@ -466,9 +466,9 @@ def test_a_user_in_part_tables_gets_the_results_one_whole_value_would(
 
         name = f"k{step[1]}" if step[0] in ("assign", "retract") else None
         stored = state.UserParts(
-            engagements=dict(tables["user_engagements"]),
-            convs=dict(tables["user_convs"]),
-            named=frozenset({name} & set(tables["user_named"])) if name else frozenset(),
+            engagements=dict(tables["engagements"]),
+            convs=dict(tables["convs"]),
+            named=frozenset({name} & set(tables["named"])) if name else frozenset(),
         )
         user = state.decode_user(value, stored)
         kind, payload, new, sends = user_step(user, step, i, c)
@@ -476,9 +476,9 @@ def test_a_user_in_part_tables_gets_the_results_one_whole_value_would(
         concerned = rules.concerned_parts(user, kind, payload, c)
         trimmed = rules.trim(new, c.now_ms)
         decode = {
-            "user_named": lambda v: v,
-            "user_convs": state.decode_assigned,
-            "user_engagements": state.decode_engagement,
+            "named": lambda v: v,
+            "convs": state.decode_assigned,
+            "engagements": state.decode_engagement,
         }
         for table, writes in state.part_writes(stored, trimmed, concerned).items():
             tables[table].update({k: decode[table](v) for k, v in writes.puts.items()})
@@ -487,9 +487,7 @@ def test_a_user_in_part_tables_gets_the_results_one_whole_value_would(
         value = state.encode_user(trimmed)
     by_key = lambda sent: sorted(sent, key=lambda s: str(s[0]))  # noqa: E731 (stable sort)
     assert by_key(sent_split) == by_key(sent_whole)
-    everything = state.UserParts(
-        tables["user_engagements"], tables["user_convs"], frozenset(tables["user_named"])
-    )
+    everything = state.UserParts(tables["engagements"], tables["convs"], frozenset(tables["named"]))
     final = state.decode_user(value, everything)
     assert (final.engagements, final.convs, final.privacy) == (
         whole.engagements,

@@ -35,9 +35,9 @@ def test_an_old_layout_split_puts_every_part_in_its_table() -> None:
     """Parts kept inline are new to their tables: all of them are written once."""
     user = state.decode_user(USER_JSON)
     writes = state.part_writes(state.UserParts(), user, state.Concerned())
-    assert writes["user_engagements"].puts == {"e-1": USER_JSON["eng"]["e-1"]}
-    assert writes["user_convs"].puts == USER_JSON["convs"]
-    assert writes["user_named"].puts == {k: True for k in USER_JSON["named"]}
+    assert writes["engagements"].puts == {"e-1": USER_JSON["eng"]["e-1"]}
+    assert writes["convs"].puts == USER_JSON["convs"]
+    assert writes["named"].puts == {k: True for k in USER_JSON["named"]}
     assert all(not w.deletes for w in writes.values())
 
 
@@ -52,25 +52,25 @@ def test_unchanged_parts_are_not_written_unless_the_input_concerns_them() -> Non
     stored = state.UserParts(user.engagements, user.convs, frozenset(user.named))
     assert all(not w.puts for w in state.part_writes(stored, user, state.Concerned()).values())
     again = state.Concerned(convs=frozenset({"1:lead:e:online"}))
-    assert list(state.part_writes(stored, user, again)["user_convs"].puts) == ["1:lead:e:online"]
+    assert list(state.part_writes(stored, user, again)["convs"].puts) == ["1:lead:e:online"]
 
 
 def test_parts_read_and_gone_are_deleted_and_a_deleted_user_deletes_them_all() -> None:
     user = state.decode_user(USER_JSON)
     stored = state.UserParts(user.engagements, user.convs, frozenset(user.named))
     trimmed = state.User(convs=user.convs, privacy=user.privacy, named=user.named)
-    assert state.part_writes(stored, trimmed, state.Concerned())["user_engagements"].deletes == (
-        "e-1",
-    )
+    assert state.part_writes(stored, trimmed, state.Concerned())["engagements"].deletes == ("e-1",)
     gone = state.part_writes(stored, None, state.Concerned())
-    assert sorted(gone["user_named"].deletes) == sorted(USER_JSON["named"])
-    assert gone["user_convs"].deletes == ("1:lead:e:online",)
+    assert sorted(gone["named"].deletes) == sorted(USER_JSON["named"])
+    assert gone["convs"].deletes == ("1:lead:e:online",)
 
 
-def test_a_part_key_starts_with_its_users_prefix_and_is_routed_by_the_user() -> None:
-    key = state.part_key("u.abc", "1:lead:e|x:online")
-    assert key.startswith(state.part_prefix("u.abc"))
-    assert state.user_of_part_key(key) == "u.abc"
+def test_a_part_key_starts_with_its_kinds_prefix_and_is_routed_by_the_user() -> None:
+    key = state.part_key("u.abc", "convs", "1:lead:e|x:online")
+    assert key == "u.abc|c|1:lead:e|x:online"
+    assert key.startswith(state.part_prefix("u.abc", "convs"))
+    assert not key.startswith(state.part_prefix("u.abc", "named"))
+    assert state.user_of_key(key) == "u.abc" == state.user_of_key("u.abc")
 
 
 def test_users_value_from_before_named_was_kept_decodes() -> None:
