@@ -38,6 +38,7 @@ from shared.kafka.codec import key_bytes
 from shared.kafka.compacted_view import CompactedView
 from shared.runtime.app import raw_table, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
+from shared.runtime.key_groups import ItemWrites
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import Settings
 
@@ -201,7 +202,7 @@ def read_parts(
 
 
 def write_parts(
-    users: StateCache, user_id: str, writes: Mapping[str, state.PartWrites], event: Any
+    users: StateCache, user_id: str, writes: Mapping[str, ItemWrites], event: Any
 ) -> None:
     for kind, kind_writes in writes.items():
         for item, value in kind_writes.puts.items():

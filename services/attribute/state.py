@@ -35,11 +35,11 @@ read as if its parts had their own keys, and split on its next write.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.runtime.key_groups import group_key, owner_of
+from shared.runtime.key_groups import ItemWrites, group_key, item_writes, owner_of
 
 LAYOUT_VERSION = 1
 
@@ -147,10 +147,6 @@ def encode_engagement(e: Engagement) -> list[Any]:
     return [e.ts_ms, e.type, e.ad_account_id, e.campaign_id, e.ad_group_id, e.ad_id]
 
 
-def decode_assigned(entry: Any) -> Assigned:
-    return _decode_assigned(entry)
-
-
 def encode_assigned(entry: Assigned) -> dict[str, Any]:
     return {
         "conv": entry.conv,
@@ -171,7 +167,7 @@ def decode_user(value: Any, parts: UserParts | None = None) -> User:
     privacy = value.get("privacy")
     engagements = {eid: Engagement(*row) for eid, row in value.get("eng", {}).items()}
     engagements.update(parts.engagements)
-    convs = {key: _decode_assigned(entry) for key, entry in value.get("convs", {}).items()}
+    convs = {key: decode_assigned(entry) for key, entry in value.get("convs", {}).items()}
     convs.update(parts.convs)
     inline_named = tuple(value.get("named", ()))
     named = inline_named + tuple(sorted(parts.named - set(inline_named)))
@@ -183,7 +179,7 @@ def decode_user(value: Any, parts: UserParts | None = None) -> User:
     )
 
 
-def _decode_assigned(entry: Mapping[str, Any]) -> Assigned:
+def decode_assigned(entry: Mapping[str, Any]) -> Assigned:
     sig = entry.get("sig")
     return Assigned(
         conv=entry["conv"],
@@ -213,15 +209,7 @@ class Concerned:
     named: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class PartWrites:
-    """What to write of one kind of parts: encoded values to put by item, items to delete."""
-
-    puts: Mapping[str, Any]
-    deletes: tuple[str, ...]
-
-
-def part_writes(stored: UserParts, new: User | None, concerned: Concerned) -> dict[str, PartWrites]:
+def part_writes(stored: UserParts, new: User | None, concerned: Concerned) -> dict[str, ItemWrites]:
     """The writes of each kind of part (``PART_KINDS``, in order) that take the
     user's keys from ``stored`` (what the input read of them) to ``new``.
 
@@ -234,26 +222,12 @@ def part_writes(stored: UserParts, new: User | None, concerned: Concerned) -> di
     user = new if new is not None else User()
     named = dict.fromkeys(user.named, True)
     return {
-        "named": _writes(dict.fromkeys(stored.named, True), named, concerned.named, bool),
-        "convs": _writes(stored.convs, user.convs, concerned.convs, encode_assigned),
-        "engagements": _writes(
+        "named": item_writes(dict.fromkeys(stored.named, True), named, concerned.named),
+        "convs": item_writes(stored.convs, user.convs, concerned.convs, encode_assigned),
+        "engagements": item_writes(
             stored.engagements, user.engagements, concerned.engagements, encode_engagement
         ),
     }
-
-
-def _writes(
-    before: Mapping[str, Any],
-    after: Mapping[str, Any],
-    again: frozenset[str],
-    encode: Callable[[Any], Any],
-) -> PartWrites:
-    puts = {
-        item: encode(part)
-        for item, part in after.items()
-        if before.get(item) != part or item in again
-    }
-    return PartWrites(puts, tuple(item for item in before if item not in after))
 
 
 def decode_published(value: Any) -> Published | None:

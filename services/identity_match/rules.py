@@ -43,6 +43,7 @@ from shared.contract.keys import internal_click, internal_user, keyed_ip_ua
 from shared.contract.limits import IP_UA_VALIDITY_MS
 from shared.contract.records import Send
 from shared.contract.versions import next_stamp
+from shared.runtime.key_groups import item_writes
 
 #: Key types in matching priority order, with the conversion field holding them
 #: and the signal ``key_type`` they are looked up against.
@@ -539,9 +540,9 @@ def watcher_writes(
     deleted.
     """
     watchers = new.watchers if new is not None else {}
-    puts = {name: w for name, w in watchers.items() if stored.get(name) != w or concerned(w)}
-    deletes = [name for name in stored if name not in watchers]
-    return puts, deletes
+    again = {name for name, watcher in watchers.items() if concerned(watcher)}
+    writes = item_writes(stored, watchers, again)
+    return dict(writes.puts), list(writes.deletes)
 
 
 # ---------------------------------------------------------------- user index
