@@ -1,0 +1,25 @@
+"""`python -m bench.request_cost` on the broker: every figure is measured and positive.
+
+The figures of a shared CI machine say nothing about this one, so none is compared
+to a value; the test only shows that the instrument works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bench import request_cost
+
+
+def test_every_request_cost_is_measured(bootstrap: str) -> None:
+    figures = asyncio.run(request_cost.measure(bootstrap, rounds=20, idle_s=0.5))
+    assert set(figures) == {
+        "produce_1_record_ms",
+        "produce_10_records_ms",
+        "idle_8_partitions_cpu_pct",
+        "fetch_8_partitions_ms",
+        "idle_80_partitions_cpu_pct",
+        "fetch_80_partitions_ms",
+    }
+    assert all(value > 0 for value in figures.values()), figures
+    assert "CPU ms per fetch" in request_cost.report(figures)
