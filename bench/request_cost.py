@@ -23,7 +23,8 @@ import os
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.kafka_probe import Offsets
 
 PARTITIONS = 8
 ROUNDS = 500
@@ -77,12 +78,14 @@ async def idle_fetch_cost(bootstrap: str, topics: list[str], idle_s: float) -> t
 
 async def measure(bootstrap: str, rounds: int = ROUNDS, idle_s: float = IDLE_S) -> dict[str, float]:
     """The figures, by name: CPU ms per request, and the idle consumers' CPU share (%)."""
-    names = [f"request-cost-{os.getpid()}-{i}" for i in range(11)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    # A namespace of its own: Offsets creates its topics (waiting until they are
+    # visible, so no send meets a partition without a leader) and deletes them.
+    topics = Offsets(bootstrap, f"request-cost-{os.getpid()}")
+    names = [f"{topics.namespace}.t{i}" for i in range(11)]
+    await topics.start()
     figures: dict[str, float] = {}
     try:
-        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
+        await topics.create(names, PARTITIONS)
         single, ten = await produce_costs(bootstrap, names[0], rounds)
         figures["produce_1_record_ms"] = single
         figures["produce_10_records_ms"] = ten
@@ -91,8 +94,8 @@ async def measure(bootstrap: str, rounds: int = ROUNDS, idle_s: float = IDLE_S) 
             figures[f"idle_{PARTITIONS * count}_partitions_cpu_pct"] = share
             figures[f"fetch_{PARTITIONS * count}_partitions_ms"] = per_fetch
     finally:
-        await admin.delete_topics(names)
-        await admin.close()
+        await topics.delete_namespace()
+        await topics.stop()
     return figures
 
 
