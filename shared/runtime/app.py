@@ -18,6 +18,7 @@ from faust.sensors.monitor import Monitor
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
 from faust.types import TP
+from mode.utils.objects import cached_property
 
 from shared.kafka.batch_producer import SentBatch, send_many
 from shared.kafka.client_config import faust_credentials
@@ -25,6 +26,7 @@ from shared.kafka.partitioner import Partitioner
 from shared.kafka.registry_access import registry_for
 from shared.runtime import metrics
 from shared.runtime.consumer import InOrderConsumer
+from shared.runtime.flow import KeepQueuedFlowControl
 from shared.runtime.logging import get_logger
 from shared.runtime.rocksdb_memory import SharedMemory, SharedMemoryOptions
 from shared.runtime.settings import Settings
@@ -174,6 +176,15 @@ class LeanMonitor(Monitor):
         return None
 
 
+class ServiceApp(faust.App):
+    """Faust's App with flow control that keeps the records of a running flow
+    (``shared.runtime.flow``)."""
+
+    @cached_property
+    def flow_control(self) -> KeepQueuedFlowControl:
+        return KeepQueuedFlowControl(loop=self.loop)
+
+
 def create_app(settings: Settings, *, fetch_wait_ms: int | None = None) -> faust.App:
     """Build the Faust App of one service worker. No side effect beyond the object.
 
@@ -181,7 +192,7 @@ def create_app(settings: Settings, *, fetch_wait_ms: int | None = None) -> faust
     """
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     brokers = ";".join(f"kafka://{host.strip()}" for host in settings.bootstrap.split(","))
-    app = faust.App(
+    app = ServiceApp(
         settings.app_id,
         broker=brokers,
         broker_credentials=faust_credentials(settings),  # TLS / SASL, like every client
@@ -297,6 +308,21 @@ def _heal_stalled_partitions(app: faust.App) -> None:
         reseek = getattr(consumer, "reseek_lost", None)
         if reseek is not None:
             await reseek(time.monotonic())
+        heal_lost = getattr(consumer, "heal_lost", None)
+        if heal_lost is not None:
+            await heal_lost(time.monotonic(), queued_partitions(app))
+
+
+def queued_partitions(app: faust.App) -> set[TP]:
+    """The partitions of the records waiting in the app's stream queues."""
+    queued: set[TP] = set()
+    for channel in list(app.topics._topics):  # type: ignore[attr-defined]
+        queue = getattr(channel, "_queue", None)  # not created until first used
+        for event in list(getattr(queue, "_queue", ())):
+            message = getattr(event, "message", None)
+            if message is not None:
+                queued.add(message.tp)
+    return queued
 
 
 def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:

@@ -78,6 +78,9 @@ class InOrderConsumer(AIOKafkaConsumer):
         self._seeking: dict[TP, tuple[int, float]] = {}
         #: partition -> (committed offset held by an unacked record, since when)
         self._holes: dict[TP, tuple[int, float]] = {}
+        #: partition -> (committed offset, next offset, since when): read past the
+        #: commit with nothing of it queued, in an agent's hands or acked
+        self._unaccounted: dict[TP, tuple[int, int, float]] = {}
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
@@ -233,6 +236,57 @@ class InOrderConsumer(AIOKafkaConsumer):
                 await self.seek(tp, committed)
             except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile: the rebalance re-seeks
                 self.log.warning("partition_stalled: seek failed for %r: %r", tp, exc)
+        return healed
+
+    def lost(self, now: float, queued: set[TP]) -> list[tuple[TP, int, int]]:
+        """(partition, committed offset, next offset) of every partition whose records
+        from the committed offset on have been delivered and, for HOLE_GRACE_S,
+        are nowhere: not in a stream queue (``queued``), not in an agent's hands,
+        not acked.
+
+        Such records were dropped between the consumer and the agents (a queue
+        emptied under them, see ``shared.runtime.flow``). When they were the
+        partition's last, no later record is acked either, so ``stalled`` sees
+        no hole: without this the partition would keep its lag for good.
+        """
+        in_hand: dict[TP, list[int]] = {}
+        for message in list(self._unacked_messages):
+            in_hand.setdefault(message.tp, []).append(message.offset)
+        found = []
+        current: dict[TP, tuple[int, int, float]] = {}
+        for tp, next_offset in list(self._next_offset.items()):
+            committed = self._committed_offset.get(tp)
+            if committed is None or next_offset <= committed or tp in self._seeking:
+                continue
+            # What an earlier assignment left (below the commit) accounts for nothing.
+            pending = (*self._acked.get(tp, ()), *in_hand.get(tp, ()))
+            if tp in queued or any(offset >= committed for offset in pending):
+                continue
+            seen = self._unaccounted.get(tp)
+            first_seen = (
+                seen[2] if seen is not None and seen[:2] == (committed, next_offset) else now
+            )
+            current[tp] = (committed, next_offset, first_seen)
+            if now - first_seen >= HOLE_GRACE_S:
+                found.append((tp, committed, next_offset))
+        self._unaccounted = current
+        return found
+
+    async def heal_lost(self, now: float, queued: set[TP]) -> list[tuple[TP, int, int]]:
+        """Read every partition with lost records (``lost``) again from its committed offset."""
+        healed = self.lost(now, queued)
+        for tp, committed, next_offset in healed:
+            self.log.error(
+                "records_lost: %r read up to %r, committed %r, none pending: reading again",
+                tp,
+                next_offset - 1,
+                committed,
+            )
+            self._unaccounted.pop(tp, None)
+            try:
+                await self.seek(tp, committed)
+            except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile: the rebalance re-seeks
+                self.log.warning("records_lost: seek failed for %r: %r", tp, exc)
         return healed
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover

@@ -154,3 +154,66 @@ def test_a_partition_whose_commit_moves_on_is_not_stalled():
     c._committed_offset[SOURCE] = 107
     c._acked[SOURCE] = [108]
     assert c.stalled(1000.0 + HOLE_GRACE_S) == []
+
+
+class Message:
+    def __init__(self, tp, offset):
+        self.tp = tp
+        self.offset = offset
+
+
+def reading(next_offset, committed, acked=(), in_hand=()):
+    """A consumer that has delivered ``SOURCE`` up to ``next_offset`` - 1."""
+    c = committing(acked, committed)
+    c._next_offset = {SOURCE: next_offset}
+    c._unacked_messages = {Message(tp, offset) for tp, offset in in_hand}
+    c._unaccounted = {}
+    return c
+
+
+def test_records_delivered_past_the_commit_and_found_nowhere_are_read_again():
+    """The kill -9 stall: a partition's last records were dropped from a stream queue."""
+    c = reading(next_offset=289, committed=100)
+    assert asyncio.run(c.heal_lost(1000.0, queued=set())) == []  # first seen: maybe in transit
+    assert asyncio.run(c.heal_lost(1000.0 + HOLE_GRACE_S, queued=set())) == [(SOURCE, 100, 289)]
+    assert c.sought == [(SOURCE, 100)] and c.error_lines
+
+
+def test_records_waiting_in_a_stream_queue_are_not_lost():
+    c = reading(next_offset=289, committed=100)
+    c.lost(1000.0, queued={SOURCE})
+    assert c.lost(1000.0 + HOLE_GRACE_S, queued={SOURCE}) == []
+
+
+def test_records_in_an_agents_hands_are_not_lost():
+    c = reading(next_offset=289, committed=100, in_hand=[(SOURCE, 100)])
+    c.lost(1000.0, queued=set())
+    assert c.lost(1000.0 + HOLE_GRACE_S, queued=set()) == []
+
+
+def test_records_acked_and_waiting_for_the_commit_are_not_lost():
+    c = reading(next_offset=289, committed=100, acked=[100, 101])
+    c.lost(1000.0, queued=set())
+    assert c.lost(1000.0 + HOLE_GRACE_S, queued=set()) == []
+
+
+def test_a_partition_read_up_to_its_commit_has_nothing_lost():
+    c = reading(next_offset=100, committed=100)
+    c.lost(1000.0, queued=set())
+    assert c.lost(1000.0 + HOLE_GRACE_S, queued=set()) == []
+
+
+def test_a_partition_that_reads_on_meanwhile_is_timed_again():
+    """Progress (a new next offset) restarts the grace time: only a standstill is a loss."""
+    c = reading(next_offset=289, committed=100)
+    c.lost(1000.0, queued=set())
+    c._next_offset[SOURCE] = 300
+    assert c.lost(1000.0 + HOLE_GRACE_S, queued=set()) == []
+    assert c.lost(1000.0 + 2 * HOLE_GRACE_S, queued=set()) == [(SOURCE, 100, 300)]
+
+
+def test_what_an_earlier_assignment_left_below_the_commit_does_not_hide_a_loss():
+    """An ack or a held record below the committed offset is not one of the lost records."""
+    c = reading(next_offset=289, committed=100, acked=[97], in_hand=[(SOURCE, 98)])
+    c.lost(1000.0, queued=set())
+    assert c.lost(1000.0 + HOLE_GRACE_S, queued=set()) == [(SOURCE, 100, 289)]
