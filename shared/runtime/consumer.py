@@ -232,11 +232,15 @@ class InOrderConsumer(AIOKafkaConsumer):
                 lowest,
             )
             self._holes.pop(tp, None)
-            try:
-                await self.seek(tp, committed)
-            except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile: the rebalance re-seeks
-                self.log.warning("partition_stalled: seek failed for %r: %r", tp, exc)
+            await self._read_again(tp, committed, "partition_stalled")
         return healed
+
+    async def _read_again(self, tp: TP, committed: int, why: str) -> None:
+        """Seek ``tp`` back to its committed offset; redelivered records are idempotent."""
+        try:
+            await self.seek(tp, committed)
+        except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile: the rebalance re-seeks
+            self.log.warning("%s: seek failed for %r: %r", why, tp, exc)
 
     def lost(self, now: float, queued: set[TP]) -> list[tuple[TP, int, int]]:
         """(partition, committed offset, next offset) of every partition whose records
@@ -283,10 +287,7 @@ class InOrderConsumer(AIOKafkaConsumer):
                 committed,
             )
             self._unaccounted.pop(tp, None)
-            try:
-                await self.seek(tp, committed)
-            except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile: the rebalance re-seeks
-                self.log.warning("records_lost: seek failed for %r: %r", tp, exc)
+            await self._read_again(tp, committed, "records_lost")
         return healed
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover

@@ -217,3 +217,16 @@ def test_what_an_earlier_assignment_left_below_the_commit_does_not_hide_a_loss()
     c = reading(next_offset=289, committed=100, acked=[97], in_hand=[(SOURCE, 98)])
     c.lost(1000.0, queued=set())
     assert c.lost(1000.0 + HOLE_GRACE_S, queued=set()) == [(SOURCE, 100, 289)]
+
+
+def test_a_read_again_whose_seek_fails_is_logged_and_left_to_the_rebalance():
+    """A partition revoked meanwhile: the seek raises, the timer goes on."""
+    c = reading(next_offset=289, committed=100)
+
+    async def revoked(tp, offset):
+        raise RuntimeError("not assigned")
+
+    c.seek = revoked
+    c.lost(1000.0, queued=set())
+    assert asyncio.run(c.heal_lost(1000.0 + HOLE_GRACE_S, queued=set())) == [(SOURCE, 100, 289)]
+    assert any("seek failed" in str(args[0]) for args in c.log.warnings)
