@@ -37,8 +37,6 @@ class KeepQueuedFlowControl(FlowControlEvent):
     """``FlowControlEvent`` whose ``resume()`` clears the queues only after a ``suspend()``."""
 
     def resume(self) -> None:
-        was_suspended = not self.is_active()
-        self._suspend.clear()
-        self._resume.set()
-        if was_suspended:
-            self.clear()
+        if self.is_active():
+            return  # already running: nothing to resume, and nothing queued to drop
+        super().resume()
