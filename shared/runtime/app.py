@@ -30,6 +30,7 @@ from shared.runtime.flow import KeepQueuedFlowControl
 from shared.runtime.logging import get_logger
 from shared.runtime.rocksdb_memory import SharedMemory, SharedMemoryOptions
 from shared.runtime.settings import Settings
+from shared.runtime.stream import FetchBatchStream
 
 
 def seek_prefix(db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
@@ -194,6 +195,7 @@ def create_app(settings: Settings, *, fetch_wait_ms: int | None = None) -> faust
     brokers = ";".join(f"kafka://{host.strip()}" for host in settings.bootstrap.split(","))
     app = ServiceApp(
         settings.app_id,
+        Stream=FetchBatchStream,
         broker=brokers,
         broker_credentials=faust_credentials(settings),  # TLS / SASL, like every client
         store="rocksdb://",

@@ -339,7 +339,9 @@ async def process(
     Takes of events (``take_events``), cut into batches of at most
     ``settings.batch_size`` records (a bundle counts its items);
     ``handle(record, *caches)`` once per record (an event, or an item of a
-    bundle) under the failure policy; then ``after_batch(*caches)`` if given.
+    bundle) under the failure policy; then ``after_batch(*caches)`` if given. A take ends
+    with the fetch its records came in (``shared.runtime.stream``), at the
+    latest after the batch window.
     The processed batch goes to the agent's ``Pipeline``: outputs, then state,
     then offsets, in batch order, while the next batch is processed
     (``settings.batch_pipeline`` batches at most). A batch whose processing
@@ -369,7 +371,12 @@ async def process(
 
     try:
         window = settings.batch_within_s if within_s is None else within_s
-        async for taken in stream.take_events(settings.batch_size, window):
+        # A window of the agent's own is a wish for larger batches: no end per fetch.
+        per_fetch = settings.batch_per_fetch and within_s is None
+        take = stream.take_events(
+            settings.batch_size, window, per_fetch=per_fetch, gap_s=settings.batch_gap_s
+        )
+        async for taken in take:
             chunks = chunks_by_items(taken, settings.batch_size)
             for number, events in enumerate(chunks):
                 started = time.perf_counter()

@@ -34,6 +34,7 @@ from faust.types import TP
 from mode import Service
 
 from shared.runtime import eager
+from shared.runtime.stream import DeliveryNotices
 
 #: A seek back whose expected record has not come after this long is repeated.
 RESEEK_AFTER_S = 5.0
@@ -73,6 +74,9 @@ class InOrderConsumer(AIOKafkaConsumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: Tells the agents' takes when a fetch's records are all handed over
+        #: (``shared.runtime.stream``).
+        self.notices = DeliveryNotices()
         self._next_offset: dict[TP, int] = {}
         #: partition -> (offset sought back to, when): the seek not yet seen to land
         self._seeking: dict[TP, tuple[int, float]] = {}
@@ -303,6 +307,7 @@ class InOrderConsumer(AIOKafkaConsumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         yield_every = 100
         num_since_yield = 0
+        notices = self.notices
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
@@ -310,6 +315,7 @@ class InOrderConsumer(AIOKafkaConsumer):
                 await self.sleep(0)
                 if not self.should_stop:
                     async for tp, message in ait:
+                        notices.delivering = True
                         num_since_yield += 1
                         if num_since_yield > yield_every:
                             await asyncio.sleep(0)
@@ -333,6 +339,7 @@ class InOrderConsumer(AIOKafkaConsumer):
                             if not finished:
                                 await self.wait_first(rest, self.suspend_flow.wait())
                             set_read_offset(tp, offset)
+                    notices.delivered()
                     unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -348,4 +355,5 @@ class InOrderConsumer(AIOKafkaConsumer):
             self.log.exception("Drain messages raised: %r", exc)
             raise
         finally:
+            notices.delivered()
             unset_flag(CONSUMER_FETCHING)

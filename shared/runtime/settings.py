@@ -310,7 +310,25 @@ class Settings:
         "CONVMESH_BATCH_SIZE", 500, "records per processing batch", _positive_int
     )
     batch_within_s: float = env_field(
-        "CONVMESH_BATCH_WITHIN_S", 0.04, "longest wait to fill a batch (seconds)", _float
+        "CONVMESH_BATCH_WITHIN_S",
+        0.04,
+        "longest wait to fill a batch (seconds); a batch whose fetch is all in it ends sooner",
+        _float,
+    )
+    batch_per_fetch: bool = env_field(
+        "CONVMESH_BATCH_PER_FETCH",
+        True,
+        "end an agent's batch as soon as it holds every record of the fetch they came in,"
+        " instead of at the next tick of CONVMESH_BATCH_WITHIN_S (docs/benchmarks.md,"
+        " a batch per fetch)",
+        _bool,
+    )
+    batch_gap_s: float = env_field(
+        "CONVMESH_BATCH_GAP_S",
+        0.02,
+        "shortest time between the starts of an agent's batches that are not full"
+        " (seconds): bounds the batches per second, and so their cost, at moderate rates",
+        _float,
     )
     diagnostics_batch_within_s: float = env_field(
         "CONVMESH_DIAGNOSTICS_BATCH_WITHIN_S",

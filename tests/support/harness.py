@@ -136,9 +136,13 @@ class FakeStream:
     def __init__(self, batches: list[list[FakeEvent]]) -> None:
         self.batches = batches
         self.windows: list[float] = []  # the batch window each take_events was asked for
+        self.per_fetch: list[bool] = []  # whether each take was to end with its fetch
 
-    async def take_events(self, _n: int, within: float) -> AsyncIterator[list[FakeEvent]]:
+    async def take_events(
+        self, _n: int, within: float, *, per_fetch: bool = True, gap_s: float = 0.0
+    ) -> AsyncIterator[list[FakeEvent]]:
         self.windows.append(within)
+        self.per_fetch.append(per_fetch)
         for batch in self.batches:
             try:
                 yield batch
