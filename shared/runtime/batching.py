@@ -339,9 +339,9 @@ async def process(
     Takes of events (``take_events``), cut into batches of at most
     ``settings.batch_size`` records (a bundle counts its items);
     ``handle(record, *caches)`` once per record (an event, or an item of a
-    bundle) under the failure policy; then ``after_batch(*caches)`` if given. A take ends
-    with the fetch its records came in (``shared.runtime.stream``), at the
-    latest after the batch window.
+    bundle) under the failure policy; then ``after_batch(*caches)`` if given.
+    A take ends with the fetch its records came in (``shared.runtime.stream``),
+    at the latest after the batch window.
     The processed batch goes to the agent's ``Pipeline``: outputs, then state,
     then offsets, in batch order, while the next batch is processed
     (``settings.batch_pipeline`` batches at most). A batch whose processing

@@ -253,6 +253,24 @@ def test_the_batch_window_is_the_settings_unless_the_agent_gives_its_own():
     assert own.windows == [0.5]
 
 
+def test_only_agents_on_the_settings_window_end_batches_with_their_fetch():
+    """A window of the agent's own asks for larger batches: it keeps Faust's tick."""
+    from shared.runtime.batching import process
+    from shared.runtime.settings import Settings
+    from tests.support.harness import FakeApp, FakeProducer, FakeStream
+
+    settings = Settings(dev_mode=True)
+    outbox = Outbox(FakeApp(FakeProducer({})), settings)
+
+    async def handle(_event):
+        return None
+
+    default, own = FakeStream([]), FakeStream([])
+    asyncio.run(process(default, settings, outbox, handle, log=FakeLog()))
+    asyncio.run(process(own, settings, outbox, handle, log=FakeLog(), within_s=0.5))
+    assert default.per_fetch == [True] and own.per_fetch == [False]
+
+
 def _bundle_event(value):
     from tests.support.harness import FakeEvent, FakeMessage
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ LONG_WINDOW_S = 30.0  # a batch the test sees came from the fetch rule, not the 
 class Take:
     """A take_events running in the background over an in-memory channel of a service app."""
 
-    def __init__(self, tmp_path: Path, window_s: float = LONG_WINDOW_S, **kwargs: Any) -> None:
+    def __init__(
+        self, tmp_path: Path, window_s: float = LONG_WINDOW_S, max_: int = 100, **kwargs: Any
+    ) -> None:
         settings = Settings(service="dedupe", data_dir=tmp_path, web_port=6199, dev_mode=True)
         self.app = create_app(settings)
         self.app.flow_control.resume()  # as after the first assignment
@@ -24,10 +27,12 @@ class Take:
         self.channel = self.app.channel()
         self.stream = self.app.stream(self.channel)
         self.batches: list[list[Any]] = []
-        self._task = asyncio.ensure_future(self._take(window_s, kwargs))
+        self.began: list[float] = []  # when each batch was handed to the agent
+        self._task = asyncio.ensure_future(self._take(window_s, max_, kwargs))
 
-    async def _take(self, window_s: float, kwargs: dict[str, Any]) -> None:
-        async for batch in self.stream.take_events(100, window_s, **kwargs):
+    async def _take(self, window_s: float, max_: int, kwargs: dict[str, Any]) -> None:
+        async for batch in self.stream.take_events(max_, window_s, **kwargs):
+            self.began.append(time.monotonic())
             self.batches.append([event.value for event in batch])
 
     async def deliver(self, *values: int) -> None:
@@ -131,6 +136,54 @@ def test_without_per_fetch_a_take_keeps_fausts_window(tmp_path: Path) -> None:
 
     early, batch = run(body)
     assert early == [] and batch == [4, 5]
+
+
+def test_a_batch_that_is_not_full_starts_no_sooner_than_the_gap_after_the_last(
+    tmp_path: Path,
+) -> None:
+    async def body() -> tuple[list[Any], list[Any], float]:
+        take = Take(tmp_path, gap_s=0.3)
+        await take.deliver(1)
+        take.notices.delivered()
+        first = await take.batch()
+        await take.deliver(2)
+        take.notices.delivered()
+        second = await take.batch()
+        await take.close()
+        return first, second, take.began[1] - take.began[0]
+
+    first, second, apart = run(body)
+    assert (first, second) == ([1], [2]) and apart >= 0.3
+
+
+def test_a_full_batch_is_not_held_back_by_the_gap(tmp_path: Path) -> None:
+    """At full speed batches fill up: the gap bounds only the small ones."""
+
+    async def body() -> tuple[list[Any], list[Any]]:
+        take = Take(tmp_path, max_=2, gap_s=LONG_WINDOW_S)
+        await take.deliver(1, 2, 3, 4)
+        batches = await take.batch(), await take.batch()
+        await take.close()
+        return batches
+
+    assert run(body) == ([1, 2], [3, 4])
+
+
+def test_a_batch_that_fills_up_during_the_gap_leaves_at_once(tmp_path: Path) -> None:
+    async def body() -> tuple[list[Any], list[Any]]:
+        take = Take(tmp_path, max_=3, gap_s=LONG_WINDOW_S)
+        await take.deliver(1)
+        take.notices.delivered()
+        first = await take.batch()
+        await take.deliver(2)
+        take.notices.delivered()
+        await take.settle()  # the take now waits out the gap
+        await take.deliver(3, 4)
+        second = await take.batch()  # well before the gap is over
+        await take.close()
+        return first, second
+
+    assert run(body) == ([1], [2, 3, 4])
 
 
 def test_delivery_notices_reach_every_listener_until_forgotten() -> None:
