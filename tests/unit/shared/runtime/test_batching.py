@@ -234,8 +234,8 @@ def test_with_prefix_of_a_group_and_of_any_other_prefix_see_the_same_writes():
     assert cache.with_prefix(b"u|", ev) == {b"u|0": 0}
 
 
-def test_the_batch_window_is_the_settings_unless_the_agent_gives_its_own():
-    """Agents off the conversions' path (diagnostics) pass a longer window."""
+def _takes(**kwargs):
+    """The FakeStream an empty run of ``process`` took from, with ``kwargs`` for process."""
     from shared.runtime.batching import process
     from shared.runtime.settings import Settings
     from tests.support.harness import FakeApp, FakeProducer, FakeStream
@@ -246,29 +246,22 @@ def test_the_batch_window_is_the_settings_unless_the_agent_gives_its_own():
     async def handle(_event):
         return None
 
-    default, own = FakeStream([]), FakeStream([])
-    asyncio.run(process(default, settings, outbox, handle, log=FakeLog()))
-    asyncio.run(process(own, settings, outbox, handle, log=FakeLog(), within_s=0.5))
-    assert default.windows == [settings.batch_within_s]
-    assert own.windows == [0.5]
+    stream = FakeStream([])
+    asyncio.run(process(stream, settings, outbox, handle, log=FakeLog(), **kwargs))
+    return stream
+
+
+def test_the_batch_window_is_the_settings_unless_the_agent_gives_its_own():
+    """Agents off the conversions' path (diagnostics) pass a longer window."""
+    from shared.runtime.settings import Settings
+
+    assert _takes().windows == [Settings(dev_mode=True).batch_within_s]
+    assert _takes(within_s=0.5).windows == [0.5]
 
 
 def test_only_agents_on_the_settings_window_end_batches_with_their_fetch():
     """A window of the agent's own asks for larger batches: it keeps Faust's tick."""
-    from shared.runtime.batching import process
-    from shared.runtime.settings import Settings
-    from tests.support.harness import FakeApp, FakeProducer, FakeStream
-
-    settings = Settings(dev_mode=True)
-    outbox = Outbox(FakeApp(FakeProducer({})), settings)
-
-    async def handle(_event):
-        return None
-
-    default, own = FakeStream([]), FakeStream([])
-    asyncio.run(process(default, settings, outbox, handle, log=FakeLog()))
-    asyncio.run(process(own, settings, outbox, handle, log=FakeLog(), within_s=0.5))
-    assert default.per_fetch == [True] and own.per_fetch == [False]
+    assert _takes().per_fetch == [True] and _takes(within_s=0.5).per_fetch == [False]
 
 
 def _bundle_event(value):
