@@ -79,8 +79,7 @@ class FetchBatchStream(faust.Stream):  # type: ignore[type-arg]
         channel_it = aiter(self.channel)
         queue = cast(Any, self.channel).queue
         notices = notices_of(self.app) if per_fetch else None
-        full = False  # the batch holds max_ events
-        filled = asyncio.Event()  # cuts the gap short
+        filled = asyncio.Event()  # the batch holds max_ events: no gap for it
         last_began = 0.0
 
         def fetch_is_in() -> None:
@@ -90,7 +89,7 @@ class FetchBatchStream(faust.Stream):  # type: ignore[type-arg]
 
         async def add_to_buffer(value: Any) -> Any:
             try:
-                nonlocal buffer_consuming, full
+                nonlocal buffer_consuming
                 if buffer_consuming is not None:
                     try:
                         await buffer_consuming
@@ -102,7 +101,6 @@ class FetchBatchStream(faust.Stream):  # type: ignore[type-arg]
                     raise RuntimeError("Take buffer found current_event is None")
                 events.append(event)
                 if len(buffer) >= max_:
-                    full = True
                     filled.set()
                     buffer_full.set()
                     buffer_consumed.clear()
@@ -126,14 +124,13 @@ class FetchBatchStream(faust.Stream):  # type: ignore[type-arg]
                 await self.wait_for_stopped(buffer_full, timeout=timeout)  # type: ignore[arg-type]
                 if buffer:
                     wait_s = last_began + gap_s - time.monotonic()
-                    if wait_s > 0 and not full:  # later records still join the batch
+                    if wait_s > 0 and not filled.is_set():  # later records still join it
                         await self.wait_for_stopped(filled, timeout=wait_s)  # type: ignore[arg-type]
                     buffer_consuming = self.loop.create_future()
                     last_began = time.monotonic()
                     try:
                         yield list(events)
                     finally:
-                        full = False
                         filled.clear()
                         buffer.clear()
                         for event in events:
