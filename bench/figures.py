@@ -33,6 +33,32 @@ def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
+def latency_timeline(
+    samples: Iterable[tuple[float, float]], bucket_ms: float = 1000.0
+) -> list[dict[str, float]]:
+    """(sent at ms, latency ms) pairs grouped by when they were sent, ``bucket_ms`` a group
+    from the first send: per group its start (s from the first send), count, p50 and max.
+
+    A p99 made of a few stalls shows as groups whose max stands out; one made of
+    queueing as a p50 that climbs."""
+    pairs = sorted(samples)
+    if not pairs:
+        return []
+    start = pairs[0][0]
+    groups: dict[int, list[float]] = {}
+    for sent, latency in pairs:
+        groups.setdefault(int((sent - start) // bucket_ms), []).append(latency)
+    return [
+        {
+            "at_s": round(index * bucket_ms / 1000.0, 3),
+            "count": len(values),
+            "p50_ms": percentile(values, 50),
+            "max_ms": max(values),
+        }
+        for index, values in sorted(groups.items())
+    ]
+
+
 def rate_per_s(count: int, first_ms: float, last_ms: float) -> float:
     """Records per second between the first produce and the last result (ms clocks)."""
     span = (last_ms - first_ms) / 1000.0

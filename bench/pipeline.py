@@ -218,6 +218,9 @@ async def measure_push(
         "latency_attributed_ms": figures.latency_summary(lat_attr),
         "latency_reports_ms": figures.latency_summary(lat_reports),
         "latency_per_hop_ms": hops,
+        "latency_attributed_by_second": figures.latency_timeline(
+            (float(sent_at[k]), float(ts - sent_at[k])) for k, (ts, _) in firsts.items()
+        ),
         "produce_ack_ms": figures.latency_summary(acked),
         "records_per_conversion": per_conv,
         "records_per_conversion_total": round(sum(per_conv.values()), 2),

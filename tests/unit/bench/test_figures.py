@@ -42,6 +42,19 @@ def test_latency_summary_orders_its_percentiles() -> None:
     assert summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"] <= summary["max_ms"]
 
 
+def test_latency_timeline_groups_samples_by_when_they_were_sent() -> None:
+    samples = [(10_500.0, 40.0), (10_000.0, 20.0), (11_200.0, 900.0), (12_999.0, 30.0)]
+    timeline = figures.latency_timeline(samples)
+    assert [g["at_s"] for g in timeline] == [0.0, 1.0, 2.0]
+    assert [g["count"] for g in timeline] == [2, 1, 1]
+    assert timeline[0]["p50_ms"] == 20.0 and timeline[0]["max_ms"] == 40.0
+    assert timeline[1]["max_ms"] == 900.0
+
+
+def test_latency_timeline_of_nothing_is_empty() -> None:
+    assert figures.latency_timeline([]) == []
+
+
 def test_rate_counts_per_second_between_first_produce_and_last_result() -> None:
     assert figures.rate_per_s(500, 1_000, 3_000) == 250.0
 
