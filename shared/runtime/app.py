@@ -285,6 +285,7 @@ def _use_in_order_consumer(app: faust.App, settings: Settings, fetch_wait_ms: in
         "gapless_topics": gapless,
         "fetch_min_bytes": settings.consumer_fetch_min_kb * 1024,
         "fetch_max_wait_ms": fetch_wait_ms,
+        "fetch_sessions": settings.consumer_fetch_sessions,
     }
     consumer_class = type("AppConsumer", (InOrderConsumer,), fields)
     # Before the consumer exists (it is created lazily).

@@ -33,6 +33,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 from mode import Service
 
+from shared.kafka.fetch_sessions import use_fetch_sessions
 from shared.runtime import eager
 from shared.runtime.stream import DeliveryNotices
 
@@ -50,7 +51,9 @@ class FetchTunedThread(AIOKafkaConsumerThread):
     moderate rate every record arriving alone costs a whole fetch (request,
     response, Faust's per-fetch work) in every service it passes. With a
     minimum size, the broker holds the fetch until that much has arrived or
-    the wait is over: records arrive in groups, for a bounded wait.
+    the wait is over: records arrive in groups, for a bounded wait. Its fetches
+    go in fetch sessions (``shared.kafka.fetch_sessions``) unless the app's
+    consumer turns them off.
     """
 
     def _create_worker_consumer(self, transport: Any) -> Any:
@@ -61,6 +64,12 @@ class FetchTunedThread(AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = owner.fetch_max_wait_ms
         return consumer
 
+    async def on_start(self) -> None:
+        await super().on_start()
+        if cast(InOrderConsumer, self.consumer).fetch_sessions:
+            # Nothing has awaited since start() built the fetcher: no request is out yet.
+            use_fetch_sessions(self._ensure_consumer()._fetcher)
+
 
 class InOrderConsumer(AIOKafkaConsumer):
     """Set ``gapless_topics`` (real names) and the fetch wait on a subclass per app."""
@@ -68,6 +77,7 @@ class InOrderConsumer(AIOKafkaConsumer):
     gapless_topics: frozenset[str] = frozenset()
     fetch_min_bytes: int = 1
     fetch_max_wait_ms: int = 1500
+    fetch_sessions: bool = False
 
     def _new_consumer_thread(self) -> FetchTunedThread:
         return FetchTunedThread(self, loop=self.loop, beacon=self.beacon)

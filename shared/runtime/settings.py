@@ -383,6 +383,14 @@ class Settings:
         " CONVMESH_CONSUMER_FETCH_WAIT_MS is over: fewer, fuller fetches at moderate rates",
         _positive_int,
     )
+    consumer_fetch_sessions: bool = env_field(
+        "CONVMESH_CONSUMER_FETCH_SESSIONS",
+        True,
+        "fetch in incremental fetch sessions (KIP-227): a request names only the partitions"
+        " whose offset moved and an answer only those with news, not every partition a worker"
+        " reads (docs/benchmarks.md, fetch sessions)",
+        _bool,
+    )
     consumer_fetch_wait_ms: int = env_field(
         "CONVMESH_CONSUMER_FETCH_WAIT_MS",
         30,

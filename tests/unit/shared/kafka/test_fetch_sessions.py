@@ -1,0 +1,238 @@
+"""Incremental fetch sessions: the client's bookkeeping, the request it builds, the answers."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka.protocol.fetch import FetchRequest, FetchRequest_v4, FetchRequest_v11
+from aiokafka.structs import TopicPartition
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.kafka.fetch_sessions import (
+    FETCH_SESSION_ID_NOT_FOUND,
+    MAX_EPOCH,
+    FetchSession,
+    SessionClient,
+    SessionFetchRequest,
+)
+
+A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
+INVALID_FETCH_SESSION_EPOCH = 71
+
+
+def opened(session_id: int = 7) -> FetchSession:
+    """A session whose first, full request the broker answered with ``session_id``."""
+    session = FetchSession()
+    plan = session.plan({A0: (10, 100), A1: (20, 100), B0: (30, 100)})
+    assert session.answered(plan, 0, session_id, [A0, A1, B0])
+    return session
+
+
+def test_the_first_request_is_full_and_names_every_partition() -> None:
+    plan = FetchSession().plan({A0: (10, 100), B0: (30, 100)})
+    assert plan.full and plan.session_id == 0
+    assert plan.send == {A0: (10, 100), B0: (30, 100)} and plan.forget == []
+
+
+def test_a_request_in_a_session_names_only_moved_partitions_and_forgets_dropped_ones() -> None:
+    plan = opened().plan({A0: (15, 100), A1: (20, 100)})
+    assert not plan.full and (plan.session_id, plan.epoch) == (7, 1)
+    assert plan.send == {A0: (15, 100)}
+    assert plan.forget == [B0]
+    assert plan.offsets == {A0: 15, A1: 20}
+
+
+def test_a_partition_added_to_the_session_is_named() -> None:
+    c2 = TopicPartition("c", 2)
+    plan = opened().plan({A0: (10, 100), A1: (20, 100), B0: (30, 100), c2: (0, 9)})
+    assert plan.send == {c2: (0, 9)}
+
+
+def test_nothing_moved_makes_an_empty_request() -> None:
+    session = opened()
+    assert session.plan(dict(session.partitions)).send == {}
+
+
+def test_each_answered_request_counts_the_epoch_up() -> None:
+    session = opened()
+    for epoch in (1, 2, 3):
+        plan = session.plan(dict(session.partitions))
+        assert plan.epoch == epoch
+        assert session.answered(plan, 0, 7, [])
+
+
+def test_the_epoch_starts_again_at_one_after_its_largest_value() -> None:
+    session = opened()
+    session.epoch = MAX_EPOCH
+    assert session.answered(session.plan(dict(session.partitions)), 0, 7, [])
+    assert session.epoch == 1
+
+
+def test_an_unknown_session_is_not_used_and_the_next_request_opens_a_new_one() -> None:
+    session = opened()
+    plan = session.plan(dict(session.partitions))
+    assert not session.answered(plan, FETCH_SESSION_ID_NOT_FOUND, 0, [])
+    again = session.plan(dict(session.partitions))
+    assert again.full and again.session_id == 0
+    assert again.send == session.partitions
+
+
+def test_a_wrong_epoch_closes_the_session_with_a_full_request() -> None:
+    session = opened()
+    assert not session.answered(
+        session.plan(dict(session.partitions)), INVALID_FETCH_SESSION_EPOCH, 0, []
+    )
+    again = session.plan(dict(session.partitions))
+    assert again.full and again.session_id == 7  # epoch 0 with its id closes it
+
+
+def test_a_request_without_an_answer_makes_the_next_one_full() -> None:
+    session = opened()
+    session.plan({A0: (11, 100)})
+    session.failed()
+    again = session.plan({A0: (11, 100), A1: (20, 100)})
+    assert again.full and again.send == {A0: (11, 100), A1: (20, 100)}
+
+
+def test_an_answer_naming_a_partition_outside_the_session_is_not_used() -> None:
+    session = opened()
+    plan = session.plan({A0: (10, 100)})
+    assert not session.answered(plan, 0, 7, [B0])
+    assert session.plan({A0: (10, 100)}).full
+
+
+def test_a_broker_that_keeps_no_session_gets_full_requests() -> None:
+    session = FetchSession()
+    assert session.answered(session.plan({A0: (1, 9)}), 0, 0, [A0])
+    assert session.plan({A0: (1, 9)}).full
+
+
+def test_a_session_the_broker_closed_is_opened_again() -> None:
+    session = opened()
+    assert session.answered(session.plan(dict(session.partitions)), 0, 0, [])
+    again = session.plan(dict(session.partitions))
+    assert again.full and again.session_id == 0
+
+
+offsets = st.dictionaries(
+    st.sampled_from([A0, A1, B0, TopicPartition("c", 0)]),
+    st.tuples(st.integers(0, 5), st.just(100)),
+)
+answers = st.sampled_from(["ok", "failed", "unknown session", "wrong epoch"])
+
+
+@given(st.lists(st.tuples(offsets, answers), min_size=1, max_size=30))
+def test_the_broker_always_fetches_exactly_what_the_client_wants(steps: list[Any]) -> None:
+    """Model the broker: a full request sets its partitions, an answered one in a session
+    applies the named and forgotten ones; after a request without a good answer its view
+    is unknown, and then the next request must be full."""
+    session = FetchSession()
+    broker: dict[TopicPartition, tuple[int, int]] | None = None
+    for wanted, answer in steps:
+        plan = session.plan(wanted)
+        if plan.full:
+            broker = dict(plan.send)
+        else:
+            assert broker is not None
+            broker.update(plan.send)
+            for tp in plan.forget:
+                del broker[tp]
+        assert broker == wanted
+        assert plan.offsets == {tp: offset for tp, (offset, _) in wanted.items()}
+        if answer == "ok":
+            assert session.answered(plan, 0, 7, list(plan.send))
+        else:
+            if answer == "failed":
+                session.failed()
+            else:
+                code = FETCH_SESSION_ID_NOT_FOUND if answer == "unknown session" else 71
+                assert not session.answered(plan, code, 0, [])
+            broker = None
+
+
+def base_request() -> FetchRequest:
+    return FetchRequest(30, 1024, 50_000_000, 0, [("a", [(0, 10, 100)])], rack_id="r1")
+
+
+def test_the_request_carries_the_session_and_names_only_the_moved_partitions() -> None:
+    session = opened()
+    plan = session.plan({A0: (15, 100), A1: (20, 100)})
+    struct = SessionFetchRequest(base_request(), session, plan).build(FetchRequest_v11)
+    assert (struct.session_id, struct.session_epoch) == (7, 1)
+    assert struct.forgotten_topics_data == [("b", [0])]
+    assert [(t, [p[0] for p in parts]) for t, parts in struct.topics] == [("a", [0])]
+    assert struct.max_wait_time == 30 and struct.min_bytes == 1024 and struct.rack_id == "r1"
+    struct.encode()  # well-formed on the wire
+
+
+def test_the_request_matches_answers_against_every_partition_of_the_session() -> None:
+    session = opened()
+    plan = session.plan({A0: (15, 100), A1: (20, 100)})
+    request = SessionFetchRequest(base_request(), session, plan)
+    assert {(t, p, o) for t, parts in request.topics for p, o, _ in parts} == {
+        ("a", 0, 15),
+        ("a", 1, 20),
+    }
+
+
+def test_a_broker_without_sessions_gets_the_full_first_request_as_it_is() -> None:
+    session = FetchSession()
+    plan = session.plan({A0: (10, 100)})
+    struct = SessionFetchRequest(base_request(), session, plan).build(FetchRequest_v4)
+    assert struct.topics == [("a", [(0, 10, 100)])]
+
+
+class Answering:
+    """A client whose send answers with ``response``, or raises ``error``."""
+
+    def __init__(self, response: Any = None, error: BaseException | None = None) -> None:
+        self.response, self.error = response, error
+        self.other = "the client's own"
+
+    async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.response
+
+
+def answer(error_code: int, session_id: int, *partitions: TopicPartition) -> Any:
+    topics = [(tp.topic, [(tp.partition, 0, 5, 5, 0, [], -1, b"")]) for tp in partitions]
+    return SimpleNamespace(error_code=error_code, session_id=session_id, topics=topics)
+
+
+def session_request(session: FetchSession) -> SessionFetchRequest:
+    return SessionFetchRequest(base_request(), session, session.plan(dict(session.partitions)))
+
+
+def test_the_client_passes_a_good_answer_on_and_the_session_moves_on() -> None:
+    session = opened()
+    client = SessionClient(Answering(answer(0, 7, A0)))
+    response = asyncio.run(client.send(1, session_request(session)))
+    assert [t for t, _ in response.topics] == ["a"]
+    assert session.epoch == 2
+
+
+def test_the_client_empties_an_answer_that_cannot_be_used() -> None:
+    session = opened()
+    client = SessionClient(Answering(answer(INVALID_FETCH_SESSION_EPOCH, 0, A0)))
+    assert asyncio.run(client.send(1, session_request(session))).topics == []
+    assert session.plan(dict(session.partitions)).full
+
+
+def test_a_request_lost_on_the_way_makes_the_next_one_full() -> None:
+    session = opened()
+    client = SessionClient(Answering(error=ConnectionError("gone")))
+    with pytest.raises(ConnectionError):
+        asyncio.run(client.send(1, session_request(session)))
+    assert session.plan(dict(session.partitions)).full
+
+
+def test_the_client_is_the_wrapped_one_for_everything_else() -> None:
+    inner = Answering(response="plain")
+    client = SessionClient(inner)
+    assert asyncio.run(client.send(1, object())) == "plain"
+    assert client.other == "the client's own"
