@@ -186,8 +186,15 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
     """aiokafka's fetcher, its requests made in fetch sessions, one per broker."""
 
     _sessions: dict[int, FetchSession]
+    _assignment: Any
 
     def _get_actions_per_node(self, assignment: Any) -> Any:
+        if assignment is not self._assignment:
+            # A new assignment's partition states know no high watermark yet; a full
+            # request per broker gives every partition one, idle or not.
+            self._assignment = assignment
+            for session in self._sessions.values():
+                session.failed()
         requests, *rest = super()._get_actions_per_node(assignment)
         return (
             [(node_id, self._in_session(node_id, request)) for node_id, request in requests],
@@ -208,9 +215,13 @@ def use_fetch_sessions(fetcher: Fetcher) -> None:
     """Make a started consumer's fetcher fetch in sessions from its next request on.
 
     aiokafka builds its fetcher inside ``AIOKafkaConsumer.start``, so the
-    fetcher becomes a ``SessionFetcher`` in place; call this right after
-    ``start`` returns, before anything awaits, so that no request is in flight.
+    fetcher becomes a ``SessionFetcher`` in place, right after ``start``
+    returns. A request already out then is a plain one, and each broker's
+    session starts with a full request.
     """
+    if isinstance(fetcher, SessionFetcher):
+        return
     fetcher.__class__ = SessionFetcher
     fetcher._sessions = {}
+    fetcher._assignment = None
     fetcher._client = SessionClient(fetcher._client)

@@ -67,7 +67,6 @@ class FetchTunedThread(AIOKafkaConsumerThread):
     async def on_start(self) -> None:
         await super().on_start()
         if cast(InOrderConsumer, self.consumer).fetch_sessions:
-            # Nothing has awaited since start() built the fetcher: no request is out yet.
             use_fetch_sessions(self._ensure_consumer()._fetcher)
 
 

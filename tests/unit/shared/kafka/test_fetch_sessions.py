@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.protocol.fetch import FetchRequest, FetchRequest_v4, FetchRequest_v11
 from aiokafka.structs import TopicPartition
 from hypothesis import given
@@ -18,6 +19,7 @@ from shared.kafka.fetch_sessions import (
     FetchSession,
     SessionClient,
     SessionFetchRequest,
+    use_fetch_sessions,
 )
 
 A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
@@ -236,3 +238,44 @@ def test_the_client_is_the_wrapped_one_for_everything_else() -> None:
     client = SessionClient(inner)
     assert asyncio.run(client.send(1, object())) == "plain"
     assert client.other == "the client's own"
+
+
+def session_fetcher(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fetcher made a SessionFetcher, its plain requests one for node 1 over A0."""
+    monkeypatch.setattr(
+        Fetcher,
+        "_get_actions_per_node",
+        lambda self, assignment: ([(1, base_request())], {}, 0.2, False, []),
+    )
+    fetcher = object.__new__(Fetcher)
+    fetcher._client = Answering()
+    use_fetch_sessions(fetcher)
+    return fetcher
+
+
+def test_the_fetcher_sends_its_requests_in_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    fetcher = session_fetcher(monkeypatch)
+    [(node_id, request)], *_ = fetcher._get_actions_per_node("assignment")
+    assert node_id == 1 and isinstance(request, SessionFetchRequest)
+    assert request.plan.full and request.plan.send == {A0: (10, 100)}
+
+
+def test_a_new_assignment_starts_every_session_with_a_full_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new assignment's partitions know no high watermark until a full answer."""
+    fetcher = session_fetcher(monkeypatch)
+    [(_, first)], *_ = fetcher._get_actions_per_node("first")
+    assert fetcher._sessions[1].answered(first.plan, 0, 7, [A0])
+    [(_, same)], *_ = fetcher._get_actions_per_node("first")
+    assert not same.plan.full
+    fetcher._sessions[1].answered(same.plan, 0, 7, [])
+    [(_, after)], *_ = fetcher._get_actions_per_node("second")
+    assert after.plan.full and after.plan.session_id == 7
+
+
+def test_fetch_sessions_are_put_in_place_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    fetcher = session_fetcher(monkeypatch)
+    client = fetcher._client
+    use_fetch_sessions(fetcher)
+    assert fetcher._client is client
