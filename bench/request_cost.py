@@ -8,7 +8,8 @@ partitions (deleted afterwards):
 * a produce round trip of one small record (``acks=all``), awaited before the next;
 * a produce of 10 records over 8 partitions, awaited as one;
 * an idle consumer over 8 and over 80 partitions, with a 20 ms fetch wait: its CPU
-  share, and that share per fetch.
+  share, and that share per fetch; without and with fetch sessions
+  (``shared.kafka.fetch_sessions``).
 
 Every convmesh batch pays at least one fetch and two produce round trips (outputs,
 then state), so these figures bound a batch's cost from below (docs/benchmarks.md,
@@ -25,6 +26,7 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.kafka_probe import Offsets
+from shared.kafka.fetch_sessions import use_fetch_sessions
 
 PARTITIONS = 8
 ROUNDS = 500
@@ -56,7 +58,9 @@ async def produce_costs(bootstrap: str, topic: str, rounds: int) -> tuple[float,
     return single, ten
 
 
-async def idle_fetch_cost(bootstrap: str, topics: list[str], idle_s: float) -> tuple[float, float]:
+async def idle_fetch_cost(
+    bootstrap: str, topics: list[str], idle_s: float, *, sessions: bool = False
+) -> tuple[float, float]:
     """(CPU share in %, CPU ms per fetch) of a consumer whose partitions stay empty."""
     consumer = AIOKafkaConsumer(
         *topics,
@@ -66,6 +70,8 @@ async def idle_fetch_cost(bootstrap: str, topics: list[str], idle_s: float) -> t
         fetch_min_bytes=1,
     )
     await consumer.start()
+    if sessions:
+        use_fetch_sessions(consumer._fetcher)
     try:
         await consumer.getmany(timeout_ms=500)  # assignment, positions
         cpu, wall = time.process_time(), time.perf_counter()
@@ -90,9 +96,12 @@ async def measure(bootstrap: str, rounds: int = ROUNDS, idle_s: float = IDLE_S) 
         figures["produce_1_record_ms"] = single
         figures["produce_10_records_ms"] = ten
         for count in (1, 10):
-            share, per_fetch = await idle_fetch_cost(bootstrap, names[1 : 1 + count], idle_s)
-            figures[f"idle_{PARTITIONS * count}_partitions_cpu_pct"] = share
-            figures[f"fetch_{PARTITIONS * count}_partitions_ms"] = per_fetch
+            for sessions, kind in ((False, ""), (True, "_session")):
+                share, per_fetch = await idle_fetch_cost(
+                    bootstrap, names[1 : 1 + count], idle_s, sessions=sessions
+                )
+                figures[f"idle_{PARTITIONS * count}_partitions{kind}_cpu_pct"] = share
+                figures[f"fetch_{PARTITIONS * count}_partitions{kind}_ms"] = per_fetch
     finally:
         await topics.delete_namespace()
         await topics.stop()
@@ -105,10 +114,11 @@ def report(figures: dict[str, float]) -> str:
             f"produce, 1 record, awaited: {figures['produce_1_record_ms']:.3f} CPU ms",
             f"produce, 10 records over 8 partitions: {figures['produce_10_records_ms']:.3f} CPU ms",
             *(
-                f"idle consumer, {n:>2} partitions, {FETCH_WAIT_MS} ms wait:"
-                f" {figures[f'idle_{n}_partitions_cpu_pct']:.1f}% CPU,"
-                f" {figures[f'fetch_{n}_partitions_ms']:.3f} CPU ms per fetch"
+                f"idle consumer, {n:>2} partitions, {FETCH_WAIT_MS} ms wait{label}:"
+                f" {figures[f'idle_{n}_partitions{kind}_cpu_pct']:.1f}% CPU,"
+                f" {figures[f'fetch_{n}_partitions{kind}_ms']:.3f} CPU ms per fetch"
                 for n in (PARTITIONS, 10 * PARTITIONS)
+                for kind, label in (("", ""), ("_session", ", in a fetch session"))
             ),
         ]
     )

@@ -24,6 +24,10 @@ def test_every_request_cost_is_measured(bootstrap: str) -> None:
         "fetch_8_partitions_ms",
         "idle_80_partitions_cpu_pct",
         "fetch_80_partitions_ms",
+        "idle_8_partitions_session_cpu_pct",
+        "fetch_8_partitions_session_ms",
+        "idle_80_partitions_session_cpu_pct",
+        "fetch_80_partitions_session_ms",
     }
     assert all(value > 0 for value in figures.values()), figures
     assert "CPU ms per fetch" in request_cost.report(figures)
