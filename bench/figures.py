@@ -35,12 +35,13 @@ def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float]:
 
 def latency_timeline(
     samples: Iterable[tuple[float, float]], bucket_ms: float = 1000.0
-) -> list[dict[str, float]]:
+) -> list[dict[str, float | None]]:
     """(sent at ms, latency ms) pairs grouped by when they were sent, ``bucket_ms`` a group
     from the first send: per group its start (s from the first send), count, p50 and max.
 
     A p99 made of a few stalls shows as groups whose max stands out; one made of
-    queueing as a p50 that climbs."""
+    queueing as a p50 that climbs. A group with no sends (the producer stalled) is
+    kept, with a count of 0 and no latencies."""
     pairs = sorted(samples)
     if not pairs:
         return []
@@ -51,11 +52,11 @@ def latency_timeline(
     return [
         {
             "at_s": round(index * bucket_ms / 1000.0, 3),
-            "count": len(values),
-            "p50_ms": percentile(values, 50),
-            "max_ms": max(values),
+            "count": len(groups.get(index, [])),
+            "p50_ms": percentile(groups[index], 50) if index in groups else None,
+            "max_ms": max(groups[index]) if index in groups else None,
         }
-        for index, values in sorted(groups.items())
+        for index in range(max(groups) + 1)
     ]
 
 

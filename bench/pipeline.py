@@ -195,7 +195,8 @@ async def measure_push(
     cpu1, offsets1 = cpu_seconds(pids), await probe.topic_totals()
     firsts = first_results(collector, sent_at)
     last = max(ts for ts, _ in firsts.values())
-    lat_attr = [float(ts - sent_at[k]) for k, (ts, _) in firsts.items()]
+    sent_and_latency = [(float(sent_at[k]), float(t - sent_at[k])) for k, (t, _) in firsts.items()]
+    lat_attr = [latency for _, latency in sent_and_latency]
     lat_reports = latencies_to_reports(firsts, collector.records[reports], sent_at)
     cpu = cpu_delta(pids, cpu0, cpu1)
     # At a fixed rate the latency is the hops' own (no queue to drain): where it goes.
@@ -218,9 +219,7 @@ async def measure_push(
         "latency_attributed_ms": figures.latency_summary(lat_attr),
         "latency_reports_ms": figures.latency_summary(lat_reports),
         "latency_per_hop_ms": hops,
-        "latency_attributed_by_second": figures.latency_timeline(
-            (float(sent_at[k]), float(ts - sent_at[k])) for k, (ts, _) in firsts.items()
-        ),
+        "latency_attributed_by_second": figures.latency_timeline(sent_and_latency),
         "produce_ack_ms": figures.latency_summary(acked),
         "records_per_conversion": per_conv,
         "records_per_conversion_total": round(sum(per_conv.values()), 2),

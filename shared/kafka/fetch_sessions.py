@@ -23,6 +23,11 @@ the Java client's (``FetchSessionHandler``):
 
 ``FetchSession`` is that bookkeeping, without I/O. ``use_fetch_sessions``
 puts it under a started aiokafka consumer's fetcher.
+
+An idle partition is named in no answer, so aiokafka's per-partition fetch
+time (``tp_state.timestamp``) stays at its last news; Faust only compares it
+with its own clock to warn of a stalled event path, which an idle partition
+does not trigger.
 """
 
 from __future__ import annotations
@@ -172,12 +177,14 @@ class SessionClient:
         except BaseException:  # an error, or cancelled on the way: the epoch is unknown
             request.session.failed()
             raise
+        # Answers before version 7 carry neither: no error, no session.
         error_code = getattr(response, "error_code", 0)
         named = [TopicPartition(t, p[0]) for t, partitions in response.topics for p in partitions]
         if not request.session.answered(
             request.plan, error_code, getattr(response, "session_id", 0), named
         ):
-            _log.info("fetch_session_restarted", node=node_id, error_code=error_code)
+            reason = "broker_error" if error_code else "partition_outside_session"
+            _log.info("fetch_session_restarted", node=node_id, reason=reason, error_code=error_code)
             response.topics = []  # fetched again, in full, by the next request
         return response
 

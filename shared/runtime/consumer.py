@@ -76,7 +76,7 @@ class InOrderConsumer(AIOKafkaConsumer):
     gapless_topics: frozenset[str] = frozenset()
     fetch_min_bytes: int = 1
     fetch_max_wait_ms: int = 1500
-    fetch_sessions: bool = False
+    fetch_sessions: bool = False  # the app's settings turn them on (create_app)
 
     def _new_consumer_thread(self) -> FetchTunedThread:
         return FetchTunedThread(self, loop=self.loop, beacon=self.beacon)

@@ -51,6 +51,12 @@ def test_latency_timeline_groups_samples_by_when_they_were_sent() -> None:
     assert timeline[1]["max_ms"] == 900.0
 
 
+def test_latency_timeline_keeps_a_second_without_sends() -> None:
+    timeline = figures.latency_timeline([(0.0, 10.0), (2_500.0, 20.0)])
+    assert [g["count"] for g in timeline] == [1, 0, 1]
+    assert timeline[1]["p50_ms"] is None and timeline[1]["max_ms"] is None
+
+
 def test_latency_timeline_of_nothing_is_empty() -> None:
     assert figures.latency_timeline([]) == []
 

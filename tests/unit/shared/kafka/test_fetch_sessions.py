@@ -124,36 +124,62 @@ offsets = st.dictionaries(
     st.sampled_from([A0, A1, B0, TopicPartition("c", 0)]),
     st.tuples(st.integers(0, 5), st.just(100)),
 )
-answers = st.sampled_from(["ok", "failed", "unknown session", "wrong epoch"])
+answers = st.sampled_from(["ok", "closed", "failed", "unknown session", "wrong epoch"])
+
+
+class Broker:
+    """The broker's side of one session, as KIP-227 has it: a full request (epoch 0)
+    replaces the session and opens one, an incremental one must carry the session's id
+    and next epoch, and applies its named and forgotten partitions."""
+
+    def __init__(self) -> None:
+        self.session_id = 0
+        self.epoch = 0
+        self.partitions: dict[TopicPartition, tuple[int, int]] = {}
+
+    def receive(self, plan: Any) -> None:
+        if plan.full:
+            self.session_id += 1
+            self.epoch = 1
+            self.partitions = dict(plan.send)
+            return
+        assert (plan.session_id, plan.epoch) == (self.session_id, self.epoch)
+        self.epoch += 1
+        self.partitions.update(plan.send)
+        for tp in plan.forget:
+            del self.partitions[tp]
 
 
 @given(st.lists(st.tuples(offsets, answers), min_size=1, max_size=30))
 def test_the_broker_always_fetches_exactly_what_the_client_wants(steps: list[Any]) -> None:
-    """Model the broker: a full request sets its partitions, an answered one in a session
-    applies the named and forgotten ones; after a request without a good answer its view
-    is unknown, and then the next request must be full."""
-    session = FetchSession()
-    broker: dict[TopicPartition, tuple[int, int]] | None = None
+    """Whatever the broker answers, each request the client makes is one the broker
+    accepts (the right id and epoch, or full) and leaves the broker fetching exactly
+    the partitions and offsets the client wants. After a request without a good answer
+    the broker's state is unknown, and the next request must be full."""
+    session, broker, known = FetchSession(), Broker(), True
     for wanted, answer in steps:
         plan = session.plan(wanted)
-        if plan.full:
-            broker = dict(plan.send)
-        else:
-            assert broker is not None
-            broker.update(plan.send)
-            for tp in plan.forget:
-                del broker[tp]
-        assert broker == wanted
+        assert plan.full or known
+        broker.receive(plan)
+        assert broker.partitions == wanted
         assert plan.offsets == {tp: offset for tp, (offset, _) in wanted.items()}
         if answer == "ok":
-            assert session.answered(plan, 0, 7, list(plan.send))
+            assert session.answered(plan, 0, broker.session_id, list(plan.send))
+        elif answer == "closed":  # the broker keeps no session (closed, or its cache full)
+            assert session.answered(plan, 0, 0, list(plan.send))
+            known = False
+        elif answer == "failed":
+            session.failed()
+            known = False
         else:
-            if answer == "failed":
-                session.failed()
-            else:
-                code = FETCH_SESSION_ID_NOT_FOUND if answer == "unknown session" else 71
-                assert not session.answered(plan, code, 0, [])
-            broker = None
+            code = FETCH_SESSION_ID_NOT_FOUND if answer == "unknown session" else 71
+            assert not session.answered(plan, code, 0, [])
+            known = False
+        if known:
+            continue
+        assert session.plan(dict(session.partitions)).full
+        session.failed()  # that probe's plan went nowhere: the next one stays full
+        known = True
 
 
 def base_request() -> FetchRequest:
@@ -185,7 +211,8 @@ def test_a_broker_without_sessions_gets_the_full_first_request_as_it_is() -> Non
     session = FetchSession()
     plan = session.plan({A0: (10, 100)})
     struct = SessionFetchRequest(base_request(), session, plan).build(FetchRequest_v4)
-    assert struct.topics == [("a", [(0, 10, 100)])]
+    assert struct.encode() == base_request().build(FetchRequest_v4).encode()
+    assert "session_id" not in vars(struct)
 
 
 class Answering:

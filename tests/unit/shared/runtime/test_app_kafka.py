@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types import TP
 
@@ -59,6 +60,19 @@ async def test_consumer_fetch_wait_comes_from_settings(tmp_path: Path) -> None:
     app = create_app(s)
     client = app.consumer._thread._create_worker_consumer(app.transport)
     assert (client._fetch_min_bytes, client._fetch_max_wait_ms) == (32 * 1024, 15)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_fetch_sessions_come_from_settings(tmp_path: Path, on: bool) -> None:
+    """CONVMESH_CONSUMER_FETCH_SESSIONS reaches the consumer whose thread puts them in place."""
+    s = Settings(
+        service="dedupe",
+        data_dir=tmp_path,
+        web_port=6199,
+        dev_mode=True,
+        consumer_fetch_sessions=on,
+    )
+    assert create_app(s).consumer.fetch_sessions is on
 
 
 def test_producer_places_keys_with_the_shared_partitioner(tmp_path: Path) -> None:
