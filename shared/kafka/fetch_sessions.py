@@ -62,8 +62,8 @@ class FetchPlan:
     epoch: int
     send: dict[TopicPartition, tuple[int, int]]
     forget: list[TopicPartition]
-    #: Every partition of the session and the offset the broker fetches it from.
-    offsets: dict[TopicPartition, int]
+    #: Every partition of the session, as the broker will fetch it.
+    fetched: dict[TopicPartition, tuple[int, int]]
 
     @property
     def full(self) -> bool:
@@ -80,14 +80,13 @@ class FetchSession:
 
     def plan(self, wanted: Wanted) -> FetchPlan:
         """The next request for ``wanted``; the session then holds exactly ``wanted``."""
-        previous = self.partitions
-        self.partitions = dict(wanted)
-        offsets = {tp: offset for tp, (offset, _max) in self.partitions.items()}
+        previous, fetched = self.partitions, dict(wanted)
+        self.partitions = fetched
         if self.epoch == INITIAL_EPOCH:
-            return FetchPlan(self.session_id, self.epoch, dict(self.partitions), [], offsets)
-        send = {tp: data for tp, data in self.partitions.items() if previous.get(tp) != data}
-        forget = [tp for tp in previous if tp not in self.partitions]
-        return FetchPlan(self.session_id, self.epoch, send, forget, offsets)
+            return FetchPlan(self.session_id, self.epoch, fetched, [], fetched)
+        send = {tp: data for tp, data in fetched.items() if previous.get(tp) != data}
+        forget = [tp for tp in previous if tp not in fetched]
+        return FetchPlan(self.session_id, self.epoch, send, forget, fetched)
 
     def answered(
         self, plan: FetchPlan, error_code: int, session_id: int, named: Iterable[TopicPartition]
@@ -141,7 +140,7 @@ class SessionFetchRequest(FetchRequest):  # type: ignore[misc]
         )
         self.session = session
         self.plan = plan
-        self._fetched = _by_topic({tp: (o, 0) for tp, o in plan.offsets.items()})
+        self._fetched = _by_topic(plan.fetched)
 
     @property
     def topics(self) -> list[tuple[str, list[tuple[int, int, int]]]]:

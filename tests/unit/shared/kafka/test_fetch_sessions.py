@@ -45,7 +45,7 @@ def test_a_request_in_a_session_names_only_moved_partitions_and_forgets_dropped_
     assert not plan.full and (plan.session_id, plan.epoch) == (7, 1)
     assert plan.send == {A0: (15, 100)}
     assert plan.forget == [B0]
-    assert plan.offsets == {A0: 15, A1: 20}
+    assert plan.fetched == {A0: (15, 100), A1: (20, 100)}
 
 
 def test_a_partition_added_to_the_session_is_named() -> None:
@@ -162,7 +162,7 @@ def test_the_broker_always_fetches_exactly_what_the_client_wants(steps: list[Any
         assert plan.full or known
         broker.receive(plan)
         assert broker.partitions == wanted
-        assert plan.offsets == {tp: offset for tp, (offset, _) in wanted.items()}
+        assert plan.fetched == wanted
         if answer == "ok":
             assert session.answered(plan, 0, broker.session_id, list(plan.send))
         elif answer == "closed":  # the broker keeps no session (closed, or its cache full)
