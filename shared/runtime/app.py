@@ -20,7 +20,7 @@ from faust.streams import _current_event
 from faust.types import TP
 from mode.utils.objects import cached_property
 
-from shared.kafka.batch_producer import SentBatch, send_many
+from shared.kafka.batch_producer import Record, SentBatch, send_many
 from shared.kafka.client_config import faust_credentials
 from shared.kafka.partitioner import Partitioner
 from shared.kafka.registry_access import registry_for
@@ -54,6 +54,20 @@ class AckedTable(faust.Table):  # type: ignore[type-arg]
     restart restored an older state). Agents therefore wait for these records
     (``shared.runtime.pipeline.Pipeline``) before the batch's offsets are acked.
     """
+
+    def changelog_records(self, writes: list[tuple[int, bytes, bytes | None]]) -> list[Record]:
+        """A batch's writes as records of this table's changelog, for a caller that sends
+        them itself (``shared.runtime.pipeline``, the changelog that leaves with the next
+        batch's outputs); ``persist_sent`` then records their offsets."""
+        warn_of_large_values(self.name, writes)
+        topic = self.changelog_topic.get_topic_name()
+        return [(topic, partition, key, value) for partition, key, value in writes]
+
+    async def persist_sent(self, sent: list[SentBatch]) -> None:
+        """Record, for recovery, the offsets of this table's changelog batches among ``sent``
+        (acked record batches of any topics)."""
+        topic = self.changelog_topic.get_topic_name()
+        await self._persist_offsets(topic, [batch for batch in sent if batch.topic == topic])
 
     async def write_batch(self, writes: list[tuple[int, bytes, bytes | None]]) -> Any:
         """A batch's writes (partition, key, value or None to delete): changelog, then store.

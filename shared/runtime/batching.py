@@ -21,7 +21,7 @@ import orjson
 from shared.contract.dead_letters import dead_letter_of_record
 from shared.contract.records import Send
 from shared.kafka import bundles
-from shared.kafka.batch_producer import Record, send_many
+from shared.kafka.batch_producer import Record, SentBatch, send_many
 from shared.kafka.codec import key_bytes
 from shared.kafka.registry_access import registry_for
 from shared.runtime import pipeline
@@ -237,6 +237,14 @@ class Outbox:
             return acks
         return [sent.future for sent in await send_many(producer, records, self._bundled)]
 
+    async def ship_with_changelog(
+        self, records: list[Record], changelog: list[Record]
+    ) -> list[SentBatch]:
+        """Hand an earlier batch's ``changelog`` records and this batch's ``records`` to the
+        producer in one call: queued together, they leave in one produce request."""
+        producer = await self._aiokafka_producer()
+        return await send_many(producer, [*changelog, *records], self._bundled)
+
     async def _aiokafka_producer(self) -> Any:
         if self._producer is None:
             producer = await self._app.maybe_start_producer()
@@ -350,7 +358,14 @@ async def process(
     window of the settings (agents off the conversions' path wait longer).
     """
     guard = DeadLetterOnError(outbox, log, user_keyed=user_keyed)
-    flight = Pipeline(tables, outbox.ship, log, settings.batch_pipeline)
+    flight = Pipeline(
+        tables,
+        outbox.ship,
+        log,
+        settings.batch_pipeline,
+        ship_with_changelog=outbox.ship_with_changelog,
+        changelog_wait_s=settings.changelog_wait_s,
+    )
     processed: list[Writes] = []
     arrived: Counter[str] = Counter()  # records in per topic, a bundle's items each
 

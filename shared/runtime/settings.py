@@ -81,6 +81,13 @@ def _float(name: str, raw: str) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _non_negative_float(name: str, raw: str) -> float:
+    value = _float(name, raw)
+    if not value >= 0:  # NaN too
+        raise ConfigError(f"{name} must be 0 or more, got {raw!r}")
+    return value
+
+
 def _port(name: str, raw: str) -> int:
     port = _int(name, raw)
     if not 0 < port < 65_536:
@@ -360,6 +367,15 @@ class Settings:
         " offsets) while it processes the next; 0 finishes each batch before the next"
         " (experimental above 0: docs/benchmarks.md, pipelined batches)",
         _non_negative_int,
+    )
+    changelog_wait_s: float = env_field(
+        "CONVMESH_CHANGELOG_WAIT_S",
+        0.1,
+        "longest a batch's changelog records wait, once its outputs are acked and its state"
+        " is in RocksDB, to leave in one produce request with the next batch's outputs"
+        " (seconds); 0 sends them on their own at once, one produce request more per batch"
+        " (docs/benchmarks.md, the changelog with the next batch)",
+        _non_negative_float,
     )
     bundle_records: bool = env_field(
         "CONVMESH_BUNDLE_RECORDS",

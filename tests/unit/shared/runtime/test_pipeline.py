@@ -285,3 +285,215 @@ async def test_a_batch_the_producer_refuses_to_take_is_sent_again(
     events[0].ack()
     assert broker.shipped == [["a"]] and events[0].message.acked
     assert [event for event, _ in log.errors] == ["batch_failed"]
+
+
+class SentBatch:
+    """What ``send_many`` gives for one record batch: the records and their ack."""
+
+    def __init__(self, records: list[Any], future: asyncio.Future[None]) -> None:
+        self.records = records
+        self.topic = "changelog"
+        self.future = future
+
+
+class CarryBroker(Broker):
+    """A producer taking outputs and changelog records in one call (one produce request)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[list[Any], list[Any]]] = []
+
+    async def ship_with(self, records: list[Any], changelog: list[Any]) -> list[SentBatch]:
+        self.calls.append((list(changelog), list(records)))
+        [ack] = await self.ship([*changelog, *records])
+        return [SentBatch([*changelog, *records], ack)]  # type: ignore[list-item]
+
+
+class CarryTable(Table):
+    """A table whose store writes and changelog records are apart, as AckedTable's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.persisted: list[list[Any]] = []  # the changelog records acked, per settle
+
+    def write_store(self, writes: list[tuple[int, bytes, bytes | None]]) -> None:
+        for _partition, key, value in writes:
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+
+    def changelog_records(self, writes: list[tuple[int, bytes, bytes | None]]) -> list[Any]:
+        return [("changelog", partition, key, value) for partition, key, value in writes]
+
+    async def persist_sent(self, sent: list[SentBatch]) -> None:
+        assert all(batch.future.done() for batch in sent), "persisted before its ack"
+        records = [r for batch in sent for r in batch.records]
+        self.persisted.append([r for r in records if isinstance(r, tuple) and r[0] == "changelog"])
+
+
+def carrying(table: CarryTable, broker: CarryBroker, wait_s: float = 60.0) -> Pipeline:
+    flight = Pipeline(
+        [table],
+        broker.ship,
+        Log(),
+        depth=0,
+        ship_with_changelog=broker.ship_with,
+        changelog_wait_s=wait_s,
+    )
+    assert flight.carries
+    return flight
+
+
+def taken(n: int, start: int = 0) -> list[FakeEvent]:
+    """A batch whose events take_events no longer holds: the pipeline's hold is the last."""
+    events = batch(n, start)
+    for event in events:
+        event.message.refcount = 0
+    return events
+
+
+def released(events: list[FakeEvent]) -> bool:
+    return all(event.message.acked for event in events)
+
+
+async def test_a_batchs_changelog_leaves_in_one_request_with_the_next_batchs_outputs() -> None:
+    broker, table = CarryBroker(), CarryTable()
+    broker.auto = True
+    flight = carrying(table, broker)
+    first, second = taken(1), taken(1, 1)
+    await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
+    assert table.data == {b"k": b"1"}  # in the store once its outputs are acked
+    assert not released(first)  # but not committable before its changelog is acked
+    await flight.submit(second, ["r2"], [[(0, b"k", b"2")]])
+    assert broker.calls == [([], ["r1"]), ([("changelog", 0, b"k", b"1")], ["r2"])]
+    assert released(first) and not released(second)
+    await flight.drain()
+    assert released(second)
+    assert broker.calls[-1] == ([("changelog", 0, b"k", b"2")], [])
+
+
+async def test_a_carried_changelog_leaves_on_its_own_when_no_batch_follows() -> None:
+    broker, table = CarryBroker(), CarryTable()
+    broker.auto = True
+    flight = carrying(table, broker, wait_s=0.01)
+    events = taken(2)
+    await flight.submit(events, ["r1"], [[(0, b"k", b"1")]])
+    for _ in range(200):
+        if released(events):
+            break
+        await asyncio.sleep(0.005)
+    assert released(events)
+    assert table.persisted == [[("changelog", 0, b"k", b"1")]]
+
+
+async def test_the_inputs_of_a_carried_changelog_wait_for_its_ack() -> None:
+    broker, table = CarryBroker(), CarryTable()
+    flight = carrying(table, broker)
+    first, second = taken(1), taken(1, 1)
+    submitted = asyncio.ensure_future(flight.submit(first, ["r1"], [[(0, b"k", b"1")]]))
+    await settle()
+    assert table.data == {} and not submitted.done()  # state waits for the outputs' ack
+    broker.ack(0)
+    await submitted
+    submitted = asyncio.ensure_future(flight.submit(second, [], [[]]))
+    await settle()
+    assert broker.shipped[-1] == [("changelog", 0, b"k", b"1")]
+    assert not released(first)
+    broker.ack(1)
+    await submitted
+    assert released(first) and released(second)  # a batch without state: done at its ack
+
+
+async def test_an_abandoned_carry_is_never_committed() -> None:
+    broker, table = CarryBroker(), CarryTable()
+    broker.auto = True
+    flight = carrying(table, broker)
+    events = taken(2)
+    await flight.submit(events, ["r1"], [[(0, b"k", b"1")]])
+    flight.abandon()
+    await asyncio.sleep(0.01)
+    assert all(event.message.acked and event.message.refcount > 0 for event in events)
+    assert broker.calls == [([], ["r1"])]  # the changelog never left
+
+
+async def test_a_failed_request_sends_the_outputs_and_the_carried_changelog_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pipeline, "RETRY_FIRST_S", 0.0)
+    broker, table = CarryBroker(), CarryTable()
+    broker.auto = True
+    flight = carrying(table, broker)
+    await flight.submit(taken(1), ["r1"], [[(0, b"k", b"1")]])
+    broker.fail_next = 1
+    await flight.submit(taken(1, 1), ["r2"], [[]])
+    assert broker.calls[1:] == [([("changelog", 0, b"k", b"1")], ["r2"])] * 2
+    assert table.persisted == [[("changelog", 0, b"k", b"1")]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c"]), st.integers(0, 3)), max_size=4),
+        min_size=1,
+        max_size=8,
+    ),
+    st.integers(0, 2**32),
+    st.booleans(),
+)
+def test_a_carried_changelog_keeps_the_state_and_every_order_of_one_at_a_time(
+    batches: list[list[tuple[bytes, int]]], seed: int, short_wait: bool
+) -> None:
+    """Counters added batch by batch, acks at random, the changelog carried or sent alone:
+    reads and the store equal one-at-a-time; the changelog holds each key's values in batch
+    order; inputs become committable in batch order, each after its changelog's ack."""
+
+    rng = random.Random(seed)
+
+    async def scenario() -> tuple[list[int], dict[bytes, bytes], list[Any], list[int]]:
+        broker, table = CarryBroker(), CarryTable()
+        flight = carrying(table, broker, wait_s=0.001 if short_wait else 60.0)
+        seen: list[int] = []
+        committed: list[int] = []
+        all_events: list[list[FakeEvent]] = []
+
+        async def acker() -> None:
+            while True:
+                await asyncio.sleep(0)
+                open_acks = [a for a in broker.acks if not a.done()]
+                if open_acks and rng.random() < 0.5:
+                    open_acks[0].set_result(None)
+                for number, events in enumerate(all_events):
+                    if number not in committed and released(events):
+                        assert committed == list(range(number)), "committable out of order"
+                        logged = [r[3] for part in table.persisted for r in part]
+                        assert len(logged) >= sum(1 for b in batches[: number + 1] if b)
+                        committed.append(number)
+
+        task = asyncio.ensure_future(acker())
+        for number, items in enumerate(batches):
+            events = taken(max(1, len(items)), number * 10)
+            all_events.append(events)
+            cache = StateCache(table, flight.pending[0])
+            for key, add in items:
+                value = (cache.get(key, events[0]) or 0) + add
+                seen.append(value)
+                cache.put(key, value, events[0])
+            await flight.submit(events, [number], [cache.take_writes()])
+        await flight.drain()
+        await asyncio.sleep(0.01)
+        task.cancel()
+        return seen, table.data, table.persisted, committed
+
+    seen, data, persisted, committed = asyncio.run(scenario())
+    expected: dict[bytes, int] = {}
+    expected_seen = []
+    for items in batches:
+        for key, add in items:
+            expected[key] = expected.get(key, 0) + add
+            expected_seen.append(expected[key])
+    assert seen == expected_seen
+    assert data == {key: str(value).encode() for key, value in expected.items()}
+    changelog = {key: value for part in persisted for _t, _p, key, value in part}
+    assert changelog == data  # the last changelog value of every key is the stored one
+    assert committed == list(range(len(batches)))
