@@ -342,8 +342,7 @@ class Pipeline:
         if carry is not None and carry.timer is not None:
             carry.timer.cancel()  # it leaves now; abandon() still finds it until settled
         hold(events)
-        changelog = self._changelog_of(carry)
-        sent = await self._handed_over(records, changelog, len(events))
+        sent = await self._delivered_with_carry(records, carry, len(events))
         if carry is not None:
             await self._settle(carry, sent)
             self._carry = None
@@ -374,17 +373,34 @@ class Pipeline:
             self._alone = None
 
     async def _flush(self, carry: Carry) -> None:
-        sent = await self._handed_over([], self._changelog_of(carry), len(carry.events))
+        sent = await self._delivered_with_carry([], carry, len(carry.events))
         await self._settle(carry, sent)
 
-    def _changelog_of(self, carry: Carry | None) -> list[Any]:
+    async def _delivered_with_carry(
+        self, records: list[Any], carry: Carry | None, count: int
+    ) -> list[Any]:
+        """Outputs and the carry's changelog acked; their record batches.
+
+        The first table's changelog records leave with the outputs; each further
+        table's once the one before is acked, as the one-at-a-time loop wrote them:
+        agents order their tables so that a crash between two of them leaves the
+        earlier newer, never the later (docs/scaling.md), and one produce request
+        is not atomic across partitions.
+        """
+        parts = self._changelogs_of(carry)
+        sent = await self._handed_over(records, parts[0] if parts else [], count)
+        for part in parts[1:]:
+            sent += await self._handed_over([], part, count)
+        return sent
+
+    def _changelogs_of(self, carry: Carry | None) -> list[list[Any]]:
+        """The carry's changelog records, one list per table that has writes, in table order."""
         if carry is None:
             return []
         return [
-            record
+            table.changelog_records(table_writes)
             for table, table_writes in zip(self.tables, carry.writes, strict=True)
             if table_writes
-            for record in table.changelog_records(table_writes)
         ]
 
     async def _handed_over(self, records: list[Any], changelog: list[Any], count: int) -> list[Any]:

@@ -312,8 +312,9 @@ class CarryBroker(Broker):
 class CarryTable(Table):
     """A table whose store writes and changelog records are apart, as AckedTable's."""
 
-    def __init__(self) -> None:
+    def __init__(self, topic: str = "changelog") -> None:
         super().__init__()
+        self.topic = topic
         self.persisted: list[list[Any]] = []  # the changelog records acked, per settle
 
     def write_store(self, writes: list[tuple[int, bytes, bytes | None]]) -> None:
@@ -324,17 +325,19 @@ class CarryTable(Table):
                 self.data[key] = value
 
     def changelog_records(self, writes: list[tuple[int, bytes, bytes | None]]) -> list[Any]:
-        return [("changelog", partition, key, value) for partition, key, value in writes]
+        return [(self.topic, partition, key, value) for partition, key, value in writes]
 
     async def persist_sent(self, sent: list[SentBatch]) -> None:
         assert all(batch.future.done() for batch in sent), "persisted before its ack"
         records = [r for batch in sent for r in batch.records]
-        self.persisted.append([r for r in records if isinstance(r, tuple) and r[0] == "changelog"])
+        self.persisted.append([r for r in records if isinstance(r, tuple) and r[0] == self.topic])
 
 
-def carrying(table: CarryTable, broker: CarryBroker, wait_s: float = 60.0) -> Pipeline:
+def carrying(
+    table: CarryTable, broker: CarryBroker, wait_s: float = 60.0, *more: CarryTable
+) -> Pipeline:
     flight = Pipeline(
-        [table],
+        [table, *more],
         broker.ship,
         Log(),
         depth=0,
@@ -497,3 +500,24 @@ def test_a_carried_changelog_keeps_the_state_and_every_order_of_one_at_a_time(
     changelog = {key: value for part in persisted for _t, _p, key, value in part}
     assert changelog == data  # the last changelog value of every key is the stored one
     assert committed == list(range(len(batches)))
+
+
+async def test_a_second_tables_changelog_leaves_only_once_the_firsts_is_acked() -> None:
+    """One produce request is not atomic across partitions: tables stay in their order."""
+    broker, watchers, keys = CarryBroker(), CarryTable("watchers"), CarryTable("keys")
+    broker.auto = True
+    flight = carrying(watchers, broker, 60.0, keys)
+    first = taken(1)
+    await flight.submit(first, ["r1"], [[(0, b"w", b"1")], [(0, b"k", b"1")]])
+    broker.auto = False
+    submitted = asyncio.ensure_future(flight.submit(taken(1, 1), ["r2"], [[], []]))
+    await settle()
+    assert broker.shipped[1:] == [[("watchers", 0, b"w", b"1"), "r2"]]
+    broker.ack(1)
+    await settle()
+    assert broker.shipped[2:] == [[("keys", 0, b"k", b"1")]] and not released(first)
+    broker.ack(2)
+    await submitted
+    assert released(first)
+    assert watchers.persisted == [[("watchers", 0, b"w", b"1")]]
+    assert keys.persisted == [[("keys", 0, b"k", b"1")]]
