@@ -277,6 +277,7 @@ class Pipeline:
         )
         self._carry: Carry | None = None
         self._alone: tuple[Carry, asyncio.Task[None]] | None = None  # a carry sent on its own
+        self._last_words: asyncio.Future[None] | None = None  # see abandon()
 
     async def submit(self, events: Sequence[Any], records: list[Any], writes: list[Writes]) -> None:
         """Hand over a processed batch: its outputs (records) and its tables' writes."""
@@ -331,6 +332,22 @@ class Pipeline:
                 if held.timer is not None:
                     held.timer.cancel()
                 hold_offsets(held.events)
+        if carry is not None:
+            # Its state is in the store already: let the changelog have it too, as the
+            # one-at-a-time loop's queued records would have left (its inputs stay held).
+            self._last_words = asyncio.ensure_future(self._hand_over_once(carry))
+
+    async def _hand_over_once(self, carry: Carry) -> None:
+        """One attempt at a stopping agent's carried changelog, awaited by no one."""
+        assert self._ship_with is not None
+        try:
+            for part in self._changelogs_of(carry):
+                batches = await self._ship_with([], part)
+                await asyncio.gather(*(batch.future for batch in batches))
+        except Exception as exc:
+            self._log.error(
+                "changelog_not_sent", error=type(exc).__name__, events=len(carry.events)
+            )
 
     async def _submit_carrying(
         self, events: Sequence[Any], records: list[Any], writes: list[Writes]
@@ -423,9 +440,13 @@ class Pipeline:
 
     async def _settle(self, carry: Carry, sent: list[Any]) -> None:
         """The carry's changelog is acked: its offsets persisted, its inputs committable."""
-        for table, table_writes in zip(self.tables, carry.writes, strict=True):
-            if table_writes:
-                await table.persist_sent(sent)
+
+        async def persist() -> None:
+            for table, table_writes in zip(self.tables, carry.writes, strict=True):
+                if table_writes:
+                    await table.persist_sent(sent)
+
+        await retry(self._log, "state_write_failed", len(carry.events), persist)
         release(carry.events)
 
     def _stored(self, writes: list[Writes]) -> Callable[[], Awaitable[None]]:

@@ -408,16 +408,42 @@ async def test_the_inputs_of_a_carried_changelog_wait_for_its_ack() -> None:
     assert released(first) and released(second)  # a batch without state: done at its ack
 
 
-async def test_an_abandoned_carry_is_never_committed() -> None:
+async def test_an_abandoned_carry_is_never_committed_but_its_changelog_leaves() -> None:
+    """Its state is in the store: the changelog gets it too, the inputs stay uncommitted."""
     broker, table = CarryBroker(), CarryTable()
     broker.auto = True
     flight = carrying(table, broker)
     events = taken(2)
     await flight.submit(events, ["r1"], [[(0, b"k", b"1")]])
     flight.abandon()
-    await asyncio.sleep(0.01)
+    await settle()
     assert all(event.message.acked and event.message.refcount > 0 for event in events)
-    assert broker.calls == [([], ["r1"])]  # the changelog never left
+    assert broker.calls == [([], ["r1"]), ([("changelog", 0, b"k", b"1")], [])]
+    assert table.persisted == []
+
+
+async def test_a_batch_waits_for_the_ack_of_a_changelog_sent_alone_before_it_leaves() -> None:
+    """The timer sent a carry alone; the next batch hands over nothing until its ack."""
+    broker, table = CarryBroker(), CarryTable()
+    broker.auto = True
+    flight = carrying(table, broker, wait_s=0.001)
+    first = taken(1)
+    await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
+    broker.auto = False
+    for _ in range(200):
+        if len(broker.shipped) == 2:
+            break
+        await asyncio.sleep(0.002)
+    assert broker.shipped[1] == [("changelog", 0, b"k", b"1")]
+    submitted = asyncio.ensure_future(flight.submit(taken(1, 1), ["r2"], [[(0, b"k", b"2")]]))
+    await settle()
+    assert len(broker.shipped) == 2 and not released(first)
+    broker.ack(1)
+    await settle()
+    assert released(first) and broker.shipped[2] == ["r2"]
+    broker.ack(2)
+    await submitted
+    assert table.data == {b"k": b"2"}
 
 
 async def test_a_failed_request_sends_the_outputs_and_the_carried_changelog_again(
@@ -459,18 +485,21 @@ def test_a_carried_changelog_keeps_the_state_and_every_order_of_one_at_a_time(
         seen: list[int] = []
         committed: list[int] = []
         all_events: list[list[FakeEvent]] = []
+        failures: list[str] = []
 
         async def acker() -> None:
             while True:
                 await asyncio.sleep(0)
                 open_acks = [a for a in broker.acks if not a.done()]
                 if open_acks and rng.random() < 0.5:
-                    open_acks[0].set_result(None)
+                    rng.choice(open_acks).set_result(None)
                 for number, events in enumerate(all_events):
                     if number not in committed and released(events):
-                        assert committed == list(range(number)), "committable out of order"
+                        if committed != list(range(number)):
+                            failures.append(f"batch {number} committable out of order")
                         logged = [r[3] for part in table.persisted for r in part]
-                        assert len(logged) >= sum(1 for b in batches[: number + 1] if b)
+                        if len(logged) < sum(1 for b in batches[: number + 1] if b):
+                            failures.append(f"batch {number} committable before its changelog")
                         committed.append(number)
 
         task = asyncio.ensure_future(acker())
@@ -483,9 +512,10 @@ def test_a_carried_changelog_keeps_the_state_and_every_order_of_one_at_a_time(
                 seen.append(value)
                 cache.put(key, value, events[0])
             await flight.submit(events, [number], [cache.take_writes()])
-        await flight.drain()
+        await asyncio.wait_for(flight.drain(), timeout=10)
         await asyncio.sleep(0.01)
         task.cancel()
+        assert failures == []
         return seen, table.data, table.persisted, committed
 
     seen, data, persisted, committed = asyncio.run(scenario())
