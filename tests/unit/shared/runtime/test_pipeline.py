@@ -81,6 +81,36 @@ def batch(n: int, start: int = 0) -> list[FakeEvent]:
     return [FakeEvent(FakeMessage("in", b"k", b"v", 0, start + i)) for i in range(n)]
 
 
+def add_to_counters(
+    flight: Pipeline,
+    table: Any,
+    events: list[FakeEvent],
+    items: list[tuple[bytes, int]],
+    seen: list[int],
+) -> list[tuple[int, bytes, bytes | None]]:
+    """A batch that adds to counters, as the pipeline lets it read them; its writes."""
+    cache = StateCache(table, flight.pending[0])
+    for key, add in items:
+        value = (cache.get(key, events[0]) or 0) + add
+        seen.append(value)
+        cache.put(key, value, events[0])
+    return cache.take_writes()
+
+
+def assert_one_at_a_time(
+    batches: list[list[tuple[bytes, int]]], seen: list[int], data: dict[bytes, bytes]
+) -> None:
+    """Every read and the final store equal those of applying the batches one by one."""
+    expected: dict[bytes, int] = {}
+    expected_seen = []
+    for items in batches:
+        for key, add in items:
+            expected[key] = expected.get(key, 0) + add
+            expected_seen.append(expected[key])
+    assert seen == expected_seen
+    assert data == {key: str(value).encode() for key, value in expected.items()}
+
+
 async def settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
@@ -242,25 +272,15 @@ def test_batches_in_flight_read_and_leave_the_state_of_one_at_a_time(
         task = asyncio.ensure_future(acker())
         for number, items in enumerate(batches):
             events = batch(max(1, len(items)), number * 10)
-            cache = StateCache(table, flight.pending[0])
-            for key, add in items:
-                value = (cache.get(key, events[0]) or 0) + add
-                seen.append(value)
-                cache.put(key, value, events[0])
-            await flight.submit(events, [number], [cache.take_writes()])
+            await flight.submit(
+                events, [number], [add_to_counters(flight, table, events, items, seen)]
+            )
         await flight.drain()
         task.cancel()
         return seen, table.data
 
     seen, data = asyncio.run(scenario())
-    expected: dict[bytes, int] = {}
-    expected_seen = []
-    for items in batches:
-        for key, add in items:
-            expected[key] = expected.get(key, 0) + add
-            expected_seen.append(expected[key])
-    assert seen == expected_seen
-    assert data == {key: str(value).encode() for key, value in expected.items()}
+    assert_one_at_a_time(batches, seen, data)
 
 
 async def test_a_batch_the_producer_refuses_to_take_is_sent_again(
@@ -506,12 +526,9 @@ def test_a_carried_changelog_keeps_the_state_and_every_order_of_one_at_a_time(
         for number, items in enumerate(batches):
             events = taken(max(1, len(items)), number * 10)
             all_events.append(events)
-            cache = StateCache(table, flight.pending[0])
-            for key, add in items:
-                value = (cache.get(key, events[0]) or 0) + add
-                seen.append(value)
-                cache.put(key, value, events[0])
-            await flight.submit(events, [number], [cache.take_writes()])
+            await flight.submit(
+                events, [number], [add_to_counters(flight, table, events, items, seen)]
+            )
         await asyncio.wait_for(flight.drain(), timeout=10)
         await asyncio.sleep(0.01)
         task.cancel()
@@ -519,14 +536,7 @@ def test_a_carried_changelog_keeps_the_state_and_every_order_of_one_at_a_time(
         return seen, table.data, table.persisted, committed
 
     seen, data, persisted, committed = asyncio.run(scenario())
-    expected: dict[bytes, int] = {}
-    expected_seen = []
-    for items in batches:
-        for key, add in items:
-            expected[key] = expected.get(key, 0) + add
-            expected_seen.append(expected[key])
-    assert seen == expected_seen
-    assert data == {key: str(value).encode() for key, value in expected.items()}
+    assert_one_at_a_time(batches, seen, data)
     changelog = {key: value for part in persisted for _t, _p, key, value in part}
     assert changelog == data  # the last changelog value of every key is the stored one
     assert committed == list(range(len(batches)))
