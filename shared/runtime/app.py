@@ -79,12 +79,9 @@ class AckedTable(faust.Table):  # type: ignore[type-arg]
         it) recorded in its store.
         """
         producer = await self.app.maybe_start_producer()
-        topic = self.changelog_topic.get_topic_name()
-        warn_of_large_values(self.name, writes)
-        records = [(topic, partition, key, value) for partition, key, value in writes]
-        sent = await send_many(producer._ensure_producer(), records)
+        sent = await send_many(producer._ensure_producer(), self.changelog_records(writes))
         self.write_store(writes)
-        return self._persist_offsets(topic, sent)
+        return self.persist_sent(sent)
 
     def read(self, partition: int, key: bytes) -> bytes | None:
         """The stored value of ``key`` on ``partition``: one RocksDB get.

@@ -230,6 +230,12 @@ class Carry:
     timer: asyncio.TimerHandle | None = None
 
 
+def _stop_timer(carry: Carry | None) -> None:
+    """Cancel the carry's send-alone timer: it leaves some other way."""
+    if carry is not None and carry.timer is not None:
+        carry.timer.cancel()
+
+
 def can_carry(table: Any) -> bool:
     """Whether ``table`` can write its store and hand over its changelog records apart
     (``shared.runtime.app.AckedTable``)."""
@@ -329,8 +335,7 @@ class Pipeline:
             alone[1].cancel()
         for held in (carry, alone[0] if alone else None):
             if held is not None:
-                if held.timer is not None:
-                    held.timer.cancel()
+                _stop_timer(held)
                 hold_offsets(held.events)
         if carry is not None:
             # Its state is in the store already: let the changelog have it too, as the
@@ -355,9 +360,8 @@ class Pipeline:
         """Depth 0 with the changelog carried: this batch's outputs leave with the previous
         batch's changelog, then this batch's state is stored and its changelog carried."""
         await self._sent_alone()  # its changelog before any later one
-        carry = self._carry
-        if carry is not None and carry.timer is not None:
-            carry.timer.cancel()  # it leaves now; abandon() still finds it until settled
+        carry = self._carry  # it leaves now; abandon() still finds it until settled
+        _stop_timer(carry)
         hold(events)
         sent = await self._delivered_with_carry(records, carry, len(events))
         if carry is not None:
@@ -374,8 +378,7 @@ class Pipeline:
 
     def _take_carry(self) -> Carry | None:
         carry, self._carry = self._carry, None
-        if carry is not None and carry.timer is not None:
-            carry.timer.cancel()
+        _stop_timer(carry)
         return carry
 
     def _send_carry_alone(self) -> None:

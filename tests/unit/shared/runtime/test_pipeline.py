@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -95,6 +96,14 @@ def add_to_counters(
         seen.append(value)
         cache.put(key, value, events[0])
     return cache.take_writes()
+
+
+async def ack_some(broker: Broker, rng: random.Random, *, in_order: bool) -> None:
+    """Yield once, then ack one open request half of the time (the oldest, or any)."""
+    await asyncio.sleep(0)
+    open_acks = [a for a in broker.acks if not a.done()]
+    if open_acks and rng.random() < 0.5:
+        (open_acks[0] if in_order else rng.choice(open_acks)).set_result(None)
 
 
 def assert_one_at_a_time(
@@ -264,10 +273,7 @@ def test_batches_in_flight_read_and_leave_the_state_of_one_at_a_time(
 
         async def acker() -> None:
             while True:
-                await asyncio.sleep(0)
-                open_acks = [a for a in broker.acks if not a.done()]
-                if open_acks and rng.random() < 0.5:
-                    open_acks[0].set_result(None)
+                await ack_some(broker, rng, in_order=True)
 
         task = asyncio.ensure_future(acker())
         for number, items in enumerate(batches):
@@ -376,6 +382,14 @@ def taken(n: int, start: int = 0) -> list[FakeEvent]:
     return events
 
 
+async def until(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    """Wait for ``condition`` (a timer's doing), failing after ``timeout_s``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.002)
+
+
 def released(events: list[FakeEvent]) -> bool:
     return all(event.message.acked for event in events)
 
@@ -402,11 +416,7 @@ async def test_a_carried_changelog_leaves_on_its_own_when_no_batch_follows() -> 
     flight = carrying(table, broker, wait_s=0.01)
     events = taken(2)
     await flight.submit(events, ["r1"], [[(0, b"k", b"1")]])
-    for _ in range(200):
-        if released(events):
-            break
-        await asyncio.sleep(0.005)
-    assert released(events)
+    await until(lambda: released(events))
     assert table.persisted == [[("changelog", 0, b"k", b"1")]]
 
 
@@ -450,10 +460,7 @@ async def test_a_batch_waits_for_the_ack_of_a_changelog_sent_alone_before_it_lea
     first = taken(1)
     await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
     broker.auto = False
-    for _ in range(200):
-        if len(broker.shipped) == 2:
-            break
-        await asyncio.sleep(0.002)
+    await until(lambda: len(broker.shipped) == 2)
     assert broker.shipped[1] == [("changelog", 0, b"k", b"1")]
     submitted = asyncio.ensure_future(flight.submit(taken(1, 1), ["r2"], [[(0, b"k", b"2")]]))
     await settle()
@@ -509,10 +516,7 @@ def test_a_carried_changelog_keeps_the_state_and_every_order_of_one_at_a_time(
 
         async def acker() -> None:
             while True:
-                await asyncio.sleep(0)
-                open_acks = [a for a in broker.acks if not a.done()]
-                if open_acks and rng.random() < 0.5:
-                    rng.choice(open_acks).set_result(None)
+                await ack_some(broker, rng, in_order=False)
                 for number, events in enumerate(all_events):
                     if number not in committed and released(events):
                         if committed != list(range(number)):
