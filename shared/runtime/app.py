@@ -28,6 +28,7 @@ from shared.runtime import metrics
 from shared.runtime.consumer import InOrderConsumer
 from shared.runtime.flow import KeepQueuedFlowControl
 from shared.runtime.logging import get_logger
+from shared.runtime.memtables import IDLE_CHECK_INTERVAL_S, IdleMemtables, flush_idle
 from shared.runtime.rocksdb_memory import SharedMemory, SharedMemoryOptions
 from shared.runtime.settings import Settings
 from shared.runtime.stream import FetchBatchStream
@@ -267,6 +268,7 @@ def create_app(settings: Settings, *, fetch_wait_ms: int | None = None) -> faust
     wait = settings.consumer_fetch_wait_ms if fetch_wait_ms is None else fetch_wait_ms
     _use_in_order_consumer(app, settings, wait)
     _heal_stalled_partitions(app)
+    _flush_idle_memtables(app)
     _add_health_views(app, settings)
     metrics.install(app, settings)  # its own registry and the /metrics view
     return app
@@ -325,6 +327,26 @@ def _heal_stalled_partitions(app: faust.App) -> None:
         heal_lost = getattr(consumer, "heal_lost", None)
         if heal_lost is not None:
             await heal_lost(time.monotonic(), queued_partitions(app))
+
+
+def _flush_idle_memtables(app: faust.App) -> None:
+    """Every IDLE_CHECK_INTERVAL_S, flush the memtables no longer written
+    (``shared.runtime.memtables``)."""
+    memtables = IdleMemtables()
+
+    @app.timer(IDLE_CHECK_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def flush_idle_memtables() -> None:
+        flush_idle(memtables, rocksdb_databases(app))
+
+
+def rocksdb_databases(app: faust.App) -> list[Any]:
+    """The open RocksDB database of every table partition of the worker."""
+    dbs: list[Any] = []
+    for table in app.tables.values():
+        store: Any = table.data
+        if isinstance(store, RocksDBStore):
+            dbs.extend(store._dbs.values())
+    return dbs
 
 
 def queued_partitions(app: faust.App) -> set[TP]:

@@ -22,6 +22,13 @@ MIB = 1024 * 1024
 #: shared budget (which flushes the largest when it is reached).
 WRITE_BUFFER_SIZE = 4 * MIB
 MAX_WRITE_BUFFERS = 2
+#: The memtables' allocation unit. RocksDB's default (an eighth of the write buffer,
+#: 512 KiB here, in several core-local shards) is reserved by every memtable that
+#: holds a single key: with 32-56 databases per worker the empty memtables alone
+#: filled the shared budget, so every write made its database flush a memtable of a
+#: few dozen keys (2,000 flushes of 64 KiB on average in two minutes of
+#: identity_match: docs/benchmarks.md, the memtables' budget).
+ARENA_BLOCK_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class SharedMemoryOptions(RocksDBOptions):
         options.set_write_buffer_size(self.write_buffer_size)
         options.set_target_file_size_base(self.target_file_size_base)
         options.set_max_write_buffer_number(self.max_write_buffer_number)
+        options.set_arena_block_size(ARENA_BLOCK_SIZE)
         options.set_write_buffer_manager(self.memory.write_buffers)
         table = rocksdict.BlockBasedOptions()
         table.set_bloom_filter(self.bloom_filter_size, True)

@@ -1,0 +1,59 @@
+"""shared.runtime.memtables: idle memtables are flushed, written ones are not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import rocksdict
+
+from shared.runtime.memtables import ENTRIES, IdleMemtables, flush_idle
+
+
+def open_db(path: Path) -> rocksdict.Rdict:
+    options = rocksdict.Options(raw_mode=True)
+    options.create_if_missing(True)
+    return rocksdict.Rdict(str(path), options=options)
+
+
+def write(db: rocksdict.Rdict, count: int, start: int = 0) -> None:
+    for i in range(start, start + count):
+        db[b"key-%d" % i] = b"v" * 100
+
+
+def test_a_memtable_is_idle_only_at_the_second_look_without_writes(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "a")
+    write(db, 50)
+    memtables = IdleMemtables(min_bytes=1)
+    assert memtables.idle([db]) == []  # the first look only remembers
+    assert memtables.idle([db]) == [db]
+
+
+def test_a_memtable_written_between_two_looks_is_not_idle(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "a")
+    write(db, 50)
+    memtables = IdleMemtables(min_bytes=1)
+    memtables.idle([db])
+    db.delete(b"key-3")  # a delete is a write too
+    assert memtables.idle([db]) == []
+
+
+def test_an_empty_or_small_memtable_is_left_alone(tmp_path: Path) -> None:
+    empty, small = open_db(tmp_path / "empty"), open_db(tmp_path / "small")
+    write(small, 5)
+    memtables = IdleMemtables(min_bytes=1 << 20)
+    memtables.idle([empty, small])
+    assert memtables.idle([empty, small]) == []
+
+
+def test_flush_idle_empties_the_idle_memtables_and_keeps_their_values(tmp_path: Path) -> None:
+    idle, busy = open_db(tmp_path / "idle"), open_db(tmp_path / "busy")
+    write(idle, 200)
+    write(busy, 200)
+    memtables = IdleMemtables(min_bytes=1)
+    flush_idle(memtables, [idle, busy])
+    write(busy, 10, start=1000)
+    assert flush_idle(memtables, [idle, busy]) == 1
+    idle.flush(True)  # flush_idle does not wait: wait here for the one it started
+    assert idle.property_int_value(ENTRIES) == 0
+    assert busy.property_int_value(ENTRIES) == 210
+    assert idle[b"key-7"] == b"v" * 100
