@@ -174,8 +174,14 @@ class KeysHandler:
             watchers.put(state.watcher_key(key, name).encode(), encoded, event)
         for name in deletes:
             watchers.put(state.watcher_key(key, name).encode(), None, event)
-        # Unchanged (a redelivery) is written again too: see StateCache.rewrite.
-        keys.put(message.key, state.encode_keys(new), event)
+        value = state.encode_keys(new)
+        if kind == "lookup" and value == keys.get(message.key, event):
+            # A lookup folds no signal or click: its effect is its watcher (written
+            # above). The identifier's value is written only when the lookup moved
+            # watchers of the old layout out of it. Unchanged by a signal, click or
+            # forget (a redelivery) is written again: see StateCache.rewrite.
+            return
+        keys.put(message.key, value, event)
 
 
 def input_kind(topic: str, payload: dict[str, Any]) -> str:

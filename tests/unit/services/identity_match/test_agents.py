@@ -11,7 +11,7 @@ import pytest
 from services.identity_match import agents, rules
 from shared.contract.keys import internal_click, internal_user, ip_ua_hash, keyed_ip_ua
 from shared.runtime.settings import Settings
-from tests.support.harness import FakeEvent, Harness, Sent
+from tests.support.harness import FakeEvent, FakeTable, Harness, Sent
 
 NOW_MS = 1_800_000_000_000
 T = 1_700_000_000  # a conversion's event_time (seconds)
@@ -230,6 +230,52 @@ async def test_a_lookup_is_answered_to_its_conversion_key(h: Harness) -> None:
     assert answer.json == {"conversion_key": CONVERSION_KEY, "slot": "0", "gen": 1, "user_id": None}
     assert h.table("watchers").value(f"{EM}|{CONVERSION_KEY}|0")["last"] is None
     assert h.table("keys").value(EM) is None  # no signal or click: no value
+
+
+class WriteCountingTable(FakeTable):
+    """A table that remembers the keys it was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.written.append(key)
+        super().__setitem__(key, value)
+
+
+async def test_a_lookup_leaves_its_identifiers_value_unwritten(h: Harness) -> None:
+    """A lookup folds no signal: only its watcher is written, not the (unchanged)
+    signal history, which would cost a changelog record per lookup."""
+    h.tables["keys"] = WriteCountingTable()
+    await run(h, "keys", h.record("identity.key_signals", EM, signal_of(link(EM))))
+    history = h.table("keys").value(EM)
+    h.tables["keys"].written.clear()
+    await run(h, "keys", h.record("identity.lookups", EM, lookup()))
+    assert only(h.sent("identity.answers")).json["user_id"] == U1
+    assert h.table("watchers").value(f"{EM}|{CONVERSION_KEY}|0")["last"] == U1
+    assert h.tables["keys"].written == []
+    assert h.table("keys").value(EM) == history
+
+
+async def test_a_redelivered_signal_writes_its_identifiers_value_again(h: Harness) -> None:
+    """Its effect may be in a store whose changelog record never left (StateCache.rewrite)."""
+    h.tables["keys"] = WriteCountingTable()
+    record = signal_of(link(EM))
+    await run(h, "keys", h.record("identity.key_signals", EM, record))
+    h.tables["keys"].written.clear()
+    await run(h, "keys", h.record("identity.key_signals", EM, record))
+    assert h.tables["keys"].written == [EM.encode()]
+
+
+async def test_a_lookup_moves_old_layout_watchers_out_of_its_identifiers_value(
+    h: Harness,
+) -> None:
+    """The one case in which a lookup changes the identifier's value: it is written."""
+    old = {"signals": [], "clicks": [[T * 1000 - 5, U1, "eng-1"]], "watchers": {}}
+    h.table("keys").data[EM.encode()] = orjson.dumps(old)
+    await run(h, "keys", h.record("identity.lookups", EM, lookup()))
+    assert h.table("keys").value(EM) == {"signals": [], "clicks": old["clicks"]}
 
 
 def test_a_batch_writes_the_watchers_before_the_keys_values() -> None:
