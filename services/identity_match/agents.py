@@ -177,9 +177,11 @@ class KeysHandler:
         value = state.encode_keys(new)
         if kind == "lookup" and value == keys.get(message.key, event):
             # A lookup folds no signal or click: its effect is its watcher (written
-            # above). The identifier's value is written only when the lookup moved
-            # watchers of the old layout out of it. Unchanged by a signal, click or
-            # forget (a redelivery) is written again: see StateCache.rewrite.
+            # above). The identifier's value is written only when the lookup moves
+            # watchers of the old layout out of it (a redelivered lookup finding that
+            # move already in the store does not write it again: until the next signal,
+            # click or forget, the changelog may keep the old layout). Unchanged by a
+            # signal, click or forget (a redelivery) is written again: StateCache.rewrite.
             return
         keys.put(message.key, value, event)
 

@@ -333,10 +333,11 @@ def _flush_idle_memtables(app: faust.App) -> None:
     """Every IDLE_CHECK_INTERVAL_S, flush the memtables no longer written
     (``shared.runtime.memtables``)."""
     memtables = IdleMemtables()
+    log = get_logger(component="stores")
 
     @app.timer(IDLE_CHECK_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def flush_idle_memtables() -> None:
-        flush_idle(memtables, rocksdb_databases(app))
+        flush_idle(memtables, rocksdb_databases(app), log)
 
 
 def rocksdb_databases(app: faust.App) -> list[Any]:

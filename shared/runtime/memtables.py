@@ -49,9 +49,17 @@ class IdleMemtables:
         return found
 
 
-def flush_idle(memtables: IdleMemtables, dbs: Iterable[Any]) -> int:
-    """Start a flush of every idle memtable among ``dbs`` (not waited for); how many."""
-    idle = memtables.idle(dbs)
-    for db in idle:
-        db.flush(False)
-    return len(idle)
+def flush_idle(memtables: IdleMemtables, dbs: Iterable[Any], log: Any = None) -> int:
+    """Start a flush of every idle memtable among ``dbs`` (not waited for); how many
+    were started. A database that refuses (opened read-only by Faust after a lock
+    timeout, say) is logged and left: this upkeep must never stop a worker."""
+    started = 0
+    for db in memtables.idle(dbs):
+        try:
+            db.flush(False)
+        except Exception as exc:
+            if log is not None:
+                log.warning("memtable_flush_failed", error=type(exc).__name__)
+        else:
+            started += 1
+    return started

@@ -57,3 +57,29 @@ def test_flush_idle_empties_the_idle_memtables_and_keeps_their_values(tmp_path: 
     assert idle.property_int_value(ENTRIES) == 0
     assert busy.property_int_value(ENTRIES) == 210
     assert idle[b"key-7"] == b"v" * 100
+
+
+class RefusingDb:
+    """A database whose memtable never changes and whose flush fails."""
+
+    def property_int_value(self, name: str) -> int:
+        return 1 << 20
+
+    def flush(self, wait: bool) -> None:
+        raise RuntimeError("read-only")
+
+
+def test_a_database_that_refuses_to_flush_is_logged_and_the_rest_flushed(
+    tmp_path: Path,
+) -> None:
+    good, bad = open_db(tmp_path / "good"), RefusingDb()
+    write(good, 200)
+    memtables, lines = IdleMemtables(min_bytes=1), []
+
+    class Log:
+        def warning(self, event: str, **fields: object) -> None:
+            lines.append((event, fields))
+
+    flush_idle(memtables, [bad, good], Log())
+    assert flush_idle(memtables, [bad, good], Log()) == 1
+    assert lines == [("memtable_flush_failed", {"error": "RuntimeError"})]
