@@ -6,8 +6,8 @@ Every RocksDB database of a worker draws its memtables from one budget
 database that is *writing* flush its own memtable, however small, and never one
 that holds much but is no longer written. After a load, the tables it filled
 (identity_match's ``keys`` with the identity signals) kept their memtables while
-the tables written per conversion flushed a few kilobytes at every write: 17,000
-flushes of 9 KiB on average in one half-rate push, each a new SST file and
+the tables written per conversion flushed a few kilobytes at every write: nearly
+20,000 flushes of 10 KiB on average in one bench run, each a new SST file and
 write-ahead log, and later compactions (docs/benchmarks.md, "Idle memtables").
 """
 

@@ -19,7 +19,8 @@ from faust.stores.rocksdb import RocksDBOptions
 
 MIB = 1024 * 1024
 #: Per database: small memtables, so that many partitions stay within the
-#: shared budget (which flushes the largest when it is reached).
+#: shared budget. A full budget makes the database being written flush its own
+#: memtable, not the largest: idle ones are flushed by ``shared.runtime.memtables``.
 WRITE_BUFFER_SIZE = 4 * MIB
 MAX_WRITE_BUFFERS = 2
 #: The memtables' allocation unit. RocksDB's default (an eighth of the write buffer,
