@@ -29,7 +29,11 @@ from shared.runtime.consumer import InOrderConsumer
 from shared.runtime.flow import KeepQueuedFlowControl
 from shared.runtime.logging import get_logger
 from shared.runtime.memtables import IDLE_CHECK_INTERVAL_S, IdleMemtables, flush_idle
-from shared.runtime.rocksdb_memory import SharedMemory, SharedMemoryOptions
+from shared.runtime.rocksdb_memory import (
+    SharedMemory,
+    SharedMemoryOptions,
+    partition_databases,
+)
 from shared.runtime.settings import Settings
 from shared.runtime.stream import FetchBatchStream
 
@@ -342,12 +346,7 @@ def _flush_idle_memtables(app: faust.App) -> None:
 
 def rocksdb_databases(app: faust.App) -> list[Any]:
     """The open RocksDB database of every table partition of the worker."""
-    dbs: list[Any] = []
-    for table in app.tables.values():
-        store: Any = table.data
-        if isinstance(store, RocksDBStore):
-            dbs.extend(store._dbs.values())
-    return dbs
+    return [db for table in app.tables.values() for db in partition_databases(table) or ()]
 
 
 def queued_partitions(app: faust.App) -> set[TP]:

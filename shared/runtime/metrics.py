@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shared.runtime.rocksdb_memory import partition_databases
 from shared.runtime.web_auth import operator_page
 
 PREFIX = "convmesh_"
@@ -262,10 +263,10 @@ def table_keys(table: Any) -> int:
     A scrape (every 2 s from the console) must not walk tables of millions of
     keys; a store that is not RocksDB (no partition databases) is counted.
     """
-    dbs = getattr(getattr(table, "data", None), "_dbs", None)
+    dbs = partition_databases(table)
     if dbs is None:
         return sum(1 for _ in table.keys())
-    return sum(int(db.property_int_value("rocksdb.estimate-num-keys") or 0) for db in dbs.values())
+    return sum(int(db.property_int_value("rocksdb.estimate-num-keys") or 0) for db in dbs)
 
 
 def install(app: Any, settings: Any) -> Metrics:

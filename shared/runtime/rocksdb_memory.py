@@ -84,3 +84,10 @@ class SharedMemoryOptions(RocksDBOptions):
         table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
         options.set_block_based_table_factory(table)
         return options
+
+
+def partition_databases(table: Any) -> list[Any] | None:
+    """The open RocksDB database of each of ``table``'s partitions on this worker (Faust
+    keeps them in its store's ``_dbs``); None for a store without them (in memory)."""
+    dbs = getattr(getattr(table, "data", None), "_dbs", None)
+    return None if dbs is None else list(dbs.values())
