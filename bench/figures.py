@@ -99,6 +99,23 @@ def cpu_ticks(stat_text: str) -> int:
     return int(rest[STAT_UTIME_FIELD - 2]) + int(rest[STAT_STIME_FIELD - 2])
 
 
+def machine_ticks(proc_stat_text: str) -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores from /proc/stat's "cpu" line; idle and
+    iowait are the only ticks not busy."""
+    line = next(ln for ln in proc_stat_text.splitlines() if ln.startswith("cpu "))
+    ticks = [int(v) for v in line.split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is
+    # already inside user and nice.
+    total = sum(ticks[:8])
+    return total - ticks[3] - ticks[4], total
+
+
+def busy_cores(before: tuple[int, int], after: tuple[int, int], cores: int) -> float:
+    """How many of ``cores`` were busy on average between two ``machine_ticks``."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return round(cores * busy / total, 2) if total > 0 else 0.0
+
+
 def status_kb(status_text: str) -> dict[str, int]:
     """Every "Name: N kB" field of /proc/<pid>/status (VmRSS, VmHWM, RssAnon, ...)."""
     fields = {}

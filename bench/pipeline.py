@@ -45,6 +45,8 @@ from bench.procstats import (
     cpu_seconds,
     git_commit,
     load_1m,
+    machine_ticks,
+    own_cpu_s,
     peak_rss_mb,
     start_profiles,
     stop_profiles,
@@ -177,6 +179,7 @@ async def measure_push(
     attributed, reports = settings.topic_name(ATTRIBUTED), settings.topic_name(REPORTS)
     wanted = {i.result_key for i in items}
     offsets0, cpu0, load = await probe.topic_totals(), cpu_seconds(pids), load_1m()
+    machine0, own0 = machine_ticks(), own_cpu_s()
     speed = f"{rate:.0f}/s" if rate else "full speed"
     say(f"{label}: {len(items)} conversions at {speed} (load {load})")
     # Both pushes: at a fixed rate the per-batch and per-fetch costs weigh most.
@@ -190,6 +193,8 @@ async def measure_push(
     got, done = await wait_for(
         lambda: collector.distinct_keys(attributed, wanted), len(wanted), config.stall_s
     )
+    # The push's window (first send to last result), not the settling after it.
+    machine1, own1 = machine_ticks(), own_cpu_s()
     stop_profiles(profiler)
     settled = await probe.wait_settled(timeout_s=60)
     cpu1, offsets1 = cpu_seconds(pids), await probe.topic_totals()
@@ -228,6 +233,10 @@ async def measure_push(
         # rates above do (docs/benchmarks.md, "Noise").
         "cpu_ms_per_conversion": round(1000 * sum(cpu.values()) / max(1, len(wanted)), 3),
         "load_1m": load,
+        # How full the machine was (all processes: services, broker, this bench); at a
+        # fixed rate the latency's tail is queueing for a core.
+        "machine_busy_cores": figures.busy_cores(machine0, machine1, os.cpu_count() or 1),
+        "bench_cpu_s": round(own1 - own0, 2),
         "profiles": [str(p) for _, p in profiler],
     }
 

@@ -60,6 +60,17 @@ def peak_rss_mb(pids: Sequence[tuple[str, int]]) -> dict[str, float]:
     return {s: round(kb / 1024, 1) for s, kb in figures.max_by_service(per).items()}
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) ticks of all the machine's cores so far (``figures.busy_cores``)."""
+    return figures.machine_ticks(Path("/proc/stat").read_text())
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process (the bench's producer and collector) so far."""
+    times = os.times()
+    return times.user + times.system
+
+
 def load_1m() -> float:
     return round(os.getloadavg()[0], 2)
 

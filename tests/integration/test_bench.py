@@ -42,6 +42,8 @@ def check_push(run: dict[str, Any], conversions: int) -> None:
     assert all(positive(s) for s in run["cpu_s"].values())
     assert positive(run["cpu_ms_per_conversion"])
     assert run["load_1m"] >= 0
+    assert 0 < run["machine_busy_cores"] <= (os.cpu_count() or 1)
+    assert positive(run["bench_cpu_s"])
 
 
 def check_hops(run: dict[str, Any], conversions: int) -> None:

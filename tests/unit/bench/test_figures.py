@@ -128,3 +128,16 @@ def test_state_sizes_of_an_empty_changelog() -> None:
 def test_status_kb_reads_every_kilobyte_field_and_nothing_else() -> None:
     status = "Name:\tpython\nVmHWM:\t  2048 kB\nRssAnon:\t  1024 kB\nThreads:\t9\n"
     assert figures.status_kb(status) == {"VmHWM": 2048, "RssAnon": 1024}
+
+
+PROC_STAT = "cpu  100 5 50 800 20 3 2 0 7 0\ncpu0 50 2 25 400 10 1 1 0 0 0\nintr 1 2\n"
+
+
+def test_machine_ticks_count_idle_and_iowait_as_the_only_ticks_not_busy() -> None:
+    """Guest time is already in user and nice, so it is not counted twice."""
+    assert figures.machine_ticks(PROC_STAT) == (160, 980)
+
+
+def test_busy_cores_is_the_busy_share_of_the_ticks_times_the_cores() -> None:
+    assert figures.busy_cores((160, 980), (160 + 150, 980 + 200), 2) == 1.5
+    assert figures.busy_cores((160, 980), (160, 980), 2) == 0.0

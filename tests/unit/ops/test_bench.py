@@ -63,6 +63,7 @@ def test_table_rows_show_both_pushes_and_the_ratio() -> None:
         "records_per_conversion_total": 24.0,
         "cpu_s": {"attribute": 9.5},
         "load_1m": 1.2,
+        "machine_busy_cores": 1.7,
     }
     report = {
         "baseline": {"records_per_s": 5000.0},
@@ -77,6 +78,7 @@ def test_table_rows_show_both_pushes_and_the_ratio() -> None:
     assert rows["ratio to bare relays"][0] == "0.1"
     assert rows["cpu s attribute"] == ["9.5", "9.5"]
     assert rows["cpu s dedupe"] == ["-", "-"]
+    assert rows["machine's busy cores"] == ["1.7", "1.7"]
 
 
 def test_the_cli_builds_without_the_bench_package(monkeypatch: pytest.MonkeyPatch) -> None:
