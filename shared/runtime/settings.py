@@ -409,10 +409,11 @@ class Settings:
     )
     consumer_fetch_wait_ms: int = env_field(
         "CONVMESH_CONSUMER_FETCH_WAIT_MS",
-        30,
+        60,
         "longest the broker holds a fetch for CONVMESH_CONSUMER_FETCH_MIN_KB (ms): every"
         " fetch costs a worker 1-2.5 CPU ms over all its partitions, so at moderate rates a"
-        " longer wait spares CPU the conversions' path needs (docs/benchmarks.md)",
+        " longer wait spares CPU the conversions' path needs; 30 cuts the latency of a"
+        " lightly loaded mesh (docs/benchmarks.md, the fetch wait without the flush storm)",
         _non_negative_int,
     )
     reports_fetch_wait_ms: int = env_field(
