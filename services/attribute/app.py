@@ -11,4 +11,5 @@ from shared.runtime.settings import Settings
 
 def build(settings: Settings | None = None) -> faust.App:
     settings = settings or Settings.from_env("attribute")
-    return create_service_app(settings, agents.register, views.register)
+    # Its agents feed each other (users -> publisher): fetches wake on their records.
+    return create_service_app(settings, agents.register, views.register, self_fed=True)

@@ -146,6 +146,11 @@ class SessionFetchRequest(FetchRequest):  # type: ignore[misc]
     def topics(self) -> list[tuple[str, list[tuple[int, int, int]]]]:
         return self._fetched
 
+    def abandoned(self) -> None:
+        """Never sent (``shared.kafka.fetch_pacing``): the broker's session does not
+        know what this request changed, so the next request is a full one."""
+        self.session.failed()
+
     def build(self, request_struct_class: Any) -> Any:
         struct = super().build(request_struct_class)
         if request_struct_class.API_VERSION >= 7:  # older brokers know no sessions

@@ -202,10 +202,14 @@ class ServiceApp(faust.App):
         return KeepQueuedFlowControl(loop=self.loop)
 
 
-def create_app(settings: Settings, *, fetch_wait_ms: int | None = None) -> faust.App:
+def create_app(
+    settings: Settings, *, fetch_wait_ms: int | None = None, self_fed: bool = False
+) -> faust.App:
     """Build the Faust App of one service worker. No side effect beyond the object.
 
-    The consumer's fetch wait is ``fetch_wait_ms``, else the settings'.
+    The consumer's fetch wait is ``fetch_wait_ms``, else the settings'. A
+    ``self_fed`` service's agents read records its other agents send: its fetches
+    wake on any record (``shared.kafka.fetch_pacing``).
     """
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     brokers = ";".join(f"kafka://{host.strip()}" for host in settings.bootstrap.split(","))
@@ -270,7 +274,7 @@ def create_app(settings: Settings, *, fetch_wait_ms: int | None = None) -> faust
         settings.rocksdb_cache_mb, settings.rocksdb_memtables_mb
     )
     wait = settings.consumer_fetch_wait_ms if fetch_wait_ms is None else fetch_wait_ms
-    _use_in_order_consumer(app, settings, wait)
+    _use_in_order_consumer(app, settings, wait, self_fed and settings.consumer_self_fed_wake)
     _heal_stalled_partitions(app)
     _flush_idle_memtables(app)
     _add_health_views(app, settings)
@@ -282,27 +286,36 @@ def create_service_app(
     settings: Settings,
     *registrars: Callable[[faust.App, Settings], None],
     fetch_wait_ms: int | None = None,
+    self_fed: bool = False,
 ) -> faust.App:
     """A service's App with its agents and views: each registrar adds its part.
 
     ``fetch_wait_ms`` replaces the settings' fetch wait for a service whose
-    inputs are all off the conversions' path.
+    inputs are all off the conversions' path; ``self_fed`` is for a service whose
+    agents read what its other agents send (``create_app``).
     """
-    app = create_app(settings, fetch_wait_ms=fetch_wait_ms)
+    app = create_app(settings, fetch_wait_ms=fetch_wait_ms, self_fed=self_fed)
     for register in registrars:
         register(app, settings)
     return app
 
 
-def _use_in_order_consumer(app: faust.App, settings: Settings, fetch_wait_ms: int) -> None:
-    """The app's consumer delivers the records of non-compacted topics in sequence."""
+def _use_in_order_consumer(
+    app: faust.App, settings: Settings, fetch_wait_ms: int, wake: bool = False
+) -> None:
+    """The app's consumer delivers the records of non-compacted topics in sequence.
+
+    With ``wake`` its fetches have no minimum size, paced instead: the broker answers
+    as soon as a record is there, not after the fetch wait.
+    """
     registry = registry_for(settings)
     gapless = frozenset(settings.topic_name(s.name) for s in registry if not s.compacted)
     fields = {
         "gapless_topics": gapless,
-        "fetch_min_bytes": settings.consumer_fetch_min_kb * 1024,
+        "fetch_min_bytes": 1 if wake else settings.consumer_fetch_min_kb * 1024,
         "fetch_max_wait_ms": fetch_wait_ms,
         "fetch_sessions": settings.consumer_fetch_sessions,
+        "fetch_gap_s": settings.consumer_fetch_gap_ms / 1000 if wake else 0.0,
     }
     consumer_class = type("AppConsumer", (InOrderConsumer,), fields)
     # Before the consumer exists (it is created lazily).

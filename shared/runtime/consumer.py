@@ -33,6 +33,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 from mode import Service
 
+from shared.kafka.fetch_pacing import pace_fetches
 from shared.kafka.fetch_sessions import use_fetch_sessions
 from shared.runtime import eager
 from shared.runtime.stream import DeliveryNotices
@@ -66,8 +67,11 @@ class FetchTunedThread(AIOKafkaConsumerThread):
 
     async def on_start(self) -> None:
         await super().on_start()
-        if cast(InOrderConsumer, self.consumer).fetch_sessions:
-            use_fetch_sessions(self._ensure_consumer()._fetcher)
+        owner = cast(InOrderConsumer, self.consumer)
+        fetcher = self._ensure_consumer()._fetcher
+        if owner.fetch_sessions:
+            use_fetch_sessions(fetcher)
+        pace_fetches(fetcher, owner.fetch_gap_s)
 
 
 class InOrderConsumer(AIOKafkaConsumer):
@@ -77,6 +81,8 @@ class InOrderConsumer(AIOKafkaConsumer):
     fetch_min_bytes: int = 1
     fetch_max_wait_ms: int = 1500
     fetch_sessions: bool = False  # the app's settings turn them on (create_app)
+    #: Shortest time between two fetches to one broker (0: none; ``fetch_pacing``).
+    fetch_gap_s: float = 0.0
 
     def _new_consumer_thread(self) -> FetchTunedThread:
         return FetchTunedThread(self, loop=self.loop, beacon=self.beacon)

@@ -306,3 +306,11 @@ def test_fetch_sessions_are_put_in_place_once(monkeypatch: pytest.MonkeyPatch) -
     client = fetcher._client
     use_fetch_sessions(fetcher)
     assert fetcher._client is client
+
+
+def test_a_request_abandoned_before_it_left_makes_the_next_one_full() -> None:
+    """The pace (shared.kafka.fetch_pacing) may drop a request it held: the broker's
+    session never saw what that request changed."""
+    session = opened()
+    session_request(session).abandoned()
+    assert session.plan(dict(session.partitions)).full

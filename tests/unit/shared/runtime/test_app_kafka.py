@@ -75,6 +75,41 @@ def test_fetch_sessions_come_from_settings(tmp_path: Path, on: bool) -> None:
     assert create_app(s).consumer.fetch_sessions is on
 
 
+async def test_a_self_fed_app_fetches_with_no_minimum_paced(tmp_path: Path) -> None:
+    """A service whose agents read what its other agents send fetches with no minimum
+    size, its fetches CONVMESH_CONSUMER_FETCH_GAP_MS apart."""
+    s = Settings(
+        service="identity_match",
+        data_dir=tmp_path,
+        web_port=6199,
+        dev_mode=True,
+        consumer_fetch_gap_ms=25,
+    )
+    app = create_app(s, self_fed=True)
+    client = app.consumer._thread._create_worker_consumer(app.transport)
+    assert client._fetch_min_bytes == 1
+    assert app.consumer.fetch_gap_s == 0.025
+
+
+@pytest.mark.parametrize(("self_fed", "wake"), [(False, True), (True, False)])
+async def test_other_apps_keep_the_fetch_minimum(
+    tmp_path: Path, self_fed: bool, wake: bool
+) -> None:
+    """Not self-fed, or CONVMESH_CONSUMER_SELF_FED_WAKE off: the minimum size, no pace."""
+    s = Settings(
+        service="identity_match",
+        data_dir=tmp_path,
+        web_port=6199,
+        dev_mode=True,
+        consumer_fetch_min_kb=32,
+        consumer_self_fed_wake=wake,
+    )
+    app = create_app(s, self_fed=self_fed)
+    client = app.consumer._thread._create_worker_consumer(app.transport)
+    assert client._fetch_min_bytes == 32 * 1024
+    assert app.consumer.fetch_gap_s == 0.0
+
+
 def test_producer_places_keys_with_the_shared_partitioner(tmp_path: Path) -> None:
     s = Settings(service="dedupe", data_dir=tmp_path, web_port=6199, dev_mode=True)
     assert isinstance(create_app(s).conf.producer_partitioner, Partitioner)

@@ -1,0 +1,91 @@
+"""shared.kafka.fetch_pacing: one fetch per broker every interval, at most."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shared.kafka.fetch_pacing import FetchPace, pace_fetches
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeFetcher:
+    """aiokafka's fetcher as the pace sees it: ``_proc_fetch_request`` per request."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, Any]] = []
+
+    async def _proc_fetch_request(self, assignment: Any, node_id: int, request: Any) -> bool:
+        self.sent.append((node_id, request))
+        return True
+
+
+class Request:
+    def __init__(self) -> None:
+        self.was_abandoned = False
+
+    def abandoned(self) -> None:
+        self.was_abandoned = True
+
+
+def test_the_first_fetch_to_a_broker_need_not_wait() -> None:
+    assert FetchPace(0.02, Clock()).wait_s(1) == 0.0
+
+
+def test_a_fetch_waits_out_the_rest_of_the_interval_since_the_last_one() -> None:
+    clock = Clock()
+    pace = FetchPace(0.02, clock)
+    pace.sent(1)
+    clock.now += 0.005
+    assert abs(pace.wait_s(1) - 0.015) < 1e-9
+    clock.now += 0.05
+    assert pace.wait_s(1) == 0.0
+
+
+def test_each_broker_has_its_own_pace() -> None:
+    pace = FetchPace(0.02, Clock())
+    pace.sent(1)
+    assert pace.wait_s(2) == 0.0 and pace.wait_s(1) > 0
+
+
+async def test_a_paced_fetcher_sleeps_before_a_fetch_that_comes_too_soon() -> None:
+    fetcher = FakeFetcher()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    pace_fetches(fetcher, 10.0, sleep=sleep)
+    assert await fetcher._proc_fetch_request(None, 1, "a")
+    assert await fetcher._proc_fetch_request(None, 1, "b")
+    assert [r for _, r in fetcher.sent] == ["a", "b"]
+    assert len(slept) == 1 and 9.0 < slept[0] <= 10.0
+
+
+async def test_a_fetch_cancelled_while_it_waits_is_abandoned_not_sent() -> None:
+    """Closing or a new assignment cancels it: like aiokafka's own, it returns False, and
+    the request learns it never left (a fetch session's next request is then full)."""
+    fetcher = FakeFetcher()
+
+    async def sleep(seconds: float) -> None:
+        raise asyncio.CancelledError
+
+    pace_fetches(fetcher, 10.0, sleep=sleep)
+    await fetcher._proc_fetch_request(None, 1, Request())
+    late = Request()
+    assert await fetcher._proc_fetch_request(None, 1, late) is False
+    assert late.was_abandoned and len(fetcher.sent) == 1
+
+
+def test_no_interval_leaves_the_fetcher_as_it_was() -> None:
+    fetcher = FakeFetcher()
+    method = fetcher._proc_fetch_request
+    pace_fetches(fetcher, 0.0)
+    assert fetcher._proc_fetch_request == method
