@@ -11,5 +11,5 @@ from shared.runtime.settings import Settings
 
 def build(settings: Settings | None = None) -> faust.App:
     settings = settings or Settings.from_env("attribute")
-    # Its agents feed each other (users -> publisher): fetches wake on their records.
-    return create_service_app(settings, agents.register, views.register, self_fed=True)
+    # Its agents feed each other (users -> publisher): a fetch wakes on their records.
+    return create_service_app(settings, agents.register, views.register, wake_on=agents.PATH_INPUTS)

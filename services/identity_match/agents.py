@@ -62,6 +62,9 @@ OWNER_OUTPUTS = ("identity.lookups", "attribution.assignments", "attribution.res
 DELETIONS_OUTPUTS = ("identity.deletions",)
 INDEX_INPUTS = ("identity.user_keys", "identity.deletions")
 INDEX_OUTPUTS = ("identity.lookups", "privacy.receipts")
+#: The inputs a conversion travels through (owner -> keys -> owner): a fetch that
+#: brings their records makes the next one wake (``app``).
+PATH_INPUTS = ("conversions.accepted", "identity.lookups", "identity.answers")
 
 
 class SkippingForwarder:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
@@ -203,13 +203,14 @@ class ServiceApp(faust.App):
 
 
 def create_app(
-    settings: Settings, *, fetch_wait_ms: int | None = None, self_fed: bool = False
+    settings: Settings, *, fetch_wait_ms: int | None = None, wake_on: Sequence[str] = ()
 ) -> faust.App:
     """Build the Faust App of one service worker. No side effect beyond the object.
 
-    The consumer's fetch wait is ``fetch_wait_ms``, else the settings'. A
-    ``self_fed`` service's agents read records its other agents send: its fetches
-    wake on any record (``shared.kafka.fetch_pacing``).
+    The consumer's fetch wait is ``fetch_wait_ms``, else the settings'. A service
+    whose agents read records its other agents send names in ``wake_on`` the topics
+    of the conversions' path it reads: after a fetch with records of them, the next
+    has no minimum size (``shared.kafka.fetch_pacing``).
     """
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     brokers = ";".join(f"kafka://{host.strip()}" for host in settings.bootstrap.split(","))
@@ -274,7 +275,7 @@ def create_app(
         settings.rocksdb_cache_mb, settings.rocksdb_memtables_mb
     )
     wait = settings.consumer_fetch_wait_ms if fetch_wait_ms is None else fetch_wait_ms
-    _use_in_order_consumer(app, settings, wait, self_fed and settings.consumer_self_fed_wake)
+    _use_in_order_consumer(app, settings, wait, wake_on if settings.consumer_wake_on_path else ())
     _heal_stalled_partitions(app)
     _flush_idle_memtables(app)
     _add_health_views(app, settings)
@@ -286,36 +287,37 @@ def create_service_app(
     settings: Settings,
     *registrars: Callable[[faust.App, Settings], None],
     fetch_wait_ms: int | None = None,
-    self_fed: bool = False,
+    wake_on: Sequence[str] = (),
 ) -> faust.App:
     """A service's App with its agents and views: each registrar adds its part.
 
     ``fetch_wait_ms`` replaces the settings' fetch wait for a service whose
-    inputs are all off the conversions' path; ``self_fed`` is for a service whose
+    inputs are all off the conversions' path; ``wake_on`` is for a service whose
     agents read what its other agents send (``create_app``).
     """
-    app = create_app(settings, fetch_wait_ms=fetch_wait_ms, self_fed=self_fed)
+    app = create_app(settings, fetch_wait_ms=fetch_wait_ms, wake_on=wake_on)
     for register in registrars:
         register(app, settings)
     return app
 
 
 def _use_in_order_consumer(
-    app: faust.App, settings: Settings, fetch_wait_ms: int, wake: bool = False
+    app: faust.App, settings: Settings, fetch_wait_ms: int, wake_on: Sequence[str] = ()
 ) -> None:
     """The app's consumer delivers the records of non-compacted topics in sequence.
 
-    With ``wake`` its fetches have no minimum size, paced instead: the broker answers
-    as soon as a record is there, not after the fetch wait.
+    With ``wake_on`` (topics), a fetch after one that brought their records has no
+    minimum size, and fetches are paced instead.
     """
     registry = registry_for(settings)
     gapless = frozenset(settings.topic_name(s.name) for s in registry if not s.compacted)
     fields = {
         "gapless_topics": gapless,
-        "fetch_min_bytes": 1 if wake else settings.consumer_fetch_min_kb * 1024,
+        "fetch_min_bytes": settings.consumer_fetch_min_kb * 1024,
         "fetch_max_wait_ms": fetch_wait_ms,
         "fetch_sessions": settings.consumer_fetch_sessions,
-        "fetch_gap_s": settings.consumer_fetch_gap_ms / 1000 if wake else 0.0,
+        "wake_topics": frozenset(settings.topic_name(t) for t in wake_on),
+        "fetch_gap_s": settings.consumer_fetch_gap_ms / 1000 if wake_on else 0.0,
     }
     consumer_class = type("AppConsumer", (InOrderConsumer,), fields)
     # Before the consumer exists (it is created lazily).

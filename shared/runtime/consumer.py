@@ -33,7 +33,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 from mode import Service
 
-from shared.kafka.fetch_pacing import pace_fetches
+from shared.kafka.fetch_pacing import pace_fetches, wake_on_path
 from shared.kafka.fetch_sessions import use_fetch_sessions
 from shared.runtime import eager
 from shared.runtime.stream import DeliveryNotices
@@ -71,6 +71,8 @@ class FetchTunedThread(AIOKafkaConsumerThread):
         fetcher = self._ensure_consumer()._fetcher
         if owner.fetch_sessions:
             use_fetch_sessions(fetcher)
+        if owner.wake_topics:
+            wake_on_path(fetcher, owner.wake_topics)  # around the sessions' client
         pace_fetches(fetcher, owner.fetch_gap_s)
 
 
@@ -81,7 +83,9 @@ class InOrderConsumer(AIOKafkaConsumer):
     fetch_min_bytes: int = 1
     fetch_max_wait_ms: int = 1500
     fetch_sessions: bool = False  # the app's settings turn them on (create_app)
-    #: Shortest time between two fetches to one broker (0: none; ``fetch_pacing``).
+    #: Topics of the conversions' path whose records make the next fetch wake on any
+    #: record, and the shortest time between two fetches to one broker (``fetch_pacing``).
+    wake_topics: frozenset[str] = frozenset()
     fetch_gap_s: float = 0.0
 
     def _new_consumer_thread(self) -> FetchTunedThread:

@@ -416,20 +416,22 @@ class Settings:
         " lightly loaded mesh (docs/benchmarks.md, the fetch wait without the flush storm)",
         _non_negative_int,
     )
-    consumer_self_fed_wake: bool = env_field(
-        "CONVMESH_CONSUMER_SELF_FED_WAKE",
+    consumer_wake_on_path: bool = env_field(
+        "CONVMESH_CONSUMER_WAKE_ON_PATH",
         True,
-        "a worker whose agents feed each other (identity_match, attribute) fetches with no"
-        " minimum size, so that the records one of its agents sends to another do not wait"
-        " out the fetch wait; paced by CONVMESH_CONSUMER_FETCH_GAP_MS (docs/benchmarks.md,"
-        " fetches that wake on a worker's own records)",
+        "a worker whose agents feed each other (identity_match, attribute) asks for no"
+        " minimum size in the fetch after one that brought conversions on their path, so"
+        " that the records one of its agents sends to another do not wait out the fetch"
+        " wait; its fetches CONVMESH_CONSUMER_FETCH_GAP_MS apart (docs/benchmarks.md,"
+        " fetches that wake on the conversions' path)",
         _bool,
     )
     consumer_fetch_gap_ms: int = env_field(
         "CONVMESH_CONSUMER_FETCH_GAP_MS",
         20,
-        "shortest time between two fetches of a worker that fetches with no minimum size"
-        " (ms): a trickle of records cannot make it fetch as fast as it can",
+        "shortest time between two fetches of a worker that wakes on the conversions' path"
+        " (ms): without a minimum size, records arriving one by one could otherwise make it"
+        " fetch as fast as it can",
         _non_negative_int,
     )
     reports_fetch_wait_ms: int = env_field(

@@ -1,11 +1,15 @@
-"""shared.kafka.fetch_pacing: one fetch per broker every interval, at most."""
+"""shared.kafka.fetch_pacing: fetches that wake on the conversions' path, one per broker
+every interval at most."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
-from shared.kafka.fetch_pacing import FetchPace, pace_fetches
+from aiokafka.protocol.fetch import FetchRequest
+
+from shared.kafka.fetch_pacing import FetchPace, WakeOnPath, pace_fetches, wake_on_path
 
 
 class Clock:
@@ -89,3 +93,52 @@ def test_no_interval_leaves_the_fetcher_as_it_was() -> None:
     method = fetcher._proc_fetch_request
     pace_fetches(fetcher, 0.0)
     assert fetcher._proc_fetch_request == method
+
+
+def fetch_answer(*parts: tuple[str, bytes]) -> Any:
+    """A fetch answer: per (topic, record bytes) one partition, the records last."""
+    return SimpleNamespace(topics=[(t, [(0, 0, 5, 5, 0, [], -1, records)]) for t, records in parts])
+
+
+class Answering:
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.other = "the client's own"
+
+    async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
+        return self.response
+
+
+def fetcher_with(response: Any) -> Any:
+    return SimpleNamespace(_client=Answering(response), _fetch_min_bytes=65536)
+
+
+def a_fetch() -> FetchRequest:
+    return FetchRequest(60, 65536, 50_000_000, 0, [("a", [(0, 10, 100)])])
+
+
+def test_records_of_a_path_topic_make_the_next_fetch_ask_for_no_minimum() -> None:
+    fetcher = fetcher_with(None)
+    wake = WakeOnPath(fetcher, ["ns.identity.lookups"], 65536)
+    wake.saw(fetch_answer(("ns.ads.engagements", b""), ("ns.identity.lookups", b"rec")))
+    assert fetcher._fetch_min_bytes == 1
+
+
+def test_an_answer_without_path_records_brings_the_minimum_back() -> None:
+    """Engagements arriving one by one are not fetched record by record."""
+    fetcher = fetcher_with(None)
+    wake = WakeOnPath(fetcher, ["ns.identity.lookups"], 65536)
+    wake.saw(fetch_answer(("ns.identity.lookups", b"rec")))
+    wake.saw(fetch_answer(("ns.ads.engagements", b"rec"), ("ns.identity.lookups", b"")))
+    assert fetcher._fetch_min_bytes == 65536
+
+
+async def test_the_fetchers_client_passes_fetch_answers_by_the_wake() -> None:
+    fetcher = fetcher_with(fetch_answer(("ns.identity.lookups", b"rec")))
+    wake_on_path(fetcher, ["ns.identity.lookups"])
+    wake_on_path(fetcher, ["ns.identity.lookups"])  # once only
+    await fetcher._client.send(1, "not a fetch")
+    assert fetcher._fetch_min_bytes == 65536
+    await fetcher._client.send(1, a_fetch())
+    assert fetcher._fetch_min_bytes == 1
+    assert fetcher._client.other == "the client's own"

@@ -75,38 +75,40 @@ def test_fetch_sessions_come_from_settings(tmp_path: Path, on: bool) -> None:
     assert create_app(s).consumer.fetch_sessions is on
 
 
-async def test_a_self_fed_app_fetches_with_no_minimum_paced(tmp_path: Path) -> None:
-    """A service whose agents read what its other agents send fetches with no minimum
-    size, its fetches CONVMESH_CONSUMER_FETCH_GAP_MS apart."""
+async def test_an_app_that_wakes_on_its_path_keeps_the_minimum_and_paces(tmp_path: Path) -> None:
+    """A service whose agents read what its other agents send names its path topics: the
+    consumer knows them by their real names, keeps the minimum size for its first fetch
+    and paces fetches CONVMESH_CONSUMER_FETCH_GAP_MS apart."""
     s = Settings(
         service="identity_match",
         data_dir=tmp_path,
         web_port=6199,
         dev_mode=True,
+        namespace="ns",
+        consumer_fetch_min_kb=32,
         consumer_fetch_gap_ms=25,
     )
-    app = create_app(s, self_fed=True)
+    app = create_app(s, wake_on=("identity.lookups",))
     client = app.consumer._thread._create_worker_consumer(app.transport)
-    assert client._fetch_min_bytes == 1
+    assert client._fetch_min_bytes == 32 * 1024
+    assert app.consumer.wake_topics == frozenset({s.topic_name("identity.lookups")})
     assert app.consumer.fetch_gap_s == 0.025
 
 
-@pytest.mark.parametrize(("self_fed", "wake"), [(False, True), (True, False)])
-async def test_other_apps_keep_the_fetch_minimum(
-    tmp_path: Path, self_fed: bool, wake: bool
+@pytest.mark.parametrize(("wake_on", "on"), [((), True), (("identity.lookups",), False)])
+async def test_other_apps_neither_wake_nor_pace(
+    tmp_path: Path, wake_on: tuple[str, ...], on: bool
 ) -> None:
-    """Not self-fed, or CONVMESH_CONSUMER_SELF_FED_WAKE off: the minimum size, no pace."""
+    """No path topics, or CONVMESH_CONSUMER_WAKE_ON_PATH off: no wake, no pace."""
     s = Settings(
         service="identity_match",
         data_dir=tmp_path,
         web_port=6199,
         dev_mode=True,
-        consumer_fetch_min_kb=32,
-        consumer_self_fed_wake=wake,
+        consumer_wake_on_path=on,
     )
-    app = create_app(s, self_fed=self_fed)
-    client = app.consumer._thread._create_worker_consumer(app.transport)
-    assert client._fetch_min_bytes == 32 * 1024
+    app = create_app(s, wake_on=wake_on)
+    assert app.consumer.wake_topics == frozenset()
     assert app.consumer.fetch_gap_s == 0.0
 
 
