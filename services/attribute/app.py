@@ -11,5 +11,6 @@ from shared.runtime.settings import Settings
 
 def build(settings: Settings | None = None) -> faust.App:
     settings = settings or Settings.from_env("attribute")
-    # Its agents feed each other (users -> publisher): a fetch wakes on their records.
+    # Its agents feed each other (users -> publisher): with CONVMESH_CONSUMER_WAKE_ON_PATH a
+    # fetch wakes on their records.
     return create_service_app(settings, agents.register, views.register, wake_on=agents.PATH_INPUTS)

@@ -87,6 +87,7 @@ async def test_an_app_that_wakes_on_its_path_keeps_the_minimum_and_paces(tmp_pat
         namespace="ns",
         consumer_fetch_min_kb=32,
         consumer_fetch_gap_ms=25,
+        consumer_wake_on_path=True,
     )
     app = create_app(s, wake_on=("identity.lookups",))
     client = app.consumer._thread._create_worker_consumer(app.transport)
@@ -99,7 +100,8 @@ async def test_an_app_that_wakes_on_its_path_keeps_the_minimum_and_paces(tmp_pat
 async def test_other_apps_neither_wake_nor_pace(
     tmp_path: Path, wake_on: tuple[str, ...], on: bool
 ) -> None:
-    """No path topics, or CONVMESH_CONSUMER_WAKE_ON_PATH off: no wake, no pace."""
+    """No path topics, or CONVMESH_CONSUMER_WAKE_ON_PATH off (the default): no wake, no
+    pace."""
     s = Settings(
         service="identity_match",
         data_dir=tmp_path,
