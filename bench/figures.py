@@ -105,7 +105,8 @@ def machine_ticks(proc_stat_text: str) -> tuple[int, int]:
     line = next(ln for ln in proc_stat_text.splitlines() if ln.startswith("cpu "))
     ticks = [int(v) for v in line.split()[1:]]
     # user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is
-    # already inside user and nice.
+    # already inside user and nice; steal (another tenant's) counts as busy, as it is
+    # time this machine's processes could not run.
     total = sum(ticks[:8])
     return total - ticks[3] - ticks[4], total
 

@@ -179,7 +179,6 @@ async def measure_push(
     attributed, reports = settings.topic_name(ATTRIBUTED), settings.topic_name(REPORTS)
     wanted = {i.result_key for i in items}
     offsets0, cpu0, load = await probe.topic_totals(), cpu_seconds(pids), load_1m()
-    machine0, own0 = machine_ticks(), own_cpu_s()
     speed = f"{rate:.0f}/s" if rate else "full speed"
     say(f"{label}: {len(items)} conversions at {speed} (load {load})")
     # Both pushes: at a fixed rate the per-batch and per-fetch costs weigh most.
@@ -187,6 +186,8 @@ async def measure_push(
         settings, pids, label, config.profile, config.out_dir, config.profile_seconds
     )
     acked: list[float] = []
+    # From the first send: the profilers' start is not the push's.
+    machine0, own0 = machine_ticks(), own_cpu_s()
     first, last_sent, sent_at = await push(
         settings.bootstrap, settings.topic_name(RAW), items, rate, acked
     )

@@ -77,27 +77,33 @@ def pace_fetches(fetcher: Any, interval_s: float, sleep: Sleep = asyncio.sleep) 
 
 
 class WakeOnPath:
-    """Sets the fetcher's minimum size for its next request from the last answer: none
-    after an answer with records of ``topics``, else ``min_bytes``."""
+    """Per broker, whether its last fetch answer brought records of ``topics``: then the
+    next fetch to that broker asks for no minimum size."""
 
-    def __init__(self, fetcher: Any, topics: Iterable[str], min_bytes: int) -> None:
-        self.fetcher = fetcher
+    def __init__(self, topics: Iterable[str]) -> None:
         self.topics = frozenset(topics)
-        self.min_bytes = min_bytes
+        self._woke: set[int] = set()
 
-    def saw(self, response: Any) -> None:
-        woke = any(
+    def woke(self, node_id: int) -> bool:
+        return node_id in self._woke
+
+    def saw(self, node_id: int, response: Any) -> None:
+        brought = any(
             partition[-1]  # the record set's bytes, last in every version's partition data
             for topic, partitions in response.topics
             if topic in self.topics
             for partition in partitions
         )
-        self.fetcher._fetch_min_bytes = 1 if woke else self.min_bytes
+        if brought:
+            self._woke.add(node_id)
+        else:
+            self._woke.discard(node_id)
 
 
 class WakeClient:
-    """aiokafka's client as the fetcher sees it: each fetch answer goes past
-    ``WakeOnPath`` on its way back; everything else is the client's own."""
+    """aiokafka's client as the fetcher sees it: a fetch to a broker whose last answer
+    brought path records leaves with no minimum size, and each answer goes past
+    ``WakeOnPath``; everything else is the client's own."""
 
     def __init__(self, client: Any, wake: WakeOnPath) -> None:
         self._client = client
@@ -107,16 +113,18 @@ class WakeClient:
         return getattr(self._client, name)
 
     async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
+        if not isinstance(request, FetchRequest):
+            return await self._client.send(node_id, request, **kwargs)
+        if self._wake.woke(node_id):
+            request._min_bytes = 1  # read when the request is encoded, below
         response = await self._client.send(node_id, request, **kwargs)
-        if isinstance(request, FetchRequest):
-            self._wake.saw(response)
+        self._wake.saw(node_id, response)
         return response
 
 
 def wake_on_path(fetcher: Any, topics: Iterable[str]) -> None:
-    """Make ``fetcher`` drop its minimum size after an answer with records of ``topics``
-    (real names). Call after the fetch sessions are in place: it wraps their client."""
-    if isinstance(fetcher._client, WakeClient):
-        return
-    wake = WakeOnPath(fetcher, topics, fetcher._fetch_min_bytes)
-    fetcher._client = WakeClient(fetcher._client, wake)
+    """Make ``fetcher``'s next fetch to a broker ask for no minimum size after an answer
+    from it with records of ``topics`` (real names). Call after the fetch sessions are in
+    place: it wraps their client."""
+    if not isinstance(fetcher._client, WakeClient):
+        fetcher._client = WakeClient(fetcher._client, WakeOnPath(topics))

@@ -2,9 +2,9 @@
 
 aiokafka 0.14 sends every fetch without a session: the request lists every
 partition the worker reads, and the answer lists them all again, data or not.
-identity_match reads 80 partitions, and an idle worker fetches some 33 times
-a second, so most of a worker's CPU with nothing to do went to encoding and
-decoding those lists (docs/benchmarks.md, "What a batch costs").
+identity_match reads 80 partitions, and an idle worker fetches 17-33 times a
+second (a 60 or 30 ms fetch wait), so most of a worker's CPU with nothing to
+do went to encoding and decoding those lists (docs/benchmarks.md, "What a batch costs").
 
 With a session, the broker keeps the list. A request names only the
 partitions whose fetch offset changed since the last one (those that brought

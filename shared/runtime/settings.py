@@ -432,7 +432,7 @@ class Settings:
         20,
         "shortest time between two fetches of a worker that wakes on the conversions' path"
         " (ms): without a minimum size, records arriving one by one could otherwise make it"
-        " fetch as fast as it can",
+        " fetch as fast as it can; it paces all its fetches, so keep it below the fetch wait",
         _non_negative_int,
     )
     reports_fetch_wait_ms: int = env_field(

@@ -43,7 +43,7 @@ def check_push(run: dict[str, Any], conversions: int) -> None:
     assert positive(run["cpu_ms_per_conversion"])
     assert run["load_1m"] >= 0
     assert 0 < run["machine_busy_cores"] <= (os.cpu_count() or 1)
-    assert positive(run["bench_cpu_s"])
+    assert run["bench_cpu_s"] >= 0  # os.times() counts in clock ticks
 
 
 def check_hops(run: dict[str, Any], conversions: int) -> None:

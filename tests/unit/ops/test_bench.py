@@ -64,6 +64,7 @@ def test_table_rows_show_both_pushes_and_the_ratio() -> None:
         "cpu_s": {"attribute": 9.5},
         "load_1m": 1.2,
         "machine_busy_cores": 1.7,
+        "bench_cpu_s": 2.5,
     }
     report = {
         "baseline": {"records_per_s": 5000.0},
@@ -79,6 +80,7 @@ def test_table_rows_show_both_pushes_and_the_ratio() -> None:
     assert rows["cpu s attribute"] == ["9.5", "9.5"]
     assert rows["cpu s dedupe"] == ["-", "-"]
     assert rows["machine's busy cores"] == ["1.7", "1.7"]
+    assert rows["bench's own CPU s"] == ["2.5", "2.5"]
 
 
 def test_the_cli_builds_without_the_bench_package(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,13 @@ from typing import Any
 
 from aiokafka.protocol.fetch import FetchRequest
 
-from shared.kafka.fetch_pacing import FetchPace, WakeOnPath, pace_fetches, wake_on_path
+from shared.kafka.fetch_pacing import (
+    FetchPace,
+    WakeClient,
+    WakeOnPath,
+    pace_fetches,
+    wake_on_path,
+)
 
 
 class Clock:
@@ -95,50 +101,67 @@ def test_no_interval_leaves_the_fetcher_as_it_was() -> None:
     assert fetcher._proc_fetch_request == method
 
 
-def fetch_answer(*parts: tuple[str, bytes]) -> Any:
-    """A fetch answer: per (topic, record bytes) one partition, the records last."""
+def fetch_answer(*parts: tuple[str, bytes | None]) -> Any:
+    """A fetch answer (version 11 layout): per (topic, record bytes) one partition, the
+    records last."""
     return SimpleNamespace(topics=[(t, [(0, 0, 5, 5, 0, [], -1, records)]) for t, records in parts])
 
 
+def v0_answer(topic: str, records: bytes) -> Any:
+    """Version 0: partition, error, high watermark, records."""
+    return SimpleNamespace(topics=[(topic, [(0, 0, 5, records)])])
+
+
 class Answering:
-    def __init__(self, response: Any) -> None:
-        self.response = response
+    def __init__(self, *responses: Any) -> None:
+        self.responses = list(responses)
+        self.min_bytes_sent: list[int] = []
         self.other = "the client's own"
 
     async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
-        return self.response
-
-
-def fetcher_with(response: Any) -> Any:
-    return SimpleNamespace(_client=Answering(response), _fetch_min_bytes=65536)
+        if not isinstance(request, FetchRequest):
+            return "metadata"
+        self.min_bytes_sent.append(request._min_bytes)
+        return self.responses.pop(0) if self.responses else fetch_answer()
 
 
 def a_fetch() -> FetchRequest:
     return FetchRequest(60, 65536, 50_000_000, 0, [("a", [(0, 10, 100)])])
 
 
-def test_records_of_a_path_topic_make_the_next_fetch_ask_for_no_minimum() -> None:
-    fetcher = fetcher_with(None)
-    wake = WakeOnPath(fetcher, ["ns.identity.lookups"], 65536)
-    wake.saw(fetch_answer(("ns.ads.engagements", b""), ("ns.identity.lookups", b"rec")))
-    assert fetcher._fetch_min_bytes == 1
+PATH = ["ns.identity.lookups"]
+
+
+def test_records_of_a_path_topic_wake_that_broker() -> None:
+    wake = WakeOnPath(PATH)
+    wake.saw(1, fetch_answer(("ns.ads.engagements", b""), ("ns.identity.lookups", b"rec")))
+    assert wake.woke(1) and not wake.woke(2)
 
 
 def test_an_answer_without_path_records_brings_the_minimum_back() -> None:
-    """Engagements arriving one by one are not fetched record by record."""
-    fetcher = fetcher_with(None)
-    wake = WakeOnPath(fetcher, ["ns.identity.lookups"], 65536)
-    wake.saw(fetch_answer(("ns.identity.lookups", b"rec")))
-    wake.saw(fetch_answer(("ns.ads.engagements", b"rec"), ("ns.identity.lookups", b"")))
-    assert fetcher._fetch_min_bytes == 65536
+    """Engagements arriving one by one are not fetched record by record; no records
+    decode as empty bytes or None."""
+    wake = WakeOnPath(PATH)
+    wake.saw(1, fetch_answer(("ns.identity.lookups", b"rec")))
+    wake.saw(1, fetch_answer(("ns.ads.engagements", b"rec"), ("ns.identity.lookups", None)))
+    assert not wake.woke(1)
 
 
-async def test_the_fetchers_client_passes_fetch_answers_by_the_wake() -> None:
-    fetcher = fetcher_with(fetch_answer(("ns.identity.lookups", b"rec")))
-    wake_on_path(fetcher, ["ns.identity.lookups"])
-    wake_on_path(fetcher, ["ns.identity.lookups"])  # once only
+def test_older_answer_layouts_carry_the_records_last_too() -> None:
+    wake = WakeOnPath(PATH)
+    wake.saw(1, v0_answer("ns.identity.lookups", b"rec"))
+    assert wake.woke(1)
+
+
+async def test_the_next_fetch_to_a_woken_broker_asks_for_no_minimum() -> None:
+    answering = Answering(fetch_answer(("ns.identity.lookups", b"rec")), fetch_answer())
+    fetcher = SimpleNamespace(_client=answering)
+    wake_on_path(fetcher, PATH)
+    wake_on_path(fetcher, PATH)  # once only
+    assert isinstance(fetcher._client, WakeClient) and fetcher._client._client is answering
     await fetcher._client.send(1, "not a fetch")
-    assert fetcher._fetch_min_bytes == 65536
+    await fetcher._client.send(1, a_fetch())  # brings path records
+    await fetcher._client.send(2, a_fetch())  # another broker: not woken
     await fetcher._client.send(1, a_fetch())
-    assert fetcher._fetch_min_bytes == 1
+    assert answering.min_bytes_sent == [65536, 65536, 1]
     assert fetcher._client.other == "the client's own"
