@@ -22,6 +22,8 @@ from typing import Any
 
 from aiokafka.protocol.fetch import FetchRequest
 
+from shared.kafka.fetch_sessions import ClientWrapper
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 
@@ -100,17 +102,13 @@ class WakeOnPath:
             self._woke.discard(node_id)
 
 
-class WakeClient:
-    """aiokafka's client as the fetcher sees it: a fetch to a broker whose last answer
-    brought path records leaves with no minimum size, and each answer goes past
-    ``WakeOnPath``; everything else is the client's own."""
+class WakeClient(ClientWrapper):
+    """A fetch to a broker whose last answer brought path records leaves with no minimum
+    size, and each answer goes past ``WakeOnPath``."""
 
     def __init__(self, client: Any, wake: WakeOnPath) -> None:
-        self._client = client
+        super().__init__(client)
         self._wake = wake
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
 
     async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
         if not isinstance(request, FetchRequest):

@@ -163,15 +163,19 @@ class SessionFetchRequest(FetchRequest):  # type: ignore[misc]
         return struct
 
 
-class SessionClient:
-    """aiokafka's client as the fetcher sees it: a session's answers go through its
-    ``FetchSession`` first; everything else is the client's own."""
+class ClientWrapper:
+    """aiokafka's client as its fetcher sees it, with ``send`` to override: every other
+    attribute is the wrapped client's own."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+
+class SessionClient(ClientWrapper):
+    """A session's answers go through its ``FetchSession`` first."""
 
     async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
         if not isinstance(request, SessionFetchRequest):
