@@ -365,6 +365,7 @@ async def process(
         settings.batch_pipeline,
         ship_with_changelog=outbox.ship_with_changelog,
         changelog_wait_s=settings.changelog_wait_s,
+        changelog_hold_s=settings.changelog_hold_s,
     )
     processed: list[Writes] = []
     arrived: Counter[str] = Counter()  # records in per topic, a bundle's items each

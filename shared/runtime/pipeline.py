@@ -40,6 +40,15 @@ the changelog leaves on its own. A kill -9 before it leaves is the case the
 one-at-a-time loop already had between the store write and the changelog
 ack: the inputs were not committed, and a redelivered input that finds its
 state writes it again (``StateCache.rewrite``).
+
+The carry is held (``changelog_hold_s``): the batches that come while it is
+younger than the hold join it, their outputs leaving alone, their state
+stored at once, their changelog values taking the place of the carried ones
+of the same keys. A key written again within the hold (a conversion's owner
+at its acceptance and at each answer, a report row) then reaches the
+changelog once, and the carry leaves with the first batch after the hold.
+The carried batches are, for the changelog and the commit, one larger
+batch: their inputs are committed together, in order, once it is acked.
 """
 
 from __future__ import annotations
@@ -222,12 +231,35 @@ class InFlight:
 
 @dataclass(eq=False)
 class Carry:
-    """A batch whose outputs are acked and whose state is in the store; its changelog
-    records wait to leave with the next batch's outputs."""
+    """Batches whose outputs are acked and whose state is in the store; their changelog
+    records wait to leave with a later batch's outputs.
 
-    events: Sequence[Any]
-    writes: list[Writes]
+    ``writes`` keeps the newest value of each key per table (partition and key): a
+    key written by several of the carried batches leaves once.
+    """
+
+    events: list[Any]
+    writes: list[dict[tuple[int, bytes], bytes | None]]
+    #: The loop's time when its first batch's state was stored.
+    born: float
     timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, events: Sequence[Any], writes: list[Writes], born: float) -> Carry:
+        carry = cls([], [{} for _ in writes], born)
+        carry.take_in(events, writes)
+        return carry
+
+    def take_in(self, events: Sequence[Any], writes: list[Writes]) -> None:
+        """Add a later batch: its inputs after the carried ones, its values over theirs."""
+        self.events.extend(events)
+        for merged, table_writes in zip(self.writes, writes, strict=True):
+            for partition, key, value in table_writes:
+                merged[(partition, key)] = value
+
+    def table_writes(self) -> list[Writes]:
+        """Each table's carried writes, one per key."""
+        return [[(p, key, value) for (p, key), value in merged.items()] for merged in self.writes]
 
 
 def _stop_timer(carry: Carry | None) -> None:
@@ -264,6 +296,7 @@ class Pipeline:
         *,
         ship_with_changelog: ShipWithChangelog | None = None,
         changelog_wait_s: float = 0.0,
+        changelog_hold_s: float = 0.0,
     ) -> None:
         self.tables = tuple(tables)
         self.pending = tuple(PendingWrites() for _ in self.tables)
@@ -274,6 +307,7 @@ class Pipeline:
         self._number = 0
         self._ship_with = ship_with_changelog
         self._wait_s = changelog_wait_s
+        self._hold_s = changelog_hold_s
         self.carries = (
             depth == 0
             and changelog_wait_s > 0
@@ -357,24 +391,35 @@ class Pipeline:
     async def _submit_carrying(
         self, events: Sequence[Any], records: list[Any], writes: list[Writes]
     ) -> None:
-        """Depth 0 with the changelog carried: this batch's outputs leave with the previous
-        batch's changelog, then this batch's state is stored and its changelog carried."""
+        """Depth 0 with the changelog carried: this batch's outputs leave with the carried
+        changelog, then this batch's state is stored and its changelog carried.
+
+        A carry younger than the hold takes the batch in instead: the outputs leave
+        alone, and the carry leaves with the first batch after the hold.
+        """
         await self._sent_alone()  # its changelog before any later one
         carry = self._carry  # it leaves now; abandon() still finds it until settled
+        loop = asyncio.get_running_loop()
+        holding = carry is not None and loop.time() - carry.born < self._hold_s
         _stop_timer(carry)
         hold(events)
-        sent = await self._delivered_with_carry(records, carry, len(events))
-        if carry is not None:
+        sent = await self._delivered_with_carry(records, None if holding else carry, len(events))
+        if carry is not None and not holding:
             await self._settle(carry, sent)
             self._carry = None
-        if not any(writes):
+        if any(writes):
+            await retry(self._log, "state_write_failed", len(events), self._stored(writes))
+        if self._carry is not None:
+            # Inputs are committed in batch order: a batch without state waits in the carry.
+            self._carry.take_in(events, writes)
+        elif any(writes):
+            self._carry = Carry.of(events, writes, loop.time())
+        else:
             release(events)
             return
-        await retry(self._log, "state_write_failed", len(events), self._stored(writes))
-        self._carry = Carry(events, writes)
-        self._carry.timer = asyncio.get_running_loop().call_later(
-            self._wait_s, self._send_carry_alone
-        )
+        carry = self._carry
+        due = carry.born + self._hold_s + self._wait_s - loop.time()
+        carry.timer = loop.call_later(max(due, 0.0), self._send_carry_alone)
 
     def _take_carry(self) -> Carry | None:
         carry, self._carry = self._carry, None
@@ -419,7 +464,7 @@ class Pipeline:
             return []
         return [
             table.changelog_records(table_writes)
-            for table, table_writes in zip(self.tables, carry.writes, strict=True)
+            for table, table_writes in zip(self.tables, carry.table_writes(), strict=True)
             if table_writes
         ]
 

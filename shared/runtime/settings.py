@@ -377,6 +377,14 @@ class Settings:
         " (docs/benchmarks.md, the changelog with the next batch)",
         _non_negative_float,
     )
+    changelog_hold_s: float = env_field(
+        "CONVMESH_CHANGELOG_HOLD_S",
+        0.25,
+        "how long a batch's carried changelog records take in the next batches' (seconds):"
+        " a key written again within it leaves once, and the inputs of those batches are"
+        " committed together once it is acked (docs/benchmarks.md, the changelog held)",
+        _non_negative_float,
+    )
     bundle_records: bool = env_field(
         "CONVMESH_BUNDLE_RECORDS",
         True,

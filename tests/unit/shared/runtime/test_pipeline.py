@@ -360,7 +360,11 @@ class CarryTable(Table):
 
 
 def carrying(
-    table: CarryTable, broker: CarryBroker, wait_s: float = 60.0, *more: CarryTable
+    table: CarryTable,
+    broker: CarryBroker,
+    wait_s: float = 60.0,
+    *more: CarryTable,
+    hold_s: float = 0.0,
 ) -> Pipeline:
     flight = Pipeline(
         [table, *more],
@@ -369,6 +373,7 @@ def carrying(
         depth=0,
         ship_with_changelog=broker.ship_with,
         changelog_wait_s=wait_s,
+        changelog_hold_s=hold_s,
     )
     assert flight.carries
     return flight
@@ -408,6 +413,75 @@ async def test_a_batchs_changelog_leaves_in_one_request_with_the_next_batchs_out
     await flight.drain()
     assert released(second)
     assert broker.calls[-1] == ([("changelog", 0, b"k", b"2")], [])
+
+
+async def test_a_held_carry_takes_in_the_next_batches_and_logs_each_key_once() -> None:
+    """Within the hold the outputs leave alone and a key written again is logged once,
+    with its newest value; every input stays uncommitted until that record is acked."""
+    broker, table = CarryBroker(), CarryTable()
+    broker.auto = True
+    flight = carrying(table, broker, hold_s=60.0)
+    first, second = taken(1), taken(1, 1)
+    await flight.submit(first, ["r1"], [[(0, b"k", b"1"), (0, b"j", b"1")]])
+    await flight.submit(second, ["r2"], [[(0, b"k", b"2")]])
+    assert broker.calls == [([], ["r1"]), ([], ["r2"])]
+    assert table.data == {b"k": b"2", b"j": b"1"}  # the store has each batch's state at once
+    assert not released(first) and not released(second)
+    await flight.drain()
+    assert broker.calls[-1] == ([("changelog", 0, b"k", b"2"), ("changelog", 0, b"j", b"1")], [])
+    assert released(first) and released(second)
+
+
+async def test_the_first_batch_after_the_hold_carries_the_held_changelog() -> None:
+    broker, table = CarryBroker(), CarryTable()
+    broker.auto = True
+    flight = carrying(table, broker, hold_s=0.01)
+    first = taken(1)
+    await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
+    born = asyncio.get_running_loop().time()
+    await until(lambda: asyncio.get_running_loop().time() > born + 0.01)
+    await flight.submit(taken(1, 1), ["r2"], [[(0, b"k", b"2")]])
+    assert broker.calls == [([], ["r1"]), ([("changelog", 0, b"k", b"1")], ["r2"])]
+    assert released(first)
+
+
+async def test_a_held_carry_leaves_alone_after_the_hold_and_the_wait() -> None:
+    broker, table = CarryBroker(), CarryTable()
+    broker.auto = True
+    flight = carrying(table, broker, wait_s=0.005, hold_s=0.01)
+    first, second = taken(1), taken(1, 1)
+    await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
+    await flight.submit(second, ["r2"], [[(0, b"k", b"2")]])
+    await until(lambda: released(first) and released(second))
+    assert table.persisted == [[("changelog", 0, b"k", b"2")]]
+
+
+async def test_a_batch_without_state_is_committed_after_the_held_batches_before_it() -> None:
+    """Offsets are committed in batch order: a stateless batch waits in the carry."""
+    broker, table = CarryBroker(), CarryTable()
+    broker.auto = True
+    flight = carrying(table, broker, hold_s=60.0)
+    first, stateless = taken(1), taken(1, 1)
+    await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
+    await flight.submit(stateless, ["r2"], [[]])
+    assert not released(stateless)
+    await flight.drain()
+    assert released(first) and released(stateless)
+
+
+async def test_an_abandoned_held_carry_commits_none_of_its_batches() -> None:
+    broker, table = CarryBroker(), CarryTable()
+    broker.auto = True
+    flight = carrying(table, broker, hold_s=60.0)
+    first, second = taken(1), taken(1, 1)
+    await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
+    await flight.submit(second, ["r2"], [[(0, b"j", b"1")]])
+    flight.abandon()
+    await settle()
+    held = [*first, *second]
+    assert all(event.message.acked and event.message.refcount > 0 for event in held)
+    assert broker.calls[-1] == ([("changelog", 0, b"k", b"1"), ("changelog", 0, b"j", b"1")], [])
+    assert table.persisted == []
 
 
 async def test_a_carried_changelog_leaves_on_its_own_when_no_batch_follows() -> None:
@@ -496,19 +570,23 @@ async def test_a_failed_request_sends_the_outputs_and_the_carried_changelog_agai
     ),
     st.integers(0, 2**32),
     st.booleans(),
+    st.sampled_from([0.0, 0.001, 60.0]),
 )
 def test_a_carried_changelog_keeps_the_state_and_every_order_of_one_at_a_time(
-    batches: list[list[tuple[bytes, int]]], seed: int, short_wait: bool
+    batches: list[list[tuple[bytes, int]]], seed: int, short_wait: bool, hold_s: float
 ) -> None:
-    """Counters added batch by batch, acks at random, the changelog carried or sent alone:
-    reads and the store equal one-at-a-time; the changelog holds each key's values in batch
-    order; inputs become committable in batch order, each after its changelog's ack."""
+    """Counters added batch by batch, acks at random, the changelog carried, held or sent
+    alone: reads and the store equal one-at-a-time; the changelog holds each key's values
+    in batch order; inputs become committable in batch order, each once the changelog has
+    its state."""
 
     rng = random.Random(seed)
+    after_batch = counters_after_each(batches)
 
     async def scenario() -> tuple[list[int], dict[bytes, bytes], list[Any], list[int]]:
         broker, table = CarryBroker(), CarryTable()
-        flight = carrying(table, broker, wait_s=0.001 if short_wait else 60.0)
+        wait_s = 0.001 if short_wait else 60.0
+        flight = carrying(table, broker, wait_s, hold_s=hold_s)
         seen: list[int] = []
         committed: list[int] = []
         all_events: list[list[FakeEvent]] = []
@@ -521,8 +599,11 @@ def test_a_carried_changelog_keeps_the_state_and_every_order_of_one_at_a_time(
                     if number not in committed and released(events):
                         if committed != list(range(number)):
                             failures.append(f"batch {number} committable out of order")
-                        logged = [r[3] for part in table.persisted for r in part]
-                        if len(logged) < sum(1 for b in batches[: number + 1] if b):
+                        logged = {r[2]: int(r[3]) for part in table.persisted for r in part}
+                        if any(
+                            logged.get(key, -1) < value
+                            for key, value in after_batch[number].items()
+                        ):
                             failures.append(f"batch {number} committable before its changelog")
                         committed.append(number)
 
@@ -543,7 +624,21 @@ def test_a_carried_changelog_keeps_the_state_and_every_order_of_one_at_a_time(
     assert_one_at_a_time(batches, seen, data)
     changelog = {key: value for part in persisted for _t, _p, key, value in part}
     assert changelog == data  # the last changelog value of every key is the stored one
+    for key in changelog:  # each key's values in batch order (counters only grow)
+        logged = [int(value) for part in persisted for _t, _p, k, value in part if k == key]
+        assert logged == sorted(logged)
     assert committed == list(range(len(batches)))
+
+
+def counters_after_each(batches: list[list[tuple[bytes, int]]]) -> list[dict[bytes, int]]:
+    """The counters each batch leaves, one batch after another."""
+    counters: dict[bytes, int] = {}
+    after = []
+    for items in batches:
+        for key, add in items:
+            counters[key] = counters.get(key, 0) + add
+        after.append(dict(counters))
+    return after
 
 
 async def test_a_second_tables_changelog_leaves_only_once_the_firsts_is_acked() -> None:
