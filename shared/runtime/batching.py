@@ -366,6 +366,7 @@ async def process(
         ship_with_changelog=outbox.ship_with_changelog,
         changelog_wait_s=settings.changelog_wait_s,
         changelog_hold_s=settings.changelog_hold_s,
+        changelog_hold_bytes=settings.changelog_hold_kb * 1024,
     )
     processed: list[Writes] = []
     arrived: Counter[str] = Counter()  # records in per topic, a bundle's items each

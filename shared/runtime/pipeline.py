@@ -49,6 +49,9 @@ at its acceptance and at each answer, a report row) then reaches the
 changelog once, and the carry leaves with the first batch after the hold.
 The carried batches are, for the changelog and the commit, one larger
 batch: their inputs are committed together, in order, once it is acked.
+A carry of more than ``changelog_hold_bytes`` of keys and values leaves with
+the next batch whatever its age: an agent that rewrites large values (an
+identifier's history) would otherwise hold the hold's worth of them in memory.
 """
 
 from __future__ import annotations
@@ -243,6 +246,8 @@ class Carry:
     #: The loop's time when its first batch's state was stored.
     born: float
     timer: asyncio.TimerHandle | None = None
+    #: Bytes of the carried keys and values (what holding it keeps in memory).
+    size: int = 0
 
     @classmethod
     def of(cls, events: Sequence[Any], writes: list[Writes], born: float) -> Carry:
@@ -255,7 +260,13 @@ class Carry:
         self.events.extend(events)
         for merged, table_writes in zip(self.writes, writes, strict=True):
             for partition, key, value in table_writes:
+                replaced = merged.get((partition, key))
+                if replaced is not None:
+                    self.size -= len(replaced)
+                elif (partition, key) not in merged:
+                    self.size += len(key)
                 merged[(partition, key)] = value
+                self.size += len(value) if value is not None else 0
 
     def table_writes(self) -> list[Writes]:
         """Each table's carried writes, one per key."""
@@ -297,6 +308,7 @@ class Pipeline:
         ship_with_changelog: ShipWithChangelog | None = None,
         changelog_wait_s: float = 0.0,
         changelog_hold_s: float = 0.0,
+        changelog_hold_bytes: int = 1 << 20,
     ) -> None:
         self.tables = tuple(tables)
         self.pending = tuple(PendingWrites() for _ in self.tables)
@@ -308,6 +320,7 @@ class Pipeline:
         self._ship_with = ship_with_changelog
         self._wait_s = changelog_wait_s
         self._hold_s = changelog_hold_s
+        self._hold_bytes = changelog_hold_bytes
         self.carries = (
             depth == 0
             and changelog_wait_s > 0
@@ -394,13 +407,18 @@ class Pipeline:
         """Depth 0 with the changelog carried: this batch's outputs leave with the carried
         changelog, then this batch's state is stored and its changelog carried.
 
-        A carry younger than the hold takes the batch in instead: the outputs leave
-        alone, and the carry leaves with the first batch after the hold.
+        A carry younger than the hold and smaller than its byte bound takes the batch
+        in instead: the outputs leave alone, and the carry leaves with the first batch
+        after the hold or the bound.
         """
         await self._sent_alone()  # its changelog before any later one
         carry = self._carry  # it leaves now; abandon() still finds it until settled
         loop = asyncio.get_running_loop()
-        holding = carry is not None and loop.time() - carry.born < self._hold_s
+        holding = (
+            carry is not None
+            and loop.time() - carry.born < self._hold_s
+            and carry.size < self._hold_bytes
+        )
         _stop_timer(carry)
         hold(events)
         sent = await self._delivered_with_carry(records, None if holding else carry, len(events))

@@ -385,6 +385,13 @@ class Settings:
         " committed together once it is acked (docs/benchmarks.md, the changelog held)",
         _non_negative_float,
     )
+    changelog_hold_kb: int = env_field(
+        "CONVMESH_CHANGELOG_HOLD_KB",
+        1024,
+        "a held changelog of more keys and values than this (KiB) leaves with the next"
+        " batch, whatever its age: it bounds what holding it keeps in memory per agent",
+        _positive_int,
+    )
     bundle_records: bool = env_field(
         "CONVMESH_BUNDLE_RECORDS",
         True,

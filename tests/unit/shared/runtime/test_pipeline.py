@@ -365,6 +365,7 @@ def carrying(
     wait_s: float = 60.0,
     *more: CarryTable,
     hold_s: float = 0.0,
+    hold_bytes: int = 1 << 20,
 ) -> Pipeline:
     flight = Pipeline(
         [table, *more],
@@ -374,6 +375,7 @@ def carrying(
         ship_with_changelog=broker.ship_with,
         changelog_wait_s=wait_s,
         changelog_hold_s=hold_s,
+        changelog_hold_bytes=hold_bytes,
     )
     assert flight.carries
     return flight
@@ -430,6 +432,20 @@ async def test_a_held_carry_takes_in_the_next_batches_and_logs_each_key_once() -
     await flight.drain()
     assert broker.calls[-1] == ([("changelog", 0, b"k", b"2"), ("changelog", 0, b"j", b"1")], [])
     assert released(first) and released(second)
+
+
+async def test_a_carry_past_its_byte_bound_leaves_with_the_next_batch_within_the_hold() -> None:
+    """The bound counts each key once and its newest value: what holding keeps in memory."""
+    broker, table = CarryBroker(), CarryTable()
+    broker.auto = True
+    flight = carrying(table, broker, hold_s=60.0, hold_bytes=8)
+    await flight.submit(taken(1), ["r1"], [[(0, b"k", b"123")]])  # 4 bytes
+    await flight.submit(taken(1, 1), ["r2"], [[(0, b"k", b"12345")]])  # 6: still held
+    await flight.submit(taken(1, 2), ["r3"], [[(0, b"j", b"1")]])  # 8: the bound
+    assert broker.calls == [([], ["r1"]), ([], ["r2"]), ([], ["r3"])]
+    await flight.submit(taken(1, 3), ["r4"], [[]])
+    logged = [("changelog", 0, b"k", b"12345"), ("changelog", 0, b"j", b"1")]
+    assert broker.calls[-1] == (logged, ["r4"])
 
 
 async def test_the_first_batch_after_the_hold_carries_the_held_changelog() -> None:
