@@ -49,7 +49,7 @@ at its acceptance and at each answer, a report row) then reaches the
 changelog once, and the carry leaves with the first batch after the hold.
 The carried batches are, for the changelog and the commit, one larger
 batch: their inputs are committed together, in order, once it is acked.
-A carry of more than ``changelog_hold_bytes`` of keys and values leaves with
+A carry with ``changelog_hold_bytes`` of keys and values or more leaves with
 the next batch whatever its age: an agent that rewrites large values (an
 identifier's history) would otherwise hold the hold's worth of them in memory.
 """

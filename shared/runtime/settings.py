@@ -88,6 +88,18 @@ def _non_negative_float(name: str, raw: str) -> float:
     return value
 
 
+#: The longest changelog hold: a rebalance waits for the held batches (docs/design.md),
+#: and must end well within the consumer group's session timeout.
+MAX_CHANGELOG_HOLD_S = 5.0
+
+
+def _changelog_hold(name: str, raw: str) -> float:
+    value = _non_negative_float(name, raw)
+    if value > MAX_CHANGELOG_HOLD_S:
+        raise ConfigError(f"{name} must be at most {MAX_CHANGELOG_HOLD_S} s, got {raw!r}")
+    return value
+
+
 def _port(name: str, raw: str) -> int:
     port = _int(name, raw)
     if not 0 < port < 65_536:
@@ -382,14 +394,15 @@ class Settings:
         0.25,
         "how long a batch's carried changelog records take in the next batches' (seconds):"
         " a key written again within it leaves once, and the inputs of those batches are"
-        " committed together once it is acked (docs/benchmarks.md, the changelog held)",
-        _non_negative_float,
+        " committed together once it is acked (docs/benchmarks.md, the changelog held);"
+        " at most 5: a rebalance waits for them",
+        _changelog_hold,
     )
     changelog_hold_kb: int = env_field(
         "CONVMESH_CHANGELOG_HOLD_KB",
         1024,
-        "a held changelog of more keys and values than this (KiB) leaves with the next"
-        " batch, whatever its age: it bounds what holding it keeps in memory per agent",
+        "a held changelog with this many KiB of keys and values or more leaves with the"
+        " next batch, whatever its age: it bounds what holding it keeps in memory per agent",
         _positive_int,
     )
     bundle_records: bool = env_field(

@@ -449,16 +449,20 @@ async def test_a_carry_past_its_byte_bound_leaves_with_the_next_batch_within_the
 
 
 async def test_the_first_batch_after_the_hold_carries_the_held_changelog() -> None:
+    """Two batches held, then the carry ages past its hold: the next batch takes it."""
     broker, table = CarryBroker(), CarryTable()
     broker.auto = True
-    flight = carrying(table, broker, hold_s=0.01)
-    first = taken(1)
+    flight = carrying(table, broker, hold_s=60.0)
+    first, second = taken(1), taken(1, 1)
     await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
-    born = asyncio.get_running_loop().time()
-    await until(lambda: asyncio.get_running_loop().time() > born + 0.01)
-    await flight.submit(taken(1, 1), ["r2"], [[(0, b"k", b"2")]])
-    assert broker.calls == [([], ["r1"]), ([("changelog", 0, b"k", b"1")], ["r2"])]
-    assert released(first)
+    await flight.submit(second, ["r2"], [[(0, b"k", b"2"), (0, b"j", b"1")]])
+    assert flight._carry is not None
+    flight._carry.born -= 61.0  # the carry is older than its hold
+    third = taken(1, 2)
+    await flight.submit(third, ["r3"], [[(0, b"k", b"3")]])
+    logged = [("changelog", 0, b"k", b"2"), ("changelog", 0, b"j", b"1")]
+    assert broker.calls == [([], ["r1"]), ([], ["r2"]), (logged, ["r3"])]
+    assert released(first) and released(second) and not released(third)
 
 
 async def test_a_held_carry_leaves_alone_after_the_hold_and_the_wait() -> None:
@@ -586,15 +590,20 @@ async def test_a_failed_request_sends_the_outputs_and_the_carried_changelog_agai
     ),
     st.integers(0, 2**32),
     st.booleans(),
-    st.sampled_from([0.0, 0.001, 60.0]),
+    st.sampled_from([0.0, 60.0]),
+    st.sampled_from([4, 1 << 20]),
 )
 def test_a_carried_changelog_keeps_the_state_and_every_order_of_one_at_a_time(
-    batches: list[list[tuple[bytes, int]]], seed: int, short_wait: bool, hold_s: float
+    batches: list[list[tuple[bytes, int]]],
+    seed: int,
+    short_wait: bool,
+    hold_s: float,
+    hold_bytes: int,
 ) -> None:
-    """Counters added batch by batch, acks at random, the changelog carried, held or sent
-    alone: reads and the store equal one-at-a-time; the changelog holds each key's values
-    in batch order; inputs become committable in batch order, each once the changelog has
-    its state."""
+    """Counters added batch by batch, acks at random, the changelog carried, held (up to
+    a byte bound) or sent alone: reads and the store equal one-at-a-time; the changelog
+    holds each key's values in batch order; inputs become committable in batch order,
+    each once the changelog has its state."""
 
     rng = random.Random(seed)
     after_batch = counters_after_each(batches)
@@ -602,7 +611,7 @@ def test_a_carried_changelog_keeps_the_state_and_every_order_of_one_at_a_time(
     async def scenario() -> tuple[list[int], dict[bytes, bytes], list[Any], list[int]]:
         broker, table = CarryBroker(), CarryTable()
         wait_s = 0.001 if short_wait else 60.0
-        flight = carrying(table, broker, wait_s, hold_s=hold_s)
+        flight = carrying(table, broker, wait_s, hold_s=hold_s, hold_bytes=hold_bytes)
         seen: list[int] = []
         committed: list[int] = []
         all_events: list[list[FakeEvent]] = []

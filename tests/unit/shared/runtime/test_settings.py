@@ -133,6 +133,9 @@ def test_pseudonym_keys_parse_newest_first() -> None:
         {"CONVMESH_GC_THRESHOLDS": "700,10"},
         {"CONVMESH_GC_THRESHOLDS": "0,10,10"},
         {"CONVMESH_GC_THRESHOLDS": "a,b,c"},
+        {"CONVMESH_CHANGELOG_HOLD_S": "-0.1"},
+        {"CONVMESH_CHANGELOG_HOLD_S": "6"},
+        {"CONVMESH_CHANGELOG_HOLD_KB": "0"},
     ],
 )
 def test_bad_values_raise_config_error(env: dict[str, str]) -> None:
