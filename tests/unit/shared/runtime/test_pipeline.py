@@ -466,13 +466,15 @@ async def test_the_first_batch_after_the_hold_carries_the_held_changelog() -> No
 
 
 async def test_a_held_carry_leaves_alone_after_the_hold_and_the_wait() -> None:
+    """A hold long enough that the second batch joins even on a loaded machine; no batch
+    follows, so the timer sends the carry alone."""
     broker, table = CarryBroker(), CarryTable()
     broker.auto = True
-    flight = carrying(table, broker, wait_s=0.005, hold_s=0.01)
+    flight = carrying(table, broker, wait_s=0.005, hold_s=0.3)
     first, second = taken(1), taken(1, 1)
     await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
     await flight.submit(second, ["r2"], [[(0, b"k", b"2")]])
-    await until(lambda: released(first) and released(second))
+    await until(lambda: released(first) and released(second), timeout_s=10.0)
     assert table.persisted == [[("changelog", 0, b"k", b"2")]]
 
 
