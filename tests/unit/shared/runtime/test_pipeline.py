@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from shared.runtime import pipeline
 from shared.runtime.batching import StateCache
-from shared.runtime.pipeline import PendingWrites, Pipeline
+from shared.runtime.pipeline import PendingWrites, Pipeline, Writes
 from tests.support.harness import FakeEvent, FakeMessage
 
 
@@ -417,15 +417,29 @@ async def test_a_batchs_changelog_leaves_in_one_request_with_the_next_batchs_out
     assert broker.calls[-1] == ([("changelog", 0, b"k", b"2")], [])
 
 
+def holding_flight(wait_s: float = 60.0, **hold: Any) -> tuple[CarryBroker, CarryTable, Pipeline]:
+    """A broker that acks at once, a table and a pipeline holding its carry (``hold_s``,
+    ``hold_bytes``)."""
+    broker, table = CarryBroker(), CarryTable()
+    broker.auto = True
+    return broker, table, carrying(table, broker, wait_s, **hold)
+
+
+async def submit_each(flight: Pipeline, *writes: Writes) -> list[list[FakeEvent]]:
+    """One single-input batch per ``writes``, with outputs r1, r2, ...; their inputs."""
+    inputs = []
+    for number, batch_writes in enumerate(writes):
+        events = taken(1, number)
+        await flight.submit(events, [f"r{number + 1}"], [batch_writes])
+        inputs.append(events)
+    return inputs
+
+
 async def test_a_held_carry_takes_in_the_next_batches_and_logs_each_key_once() -> None:
     """Within the hold the outputs leave alone and a key written again is logged once,
     with its newest value; every input stays uncommitted until that record is acked."""
-    broker, table = CarryBroker(), CarryTable()
-    broker.auto = True
-    flight = carrying(table, broker, hold_s=60.0)
-    first, second = taken(1), taken(1, 1)
-    await flight.submit(first, ["r1"], [[(0, b"k", b"1"), (0, b"j", b"1")]])
-    await flight.submit(second, ["r2"], [[(0, b"k", b"2")]])
+    broker, table, flight = holding_flight(hold_s=60.0)
+    first, second = await submit_each(flight, [(0, b"k", b"1"), (0, b"j", b"1")], [(0, b"k", b"2")])
     assert broker.calls == [([], ["r1"]), ([], ["r2"])]
     assert table.data == {b"k": b"2", b"j": b"1"}  # the store has each batch's state at once
     assert not released(first) and not released(second)
@@ -436,12 +450,13 @@ async def test_a_held_carry_takes_in_the_next_batches_and_logs_each_key_once() -
 
 async def test_a_carry_past_its_byte_bound_leaves_with_the_next_batch_within_the_hold() -> None:
     """The bound counts each key once and its newest value: what holding keeps in memory."""
-    broker, table = CarryBroker(), CarryTable()
-    broker.auto = True
-    flight = carrying(table, broker, hold_s=60.0, hold_bytes=8)
-    await flight.submit(taken(1), ["r1"], [[(0, b"k", b"123")]])  # 4 bytes
-    await flight.submit(taken(1, 1), ["r2"], [[(0, b"k", b"12345")]])  # 6: still held
-    await flight.submit(taken(1, 2), ["r3"], [[(0, b"j", b"1")]])  # 8: the bound
+    broker, _table, flight = holding_flight(hold_s=60.0, hold_bytes=8)
+    await submit_each(
+        flight,
+        [(0, b"k", b"123")],  # 4 bytes
+        [(0, b"k", b"12345")],  # 6: still held
+        [(0, b"j", b"1")],  # 8: the bound
+    )
     assert broker.calls == [([], ["r1"]), ([], ["r2"]), ([], ["r3"])]
     await flight.submit(taken(1, 3), ["r4"], [[]])
     logged = [("changelog", 0, b"k", b"12345"), ("changelog", 0, b"j", b"1")]
@@ -450,12 +465,8 @@ async def test_a_carry_past_its_byte_bound_leaves_with_the_next_batch_within_the
 
 async def test_the_first_batch_after_the_hold_carries_the_held_changelog() -> None:
     """Two batches held, then the carry ages past its hold: the next batch takes it."""
-    broker, table = CarryBroker(), CarryTable()
-    broker.auto = True
-    flight = carrying(table, broker, hold_s=60.0)
-    first, second = taken(1), taken(1, 1)
-    await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
-    await flight.submit(second, ["r2"], [[(0, b"k", b"2"), (0, b"j", b"1")]])
+    broker, _table, flight = holding_flight(hold_s=60.0)
+    first, second = await submit_each(flight, [(0, b"k", b"1")], [(0, b"k", b"2"), (0, b"j", b"1")])
     assert flight._carry is not None
     flight._carry.born -= 61.0  # the carry is older than its hold
     third = taken(1, 2)
@@ -468,36 +479,24 @@ async def test_the_first_batch_after_the_hold_carries_the_held_changelog() -> No
 async def test_a_held_carry_leaves_alone_after_the_hold_and_the_wait() -> None:
     """A hold long enough that the second batch joins even on a loaded machine; no batch
     follows, so the timer sends the carry alone."""
-    broker, table = CarryBroker(), CarryTable()
-    broker.auto = True
-    flight = carrying(table, broker, wait_s=0.005, hold_s=0.3)
-    first, second = taken(1), taken(1, 1)
-    await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
-    await flight.submit(second, ["r2"], [[(0, b"k", b"2")]])
+    _broker, table, flight = holding_flight(wait_s=0.005, hold_s=0.3)
+    first, second = await submit_each(flight, [(0, b"k", b"1")], [(0, b"k", b"2")])
     await until(lambda: released(first) and released(second), timeout_s=10.0)
     assert table.persisted == [[("changelog", 0, b"k", b"2")]]
 
 
 async def test_a_batch_without_state_is_committed_after_the_held_batches_before_it() -> None:
     """Offsets are committed in batch order: a stateless batch waits in the carry."""
-    broker, table = CarryBroker(), CarryTable()
-    broker.auto = True
-    flight = carrying(table, broker, hold_s=60.0)
-    first, stateless = taken(1), taken(1, 1)
-    await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
-    await flight.submit(stateless, ["r2"], [[]])
+    _broker, _table, flight = holding_flight(hold_s=60.0)
+    first, stateless = await submit_each(flight, [(0, b"k", b"1")], [])
     assert not released(stateless)
     await flight.drain()
     assert released(first) and released(stateless)
 
 
 async def test_an_abandoned_held_carry_commits_none_of_its_batches() -> None:
-    broker, table = CarryBroker(), CarryTable()
-    broker.auto = True
-    flight = carrying(table, broker, hold_s=60.0)
-    first, second = taken(1), taken(1, 1)
-    await flight.submit(first, ["r1"], [[(0, b"k", b"1")]])
-    await flight.submit(second, ["r2"], [[(0, b"j", b"1")]])
+    broker, table, flight = holding_flight(hold_s=60.0)
+    first, second = await submit_each(flight, [(0, b"k", b"1")], [(0, b"j", b"1")])
     flight.abandon()
     await settle()
     held = [*first, *second]
