@@ -39,6 +39,37 @@ class SentBatch:
         return int(metadata.offset) + self.count - 1
 
 
+@dataclass(frozen=True, slots=True)
+class Placer:
+    """aiokafka's ``_partition`` for one topic, its partitions read once per call.
+
+    aiokafka builds the topic's set of partitions for every record it places
+    (twice for a keyed record, once to check a given partition): 3-6% of each
+    stateful service's CPU in the bench profile, for lists that do not change
+    within a processing batch. The choice itself is the producer's partitioner's.
+    """
+
+    partitions: frozenset[int]
+    every: list[int]
+    available: list[int]
+    partitioner: Any
+
+    @classmethod
+    def of(cls, producer: Any, topic: str) -> Placer:
+        metadata = producer._metadata
+        every = metadata.partitions_for_topic(topic) or set()
+        available = metadata.available_partitions_for_topic(topic) or set()
+        return cls(frozenset(every), list(every), list(available), producer._partitioner)
+
+    def __call__(self, partition: int | None, key: bytes | None) -> int:
+        if partition is not None:
+            if partition < 0 or partition not in self.partitions:
+                raise ValueError(f"unrecognized partition {partition}")
+            return partition
+        chosen: int = self.partitioner(key, self.every, self.available)
+        return chosen
+
+
 async def send_many(
     producer: Any, records: Iterable[Record], bundled: AbstractSet[str] = frozenset()
 ) -> list[SentBatch]:
@@ -48,13 +79,13 @@ async def send_many(
     partition's records of the call in as few records as ``bundles.pack`` makes.
     """
     by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
-    known: set[str] = set()
+    placers: dict[str, Placer] = {}
     for topic, partition, key, value in records:
-        if topic not in known:
+        place = placers.get(topic)
+        if place is None:
             await producer.client._wait_on_metadata(topic)
-            known.add(topic)
-        chosen = producer._partition(topic, partition, None, None, key, value)
-        by_partition.setdefault((topic, chosen), []).append((key, value))
+            place = placers[topic] = Placer.of(producer, topic)
+        by_partition.setdefault((topic, place(partition, key)), []).append((key, value))
     sent = []
     for (topic, partition), grouped in by_partition.items():
         items = bundles.pack(grouped) if topic in bundled else grouped

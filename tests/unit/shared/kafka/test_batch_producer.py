@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.protocol.metadata import MetadataResponse_v1
+from hypothesis import given
+from hypothesis import strategies as st
+
 from shared.kafka import bundles
-from shared.kafka.batch_producer import send_many
-from shared.kafka.partitioner import partition_of
+from shared.kafka.batch_producer import Placer, send_many
+from shared.kafka.partitioner import Partitioner, partition_of
 
 PARTITIONS = 4
 
@@ -29,15 +37,27 @@ class FakeClient:
         return None
 
 
+def cluster(partitions: dict[str, int], leaderless: tuple[int, ...] = ()) -> ClusterMetadata:
+    """aiokafka's metadata of these topics, as a broker's metadata response fills it;
+    the ``leaderless`` partitions of each have no leader (not available)."""
+    metadata = ClusterMetadata()
+    topics = [
+        (0, topic, False, [(0, p, -1 if p in leaderless else 0, [0], [0]) for p in range(count)])
+        for topic, count in partitions.items()
+    ]
+    brokers = [(0, "localhost", 9092, None)]
+    metadata.update_metadata(MetadataResponse_v1(brokers, 0, topics))
+    return metadata
+
+
 class FakeProducer:
     """The parts of AIOKafkaProducer send_many uses; records what it was given."""
 
     def __init__(self) -> None:
         self.client = FakeClient()
+        self._metadata = cluster({"lookups": PARTITIONS, "answers": PARTITIONS})
+        self._partitioner = Partitioner()
         self.sent: list[tuple[str, int, list[tuple[bytes | None, bytes | None]]]] = []
-
-    def _partition(self, topic: str, partition: Any, _k: Any, _v: Any, key: bytes, _r: Any) -> int:
-        return partition if partition is not None else partition_of(key, PARTITIONS)
 
     def create_batch(self) -> FakeBatch:
         return FakeBatch()
@@ -79,3 +99,40 @@ async def test_only_the_bundled_topics_are_bundled() -> None:
     await send_many(producer, records(3) + other, bundled={"lookups"})
     answers = [sent for topic, _, sent in producer.sent if topic == "answers"]
     assert answers == [[(b"c1", b"{}"), (b"c1", b"{}")]]
+
+
+def producer_of(metadata: ClusterMetadata) -> Any:
+    """The two parts of an AIOKafkaProducer that place records: metadata and partitioner."""
+    return SimpleNamespace(_metadata=metadata, _partitioner=Partitioner())
+
+
+def aiokafkas_choice(
+    metadata: ClusterMetadata, topic: str, partition: int | None, key: bytes
+) -> int:
+    """``AIOKafkaProducer._partition``'s choice, run on the given metadata."""
+    producer = producer_of(metadata)
+    chosen: int = AIOKafkaProducer._partition(producer, topic, partition, None, None, key, None)
+    return chosen
+
+
+@given(st.lists(st.binary(max_size=40), min_size=1, max_size=50))
+def test_a_keyed_record_goes_where_aiokafka_would_send_it(keys: list[bytes]) -> None:
+    metadata = cluster({"lookups": 8}, leaderless=(5,))
+    place = Placer.of(producer_of(metadata), "lookups")
+    assert [place(None, key) for key in keys] == [
+        aiokafkas_choice(metadata, "lookups", None, key) for key in keys
+    ]
+
+
+def test_a_given_partition_is_kept() -> None:
+    metadata = cluster({"changelog": 8})
+    place = Placer.of(producer_of(metadata), "changelog")
+    assert [place(p, b"k") for p in range(8)] == list(range(8))
+
+
+@pytest.mark.parametrize("partition", [-1, 8])
+def test_a_partition_the_topic_does_not_have_is_refused(partition: int) -> None:
+    metadata = cluster({"changelog": 8})
+    place = Placer.of(producer_of(metadata), "changelog")
+    with pytest.raises(ValueError, match="unrecognized partition"):
+        place(partition, b"k")
