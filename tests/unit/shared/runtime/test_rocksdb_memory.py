@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import re
 from pathlib import Path
+from typing import Any
+
+import rocksdict
 
 from shared.runtime.app import create_app, raw_table
 from shared.runtime.rocksdb_memory import SharedMemory, SharedMemoryOptions
@@ -35,4 +40,57 @@ def test_a_store_opened_with_shared_memory_keeps_what_is_written(tmp_path: Path)
     db.close()
     db = options.open(tmp_path / "t-0.db")
     assert db[b"k0"] == b"v" * 1_000 and db[b"k1999"] == b"v" * 1_000
+    db.close()
+
+
+def index_misses(options: Any) -> int:
+    """RocksDB's count of index blocks it had to read because the cache lacked them."""
+    found = re.search(r"rocksdb\.block\.cache\.index\.miss COUNT : (\d+)", options.get_statistics())
+    return int(found.group(1)) if found else 0
+
+
+def test_a_large_file_keeps_its_index_in_the_cache(tmp_path: Path) -> None:
+    """A user's parts as attribute keeps them (20,000 owners of 15 keys of ~90 bytes
+    each), compacted into one SST file past level 0, where the index is not pinned:
+    the keys read once are read again without the index coming back from disk. One
+    index block for the file (~560 KiB) outgrew a shard of the 32 MiB cache
+    (512 KiB), and every read fetched and decompressed it again."""
+    options = SharedMemoryOptions(SharedMemory.of_size(cache_mb=32, memtables_mb=32)).as_options()
+    options.enable_statistics()
+    db = rocksdict.Rdict(str(tmp_path / "t-0.db"), options=options)
+    draw = random.Random(3)
+    owners = [f"u.{draw.getrandbits(256):064x}" for _ in range(20_000)]
+    keys = [
+        f"{owner}|e|{draw.getrandbits(64):016x}".encode() for owner in owners for _ in range(15)
+    ]
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    for key in keys:
+        batch.put(key, draw.randbytes(60))
+    db.write(batch)
+    db.flush()
+    db.compact_range(None, None)
+    sample = keys[::6_000]
+    for key in sample:
+        assert db.get(key) is not None
+    first = index_misses(options)
+    for key in sample:
+        db.get(key)
+    assert index_misses(options) == first
+    db.close()
+
+
+def test_a_store_written_with_one_index_block_per_file_reads_on(tmp_path: Path) -> None:
+    """State written before the index was partitioned (binary search index, the
+    earlier options) is read as it is: the index type is recorded in each file."""
+    older = rocksdict.Options(raw_mode=True)
+    table = rocksdict.BlockBasedOptions()
+    table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+    older.set_block_based_table_factory(table)
+    db = rocksdict.Rdict(str(tmp_path / "t-0.db"), options=older)
+    db[b"k"] = b"v"
+    db.flush()
+    db.close()
+    options = SharedMemoryOptions(SharedMemory.of_size(cache_mb=4, memtables_mb=4))
+    db = options.open(tmp_path / "t-0.db")
+    assert db[b"k"] == b"v"
     db.close()
