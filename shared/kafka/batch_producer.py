@@ -46,7 +46,9 @@ class Placer:
     aiokafka builds the topic's set of partitions for every record it places
     (twice for a keyed record, once to check a given partition): 3-6% of each
     stateful service's CPU in the bench profile, for lists that do not change
-    within a processing batch. The choice itself is the producer's partitioner's.
+    within a processing batch. The choice itself is the producer's partitioner's,
+    given the same lists. A partition the topic does not have raises ValueError
+    (aiokafka asserts).
     """
 
     partitions: frozenset[int]
@@ -57,8 +59,10 @@ class Placer:
     @classmethod
     def of(cls, producer: Any, topic: str) -> Placer:
         metadata = producer._metadata
-        every = metadata.partitions_for_topic(topic) or set()
-        available = metadata.available_partitions_for_topic(topic) or set()
+        every = metadata.partitions_for_topic(topic)
+        available = metadata.available_partitions_for_topic(topic)
+        if every is None or available is None:  # send_many waited for the metadata
+            raise ValueError(f"no metadata for topic {topic}")
         return cls(frozenset(every), list(every), list(available), producer._partitioner)
 
     def __call__(self, partition: int | None, key: bytes | None) -> int:

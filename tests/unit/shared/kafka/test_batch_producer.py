@@ -124,6 +124,38 @@ def test_a_keyed_record_goes_where_aiokafka_would_send_it(keys: list[bytes]) -> 
     ]
 
 
+class Recording:
+    """A partitioner that records what it is asked and always answers 0."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[bytes | None, list[int], list[int]]] = []
+
+    def __call__(self, key: bytes | None, every: list[int], available: list[int]) -> int:
+        self.asked.append((key, list(every), list(available)))
+        return 0
+
+
+@pytest.mark.parametrize("leaderless", [(), (5,), tuple(range(8))])
+@pytest.mark.parametrize("key", [b"k", None])
+def test_the_partitioner_is_asked_what_aiokafka_asks_it(
+    leaderless: tuple[int, ...], key: bytes | None
+) -> None:
+    """Keyed or keyless (placed among the partitions with a leader), the producer's
+    partitioner gets the same key and the same two lists, in the same order."""
+    metadata = cluster({"lookups": 8}, leaderless=leaderless)
+    ours, theirs = Recording(), Recording()
+    Placer.of(SimpleNamespace(_metadata=metadata, _partitioner=ours), "lookups")(None, key)
+    producer = SimpleNamespace(_metadata=metadata, _partitioner=theirs)
+    AIOKafkaProducer._partition(producer, "lookups", None, None, None, key, None)
+    assert ours.asked == theirs.asked
+    assert ours.asked[0][2] == [p for p in range(8) if p not in leaderless]
+
+
+def test_a_topic_without_metadata_is_refused() -> None:
+    with pytest.raises(ValueError, match="no metadata"):
+        Placer.of(producer_of(cluster({"lookups": 8})), "answers")
+
+
 def test_a_given_partition_is_kept() -> None:
     metadata = cluster({"changelog": 8})
     place = Placer.of(producer_of(metadata), "changelog")
