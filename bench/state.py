@@ -9,6 +9,13 @@ those users), each slice produced at full speed and consumed by every service
 before the next. After each slice: records loaded, seconds, and the current
 and peak RSS of every service (``/proc/<pid>/status``). RSS that stays flat
 while the state grows says the state lives on disk (docs/benchmarks.md).
+
+Then, over the whole state, ``--conversions`` conversions of the loaded users
+at full speed and as many others at half that rate (``--rate`` to choose;
+``--conversions 0`` skips them), measured as ``convmesh bench`` measures its
+pushes: the speed a deployment keeps once its state is large, which the small
+state of ``convmesh bench`` cannot show (an index that no longer fits the
+cache, a user's engagements read at every conversion).
 Writes the JSON report to ``var/bench/state-<namespace>.json``.
 """
 
@@ -21,6 +28,7 @@ import os
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,14 +36,24 @@ from typing import Any
 import orjson
 
 from bench import figures
-from bench.kafka_probe import Offsets, produce_all, wait_consumed
-from bench.pipeline import consumer_groups, drop_namespace
-from bench.procstats import load_1m, report_header, worker_pids, write_report
+from bench.kafka_probe import Collector, Item, Offsets, produce_all, wait_consumed
+from bench.pipeline import (
+    ATTRIBUTED,
+    REPORTS,
+    BenchConfig,
+    consumer_groups,
+    drop_namespace,
+    measure_push,
+)
+from bench.procstats import load_1m, peak_rss_mb, report_header, worker_pids, write_report
 from ops import mesh
+from ops.workload import conversion_key
 from shared.runtime.settings import REPO_ROOT, SERVICES, Settings
 
 DAY_MS = 86_400_000
 KEY_TYPES = ("em", "ph", "hashed_maid")
+#: A link's key type -> the user_data field a conversion carries it in.
+USER_DATA_FIELDS = {"em": "em", "ph": "ph", "hashed_maid": "hashed_maids"}
 ACCOUNTS = ("549755885175", "549755885176", "549755885177")
 
 
@@ -54,7 +72,7 @@ def links(start: int, count: int, users: int, now_ms: int) -> Iterator[tuple[str
             "key": key,
             "ad_account_id": None,
             "op": "link",
-            "ts_ms": now_ms - (n % 50) * DAY_MS,
+            "ts_ms": now_ms - (n % 50 + 1) * DAY_MS,  # before any conversion: all match
         }
         yield "identity.signals", key.encode(), orjson.dumps(value)
 
@@ -80,6 +98,31 @@ def engagements(
         yield "ads.engagements", user.encode(), orjson.dumps(value)
 
 
+def conversions(start: int, count: int, users: int, links_loaded: int, now_ms: int) -> list[Item]:
+    """conversions.raw: conversion n of a loaded user, with the first link of each key
+    type that user has among the ``links_loaded`` first (``links``), so that every one
+    matches through the keys table; users spread over the whole range."""
+    items = []
+    for n in range(start, start + count):
+        user = (n * 7_919) % min(users, links_loaded)
+        user_data: dict[str, list[str]] = {}
+        for link in range(user, links_loaded, users):
+            field = USER_DATA_FIELDS[KEY_TYPES[link % len(KEY_TYPES)]]
+            user_data.setdefault(field, [_hash(f"id-{link}")])
+        account = ACCOUNTS[n % len(ACCOUNTS)]
+        event = {
+            "event_name": "checkout",
+            "action_source": "web",
+            "event_time": now_ms // 1000 - n % 3_600,
+            "event_id": f"state-{n:010d}",
+            "user_data": user_data,
+            "custom_data": {"currency": "USD", "value": f"{10 + n % 90}.00"},
+        }
+        envelope = {"ad_account_id": account, "event": event, "source": "api"}
+        items.append(Item(account.encode(), envelope, conversion_key(account, event)))
+    return items
+
+
 def rss_mb(pids: list[tuple[str, int]]) -> dict[str, dict[str, float]]:
     """Resident set per service, MB (max over workers): current (VmRSS), peak (VmHWM),
     and the current split into anonymous memory (heaps: Python's, RocksDB's) and
@@ -102,7 +145,9 @@ def disk_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
 
 
-async def load_steps(settings: Settings, args: argparse.Namespace, say: Any) -> list[dict]:
+async def load_steps(
+    settings: Settings, args: argparse.Namespace, say: Any
+) -> list[dict[str, Any]]:
     pids = worker_pids(settings, dict.fromkeys(SERVICES, 1))
     probe = Offsets(settings.bootstrap, settings.namespace)
     await probe.start()
@@ -144,6 +189,78 @@ async def load_steps(settings: Settings, args: argparse.Namespace, say: Any) -> 
     return steps
 
 
+async def push_over_state(
+    settings: Settings, args: argparse.Namespace, config: BenchConfig, say: Any
+) -> dict[str, Any]:
+    """The loaded state's conversions: full speed, then a fixed rate (bench.pipeline)."""
+    pids = worker_pids(settings, dict.fromkeys(SERVICES, 1))
+    now_ms = int(time.time() * 1000)
+    n = args.conversions
+    max_items = conversions(0, n, args.users, args.links, now_ms)
+    fixed_items = conversions(n, n, args.users, args.links, now_ms)
+    probe = Offsets(settings.bootstrap, settings.namespace)
+    collector = Collector(
+        settings.bootstrap, [settings.topic_name(ATTRIBUTED), settings.topic_name(REPORTS)]
+    )
+    await probe.start()
+    await collector.start()
+    try:
+        await probe.wait_settled(timeout_s=60)
+        runs = {
+            "max_rate": await measure_push(
+                settings, "max", max_items, None, collector, probe, pids, config, say
+            )
+        }
+        if config.fixed_rate:
+            rate = config.rate or max(1.0, runs["max_rate"]["conversions_per_s"] / 2)
+            runs["fixed_rate"] = await measure_push(
+                settings, "fixed", fixed_items, rate, collector, probe, pids, config, say
+            )
+        # Whether the pushes took the path they were built for: matched, attributed.
+        statuses = first_statuses(collector, settings.topic_name(ATTRIBUTED))
+    finally:
+        await collector.stop()
+        await probe.stop()
+    for label, run in runs.items():
+        lat = run["latency_attributed_ms"]
+        say(
+            f"{label}: {run['conversions_per_s']:,} conversions/s, "
+            f"{run['cpu_ms_per_conversion']} CPU ms each, attributed p50/p95/p99 "
+            f"{lat['p50_ms']}/{lat['p95_ms']}/{lat['p99_ms']} ms"
+        )
+    say(f"first results by status: {statuses}")
+    return {**runs, "first_result_statuses": statuses, "peak_rss_mb": peak_rss_mb(pids)}
+
+
+def first_statuses(collector: Collector, topic: str) -> dict[str, int]:
+    """How many conversions' first results were attributed, unattributed, unidentified
+    (with the reason)."""
+    first: dict[str, bytes] = {}
+    for seen in collector.records[topic]:
+        first.setdefault(seen.key, seen.value)
+    return dict(Counter(status_of(orjson.loads(v)) for v in first.values()))
+
+
+def status_of(result: dict[str, Any]) -> str:
+    reason = result.get("unidentified_reason")
+    return f"{result.get('status')} ({reason})" if reason else str(result.get("status"))
+
+
+async def run(settings: Settings, args: argparse.Namespace, say: Any) -> dict[str, Any]:
+    report: dict[str, Any] = {"steps": await load_steps(settings, args, say)}
+    if args.conversions > 0:
+        config = BenchConfig(
+            conversions=args.conversions,
+            rate=args.rate,
+            fixed_rate=not args.no_fixed_rate,
+            profile=tuple(p for p in args.profile.split(",") if p),
+            stall_s=args.stall_s,
+            out_dir=args.out_dir,
+        )
+        report["pushes"] = await push_over_state(settings, args, config, say)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--links", type=int, default=1_000_000)
@@ -151,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--stall-s", type=float, default=120.0)
+    parser.add_argument(
+        "--conversions", type=int, default=20_000, help="per push over the state (0: none)"
+    )
+    parser.add_argument("--rate", type=float, default=None, help="the second push's rate")
+    parser.add_argument("--no-fixed-rate", action="store_true", help="only the full-speed push")
+    parser.add_argument("--profile", default="", help="services to py-spy during the pushes")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "var" / "bench")
     args = parser.parse_args(argv)
     namespace = f"state-{uuid.uuid4().hex[:8]}"
@@ -163,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {**report_header(args), "namespace": namespace}
     mesh.up(settings, workers=1)
     try:
-        report["steps"] = asyncio.run(load_steps(settings, args, print))
+        report.update(asyncio.run(run(settings, args, print)))
     finally:
         mesh.down(settings, purge=True)
         drop_namespace(settings)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
-from bench.state import engagements, links, rss_mb
+import orjson
+
+from bench.state import conversions, engagements, links, rss_mb
+from services.ingest.rules import Valid, process_raw
 from shared.contract.inputs import decode_engagement, decode_signal
 
 NOW_MS = 1_764_151_200_000
@@ -37,3 +40,33 @@ def test_rss_is_split_into_anonymous_and_file_pages() -> None:
 
 def test_rss_of_a_process_gone_is_left_out() -> None:
     assert rss_mb([("gone", 2**22 + 7)]) == {}
+
+
+def test_every_conversion_is_valid_and_carries_only_links_of_its_user() -> None:
+    loaded = {
+        decode_signal(v)["key"]: decode_signal(v)["user_id"]
+        for _, _, v in links(0, 300, users=50, now_ms=NOW_MS)
+    }
+    for item in conversions(0, 40, users=50, links_loaded=300, now_ms=NOW_MS):
+        envelope = {**item.envelope, "received_at_ms": NOW_MS}
+        valid = process_raw(
+            orjson.dumps(envelope),
+            item.key,
+            topic="conversions.raw",
+            partition=0,
+            offset=0,
+            timestamp_ms=NOW_MS,
+            max_bytes=1 << 20,
+            identifier_key="k" * 32,
+        )
+        assert isinstance(valid, Valid)
+        assert valid.message["conversion_key"] == item.result_key
+        hashes = [h for field in ("em", "ph", "hashed_maids") for h in valid.message["ids"][field]]
+        assert len(hashes) == 3  # one of each key type: 6 links per user here
+        assert len({loaded[h] for h in hashes}) == 1
+
+
+def test_conversions_of_two_pushes_are_distinct() -> None:
+    first = conversions(0, 20, users=50, links_loaded=300, now_ms=NOW_MS)
+    second = conversions(20, 20, users=50, links_loaded=300, now_ms=NOW_MS)
+    assert not {i.result_key for i in first} & {i.result_key for i in second}
