@@ -156,7 +156,8 @@ def new_owner_state(conv: Mapping[str, Any], previous: OwnerState | None) -> Own
     ``dirty``: the new acceptance's result is sent even if it equals the last.
     """
     return OwnerState(
-        conv=conv,
+        # The identifiers live on in ``slots``; nothing downstream reads them.
+        conv=without_ids(conv),
         gen=previous.gen + 1 if previous else 1,
         mv=previous.mv if previous else 0,
         slots=slots(conv),
@@ -165,6 +166,11 @@ def new_owner_state(conv: Mapping[str, Any], previous: OwnerState | None) -> Own
         user=previous.user if previous else None,
         dirty=True,
     )
+
+
+def without_ids(conv: Mapping[str, Any]) -> dict[str, Any]:
+    """The conversion's facts without its identifiers (``ids``)."""
+    return {k: v for k, v in conv.items() if k != "ids"}
 
 
 def combine(state: OwnerState) -> dict[str, Any] | None:
@@ -233,13 +239,14 @@ def on_result(
             "conversion_key": conversion_key,
             "mv": mv,
             "key_type": result["key_type"],
-            # The user's partition needs no identifiers, only the facts.
-            "conv": {k: v for k, v in state.conv.items() if k != "ids"},
+            # The user's partition needs no identifiers, only the facts (a state
+            # stored before the owner dropped them may still hold them).
+            "conv": without_ids(state.conv),
         }
         sends.append(Send("attribution.assignments", new_user, assign))
     else:
         unidentified = {
-            "conv": dict(state.conv),
+            "conv": without_ids(state.conv),
             "status": "unidentified",
             "reason": result["reason"],
             # Ordered by (mv, seq) against attribute's results (seq 0).
@@ -296,7 +303,7 @@ def on_owner_forget(state: OwnerState | None, user_id: str) -> OwnerState | None
         result = {**result, "user_id": None}
     return replace(
         state,
-        conv={**state.conv, "ids": {}},
+        conv=without_ids(state.conv),
         slots=tuple(replace(slot, identifier="") for slot in state.slots),
         answers={s: (None if u == user_id else u) for s, u in state.answers.items()},
         user=None if state.user == user_id else state.user,

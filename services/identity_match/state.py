@@ -182,7 +182,9 @@ class Slot:
 class OwnerState:
     """The owner of one accepted conversion (per conversion_key)."""
 
-    #: The accepted conversion as dedupe forwarded it (``ids`` emptied by a deletion).
+    #: The accepted conversion as dedupe forwarded it, without its identifiers
+    #: (``ids``: they are in ``slots``; states written before 2026-12-05 still hold
+    #: them, until a deletion or a new acceptance).
     conv: Mapping[str, Any]
     #: Acceptance generation: tells answers for this acceptance from stale ones.
     gen: int

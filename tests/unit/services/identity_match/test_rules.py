@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import given, settings
@@ -644,3 +645,24 @@ def test_clicks_are_kept_in_arrival_order() -> None:
     state, _ = rules.on_click(KeyState(), "c", click(5, engagement_id="e2"), NOW_MS)
     state, _ = rules.on_click(state, "c", click(1, engagement_id="e1"), NOW_MS)
     assert state.clicks == (Click(5, "u1", "e2"), Click(1, "u1", "e1"))
+
+
+def test_an_owner_keeps_its_conversions_identifiers_only_in_its_slots() -> None:
+    state, _ = rules.on_accepted(None, "k", conv(em=["e1"], ph=["p1"]), NOW_MS)
+    assert "ids" not in state.conv
+    assert [slot.identifier for slot in state.slots] == ["e1", "p1"]
+    assert state.conv["raw_ref"] == "r:0:1"  # a redelivery is still recognised
+    assert rules.on_accepted(state, "k", conv(em=["e1"], ph=["p1"]), NOW_MS) == (state, [])
+
+
+def test_an_unidentified_result_carries_no_identifiers_even_from_an_older_state() -> None:
+    older = replace(owner(conv(em=["e1"])), conv=conv(em=["e1"]))  # stored with its ids
+    _, sends = rules.on_result(older, {"status": "unidentified", "reason": "no_match"}, "k", NOW_MS)
+    assert [s.topic for s in sends] == ["attribution.results"]
+    assert "ids" not in sends[0].value["conv"] and "e1" not in str(sends[0].value)
+
+
+def test_forgetting_a_user_drops_the_identifiers_of_an_older_state() -> None:
+    older = replace(owner(conv(em=["e1"]), {"0": "gone"}), conv=conv(em=["e1"]))
+    scrubbed = rules.on_owner_forget(older, "gone")
+    assert scrubbed is not None and "e1" not in str(scrubbed)
