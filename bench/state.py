@@ -62,9 +62,10 @@ def _hash(text: str) -> str:
 
 
 def links(start: int, count: int, users: int, now_ms: int) -> Iterator[tuple[str, bytes, bytes]]:
-    """identity.signals: link n points identifier n at user n % users."""
+    """identity.signals: link n points identifier n at user n % users. A user's links
+    take the key types in turn (by ``n // users``, whatever ``users`` is)."""
     for n in range(start, start + count):
-        key_type = KEY_TYPES[n % len(KEY_TYPES)]
+        key_type = KEY_TYPES[(n // users) % len(KEY_TYPES)]
         key = _hash(f"id-{n}")
         value = {
             "user_id": f"u{n % users:09d}",
@@ -80,10 +81,11 @@ def links(start: int, count: int, users: int, now_ms: int) -> Iterator[tuple[str
 def engagements(
     start: int, count: int, users: int, now_ms: int
 ) -> Iterator[tuple[str, bytes, bytes]]:
-    """ads.engagements: engagement n of user n % users, one click in four."""
+    """ads.engagements: engagement n of user n % users, one click in four of every
+    user's engagements (by ``n // users``, whatever ``users`` is)."""
     for n in range(start, start + count):
         user = f"u{n % users:09d}"
-        kind = "click" if n % 4 == 0 else "view"
+        kind = "click" if (n // users) % 4 == 0 else "view"
         value = {
             "engagement_id": f"e{n:010d}",
             "user_id": user,
@@ -103,11 +105,13 @@ def conversions(start: int, count: int, users: int, links_loaded: int, now_ms: i
     type that user has among the ``links_loaded`` first (``links``), so that every one
     matches through the keys table; users spread over the whole range."""
     items = []
+    if min(users, links_loaded) < 1:
+        raise ValueError("conversions need loaded links of at least one user")
     for n in range(start, start + count):
         user = (n * 7_919) % min(users, links_loaded)
         user_data: dict[str, list[str]] = {}
         for link in range(user, links_loaded, users):
-            field = USER_DATA_FIELDS[KEY_TYPES[link % len(KEY_TYPES)]]
+            field = USER_DATA_FIELDS[KEY_TYPES[(link // users) % len(KEY_TYPES)]]
             user_data.setdefault(field, [_hash(f"id-{link}")])
         account = ACCOUNTS[n % len(ACCOUNTS)]
         event = {
@@ -196,8 +200,9 @@ async def push_over_state(
     pids = worker_pids(settings, dict.fromkeys(SERVICES, 1))
     now_ms = int(time.time() * 1000)
     n = args.conversions
-    max_items = conversions(0, n, args.users, args.links, now_ms)
-    fixed_items = conversions(n, n, args.users, args.links, now_ms)
+    loaded = args.links // args.steps * args.steps  # what load_steps produced
+    max_items = conversions(0, n, args.users, loaded, now_ms)
+    fixed_items = conversions(n, n, args.users, loaded, now_ms)
     probe = Offsets(settings.bootstrap, settings.namespace)
     collector = Collector(
         settings.bootstrap, [settings.topic_name(ATTRIBUTED), settings.topic_name(REPORTS)]
@@ -216,7 +221,8 @@ async def push_over_state(
             runs["fixed_rate"] = await measure_push(
                 settings, "fixed", fixed_items, rate, collector, probe, pids, config, say
             )
-        # Whether the pushes took the path they were built for: matched, attributed.
+        # Whether the pushes took the path they were built for: every one matched
+        # (none unidentified), and how many were credited to an engagement.
         statuses = first_statuses(collector, settings.topic_name(ATTRIBUTED))
     finally:
         await collector.stop()
@@ -276,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="", help="services to py-spy during the pushes")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "var" / "bench")
     args = parser.parse_args(argv)
+    if args.conversions > 0 and min(args.users, args.links // args.steps) < 1:
+        parser.error("--conversions needs at least one link per slice and one user")
     namespace = f"state-{uuid.uuid4().hex[:8]}"
     os.environ.update(
         CONVMESH_NAMESPACE=namespace,

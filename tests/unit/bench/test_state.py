@@ -1,10 +1,12 @@
-"""bench.state: the synthetic links and engagements are valid inputs of the contract."""
+"""bench.state: the synthetic links, engagements and conversions are valid inputs of the
+contract, and every user gets the mix they are meant to."""
 
 from __future__ import annotations
 
 import os
 
 import orjson
+import pytest
 
 from bench.state import conversions, engagements, links, rss_mb
 from services.ingest.rules import Valid, process_raw
@@ -70,3 +72,26 @@ def test_conversions_of_two_pushes_are_distinct() -> None:
     first = conversions(0, 20, users=50, links_loaded=300, now_ms=NOW_MS)
     second = conversions(20, 20, users=50, links_loaded=300, now_ms=NOW_MS)
     assert not {i.result_key for i in first} & {i.result_key for i in second}
+
+
+def test_every_user_gets_clicks_and_views_whatever_the_number_of_users() -> None:
+    for users in (40, 48):  # 48: a multiple of 4 once put every user in one kind
+        decoded = [decode_engagement(v) for _, _, v in engagements(0, 8 * users, users, NOW_MS)]
+        kinds: dict[str, set[str]] = {}
+        for e in decoded:
+            kinds.setdefault(e["user_id"], set()).add(e["type"])
+        assert all(found == {"click", "view"} for found in kinds.values())
+
+
+def test_a_users_links_take_every_key_type_whatever_the_number_of_users() -> None:
+    for users in (50, 51):  # 51: a multiple of 3 once gave a user one key type
+        types: dict[str, set[str]] = {}
+        for _, _, v in links(0, 3 * users, users, NOW_MS):
+            signal = decode_signal(v)
+            types.setdefault(signal["user_id"], set()).add(signal["key_type"])
+        assert all(found == {"em", "ph", "hashed_maid"} for found in types.values())
+
+
+def test_conversions_need_a_loaded_user() -> None:
+    with pytest.raises(ValueError):
+        conversions(0, 1, users=50, links_loaded=0, now_ms=NOW_MS)
