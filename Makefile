@@ -100,7 +100,8 @@ check: venv
 bench: venv
 	$(CONVMESH) bench $(BENCH_ARGS)
 
-# RSS per service while identity links and engagements load (bench/state.py).
+# RSS per service while identity links and engagements load, then conversions over
+# that state (bench/state.py).
 bench-state: venv
 	$(PY) -m bench.state $(BENCH_STATE_ARGS)
 
