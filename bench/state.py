@@ -41,8 +41,10 @@ from bench.pipeline import (
     ATTRIBUTED,
     REPORTS,
     BenchConfig,
+    Stamped,
     consumer_groups,
     drop_namespace,
+    first_results,
     measure_push,
 )
 from bench.procstats import load_1m, peak_rss_mb, report_header, worker_pids, write_report
@@ -104,9 +106,9 @@ def conversions(start: int, count: int, users: int, links_loaded: int, now_ms: i
     """conversions.raw: conversion n of a loaded user, with the first link of each key
     type that user has among the ``links_loaded`` first (``links``), so that every one
     matches through the keys table; users spread over the whole range."""
-    items = []
     if min(users, links_loaded) < 1:
         raise ValueError("conversions need loaded links of at least one user")
+    items = []
     for n in range(start, start + count):
         user = (n * 7_919) % min(users, links_loaded)
         user_data: dict[str, list[str]] = {}
@@ -147,6 +149,11 @@ def rss_mb(pids: list[tuple[str, int]]) -> dict[str, dict[str, float]]:
 
 def disk_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
+
+
+def links_loaded(args: argparse.Namespace) -> int:
+    """How many links ``load_steps`` produces: ``--steps`` equal slices of ``--links``."""
+    return int(args.links // args.steps * args.steps)
 
 
 async def load_steps(
@@ -200,7 +207,7 @@ async def push_over_state(
     pids = worker_pids(settings, dict.fromkeys(SERVICES, 1))
     now_ms = int(time.time() * 1000)
     n = args.conversions
-    loaded = args.links // args.steps * args.steps  # what load_steps produced
+    loaded = links_loaded(args)
     max_items = conversions(0, n, args.users, loaded, now_ms)
     fixed_items = conversions(n, n, args.users, loaded, now_ms)
     probe = Offsets(settings.bootstrap, settings.namespace)
@@ -223,7 +230,8 @@ async def push_over_state(
             )
         # Whether the pushes took the path they were built for: every one matched
         # (none unidentified), and how many were credited to an engagement.
-        statuses = first_statuses(collector, settings.topic_name(ATTRIBUTED))
+        wanted = dict.fromkeys(i.result_key for i in [*max_items, *fixed_items])
+        statuses = first_statuses(first_results(collector, wanted))
     finally:
         await collector.stop()
         await probe.stop()
@@ -238,13 +246,10 @@ async def push_over_state(
     return {**runs, "first_result_statuses": statuses, "peak_rss_mb": peak_rss_mb(pids)}
 
 
-def first_statuses(collector: Collector, topic: str) -> dict[str, int]:
+def first_statuses(firsts: dict[str, Stamped]) -> dict[str, int]:
     """How many conversions' first results were attributed, unattributed, unidentified
     (with the reason)."""
-    first: dict[str, bytes] = {}
-    for seen in collector.records[topic]:
-        first.setdefault(seen.key, seen.value)
-    return dict(Counter(status_of(orjson.loads(v)) for v in first.values()))
+    return dict(Counter(status_of(orjson.loads(value)) for _, value in firsts.values()))
 
 
 def status_of(result: dict[str, Any]) -> str:
@@ -282,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="", help="services to py-spy during the pushes")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "var" / "bench")
     args = parser.parse_args(argv)
-    if args.conversions > 0 and min(args.users, args.links // args.steps) < 1:
+    if args.conversions > 0 and min(args.users, links_loaded(args)) < 1:
         parser.error("--conversions needs at least one link per slice and one user")
     namespace = f"state-{uuid.uuid4().hex[:8]}"
     os.environ.update(
