@@ -5,7 +5,7 @@ PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 CONVMESH := $(VENV)/bin/convmesh
 
-.PHONY: venv jars browser demo up down status logs test unit integration chaos-short chaos fuzz lint fmt check clean bench bench-state bench-recovery
+.PHONY: venv jars browser demo up down status logs test unit integration chaos-short chaos fuzz lint fmt check clean bench bench-state bench-stage bench-recovery
 
 venv: $(STAMP)
 
@@ -104,6 +104,11 @@ bench: venv
 # that state (bench/state.py).
 bench-state: venv
 	$(PY) -m bench.state $(BENCH_STATE_ARGS)
+
+# identity_match alone with 1, 2 and 4 workers, the other services stopped: how the
+# busiest service scales when its workers have the cores (bench/stage.py).
+bench-stage: venv
+	$(PY) -m bench.stage $(BENCH_STAGE_ARGS)
 
 # Recovery time of a moved partition with 0 and 1 standby replicas (bench/recovery.py).
 bench-recovery: venv

@@ -1,0 +1,277 @@
+"""The busiest service alone: identity_match with 1, 2 and 4 workers, the rest stopped.
+
+    .venv/bin/python -m bench.stage --workers 1,2,4 --conversions 20000
+
+``convmesh bench --workers-of identity_match=N`` scales one service of five that share
+this machine's two cores with the broker: a second worker finds no idle core, only
+more per-batch and per-fetch costs (docs/benchmarks.md, "Scaling out the busiest
+service"). This bench gives the measured service the machine, which is what a
+deployment with a core per worker gives each worker. For each worker count:
+
+1. a fresh namespace and mesh (development mode), ``N`` workers of identity_match;
+   the identity signals, engagements and privacy requests of ``convmesh bench``'s
+   workload, consumed by every group;
+2. dedupe, attribute and aggregate stop (SIGTERM); the conversions are pushed at full
+   speed and ingest validates them onto ``conversions.valid``; ingest stops;
+3. dedupe starts again and releases them all onto ``conversions.accepted`` at once
+   (about ten times identity_match's rate), while identity_match's ``N`` workers, in
+   their group since step 1, match them; only they, dedupe's first seconds and the
+   broker run;
+4. when identity_match's group has committed everything it consumes: conversions/s
+   from the first record on ``conversions.accepted`` to identity_match's last output
+   (``attribution.assignments`` and ``attribution.results``, by CreateTime), the
+   conversions they decided, and CPU seconds of identity_match's workers and of the
+   whole machine over the stage.
+
+Writes the JSON report to ``var/bench/stage-<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+from bench import figures
+from bench.kafka_probe import Item, Offsets, produce_all, push, wait_consumed
+from bench.pipeline import (
+    BenchConfig,
+    bench_workload,
+    consumer_groups,
+    context_records,
+    drop_namespace,
+    start_mesh,
+)
+from bench.procstats import (
+    cpu_seconds,
+    machine_ticks,
+    peak_rss_mb,
+    report_header,
+    worker_pids,
+    write_report,
+)
+from ops import mesh
+from ops.procs import running_pid, stop_pids
+from shared.kafka import bundles
+from shared.kafka.topic_io import Read, read_all
+from shared.runtime.settings import REPO_ROOT, Settings
+
+SERVICE = "identity_match"
+#: Where identity_match's decisions go: a matched conversion to its user, an
+#: unidentified one straight to the results.
+DECISIONS = ("attribution.assignments", "attribution.results")
+ACCEPTED = "conversions.accepted"
+#: Stopped before the push; dedupe comes back to release the conversions at once.
+STOPPED = ("dedupe", "attribute", "aggregate")
+SAMPLE_EVERY_S = 0.1
+
+
+def decided_conversions(reads: Iterable[Read], topic: str) -> set[str]:
+    """The conversion keys among one decision topic's records (bundles unpacked)."""
+    keys: set[str] = set()
+    for read in reads:
+        if read.value is None:
+            continue
+        plain = [(read.key, read.value)]
+        for key, value in bundles.unpack(read.value) if bundles.is_bundle(read.value) else plain:
+            if topic == "attribution.results":
+                keys.add((key or b"").decode())
+            elif value is not None:
+                keys.add(orjson.loads(value)["conversion_key"])
+    return keys
+
+
+class Window(NamedTuple):
+    """The stage, by CreateTime: its first accepted conversion and last decision (ms)."""
+
+    first_accepted_ms: int
+    last_decision_ms: int
+
+    @property
+    def seconds(self) -> float:
+        return max(1, self.last_decision_ms - self.first_accepted_ms) / 1000
+
+
+def stage_window(accepted: Sequence[Read], decisions: Sequence[Read], since_ms: int) -> Window:
+    """From the first record on conversions.accepted written at or after ``since_ms``
+    to the last decision written after it."""
+    first = min((r.timestamp_ms for r in accepted if r.timestamp_ms >= since_ms), default=None)
+    last = max((r.timestamp_ms for r in decisions if r.timestamp_ms >= since_ms), default=None)
+    if first is None or last is None:
+        raise ValueError("no accepted conversion or no decision after the stage began")
+    return Window(first, last)
+
+
+class Sample(NamedTuple):
+    """CPU seconds of the measured workers and the machine's ticks at a wall-clock ms."""
+
+    at_ms: int
+    cpu_s: float
+    machine: tuple[int, int]
+
+
+def window_of(samples: Sequence[Sample], start_ms: int, end_ms: int) -> tuple[Sample, Sample]:
+    """The samples that enclose [start_ms, end_ms]: the last at or before the start and
+    the first at or after the end (the nearest ones when the window runs past them)."""
+    before = [s for s in samples if s.at_ms <= start_ms] or list(samples[:1])
+    after = [s for s in samples if s.at_ms >= end_ms] or list(samples[-1:])
+    if not before or not after:
+        raise ValueError("no CPU samples")
+    return before[-1], after[0]
+
+
+async def sample_cpu(pids: Sequence[tuple[str, int]], into: list[Sample], every_s: float) -> None:
+    """Sample until cancelled: the stage's CPU is read between two samples, not from
+    the start of dedupe (its start-up) to the end of the wait for the group."""
+    while True:
+        cpu = sum(cpu_seconds(pids).values())
+        into.append(Sample(int(time.time() * 1000), cpu, machine_ticks()))
+        await asyncio.sleep(every_s)
+
+
+def stop_service(settings: Settings, service: str, workers: int) -> None:
+    """Stop every worker of ``service`` (SIGTERM: Faust commits and leaves its group)."""
+    paths = [mesh.worker_pid_path(settings, service, w) for w in range(workers)]
+    pids = [pid for pid in (running_pid(p) for p in paths) if pid is not None]
+    stop_pids(pids, 30.0)
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def groups_of(settings: Settings, services: Sequence[str]) -> dict[str, list[str]]:
+    wanted = {Settings(service=s, namespace=settings.namespace).app_id for s in services}
+    return {g: topics for g, topics in consumer_groups(settings).items() if g in wanted}
+
+
+async def load_context(settings: Settings, context: list[Any], stall_s: float) -> None:
+    probe = Offsets(settings.bootstrap, settings.namespace)
+    await probe.start()
+    try:
+        await produce_all(settings.bootstrap, context)
+        lag = await wait_consumed(probe, consumer_groups(settings), stall_s)
+        if lag:
+            raise RuntimeError(f"context not consumed: {lag} records of lag left")
+    finally:
+        await probe.stop()
+
+
+async def validate(settings: Settings, items: Sequence[Item], stall_s: float) -> None:
+    """The push at full speed, then wait until ingest has validated every conversion."""
+    await push(settings.bootstrap, settings.topic_name("conversions.raw"), items, None)
+    await drained(settings, ["ingest"], stall_s)
+
+
+async def drained(settings: Settings, services: Sequence[str], stall_s: float) -> None:
+    probe = Offsets(settings.bootstrap, settings.namespace)
+    await probe.start()
+    try:
+        lag = await wait_consumed(probe, groups_of(settings, services), stall_s)
+        if lag:
+            raise RuntimeError(f"{', '.join(services)} left {lag} records unconsumed")
+    finally:
+        await probe.stop()
+
+
+async def run_stage(
+    settings: Settings, pids: Sequence[tuple[str, int]], stall_s: float
+) -> tuple[list[Sample], int]:
+    """dedupe back, identity_match's group drained; the CPU samples and the start (ms)."""
+    samples: list[Sample] = []
+    sampler = asyncio.create_task(sample_cpu(pids, samples, SAMPLE_EVERY_S))
+    try:
+        since_ms = int(time.time() * 1000)
+        mesh._start_worker(settings, "dedupe", 0)
+        await drained(settings, ["dedupe", SERVICE], stall_s)
+    finally:
+        sampler.cancel()
+    return samples, since_ms
+
+
+async def stage_reads(settings: Settings) -> tuple[list[Read], list[Read], set[str]]:
+    """conversions.accepted, identity_match's decisions and the conversions decided."""
+    accepted = await read_all(settings, settings.topic_name(ACCEPTED), 120.0)
+    decisions: list[Read] = []
+    decided: set[str] = set()
+    for topic in DECISIONS:
+        reads = await read_all(settings, settings.topic_name(topic), 120.0)
+        decisions += reads
+        decided |= decided_conversions(reads, topic)
+    return accepted, decisions, decided
+
+
+def measure(workers: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
+    namespace = f"stage-{uuid.uuid4().hex[:8]}"
+    data_dir = args.out_dir / namespace
+    os.environ.update(
+        CONVMESH_NAMESPACE=namespace, CONVMESH_DEV_MODE="true", CONVMESH_DATA_DIR=str(data_dir)
+    )
+    settings = Settings.from_env()
+    workload, pushes = bench_workload(args.conversions, args.seed)
+    items = pushes[0]
+    out: dict[str, Any] = {"workers": workers, "namespace": namespace, "conversions": len(items)}
+    config = BenchConfig(workers_of={SERVICE: workers}, out_dir=args.out_dir)
+    try:
+        start_mesh(settings, config)
+        asyncio.run(load_context(settings, context_records(workload, settings), args.stall_s))
+        for service in STOPPED:
+            stop_service(settings, service, 1)
+        asyncio.run(validate(settings, items, args.stall_s))
+        stop_service(settings, "ingest", 1)
+        say(f"{workers} worker(s): {len(items)} conversions validated; identity_match alone")
+        pids = worker_pids(settings, {SERVICE: workers})
+        samples, since_ms = asyncio.run(run_stage(settings, pids, args.stall_s))
+        accepted, decisions, decided = asyncio.run(stage_reads(settings))
+        window = stage_window(accepted, decisions, since_ms)
+        first, last = window_of(samples, *window)
+        cpu_s = round(last.cpu_s - first.cpu_s, 2)
+        out.update(
+            decided=len(decided & {i.result_key for i in items}),
+            **window._asdict(),
+            seconds=window.seconds,
+            conversions_per_s=round(len(items) / window.seconds, 1),
+            cpu_s=cpu_s,
+            cpu_ms_per_conversion=round(1000 * cpu_s / len(items), 3),
+            cpu_window_s=round((last.at_ms - first.at_ms) / 1000, 2),
+            machine_busy_cores=figures.busy_cores(first.machine, last.machine, os.cpu_count() or 1),
+            peak_rss_mb=peak_rss_mb(pids).get(SERVICE),
+        )
+        say(
+            f"{workers} worker(s): {out['conversions_per_s']} conversions/s, "
+            f"{out['cpu_ms_per_conversion']} CPU ms each, "
+            f"machine {out['machine_busy_cores']} cores busy, {out['decided']} decided"
+        )
+    finally:
+        mesh.down(settings)
+        drop_namespace(settings, say)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", default="1,2,4", help="worker counts of identity_match")
+    parser.add_argument("--conversions", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--stall-s", type=float, default=120.0)
+    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "var" / "bench")
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    report = report_header(args)
+    report["service"] = SERVICE
+    report["runs"] = [measure(int(n), args, print) for n in args.workers.split(",")]
+    out = args.json_out or args.out_dir / f"stage-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    write_report(report, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""`python -m bench.stage` on the broker: the instrument works end to end.
+
+Two workers of identity_match decide every conversion of a small push while the
+services around them are stopped; the report has every figure. The figures of 300
+conversions on a shared machine say nothing, so none is compared to a target.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from shared.runtime.settings import REPO_ROOT
+from tests.integration.helpers import cli_env, free_web_port_base
+
+
+def test_stage_bench_decides_every_conversion_with_two_workers(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    report_path = tmp_path / "stage.json"
+    env = cli_env(
+        KAFKA_BOOTSTRAP=bootstrap, CONVMESH_WEB_PORT_BASE=str(free_web_port_base(workers=2))
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.stage", "--workers", "2", "--conversions", "300"]
+        + ["--json-out", str(report_path), "--out-dir", str(tmp_path)],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, f"stage failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+    (run,) = json.loads(report_path.read_text())["runs"]
+    assert run["workers"] == 2
+    assert run["conversions"] == run["decided"] == 300
+    assert run["last_decision_ms"] >= run["first_accepted_ms"]
+    for figure in ("conversions_per_s", "cpu_s", "cpu_ms_per_conversion", "peak_rss_mb"):
+        assert run[figure] > 0, figure
+    assert 0 < run["machine_busy_cores"] <= 2 * 2  # never more than the machine has
+    # The mesh is down and its data folder gone.
+    assert not (tmp_path / run["namespace"]).exists()

@@ -1,0 +1,77 @@
+"""The pure parts of bench/stage.py: which conversions were decided, the stage's window
+and the CPU samples that enclose it."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from bench import stage
+from shared.kafka import bundles
+from shared.kafka.topic_io import Read
+from shared.runtime.settings import Settings
+
+
+def _read(value: bytes | None, ts: int = 0, key: bytes | None = b"k") -> Read:
+    return Read(0, 0, key, value, ts)
+
+
+def _assign(conversion_key: str) -> bytes:
+    return orjson.dumps({"op": "assign", "conversion_key": conversion_key, "mv": [1, 0]})
+
+
+def test_decided_conversions_unpack_assignment_bundles() -> None:
+    (bundle,) = bundles.pack([(b"u1", _assign("c1")), (b"u2", _assign("c2"))])
+    reads = [_read(bundle[1]), _read(_assign("c3"))]
+    assert stage.decided_conversions(reads, "attribution.assignments") == {"c1", "c2", "c3"}
+
+
+def test_decided_conversions_of_results_are_their_keys() -> None:
+    (bundle,) = bundles.pack([(b"c7", b'{"status":"unidentified"}'), (b"c8", b"{}")])
+    assert stage.decided_conversions([_read(bundle[1])], "attribution.results") == {"c7", "c8"}
+
+
+def test_decided_conversions_skip_records_without_a_value() -> None:
+    assert stage.decided_conversions([_read(None)], "attribution.assignments") == set()
+
+
+def test_the_window_starts_at_the_first_conversion_accepted_after_the_stage_began() -> None:
+    """Records written before the stage (an earlier phase) are not part of it."""
+    accepted = [_read(b"x", ts=50), _read(b"x", ts=120), _read(b"x", ts=110)]
+    decisions = [_read(b"x", ts=90), _read(b"x", ts=400), _read(b"x", ts=300)]
+    window = stage.stage_window(accepted, decisions, since_ms=100)
+    assert window == stage.Window(110, 400)
+    assert window.seconds == pytest.approx(0.29)
+
+
+def test_a_stage_without_decisions_is_an_error_not_a_rate() -> None:
+    with pytest.raises(ValueError):
+        stage.stage_window([_read(b"x", ts=120)], [_read(b"x", ts=90)], since_ms=100)
+
+
+def _sample(at_ms: int, cpu_s: float) -> stage.Sample:
+    return stage.Sample(at_ms, cpu_s, (at_ms, 2 * at_ms))
+
+
+def test_the_cpu_window_is_enclosed_by_the_nearest_samples() -> None:
+    samples = [_sample(t, t / 100) for t in (0, 100, 200, 300, 400)]
+    first, last = stage.window_of(samples, 150, 310)
+    assert (first.at_ms, last.at_ms) == (100, 400)
+
+
+def test_a_window_past_the_samples_uses_the_outermost_ones() -> None:
+    samples = [_sample(t, 0.0) for t in (100, 200)]
+    first, last = stage.window_of(samples, 50, 900)
+    assert (first.at_ms, last.at_ms) == (100, 200)
+
+
+def test_no_samples_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        stage.window_of([], 0, 1)
+
+
+def test_groups_of_picks_the_named_services_groups() -> None:
+    settings = Settings.from_env(env={"CONVMESH_NAMESPACE": "stage-x"})
+    groups = stage.groups_of(settings, ["ingest", "identity_match"])
+    assert set(groups) == {"stage-x-convmesh-ingest", "stage-x-convmesh-identity_match"}
+    assert "stage-x.conversions.accepted" in groups["stage-x-convmesh-identity_match"]
