@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from typing import Any
 
+from shared.values import value_class
+
 LAYOUT_VERSION = 2
 #: Between a row's or a stratum's key and a conversion_key in its members' keys.
 MEMBER_SEPARATOR = "|"
@@ -63,7 +65,7 @@ EXACT = Context(prec=700, Emin=-999_999, Emax=999_999)
 STATUSES = ("attributed", "unattributed", "unidentified")
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class RowMember:
     """One conversion of a row; ``present`` False is a removal kept for its version."""
 
@@ -177,7 +179,7 @@ def is_layout_1(value: Any) -> bool:
 # ------------------------------------------------------------------ lanes
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class StratumMember:
     version: int
     present: bool
@@ -265,7 +267,7 @@ def encode_stratum_member(member: StratumMember) -> list[Any]:
     return [member.version, member.present, member.status]
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class BucketMember:
     """An attributed conversion of a (ad account, date), as the protected lane needs it."""
 

@@ -16,7 +16,7 @@ changes in aggregate's reports (reports.deltas, diagnostics.facts).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -47,6 +47,7 @@ from shared.contract.pseudonyms import (
 from shared.contract.records import Send, attributed_record
 from shared.contract.report_deltas import sends_of_result
 from shared.contract.versions import next_stamp
+from shared.values import value_class
 
 CLASS_RANK: Mapping[str, int] = {"click": 3, "engagement": 2, "view": 1}
 RESULTS = "attribution.results"
@@ -94,7 +95,7 @@ def forward_user_event(
     return Send(USER_EVENTS, user, {"topic": topic, "event": kept, "arrival": list(arrival)})
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Context:
     """What a users step needs besides the state and the input."""
 

@@ -36,15 +36,16 @@ read as if its parts had their own keys, and split on its next write.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from shared.runtime.key_groups import ItemWrites, group_key, item_writes, owner_of
+from shared.values import value_class
 
 LAYOUT_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Engagement:
     """One ad engagement of the user (the fields attribution needs)."""
 
@@ -56,7 +57,7 @@ class Engagement:
     ad_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Assigned:
     """A conversion assigned to the user, kept for the late-data horizon."""
 
@@ -73,7 +74,7 @@ class Assigned:
     expires_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class PrivacyChoice:
     """The user's latest opt_out / opt_in request (by ts_ms, ties by arrival)."""
 
@@ -82,7 +83,7 @@ class PrivacyChoice:
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class User:
     """One user's state: engagements, assigned conversions, privacy choice."""
 
@@ -97,7 +98,7 @@ class User:
         return not (self.engagements or self.convs or self.privacy or self.named)
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Published:
     """What the publisher last wrote to conversions.attributed for one key."""
 
@@ -106,7 +107,7 @@ class Published:
     record: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class UserParts:
     """The parts of a user's state kept under keys of their own (or some of them:
     what an input read), by engagement id and conversion key."""
@@ -200,7 +201,7 @@ def encode_user(user: User | None) -> dict[str, Any] | None:
     return {"privacy": [privacy.ts_ms, privacy.arrival, privacy.kind]}
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Concerned:
     """The parts an input may have changed, whether or not it changes them now."""
 

@@ -16,13 +16,13 @@ input in, the new state and the records to send out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from services.dedupe.state import AcceptedEvent, Seen
 from shared.contract.limits import MAX_EVENT_AGE_S
 from shared.contract.records import Send
+from shared.values import value_class
 
 
 class Decision(StrEnum):
@@ -34,7 +34,7 @@ class Decision(StrEnum):
     REDELIVERED = "redelivered"
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Outcome:
     decision: Decision
     state: Seen

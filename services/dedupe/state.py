@@ -9,13 +9,14 @@ A layout change bumps ``LAYOUT_VERSION`` and teaches ``decode`` every older one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from shared.values import value_class
 
 LAYOUT_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class AcceptedEvent:
     """One accepted event of a key: its event_time and the input it came from."""
 

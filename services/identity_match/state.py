@@ -31,10 +31,11 @@ Every ``user_id`` here is the internal user id.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from shared.runtime.key_groups import group_key, group_prefix, owner_of
+from shared.values import value_class
 
 LAYOUT_VERSION = 1
 
@@ -42,7 +43,7 @@ LAYOUT_VERSION = 1
 # ---------------------------------------------------------------------- keys
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Signal:
     """One identity signal folded into an identifier's history."""
 
@@ -58,7 +59,7 @@ class Signal:
     ad_account_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Click:
     """One click engagement carrying the (internal) click id this state is keyed by."""
 
@@ -67,7 +68,7 @@ class Click:
     engagement_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Watcher:
     """A conversion slot watching this identifier until ``expires_ms``."""
 
@@ -87,7 +88,7 @@ class Watcher:
         return watcher_name(self.conversion_key, self.slot)
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class KeyState:
     """Everything known about one identifier."""
 
@@ -168,7 +169,7 @@ def encode_keys(state: KeyState | None) -> dict[str, Any] | None:
 # --------------------------------------------------------------- conversions
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Slot:
     """One identifier of a conversion, in matching priority order."""
 
@@ -178,7 +179,7 @@ class Slot:
     identifier: str
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class OwnerState:
     """The owner of one accepted conversion (per conversion_key)."""
 

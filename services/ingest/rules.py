@@ -27,7 +27,6 @@ allow-list, ``shared.contract.redaction``) and cuts it to ``MAX_RAW_CHARS``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import orjson
@@ -36,6 +35,7 @@ from services.ingest import validation as v
 from shared.contract.dead_letters import REDACTED, UNPARSED, dead_letter
 from shared.contract.errors import InvalidEvent
 from shared.contract.records import Send
+from shared.values import value_class
 
 __all__ = ["REDACTED", "Rejected", "Valid", "process_raw"]
 
@@ -77,7 +77,7 @@ _ENVELOPE_FIELDS = frozenset({"ad_account_id", "source", "received_at_ms", "even
 MAX_AD_ACCOUNT_ID_CHARS = 18
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Valid:
     """An accepted event: send ``value`` to conversions.valid under ``key``."""
 
@@ -91,7 +91,7 @@ class Valid:
         return Send("conversions.valid", self.key, self.value)
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Rejected:
     """A rejected record: send ``value`` to conversions.dlq under ``key`` (may be None)."""
 

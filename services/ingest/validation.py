@@ -51,7 +51,6 @@ import hashlib
 import ipaddress
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from shared.contract.errors import InvalidEvent
@@ -63,6 +62,7 @@ from shared.contract.keys import (
     scope_of,
 )
 from shared.contract.limits import MAX_EVENT_AGE_MS, MAX_FUTURE_MS
+from shared.values import value_class
 
 # ---------------------------------------------------------------- reason codes
 EVENT_NOT_OBJECT = "event_not_object"
@@ -220,7 +220,7 @@ _ip_address = ipaddress.ip_address
 _sha256 = hashlib.sha256
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class NormalisedEvent:
     """A valid event, normalised; carries no plaintext identifier."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -37,6 +36,7 @@ from shared.runtime.pipeline import (
     is_group,
 )
 from shared.runtime.settings import Settings
+from shared.values import value_class
 
 DLQ = "conversions.dlq"
 
@@ -289,7 +289,7 @@ class DeadLetterOnError:
         return True
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class ItemMessage:
     """One item of a bundle, as the message it stands for: the bundle's place, its own key
     and value."""
@@ -302,7 +302,7 @@ class ItemMessage:
     timestamp: float
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class ItemEvent:
     """What a handler gets for one item of a bundle (handlers read only ``message``)."""
 

@@ -10,8 +10,9 @@ owner read back from a key says which partition the key lives in.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from shared.values import value_class
 
 SEPARATOR = "|"
 
@@ -31,7 +32,7 @@ def owner_of(key: str) -> str:
     return key.split(SEPARATOR, 1)[0]
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class ItemWrites:
     """What to write of an owner's items: values to put by item, items to delete."""
 
