@@ -56,6 +56,8 @@ from bench.procstats import (
     machine_ticks,
     peak_rss_mb,
     report_header,
+    start_profiles,
+    stop_profiles,
     worker_pids,
     write_report,
 )
@@ -182,17 +184,21 @@ async def drained(settings: Settings, services: Sequence[str], stall_s: float) -
 
 
 async def run_stage(
-    settings: Settings, pids: Sequence[tuple[str, int]], stall_s: float
+    settings: Settings, pids: Sequence[tuple[str, int]], args: argparse.Namespace
 ) -> tuple[list[Sample], int]:
-    """dedupe back, identity_match's group drained; the CPU samples and the start (ms)."""
+    """dedupe back, identity_match's group drained; the CPU samples and the start (ms).
+    With ``--profile``, py-spy samples identity_match's worker 0 meanwhile."""
     samples: list[Sample] = []
     sampler = asyncio.create_task(sample_cpu(pids, samples, SAMPLE_EVERY_S))
+    services = [SERVICE] if args.profile else []
+    profiler = start_profiles(settings, pids, "stage", services, args.out_dir)
     try:
         since_ms = int(time.time() * 1000)
         mesh._start_worker(settings, "dedupe", 0)
-        await drained(settings, ["dedupe", SERVICE], stall_s)
+        await drained(settings, ["dedupe", SERVICE], args.stall_s)
     finally:
         sampler.cancel()
+        stop_profiles(profiler)
     return samples, since_ms
 
 
@@ -228,7 +234,7 @@ def measure(workers: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
         stop_service(settings, "ingest", 1)
         say(f"{workers} worker(s): {len(items)} conversions validated; identity_match alone")
         pids = worker_pids(settings, {SERVICE: workers})
-        samples, since_ms = asyncio.run(run_stage(settings, pids, args.stall_s))
+        samples, since_ms = asyncio.run(run_stage(settings, pids, args))
         accepted, decisions, decided = asyncio.run(stage_reads(settings))
         window = stage_window(accepted, decisions, since_ms)
         first, last = window_of(samples, *window)
@@ -244,6 +250,8 @@ def measure(workers: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
             machine_busy_cores=figures.busy_cores(first.machine, last.machine, os.cpu_count() or 1),
             peak_rss_mb=peak_rss_mb(pids).get(SERVICE),
         )
+        if args.profile:  # its figures are not comparable: py-spy slows the worker
+            out["profile"] = str(args.out_dir / f"{namespace}-stage-{SERVICE}.txt")
         say(
             f"{workers} worker(s): {out['conversions_per_s']} conversions/s, "
             f"{out['cpu_ms_per_conversion']} CPU ms each, "
@@ -264,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stall-s", type=float, default=120.0)
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "var" / "bench")
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy on identity_match's worker 0 during the stage (files in --out-dir)",
+    )
     args = parser.parse_args(argv)
     report = report_header(args)
     report["service"] = SERVICE
