@@ -14,14 +14,15 @@ deployment with a core per worker gives each worker. For each worker count:
 2. dedupe, attribute and aggregate stop (SIGTERM); the conversions are pushed at full
    speed and ingest validates them onto ``conversions.valid``; ingest stops;
 3. dedupe starts again and releases them all onto ``conversions.accepted`` at once
-   (about ten times identity_match's rate), while identity_match's ``N`` workers, in
+   (it costs a sixth of identity_match's CPU per conversion), while the ``N`` workers, in
    their group since step 1, match them; only they, dedupe's first seconds and the
    broker run;
 4. when identity_match's group has committed everything it consumes: conversions/s
    from the first record on ``conversions.accepted`` to identity_match's last output
-   (``attribution.assignments`` and ``attribution.results``, by CreateTime), the
-   conversions they decided, and CPU seconds of identity_match's workers and of the
-   whole machine over the stage.
+   (``attribution.assignments`` and ``attribution.results``, by CreateTime; a
+   conversion not decided is an error), how long dedupe took to release them, and
+   the CPU seconds of identity_match's workers and of the whole machine between 0.1 s
+   samples that enclose the stage.
 
 Writes the JSON report to ``var/bench/stage-<time>.json``.
 """
@@ -93,24 +94,32 @@ def decided_conversions(reads: Iterable[Read], topic: str) -> set[str]:
 
 
 class Window(NamedTuple):
-    """The stage, by CreateTime: its first accepted conversion and last decision (ms)."""
+    """The stage, by CreateTime (ms): the first and last conversion dedupe released, and
+    identity_match's last decision."""
 
     first_accepted_ms: int
+    last_accepted_ms: int
     last_decision_ms: int
 
     @property
     def seconds(self) -> float:
         return max(1, self.last_decision_ms - self.first_accepted_ms) / 1000
 
+    @property
+    def release_seconds(self) -> float:
+        """How long dedupe took to release them: far shorter than ``seconds``, or the
+        stage measured dedupe rather than identity_match."""
+        return max(1, self.last_accepted_ms - self.first_accepted_ms) / 1000
+
 
 def stage_window(accepted: Sequence[Read], decisions: Sequence[Read], since_ms: int) -> Window:
     """From the first record on conversions.accepted written at or after ``since_ms``
     to the last decision written after it."""
-    first = min((r.timestamp_ms for r in accepted if r.timestamp_ms >= since_ms), default=None)
+    released = [r.timestamp_ms for r in accepted if r.timestamp_ms >= since_ms]
     last = max((r.timestamp_ms for r in decisions if r.timestamp_ms >= since_ms), default=None)
-    if first is None or last is None:
+    if not released or last is None:
         raise ValueError("no accepted conversion or no decision after the stage began")
-    return Window(first, last)
+    return Window(min(released), max(released), last)
 
 
 class Sample(NamedTuple):
@@ -123,11 +132,12 @@ class Sample(NamedTuple):
 
 def window_of(samples: Sequence[Sample], start_ms: int, end_ms: int) -> tuple[Sample, Sample]:
     """The samples that enclose [start_ms, end_ms]: the last at or before the start and
-    the first at or after the end (the nearest ones when the window runs past them)."""
-    before = [s for s in samples if s.at_ms <= start_ms] or list(samples[:1])
-    after = [s for s in samples if s.at_ms >= end_ms] or list(samples[-1:])
+    the first at or after the end. Samples that do not enclose it are an error: the
+    CPU between them would not be the stage's."""
+    before = [s for s in samples if s.at_ms <= start_ms]
+    after = [s for s in samples if s.at_ms >= end_ms]
     if not before or not after:
-        raise ValueError("no CPU samples")
+        raise ValueError("the CPU samples do not enclose the stage")
     return before[-1], after[0]
 
 
@@ -214,6 +224,33 @@ async def stage_reads(settings: Settings) -> tuple[list[Read], list[Read], set[s
     return accepted, decisions, decided
 
 
+def figures_of(
+    items: Sequence[Item],
+    samples: Sequence[Sample],
+    reads: tuple[list[Read], list[Read], set[str]],
+    since_ms: int,
+) -> dict[str, Any]:
+    """The stage's figures; an error when a conversion was not decided."""
+    accepted, decisions, decided = reads
+    missing = {i.result_key for i in items} - decided
+    if missing:
+        raise RuntimeError(f"{len(missing)} of {len(items)} conversions were not decided")
+    window = stage_window(accepted, decisions, since_ms)
+    first, last = window_of(samples, window.first_accepted_ms, window.last_decision_ms)
+    cpu_s = round(last.cpu_s - first.cpu_s, 2)
+    return {
+        "decided": len(items),
+        **window._asdict(),
+        "seconds": window.seconds,
+        "release_seconds": window.release_seconds,
+        "conversions_per_s": round(len(items) / window.seconds, 1),
+        "cpu_s": cpu_s,
+        "cpu_ms_per_conversion": round(1000 * cpu_s / len(items), 3),
+        "cpu_window_s": round((last.at_ms - first.at_ms) / 1000, 2),
+        "machine_busy_cores": figures.busy_cores(first.machine, last.machine, os.cpu_count() or 1),
+    }
+
+
 def measure(workers: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
     namespace = f"stage-{uuid.uuid4().hex[:8]}"
     data_dir = args.out_dir / namespace
@@ -235,32 +272,22 @@ def measure(workers: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
         say(f"{workers} worker(s): {len(items)} conversions validated; identity_match alone")
         pids = worker_pids(settings, {SERVICE: workers})
         samples, since_ms = asyncio.run(run_stage(settings, pids, args))
-        accepted, decisions, decided = asyncio.run(stage_reads(settings))
-        window = stage_window(accepted, decisions, since_ms)
-        first, last = window_of(samples, *window)
-        cpu_s = round(last.cpu_s - first.cpu_s, 2)
-        out.update(
-            decided=len(decided & {i.result_key for i in items}),
-            **window._asdict(),
-            seconds=window.seconds,
-            conversions_per_s=round(len(items) / window.seconds, 1),
-            cpu_s=cpu_s,
-            cpu_ms_per_conversion=round(1000 * cpu_s / len(items), 3),
-            cpu_window_s=round((last.at_ms - first.at_ms) / 1000, 2),
-            machine_busy_cores=figures.busy_cores(first.machine, last.machine, os.cpu_count() or 1),
-            peak_rss_mb=peak_rss_mb(pids).get(SERVICE),
-        )
+        reads = asyncio.run(stage_reads(settings))
+        out.update(figures_of(items, samples, reads, since_ms))
+        out["peak_rss_mb"] = peak_rss_mb(pids).get(SERVICE)
         if args.profile:  # its figures are not comparable: py-spy slows the worker
             out["profile"] = str(args.out_dir / f"{namespace}-stage-{SERVICE}.txt")
         say(
             f"{workers} worker(s): {out['conversions_per_s']} conversions/s, "
             f"{out['cpu_ms_per_conversion']} CPU ms each, "
-            f"machine {out['machine_busy_cores']} cores busy, {out['decided']} decided"
+            f"machine {out['machine_busy_cores']} cores busy, "
+            f"released in {out['release_seconds']} s of {out['seconds']}"
         )
     finally:
         mesh.down(settings)
         drop_namespace(settings, say)
-        shutil.rmtree(data_dir, ignore_errors=True)
+    # Kept when the run failed: the workers' logs are in it.
+    shutil.rmtree(data_dir, ignore_errors=True)
     return out
 
 
@@ -280,9 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = report_header(args)
     report["service"] = SERVICE
-    report["runs"] = [measure(int(n), args, print) for n in args.workers.split(",")]
+    report["runs"] = []
     out = args.json_out or args.out_dir / f"stage-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    write_report(report, out)
+    for workers in args.workers.split(","):
+        report["runs"].append(measure(int(workers), args, print))
+        write_report(report, out)  # after each: a later failure keeps the runs before it
     return 0
 
 

@@ -9,10 +9,12 @@ decode, every ``replace`` of a state), and in identity_match that was about a te
 its busy samples (docs/benchmarks.md, "Values built for every record").
 
 ``@value_class(frozen=True, slots=True)`` is, for the type checker, exactly
-``@dataclass(frozen=True, slots=True)``: mypy refuses any assignment to a field, so
-the code cannot mutate one. At run time the class is a slotted dataclass that is not
-frozen, with the same ``__eq__``, and the ``__hash__`` a frozen one would have.
-What is given up is only the run-time check of what mypy already checks.
+``@dataclass(frozen=True, slots=True)``: mypy refuses an assignment to a field of a
+typed value. At run time the class is a slotted dataclass that is not frozen, with
+the same ``__eq__``, and the ``__hash__`` a frozen one would have. What is given up is
+the run-time refusal: an assignment mypy cannot see (through a value typed ``Any``,
+``setattr`` or ``object.__setattr__``) is no longer an error. The rules never assign
+to a value; they build a new one (``dataclasses.replace``).
 
 Use it for values built per record. Configuration and other values built once (the
 settings, the topic registry) stay plain frozen dataclasses: the check costs nothing
@@ -28,9 +30,12 @@ if TYPE_CHECKING:
     from dataclasses import dataclass as value_class
 else:
 
-    def value_class(*, frozen: bool = False, **options: Any) -> Any:
-        """``dataclass(**options)``, hashable like a frozen one when ``frozen``."""
-        return dataclass(unsafe_hash=frozen, **options)
+    def value_class(cls: Any = None, /, *, frozen: bool = False, **options: Any) -> Any:
+        """``dataclass(**options)``, hashed by its fields as a frozen one would be when
+        ``frozen`` (and ``eq``, the default); bare ``@value_class`` works too."""
+        hashed = frozen and options.get("eq", True)
+        make = dataclass(unsafe_hash=hashed or options.pop("unsafe_hash", False), **options)
+        return make if cls is None else make(cls)
 
 
 __all__ = ["value_class"]

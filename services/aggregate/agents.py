@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -33,7 +34,6 @@ from shared.runtime.app import raw_table, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
 from shared.runtime.logging import get_logger, message_fields
 from shared.runtime.settings import Settings
-from shared.values import value_class
 
 ROWS_OUTPUTS = (
     "reports.conversions",
@@ -48,7 +48,7 @@ TABLES = ("privacy", "row_members", "rows", "stratum_members", "strata", "bucket
 RELEASE_CHECK_INTERVAL_S = 30.0
 
 
-@value_class(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class MemberSets:
     """One kind of member set the rows agent keeps: observed rows, modeled strata.
 

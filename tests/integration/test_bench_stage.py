@@ -8,6 +8,7 @@ conversions on a shared machine say nothing, so none is compared to a target.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ def test_stage_bench_decides_every_conversion_with_two_workers(
     assert run["last_decision_ms"] >= run["first_accepted_ms"]
     for figure in ("conversions_per_s", "cpu_s", "cpu_ms_per_conversion", "peak_rss_mb"):
         assert run[figure] > 0, figure
-    assert 0 < run["machine_busy_cores"] <= 2 * 2  # never more than the machine has
+    assert 0 < run["release_seconds"] <= run["seconds"]
+    assert 0 < run["machine_busy_cores"] <= (os.cpu_count() or 1)
     # The mesh is down and its data folder gone.
     assert not (tmp_path / run["namespace"]).exists()

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from bench import stage
+from bench.kafka_probe import Item
 from shared.kafka import bundles
 from shared.kafka.topic_io import Read
 from shared.runtime.settings import Settings
@@ -40,8 +41,9 @@ def test_the_window_starts_at_the_first_conversion_accepted_after_the_stage_bega
     accepted = [_read(b"x", ts=50), _read(b"x", ts=120), _read(b"x", ts=110)]
     decisions = [_read(b"x", ts=90), _read(b"x", ts=400), _read(b"x", ts=300)]
     window = stage.stage_window(accepted, decisions, since_ms=100)
-    assert window == stage.Window(110, 400)
+    assert window == stage.Window(110, 120, 400)
     assert window.seconds == pytest.approx(0.29)
+    assert window.release_seconds == pytest.approx(0.01)
 
 
 def test_a_stage_without_decisions_is_an_error_not_a_rate() -> None:
@@ -59,15 +61,38 @@ def test_the_cpu_window_is_enclosed_by_the_nearest_samples() -> None:
     assert (first.at_ms, last.at_ms) == (100, 400)
 
 
-def test_a_window_past_the_samples_uses_the_outermost_ones() -> None:
+@pytest.mark.parametrize(("start", "end"), [(50, 150), (150, 900), (50, 900)])
+def test_samples_that_do_not_enclose_the_window_are_an_error(start: int, end: int) -> None:
+    """The CPU between them would not be the stage's."""
     samples = [_sample(t, 0.0) for t in (100, 200)]
-    first, last = stage.window_of(samples, 50, 900)
-    assert (first.at_ms, last.at_ms) == (100, 200)
+    with pytest.raises(ValueError):
+        stage.window_of(samples, start, end)
 
 
 def test_no_samples_is_an_error() -> None:
     with pytest.raises(ValueError):
         stage.window_of([], 0, 1)
+
+
+def _items(*keys: str) -> list[Item]:
+    return [Item(b"k", {}, key) for key in keys]
+
+
+def test_figures_of_a_stage_rate_its_conversions_over_the_window() -> None:
+    accepted = [_read(b"x", ts=1_000), _read(b"x", ts=1_200)]
+    decisions = [_read(b"x", ts=3_000)]
+    samples = [_sample(900, 1.0), _sample(2_000, 2.0), _sample(3_100, 3.0)]
+    out = stage.figures_of(_items("c1", "c2"), samples, (accepted, decisions, {"c1", "c2"}), 500)
+    assert out["conversions_per_s"] == 1.0  # 2 conversions over 2 s
+    assert out["cpu_s"] == 2.0 and out["cpu_ms_per_conversion"] == 1000.0
+    assert out["release_seconds"] == pytest.approx(0.2)
+
+
+def test_a_conversion_not_decided_is_an_error_not_a_rate() -> None:
+    reads = ([_read(b"x", ts=1_000)], [_read(b"x", ts=3_000)], {"c1"})
+    samples = [_sample(900, 1.0), _sample(3_100, 3.0)]
+    with pytest.raises(RuntimeError, match="1 of 2"):
+        stage.figures_of(_items("c1", "c2"), samples, reads, 500)
 
 
 def test_groups_of_picks_the_named_services_groups() -> None:

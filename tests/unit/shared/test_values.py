@@ -45,8 +45,11 @@ def test_values_have_slots_not_a_dict() -> None:
     assert Point.__slots__ == ("x", "y")
 
 
-def test_mypy_refuses_an_assignment_to_a_field(tmp_path: Path) -> None:
+def test_mypy_refuses_an_assignment_to_a_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The run time no longer refuses it: the type check is what keeps values immutable."""
+    monkeypatch.chdir(REPO_ROOT)  # mypy finds ``shared`` from the repository's root
     snippet = tmp_path / "assigns.py"
     snippet.write_text(
         textwrap.dedent(
@@ -76,3 +79,20 @@ def test_a_value_class_is_a_dataclass(frozen: bool) -> None:
         b: int
 
     assert [f.name for f in dataclasses.fields(Pair)] == ["a", "b"]
+
+
+def test_bare_value_class_is_a_plain_dataclass() -> None:
+    @value_class
+    class Plain:
+        a: int
+
+    assert Plain(1) == Plain(1) and Plain.__hash__ is None  # like @dataclass
+
+
+def test_a_value_without_eq_keeps_the_identity_hash_as_a_frozen_one_would() -> None:
+    @value_class(frozen=True, eq=False, slots=True)
+    class Token:
+        a: int
+
+    assert Token.__hash__ is object.__hash__
+    assert Token(1) != Token(1)
