@@ -27,10 +27,13 @@ def cli_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def convmesh(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `convmesh ARGS` in a subprocess; stdout and stderr captured as text."""
+def run_module(
+    module: str, *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run `python -m MODULE ARGS` from the repository's root in a subprocess, no stdin;
+    stdout and stderr captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *args],
+        [sys.executable, "-m", module, *args],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,
@@ -38,6 +41,11 @@ def convmesh(*args: str, env: dict[str, str], timeout: float = 300) -> subproces
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def convmesh(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `convmesh ARGS` in a subprocess; stdout and stderr captured as text."""
+    return run_module("ops.cli", *args, env=env, timeout=timeout)
 
 
 def convmesh_json(

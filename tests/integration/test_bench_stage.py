@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from shared.runtime.settings import REPO_ROOT
-from tests.integration.helpers import cli_env, free_web_port_base
+from tests.integration.helpers import cli_env, free_web_port_base, run_module
 
 
 def test_stage_bench_decides_every_conversion_with_two_workers(
@@ -24,15 +21,12 @@ def test_stage_bench_decides_every_conversion_with_two_workers(
     env = cli_env(
         KAFKA_BOOTSTRAP=bootstrap, CONVMESH_WEB_PORT_BASE=str(free_web_port_base(workers=2))
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.stage", "--workers", "2", "--conversions", "300"]
-        + ["--json-out", str(report_path), "--out-dir", str(tmp_path)],
+    done = run_module(
+        "bench.stage",
+        *("--workers", "2", "--conversions", "300"),
+        *("--json-out", str(report_path), "--out-dir", str(tmp_path)),
         env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
         timeout=600,
-        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, f"stage failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
