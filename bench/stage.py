@@ -63,7 +63,6 @@ from bench.procstats import (
     write_report,
 )
 from ops import mesh
-from ops.procs import running_pid, stop_pids
 from shared.kafka import bundles
 from shared.kafka.topic_io import Read, read_all
 from shared.runtime.settings import REPO_ROOT, Settings
@@ -76,6 +75,7 @@ ACCEPTED = "conversions.accepted"
 #: Stopped before the push; dedupe comes back to release the conversions at once.
 STOPPED = ("dedupe", "attribute", "aggregate")
 SAMPLE_EVERY_S = 0.1
+STOP_TIMEOUT_S = 30.0
 
 
 def decided_conversions(reads: Iterable[Read], topic: str) -> set[str]:
@@ -148,15 +148,6 @@ async def sample_cpu(pids: Sequence[tuple[str, int]], into: list[Sample], every_
         cpu = sum(cpu_seconds(pids).values())
         into.append(Sample(int(time.time() * 1000), cpu, machine_ticks()))
         await asyncio.sleep(every_s)
-
-
-def stop_service(settings: Settings, service: str, workers: int) -> None:
-    """Stop every worker of ``service`` (SIGTERM: Faust commits and leaves its group)."""
-    paths = [mesh.worker_pid_path(settings, service, w) for w in range(workers)]
-    pids = [pid for pid in (running_pid(p) for p in paths) if pid is not None]
-    stop_pids(pids, 30.0)
-    for path in paths:
-        path.unlink(missing_ok=True)
 
 
 def groups_of(settings: Settings, services: Sequence[str]) -> dict[str, list[str]]:
@@ -266,9 +257,9 @@ def measure(workers: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
         start_mesh(settings, config)
         asyncio.run(load_context(settings, context_records(workload, settings), args.stall_s))
         for service in STOPPED:
-            stop_service(settings, service, 1)
+            mesh.stop_workers(settings, service, [0], STOP_TIMEOUT_S)
         asyncio.run(validate(settings, items, args.stall_s))
-        stop_service(settings, "ingest", 1)
+        mesh.stop_workers(settings, "ingest", [0], STOP_TIMEOUT_S)
         say(f"{workers} worker(s): {len(items)} conversions validated; identity_match alone")
         pids = worker_pids(settings, {SERVICE: workers})
         samples, since_ms = asyncio.run(run_stage(settings, pids, args))

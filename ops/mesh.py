@@ -233,11 +233,7 @@ def scale(
     claim_data_dir(settings.data_dir)
     running = [w for s, w in known_workers(settings) if s == service]
     surplus = [w for w in running if w >= workers]
-    surplus_pids = [running_pid(worker_pid_path(settings, service, w)) for w in surplus]
-    alive = [pid for pid in surplus_pids if pid is not None]
-    killed = stop_pids(alive, timeout_s) if alive else []
-    for worker in surplus:
-        worker_pid_path(settings, service, worker).unlink(missing_ok=True)
+    stopped, killed = stop_workers(settings, service, surplus, timeout_s)
     wanted = [(service, w) for w in range(workers)]
     missing = [(s, w) for s, w in wanted if running_pid(worker_pid_path(settings, s, w)) is None]
     _check_ports_free(settings, missing)
@@ -249,16 +245,30 @@ def scale(
         service=service,
         workers=workers,
         started=len(missing),
-        stopped=len(alive),
+        stopped=len(stopped),
         killed=len(killed),
     )
     return {
         "service": service,
         "workers": workers,
         "started": [w for _, w in missing],
-        "stopped": [w for w, pid in zip(surplus, surplus_pids, strict=True) if pid is not None],
+        "stopped": stopped,
         "killed_after_timeout": len(killed),
     }
+
+
+def stop_workers(
+    settings: Settings, service: str, workers: list[int], timeout_s: float
+) -> tuple[list[int], list[int]]:
+    """Stop these workers of ``service`` gracefully (SIGTERM: Faust commits and leaves
+    the group; SIGKILL after ``timeout_s``) and forget their pid files. Returns the
+    workers that were running and the pids that needed SIGKILL."""
+    pids = {w: running_pid(worker_pid_path(settings, service, w)) for w in workers}
+    alive = {w: pid for w, pid in pids.items() if pid is not None}
+    killed = stop_pids(list(alive.values()), timeout_s) if alive else []
+    for worker in workers:
+        worker_pid_path(settings, service, worker).unlink(missing_ok=True)
+    return list(alive), killed
 
 
 # ------------------------------------------------------------------------ down

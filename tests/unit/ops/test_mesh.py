@@ -138,3 +138,19 @@ def test_scale_in_forgets_the_pid_files_of_workers_it_stopped(tmp_path: Path, mo
     result = mesh.scale(s, "dedupe", 1)
     assert result["stopped"] == [1, 2] and result["started"] == [] and stopped == [4242, 4242]
     assert [w for n, w in mesh.known_workers(s) if n == "dedupe"] == [0]
+
+
+def test_stop_workers_reports_only_those_that_ran_and_forgets_every_pid_file(
+    tmp_path: Path, monkeypatch
+) -> None:
+    s = settings(tmp_path)
+    mesh.run_dir(s).mkdir(parents=True)
+    for worker in (0, 1):
+        mesh.worker_pid_path(s, "ingest", worker).write_text("{}")
+    pids = {0: 4242, 1: None}
+    monkeypatch.setattr(mesh, "running_pid", lambda path: pids[int(path.stem.rsplit("-", 1)[1])])
+    signalled = []
+    monkeypatch.setattr(mesh, "stop_pids", lambda p, timeout: signalled.extend(p) or [])
+    stopped, killed = mesh.stop_workers(s, "ingest", [0, 1], 5.0)
+    assert (stopped, killed, signalled) == ([0], [], [4242])
+    assert not any(mesh.worker_pid_path(s, "ingest", w).exists() for w in (0, 1))
