@@ -8,9 +8,10 @@ import pytest
 
 from bench import stage
 from bench.kafka_probe import Item
+from bench.pipeline import consumer_groups
 from shared.kafka import bundles
 from shared.kafka.topic_io import Read
-from shared.runtime.settings import Settings
+from shared.runtime.settings import SERVICES, Settings
 
 
 def _read(value: bytes | None, ts: int = 0, key: bytes | None = b"k") -> Read:
@@ -100,3 +101,9 @@ def test_groups_of_picks_the_named_services_groups() -> None:
     groups = stage.groups_of(settings, ["ingest", "identity_match"])
     assert set(groups) == {"stage-x-convmesh-ingest", "stage-x-convmesh-identity_match"}
     assert "stage-x.conversions.accepted" in groups["stage-x-convmesh-identity_match"]
+
+
+def test_the_groups_of_every_service_are_every_consumer_group() -> None:
+    """What the context waits for: no group left out."""
+    settings = Settings.from_env(env={"CONVMESH_NAMESPACE": "stage-x"})
+    assert stage.groups_of(settings, SERVICES) == consumer_groups(settings)
