@@ -13,7 +13,7 @@ import orjson
 
 from bench import figures
 from bench.kafka_probe import Collector, Item, Offsets, push, wait_for
-from bench.procstats import cpu_seconds, load_1m
+from bench.procstats import broker_pids, cpu_delta, cpu_seconds, load_1m
 from bench.relays import CRITICAL_PATH_STAGES, stage_topics
 from ops.workload import RAW
 from shared.kafka.registry_access import registry_for
@@ -59,11 +59,14 @@ async def run_baseline(
         collector = Collector(settings.bootstrap, [topics[-1]])
         await collector.start()
         pids = [("relay", p.pid) for p in procs]
-        cpu0, load = cpu_seconds(pids), load_1m()
+        brokers = broker_pids(settings.bootstrap)
+        cpu0, load = cpu_seconds([*pids, *brokers]), load_1m()
         say(f"baseline: {len(items)} records through {CRITICAL_PATH_STAGES} relays (load {load})")
         first, _, _ = await push(settings.bootstrap, topics[0], items, None)
         got, done = await wait_for(lambda: collector.count(topics[-1]), len(items), stall_s)
-        cpu1 = cpu_seconds(pids)
+        cpu1 = cpu_seconds([*pids, *brokers])
+        relays_cpu = sum(cpu_delta(pids, cpu0, cpu1).values())
+        broker_cpu = cpu_delta(brokers, cpu0, cpu1).get("broker")
         seen = collector.records[topics[-1]]
         last = max(s.timestamp_ms for s in seen)
         latencies = [s.timestamp_ms - orjson.loads(s.value)["received_at_ms"] for s in seen]
@@ -75,10 +78,10 @@ async def run_baseline(
             "complete": done,
             "records_per_s": round(figures.rate_per_s(got, first, last), 1),
             "latency_ms": figures.latency_summary(latencies),
-            "cpu_s_all_relays": round(sum(cpu1.values()) - sum(cpu0.values()), 2),
-            "cpu_ms_per_record": round(
-                1000 * (sum(cpu1.values()) - sum(cpu0.values())) / max(1, got), 3
-            ),
+            "cpu_s_all_relays": round(relays_cpu, 2),
+            "cpu_ms_per_record": figures.per_item_ms(relays_cpu, got),
+            "broker_cpu_s": broker_cpu,
+            "broker_cpu_ms_per_record": figures.per_item_ms(broker_cpu, got),
             "load_1m": load,
         }
     finally:

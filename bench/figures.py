@@ -66,6 +66,11 @@ def rate_per_s(count: int, first_ms: float, last_ms: float) -> float:
     return count / span if span > 0 else math.nan
 
 
+def per_item_ms(cpu_s: float | None, count: int) -> float | None:
+    """CPU milliseconds per item, or None when the CPU was not measured."""
+    return None if cpu_s is None else round(1000 * cpu_s / max(1, count), 3)
+
+
 def offset_deltas(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
     """Records written per topic between two end-offset snapshots (sum over partitions).
 
@@ -109,6 +114,24 @@ def machine_ticks(proc_stat_text: str) -> tuple[int, int]:
     # time this machine's processes could not run.
     total = sum(ticks[:8])
     return total - ticks[3] - ticks[4], total
+
+
+#: /proc/net/tcp's state of a listening socket.
+TCP_LISTEN = "0A"
+
+
+def listening_inodes(proc_net_tcp_text: str, port: int) -> set[int]:
+    """Inodes of the sockets listening on ``port`` (any address), from the text of
+    /proc/net/tcp or /proc/net/tcp6: the way to the process that owns a port."""
+    found = set()
+    for line in proc_net_tcp_text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != TCP_LISTEN:
+            continue
+        local_port = int(fields[1].rpartition(":")[2], 16)
+        if local_port == port and fields[9] != "0":
+            found.add(int(fields[9]))
+    return found
 
 
 def busy_cores(before: tuple[int, int], after: tuple[int, int], cores: int) -> float:

@@ -41,6 +41,7 @@ from bench.kafka_probe import (
     wait_for,
 )
 from bench.procstats import (
+    broker_pids,
     cpu_delta,
     cpu_seconds,
     git_commit,
@@ -178,7 +179,9 @@ async def measure_push(
 ) -> dict[str, Any]:
     attributed, reports = settings.topic_name(ATTRIBUTED), settings.topic_name(REPORTS)
     wanted = {i.result_key for i in items}
-    offsets0, cpu0, load = await probe.topic_totals(), cpu_seconds(pids), load_1m()
+    # The broker shares the machine: its CPU per conversion is the mesh's cost too.
+    brokers = broker_pids(settings.bootstrap)
+    offsets0, cpu0, load = await probe.topic_totals(), cpu_seconds([*pids, *brokers]), load_1m()
     speed = f"{rate:.0f}/s" if rate else "full speed"
     say(f"{label}: {len(items)} conversions at {speed} (load {load})")
     # Both pushes: at a fixed rate the per-batch and per-fetch costs weigh most.
@@ -198,13 +201,14 @@ async def measure_push(
     machine1, own1 = machine_ticks(), own_cpu_s()
     stop_profiles(profiler)
     settled = await probe.wait_settled(timeout_s=60)
-    cpu1, offsets1 = cpu_seconds(pids), await probe.topic_totals()
+    cpu1, offsets1 = cpu_seconds([*pids, *brokers]), await probe.topic_totals()
     firsts = first_results(collector, sent_at)
     last = max(ts for ts, _ in firsts.values())
     sent_and_latency = [(float(sent_at[k]), float(t - sent_at[k])) for k, (t, _) in firsts.items()]
     lat_attr = [latency for _, latency in sent_and_latency]
     lat_reports = latencies_to_reports(firsts, collector.records[reports], sent_at)
     cpu = cpu_delta(pids, cpu0, cpu1)
+    broker_cpu = cpu_delta(brokers, cpu0, cpu1).get("broker")
     # At a fixed rate the latency is the hops' own (no queue to drain): where it goes.
     hops = (
         await hop_breakdown(settings, {k: sent_at[k] for k in firsts}) if rate is not None else []
@@ -233,6 +237,8 @@ async def measure_push(
         # CPU per conversion hardly depends on what else runs on the machine; the
         # rates above do (docs/benchmarks.md, "Noise").
         "cpu_ms_per_conversion": round(1000 * sum(cpu.values()) / max(1, len(wanted)), 3),
+        "broker_cpu_s": broker_cpu,
+        "broker_cpu_ms_per_conversion": figures.per_item_ms(broker_cpu, len(wanted)),
         "load_1m": load,
         # How full the machine was (all processes: services, broker, this bench); at a
         # fixed rate the latency's tail is queueing for a core.

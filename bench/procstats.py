@@ -33,6 +33,40 @@ def worker_pids(settings: Settings, workers: dict[str, int]) -> list[tuple[str, 
     return out
 
 
+def listening_pid(port: int, proc: Path = Path("/proc")) -> int | None:
+    """The pid of the process listening on TCP ``port`` on this machine (the local
+    broker), or None: not listening here, or owned by a process this one cannot see."""
+    inodes: set[int] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            inodes |= figures.listening_inodes((proc / "net" / table).read_text(), port)
+        except OSError:
+            continue
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                if os.readlink(fd) in wanted:
+                    return int(entry.name)
+        except OSError:  # gone, or not ours to read
+            continue
+    return None
+
+
+def broker_pids(bootstrap: str) -> list[tuple[str, int]]:
+    """``[("broker", pid)]`` when the first bootstrap server listens on this machine,
+    else ``[]`` (a remote broker's CPU is not this machine's)."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "::1", "[::1]") or not port.isdigit():
+        return []
+    pid = listening_pid(int(port))
+    return [] if pid is None else [("broker", pid)]
+
+
 def cpu_seconds(pids: Sequence[tuple[str, int]]) -> dict[int, float]:
     out = {}
     for _, pid in pids:

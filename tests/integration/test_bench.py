@@ -44,6 +44,9 @@ def check_push(run: dict[str, Any], conversions: int) -> None:
     assert run["load_1m"] >= 0
     assert 0 < run["machine_busy_cores"] <= (os.cpu_count() or 1)
     assert run["bench_cpu_s"] >= 0  # os.times() counts in clock ticks
+    # make test starts the broker on this machine: its CPU is found and counted.
+    assert positive(run["broker_cpu_s"])
+    assert positive(run["broker_cpu_ms_per_conversion"])
 
 
 def check_hops(run: dict[str, Any], conversions: int) -> None:
@@ -91,6 +94,7 @@ def test_bench_smoke_reports_every_figure(bootstrap: str, tmp_path: Path) -> Non
     assert positive(pipeline["max_rate"]["ratio_to_baseline"])
     assert positive(pipeline["max_rate"]["cpu_ratio_to_baseline"])
     assert positive(baseline["cpu_ms_per_record"])
+    assert positive(baseline["broker_cpu_ms_per_record"])
     assert set(pipeline["peak_rss_mb"]) == set(SERVICES)
     assert all(positive(mb) for mb in pipeline["peak_rss_mb"].values())
     for table in ("dedupe.seen", "identity_match.keys", "attribute.users"):

@@ -141,3 +141,28 @@ def test_machine_ticks_count_idle_and_iowait_as_the_only_ticks_not_busy() -> Non
 def test_busy_cores_is_the_busy_share_of_the_ticks_times_the_cores() -> None:
     assert figures.busy_cores((160, 980), (160 + 150, 980 + 200), 2) == 1.5
     assert figures.busy_cores((160, 980), (160, 980), 2) == 0.0
+
+
+HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt uid inode\n"
+TAIL = " 00000000:00000000 00:00000000 00000000     0        0"
+TCP = (
+    HEADER
+    + f"   0: 0100007F:2384 00000000:0000 0A{TAIL} 4711 1 0 100 0 0 10 0\n"
+    + f"   1: 0100007F:2385 00000000:0000 0A{TAIL} 4712 1 0 100 0 0 10 0\n"
+    + f"   2: 0100007F:2384 0100007F:D3F2 01{TAIL} 4713 1 0 20 4 30 10 -1\n"
+)
+ANY6 = "0" * 32
+TCP6 = HEADER + f"   0: {ANY6}:2384 {ANY6}:0000 0A{TAIL} 4714 1 0 100 0 0 10 0\n"
+
+
+def test_listening_inodes_are_the_listen_sockets_of_the_port_only() -> None:
+    """Port 9092 is 2384 in hex: the socket on 9093 and the connection to 9092 are not it."""
+    assert figures.listening_inodes(TCP, 9092) == {4711}
+    assert figures.listening_inodes(TCP6, 9092) == {4714}
+    assert figures.listening_inodes(TCP, 9094) == set()
+
+
+def test_per_item_ms_divides_and_keeps_an_unmeasured_cpu_unmeasured() -> None:
+    assert figures.per_item_ms(1.5, 1000) == 1.5
+    assert figures.per_item_ms(None, 1000) is None
+    assert figures.per_item_ms(0.5, 0) == 500.0

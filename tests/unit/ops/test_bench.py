@@ -65,9 +65,10 @@ def test_table_rows_show_both_pushes_and_the_ratio() -> None:
         "load_1m": 1.2,
         "machine_busy_cores": 1.7,
         "bench_cpu_s": 2.5,
+        "broker_cpu_ms_per_conversion": 0.25,
     }
     report = {
-        "baseline": {"records_per_s": 5000.0},
+        "baseline": {"records_per_s": 5000.0, "broker_cpu_ms_per_record": 0.04},
         "pipeline": {
             "max_rate": run,
             "fixed_rate": {**run, "offered_per_s": 250.0, "conversions_per_s": 249.0},
@@ -76,7 +77,9 @@ def test_table_rows_show_both_pushes_and_the_ratio() -> None:
     }
     rows = {name: rest for name, *rest in bench.table_rows(report)}
     assert rows["conversions/s end to end"] == ["500.0", "249.0"]
-    assert rows["ratio to bare relays"][0] == "0.1"
+    assert rows["ratio to bare relays"][0] == "0.100"
+    assert rows["broker CPU ms/conversion"] == ["0.250", "0.250"]
+    assert rows["broker CPU ms/relayed record"] == ["0.040", ""]
     assert rows["cpu s attribute"] == ["9.5", "9.5"]
     assert rows["cpu s dedupe"] == ["-", "-"]
     assert rows["machine's busy cores"] == ["1.7", "1.7"]

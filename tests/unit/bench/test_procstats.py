@@ -1,0 +1,48 @@
+"""Finding the local broker's process (bench/procstats.py), on a /proc made in a folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bench import procstats
+
+LISTEN_9092 = (
+    "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid"
+    "  timeout inode\n"
+    "   0: 0100007F:2384 00000000:0000 0A 00000000:00000000 00:00000000 00000000"
+    "     0        0 4711 1 0 100 0 0 10 0\n"
+)
+
+
+def fake_proc(root: Path, sockets_of: dict[int, list[int]]) -> Path:
+    (root / "net").mkdir(parents=True)
+    (root / "net" / "tcp").write_text(LISTEN_9092)
+    (root / "self").mkdir()  # not a pid: skipped
+    for pid, inodes in sockets_of.items():
+        fds = root / str(pid) / "fd"
+        fds.mkdir(parents=True)
+        (fds / "0").symlink_to("/dev/null")
+        for n, inode in enumerate(inodes, start=3):
+            os.symlink(f"socket:[{inode}]", fds / str(n))
+    return root
+
+
+def test_the_pid_is_the_owner_of_the_listen_socket(tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path, {100: [12], 200: [13, 4711]})
+    assert procstats.listening_pid(9092, proc) == 200
+
+
+def test_no_pid_when_nothing_listens_on_the_port(tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path, {200: [4711]})
+    assert procstats.listening_pid(9093, proc) is None
+
+
+def test_no_pid_when_no_visible_process_owns_the_socket(tmp_path: Path) -> None:
+    """A broker of another user: its socket is listed, its fds cannot be read."""
+    proc = fake_proc(tmp_path, {100: [12]})
+    assert procstats.listening_pid(9092, proc) is None
+
+
+def test_a_remote_broker_has_no_pid_here() -> None:
+    assert procstats.broker_pids("kafka-1.example.com:9092,kafka-2.example.com:9092") == []
