@@ -83,6 +83,7 @@ def test_bench_smoke_reports_every_figure(bootstrap: str, tmp_path: Path) -> Non
     assert report["config"]["smoke"] is True
     baseline = report["baseline"]
     assert baseline["delivered"] == baseline["records"] == 300
+    assert baseline["warmup_records"] == 300  # the second push, not measured
     assert positive(baseline["records_per_s"])
     assert positive(baseline["latency_ms"]["p99_ms"])
     pipeline = report["pipeline"]
