@@ -49,11 +49,16 @@ def listening_pid(port: int, proc: Path = Path("/proc")) -> int | None:
         if not entry.name.isdigit():
             continue
         try:
-            for fd in (entry / "fd").iterdir():
-                if os.readlink(fd) in wanted:
-                    return int(entry.name)
+            fds = list((entry / "fd").iterdir())
         except OSError:  # gone, or not ours to read
             continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed since it was listed: a busy broker opens and closes many
+                continue
+            if target in wanted:
+                return int(entry.name)
     return None
 
 

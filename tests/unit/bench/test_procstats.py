@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from bench import procstats
 
@@ -15,13 +18,17 @@ LISTEN_9092 = (
 )
 
 
-def fake_proc(root: Path, sockets_of: dict[int, list[int]]) -> Path:
+def fake_proc(root: Path, sockets_of: dict[int, list[int]], closed: int = 0) -> Path:
+    """``closed`` fds per process, made first, that cannot be read (as one closed
+    between the listing and the reading): regular files, where readlink fails."""
     (root / "net").mkdir(parents=True)
     (root / "net" / "tcp").write_text(LISTEN_9092)
     (root / "self").mkdir()  # not a pid: skipped
     for pid, inodes in sockets_of.items():
         fds = root / str(pid) / "fd"
         fds.mkdir(parents=True)
+        for n in range(100, 100 + closed):
+            (fds / str(n)).write_text("")
         (fds / "0").symlink_to("/dev/null")
         for n, inode in enumerate(inodes, start=3):
             os.symlink(f"socket:[{inode}]", fds / str(n))
@@ -30,6 +37,20 @@ def fake_proc(root: Path, sockets_of: dict[int, list[int]]) -> Path:
 
 def test_the_pid_is_the_owner_of_the_listen_socket(tmp_path: Path) -> None:
     proc = fake_proc(tmp_path, {100: [12], 200: [13, 4711]})
+    assert procstats.listening_pid(9092, proc) == 200
+
+
+def test_an_fd_closed_while_listed_does_not_hide_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker's connections come and go while its fds are read (run 07:38: no pid)."""
+    proc = fake_proc(tmp_path, {200: [4711]}, closed=3)
+    listed = Path.iterdir
+
+    def socket_last(path: Path) -> Iterator[Path]:
+        return iter(sorted(listed(path), key=lambda p: p.name == "3"))
+
+    monkeypatch.setattr(Path, "iterdir", socket_last)
     assert procstats.listening_pid(9092, proc) == 200
 
 
