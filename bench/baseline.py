@@ -1,12 +1,14 @@
 """The bare-Kafka limit in the same run: the push's envelopes through a chain of
 plain aiokafka relays (bench/relays.py), one process per stage.
 
-The chain first carries a warm-up push that is not measured. A broker that has just
-started runs its request paths before the JVM has compiled them: on this machine the
-relays then carried 2,000-2,200 records/s with the broker at 0.43-0.49 CPU ms per
-envelope, against 3,000-3,400 and 0.13-0.15 once warm (docs/benchmarks.md, "The
-broker's share"). The mesh, measured after the relays and its own preload, always
-met a warm broker, so a cold one flattered the ratio.
+The chain first carries a warm-up push that is not measured. On a broker that had
+just started, the relays carried 2,000-2,200 records/s with the broker at 0.43-0.49
+CPU ms per envelope, against 3,000-3,400 and 0.13-0.15 on its next run
+(docs/benchmarks.md, "The broker's share"), as a JVM that has not yet compiled its
+request paths would. The mesh, measured after the relays and its own preload, did not
+pay that, so a fresh broker flattered the ratio. The warm-up narrows the gap (halfway
+in the one run measured); the figures to compare are those of a broker that has run
+before.
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ async def run_baseline(
         if warmup:
             say(f"baseline: warming up with {len(warmup)} records")
             await push(settings.bootstrap, topics[0], warmup, None)
-            await wait_for(lambda: collector.count(topics[-1]), len(warmup), stall_s)
+            _, warm = await wait_for(lambda: collector.count(topics[-1]), len(warmup), stall_s)
+            if not warm:  # its late records would be counted as the measured push's
+                raise RuntimeError("the relays' warm-up push did not come through")
         # The measured records are those that arrive after every warm-up record has.
         before = collector.count(topics[-1])
         pids = [("relay", p.pid) for p in procs]
@@ -90,7 +94,10 @@ async def run_baseline(
         broker_cpu = cpu_delta(brokers, cpu0, cpu1).get("broker")
         seen = collector.records[topics[-1]][before:]
         last = max(s.timestamp_ms for s in seen)
-        latencies = [s.timestamp_ms - orjson.loads(s.value)["received_at_ms"] for s in seen]
+        received = [orjson.loads(s.value)["received_at_ms"] for s in seen]
+        if min(received, default=first) < first:
+            raise RuntimeError("a record sent before the measured push was counted in it")
+        latencies = [s.timestamp_ms - r for s, r in zip(seen, received, strict=True)]
         return {
             "stages": CRITICAL_PATH_STAGES,
             "partitions": partitions,

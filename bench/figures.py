@@ -134,6 +134,12 @@ def listening_inodes(proc_net_tcp_text: str, port: int) -> set[int]:
     return found
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a bootstrap server's host is this machine's loopback address."""
+    host = host.strip("[]").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def busy_cores(before: tuple[int, int], after: tuple[int, int], cores: int) -> float:
     """How many of ``cores`` were busy on average between two ``machine_ticks``."""
     busy, total = after[0] - before[0], after[1] - before[1]

@@ -181,7 +181,7 @@ async def measure_push(
     wanted = {i.result_key for i in items}
     # The broker shares the machine: its CPU per conversion is the mesh's cost too.
     brokers = broker_pids(settings.bootstrap)
-    offsets0, cpu0, load = await probe.topic_totals(), cpu_seconds([*pids, *brokers]), load_1m()
+    offsets0, cpu0, load = await probe.topic_totals(), cpu_seconds(pids), load_1m()
     speed = f"{rate:.0f}/s" if rate else "full speed"
     say(f"{label}: {len(items)} conversions at {speed} (load {load})")
     # Both pushes: at a fixed rate the per-batch and per-fetch costs weigh most.
@@ -190,7 +190,7 @@ async def measure_push(
     )
     acked: list[float] = []
     # From the first send: the profilers' start is not the push's.
-    machine0, own0 = machine_ticks(), own_cpu_s()
+    machine0, own0, broker0 = machine_ticks(), own_cpu_s(), cpu_seconds(brokers)
     first, last_sent, sent_at = await push(
         settings.bootstrap, settings.topic_name(RAW), items, rate, acked
     )
@@ -198,17 +198,19 @@ async def measure_push(
         lambda: collector.distinct_keys(attributed, wanted), len(wanted), config.stall_s
     )
     # The push's window (first send to last result), not the settling after it.
-    machine1, own1 = machine_ticks(), own_cpu_s()
+    # The broker over the same window as the relays' (first send to last result): the
+    # settling below would add its idle time and whatever else it does meanwhile.
+    machine1, own1, broker1 = machine_ticks(), own_cpu_s(), cpu_seconds(brokers)
     stop_profiles(profiler)
     settled = await probe.wait_settled(timeout_s=60)
-    cpu1, offsets1 = cpu_seconds([*pids, *brokers]), await probe.topic_totals()
+    cpu1, offsets1 = cpu_seconds(pids), await probe.topic_totals()
     firsts = first_results(collector, sent_at)
     last = max(ts for ts, _ in firsts.values())
     sent_and_latency = [(float(sent_at[k]), float(t - sent_at[k])) for k, (t, _) in firsts.items()]
     lat_attr = [latency for _, latency in sent_and_latency]
     lat_reports = latencies_to_reports(firsts, collector.records[reports], sent_at)
     cpu = cpu_delta(pids, cpu0, cpu1)
-    broker_cpu = cpu_delta(brokers, cpu0, cpu1).get("broker")
+    broker_cpu = cpu_delta(brokers, broker0, broker1).get("broker")
     # At a fixed rate the latency is the hops' own (no queue to drain): where it goes.
     hops = (
         await hop_breakdown(settings, {k: sent_at[k] for k in firsts}) if rate is not None else []

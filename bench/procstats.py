@@ -62,14 +62,32 @@ def listening_pid(port: int, proc: Path = Path("/proc")) -> int | None:
     return None
 
 
-def broker_pids(bootstrap: str) -> list[tuple[str, int]]:
-    """``[("broker", pid)]`` when the first bootstrap server listens on this machine,
-    else ``[]`` (a remote broker's CPU is not this machine's)."""
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    if host not in ("127.0.0.1", "localhost", "::1", "[::1]") or not port.isdigit():
-        return []
-    pid = listening_pid(int(port))
-    return [] if pid is None else [("broker", pid)]
+#: What a Kafka broker's command line runs; a port can also be held by a proxy
+#: (docker-proxy in front of a broker in a container), whose CPU is not the broker's.
+KAFKA_MAIN = b"kafka.Kafka"
+
+
+def is_kafka_broker(pid: int, proc: Path = Path("/proc")) -> bool:
+    try:
+        return KAFKA_MAIN in (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def broker_pids(bootstrap: str, proc: Path = Path("/proc")) -> list[tuple[str, int]]:
+    """``("broker", pid)`` for each bootstrap server that listens on this machine and is
+    a Kafka broker's own process; ``[]`` when none is (a remote broker's CPU is not this
+    machine's, a proxy's is not the broker's): the report then says "-"."""
+    found: list[tuple[str, int]] = []
+    for server in bootstrap.split(","):
+        server = server.strip()
+        host, _, port = server.rpartition(":") if ":" in server else (server, ":", "9092")
+        if not figures.is_loopback(host) or not port.isdigit():
+            continue
+        pid = listening_pid(int(port), proc)
+        if pid is not None and is_kafka_broker(pid, proc) and ("broker", pid) not in found:
+            found.append(("broker", pid))
+    return found
 
 
 def cpu_seconds(pids: Sequence[tuple[str, int]]) -> dict[int, float]:

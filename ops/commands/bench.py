@@ -115,15 +115,17 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     pipeline = report["pipeline"]
     runs = [pipeline["max_rate"], pipeline.get("fixed_rate") or {}]
 
-    def cell(run: dict[str, Any], *path: str) -> str:
+    def cell(run: dict[str, Any], *path: str, digits: int = 1) -> str:
         value: Any = run
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
         if value is None:
             return "-"
-        if isinstance(value, float):  # ratios and CPU ms per record are below 1
-            return f"{value:.3f}" if abs(value) < 1 else f"{value:,.1f}"
-        return str(value)
+        return f"{value:,.{digits}f}" if isinstance(value, float) else str(value)
+
+    def fine(run: dict[str, Any], *path: str) -> str:
+        """Ratios and CPU ms per record or conversion: a tenth would hide them."""
+        return cell(run, *path, digits=3)
 
     def both(*path: str) -> tuple[str, str]:
         return cell(runs[0], *path), cell(runs[1], *path)
@@ -135,18 +137,21 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     base = report.get("baseline")
     if base:
         rows.append(("bare relays records/s", cell(base, "records_per_s"), ""))
-        rows.append(("ratio to bare relays", cell(runs[0], "ratio_to_baseline"), ""))
-        rows.append(("bare relays CPU ms/record", cell(base, "cpu_ms_per_record"), ""))
-        rows.append(("broker CPU ms/relayed record", cell(base, "broker_cpu_ms_per_record"), ""))
-        rows.append(("CPU ratio to bare relays", cell(runs[0], "cpu_ratio_to_baseline"), ""))
+        rows.append(("ratio to bare relays", fine(runs[0], "ratio_to_baseline"), ""))
+        rows.append(("bare relays CPU ms/record", fine(base, "cpu_ms_per_record"), ""))
+        rows.append(("broker CPU ms/relayed record", fine(base, "broker_cpu_ms_per_record"), ""))
+        rows.append(("CPU ratio to bare relays", fine(runs[0], "cpu_ratio_to_baseline"), ""))
     for name in ("latency_attributed_ms", "latency_reports_ms"):
         for p in ("p50_ms", "p95_ms", "p99_ms"):
             rows.append((f"{name.split('_')[1]} {p[:3]} ms", *both(name, p)))
     for p in ("p50_ms", "p99_ms"):
         rows.append((f"push acked {p[:3]} ms", *both("produce_ack_ms", p)))
     rows.append(("records/conversion", *both("records_per_conversion_total")))
-    rows.append(("mesh CPU ms/conversion", *both("cpu_ms_per_conversion")))
-    rows.append(("broker CPU ms/conversion", *both("broker_cpu_ms_per_conversion")))
+    for name, key in (
+        ("mesh CPU ms/conversion", "cpu_ms_per_conversion"),
+        ("broker CPU ms/conversion", "broker_cpu_ms_per_conversion"),
+    ):
+        rows.append((name, fine(runs[0], key), fine(runs[1], key)))
     for service in SERVICES:
         rows.append((f"cpu s {service}", *both("cpu_s", service)))
         rows.append((f"peak RSS MB {service}", cell(pipeline, "peak_rss_mb", service), ""))

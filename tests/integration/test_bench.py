@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench.procstats import broker_pids
 from shared.runtime.settings import SERVICES
 from tests.integration.helpers import cli_env, convmesh, free_web_port_base
 
@@ -22,7 +23,7 @@ def positive(value: Any) -> bool:
     return isinstance(value, int | float) and value > 0
 
 
-def check_push(run: dict[str, Any], conversions: int) -> None:
+def check_push(run: dict[str, Any], conversions: int, broker_here: bool) -> None:
     assert run["conversions"] == run["accepted"] == run["results"] == conversions
     assert run["complete"] is True
     assert positive(run["conversions_per_s"])
@@ -44,9 +45,9 @@ def check_push(run: dict[str, Any], conversions: int) -> None:
     assert run["load_1m"] >= 0
     assert 0 < run["machine_busy_cores"] <= (os.cpu_count() or 1)
     assert run["bench_cpu_s"] >= 0  # os.times() counts in clock ticks
-    # make test starts the broker on this machine: its CPU is found and counted.
-    assert positive(run["broker_cpu_s"])
-    assert positive(run["broker_cpu_ms_per_conversion"])
+    if broker_here:  # make test starts one; KAFKA_BOOTSTRAP may name another machine's
+        assert positive(run["broker_cpu_s"])
+        assert positive(run["broker_cpu_ms_per_conversion"])
 
 
 def check_hops(run: dict[str, Any], conversions: int) -> None:
@@ -84,18 +85,21 @@ def test_bench_smoke_reports_every_figure(bootstrap: str, tmp_path: Path) -> Non
     baseline = report["baseline"]
     assert baseline["delivered"] == baseline["records"] == 300
     assert baseline["warmup_records"] == 300  # the second push, not measured
+    assert baseline["latency_ms"]["count"] == 300  # the measured push's records only
     assert positive(baseline["records_per_s"])
     assert positive(baseline["latency_ms"]["p99_ms"])
     pipeline = report["pipeline"]
     assert pipeline["preload"]["lag_left"] == 0
-    check_push(pipeline["max_rate"], 300)
-    check_push(pipeline["fixed_rate"], 300)
+    broker_here = bool(broker_pids(bootstrap))
+    check_push(pipeline["max_rate"], 300, broker_here)
+    check_push(pipeline["fixed_rate"], 300, broker_here)
     assert positive(pipeline["fixed_rate"]["offered_per_s"])
     check_hops(pipeline["fixed_rate"], 300)
     assert positive(pipeline["max_rate"]["ratio_to_baseline"])
     assert positive(pipeline["max_rate"]["cpu_ratio_to_baseline"])
     assert positive(baseline["cpu_ms_per_record"])
-    assert positive(baseline["broker_cpu_ms_per_record"])
+    if broker_here:
+        assert positive(baseline["broker_cpu_ms_per_record"])
     assert set(pipeline["peak_rss_mb"]) == set(SERVICES)
     assert all(positive(mb) for mb in pipeline["peak_rss_mb"].values())
     for table in ("dedupe.seen", "identity_match.keys", "attribute.users"):

@@ -18,7 +18,9 @@ LISTEN_9092 = (
 )
 
 
-def fake_proc(root: Path, sockets_of: dict[int, list[int]], closed: int = 0) -> Path:
+def fake_proc(
+    root: Path, sockets_of: dict[int, list[int]], closed: int = 0, main: str = "kafka.Kafka"
+) -> Path:
     """``closed`` fds per process, made first, that cannot be read (as one closed
     between the listing and the reading): regular files, where readlink fails."""
     (root / "net").mkdir(parents=True)
@@ -27,6 +29,7 @@ def fake_proc(root: Path, sockets_of: dict[int, list[int]], closed: int = 0) -> 
     for pid, inodes in sockets_of.items():
         fds = root / str(pid) / "fd"
         fds.mkdir(parents=True)
+        (root / str(pid) / "cmdline").write_bytes(f"/usr/bin/java\0-cp\0libs/*\0{main}\0".encode())
         for n in range(100, 100 + closed):
             (fds / str(n)).write_text("")
         (fds / "0").symlink_to("/dev/null")
@@ -60,10 +63,26 @@ def test_no_pid_when_nothing_listens_on_the_port(tmp_path: Path) -> None:
 
 
 def test_no_pid_when_no_visible_process_owns_the_socket(tmp_path: Path) -> None:
-    """A broker of another user: its socket is listed, its fds cannot be read."""
+    """A broker of another user (or in another pid namespace): its socket is listed,
+    no process this one can see holds it."""
     proc = fake_proc(tmp_path, {100: [12]})
     assert procstats.listening_pid(9092, proc) is None
 
 
 def test_a_remote_broker_has_no_pid_here() -> None:
     assert procstats.broker_pids("kafka-1.example.com:9092,kafka-2.example.com:9092") == []
+
+
+@pytest.mark.parametrize(
+    "bootstrap",
+    ["127.0.0.1:9092", "localhost:9092", "[::1]:9092", "kafka-1.example.com:9092, localhost:9092"],
+)
+def test_a_local_bootstrap_server_is_the_broker(tmp_path: Path, bootstrap: str) -> None:
+    proc = fake_proc(tmp_path, {200: [4711]})
+    assert procstats.broker_pids(bootstrap, proc) == [("broker", 200)]
+
+
+def test_a_proxy_on_the_port_is_not_the_broker(tmp_path: Path) -> None:
+    """docker-proxy holds the port of a broker in a container: its CPU is not the broker's."""
+    proc = fake_proc(tmp_path, {200: [4711]}, main="docker-proxy")
+    assert procstats.broker_pids("127.0.0.1:9092", proc) == []

@@ -62,8 +62,9 @@ def test_table_rows_show_both_pushes_and_the_ratio() -> None:
         "latency_reports_ms": {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0},
         "records_per_conversion_total": 24.0,
         "cpu_s": {"attribute": 9.5},
-        "load_1m": 1.2,
+        "load_1m": 0.6,
         "machine_busy_cores": 1.7,
+        "cpu_ms_per_conversion": 1.2345,
         "bench_cpu_s": 2.5,
         "broker_cpu_ms_per_conversion": 0.25,
     }
@@ -84,6 +85,9 @@ def test_table_rows_show_both_pushes_and_the_ratio() -> None:
     assert rows["cpu s dedupe"] == ["-", "-"]
     assert rows["machine's busy cores"] == ["1.7", "1.7"]
     assert rows["bench's own CPU s"] == ["2.5", "2.5"]
+    # Ratios and CPU ms per item to three decimals, every other figure to one.
+    assert rows["mesh CPU ms/conversion"] == ["1.234", "1.234"]
+    assert rows["load 1m before"] == ["0.6", "0.6"]
 
 
 def test_the_cli_builds_without_the_bench_package(monkeypatch: pytest.MonkeyPatch) -> None:
