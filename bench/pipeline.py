@@ -197,9 +197,8 @@ async def measure_push(
     got, done = await wait_for(
         lambda: collector.distinct_keys(attributed, wanted), len(wanted), config.stall_s
     )
-    # The push's window (first send to last result), not the settling after it.
-    # The broker over the same window as the relays' (first send to last result): the
-    # settling below would add its idle time and whatever else it does meanwhile.
+    # The push's window (first send to last result), not the settling after it: the
+    # broker's CPU over the same window as the relays', whatever it does afterwards.
     machine1, own1, broker1 = machine_ticks(), own_cpu_s(), cpu_seconds(brokers)
     stop_profiles(profiler)
     settled = await probe.wait_settled(timeout_s=60)
