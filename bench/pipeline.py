@@ -237,7 +237,7 @@ async def measure_push(
         "cpu_s": cpu,
         # CPU per conversion hardly depends on what else runs on the machine; the
         # rates above do (docs/benchmarks.md, "Noise").
-        "cpu_ms_per_conversion": round(1000 * sum(cpu.values()) / max(1, len(wanted)), 3),
+        "cpu_ms_per_conversion": figures.per_item_ms(sum(cpu.values()), len(wanted)),
         "broker_cpu_s": broker_cpu,
         "broker_cpu_ms_per_conversion": figures.per_item_ms(broker_cpu, len(wanted)),
         "load_1m": load,

@@ -231,7 +231,7 @@ def figures_of(
         "release_seconds": window.release_seconds,
         "conversions_per_s": round(len(items) / window.seconds, 1),
         "cpu_s": cpu_s,
-        "cpu_ms_per_conversion": round(1000 * cpu_s / len(items), 3),
+        "cpu_ms_per_conversion": figures.per_item_ms(cpu_s, len(items)),
         "cpu_window_s": round((last.at_ms - first.at_ms) / 1000, 2),
         "machine_busy_cores": figures.busy_cores(first.machine, last.machine, os.cpu_count() or 1),
     }

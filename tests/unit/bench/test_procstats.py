@@ -69,8 +69,11 @@ def test_no_pid_when_no_visible_process_owns_the_socket(tmp_path: Path) -> None:
     assert procstats.listening_pid(9092, proc) is None
 
 
-def test_a_remote_broker_has_no_pid_here() -> None:
-    assert procstats.broker_pids("kafka-1.example.com:9092,kafka-2.example.com:9092") == []
+def test_a_remote_broker_has_no_pid_here(tmp_path: Path) -> None:
+    """A broker listens here on the same port; the bootstrap names other machines."""
+    proc = fake_proc(tmp_path, {200: [4711]})
+    bootstrap = "kafka-1.example.com:9092,kafka-2.example.com:9092"
+    assert procstats.broker_pids(bootstrap, proc) == []
 
 
 @pytest.mark.parametrize(
