@@ -3,59 +3,41 @@
 Every keyed record a worker sends is placed by murmur2 of its key, exactly as
 the Java client and aiokafka's ``DefaultPartitioner`` place it: co-partitioned
 topics and tables depend on all producers agreeing. aiokafka's murmur2 is pure
-Python and spends about twenty operations per 4-byte word; profiles of the
-mesh put it at 5% of identity_match's CPU. This one unpacks the words with
-``struct`` and skips the redundant masks (same results, property-tested
-against aiokafka's), and ``Partitioner`` remembers the partition of recently
-seen keys: a conversion key or an identifier is placed many times in a short
-while (lookups, answers, assignments, their changelogs).
+Python and spends about twenty operations per 4-byte word (5% of
+identity_match's CPU in an early profile); a leaner pure-Python version still
+took 2.3-2.8 µs per new key, 2-4% of the mesh's CPU (docs/benchmarks.md,
+"Placing a key in native code"). ``murmurhash2`` (a small native extension,
+wheels for Linux, macOS and Windows) computes the same function in about
+0.15 µs; property tests hold it to aiokafka's and the Java client's values.
+``Partitioner`` also remembers the partition of recently seen keys: a
+conversion key or an identifier is placed many times in a short while
+(lookups, answers, assignments, their changelogs).
 """
 
 from __future__ import annotations
 
 import random
-import struct
 from collections.abc import Sequence
 from functools import lru_cache
 
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
+from murmurhash2 import murmurhash2
+
+#: Kafka's seed (org.apache.kafka.common.utils.Utils.murmur2).
+_SEED = 0x9747B28C
 #: Recently placed keys remembered per process (a few MB at most).
 CACHE_KEYS = 65_536
 
 
-@lru_cache(maxsize=64)
-def _words(count: int) -> struct.Struct:
-    return struct.Struct(f"<{count}I")
-
-
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 of ``data`` (org.apache.kafka.common.utils.Utils.murmur2)."""
-    length = len(data)
-    h = 0x9747B28C ^ length
-    whole = length >> 2
-    for k in _words(whole).unpack_from(data):
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
-    tail = length & 3
-    if tail:
-        base = length & ~3
-        if tail >= 3:
-            h ^= data[base + 2] << 16
-        if tail >= 2:
-            h ^= data[base + 1] << 8
-        h ^= data[base]
-        h = (h * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    h ^= h >> 15
-    return h
+    hashed: int = murmurhash2(data, _SEED)
+    return hashed
 
 
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition (of ``partitions``) Kafka's default partitioner gives ``key``."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmurhash2(key, _SEED)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 class Partitioner:
