@@ -26,7 +26,7 @@ from shared.kafka.registry_access import registry_for
 from shared.runtime import pipeline
 from shared.runtime.app import bind_event
 from shared.runtime.logging import message_fields
-from shared.runtime.metrics import metrics_of, registry_topic
+from shared.runtime.metrics import metrics_of, received_at_ms, registry_topic
 from shared.runtime.pipeline import (
     PendingWrites,
     Pipeline,
@@ -179,6 +179,9 @@ class Outbox:
         self._staged: list[Record] = []
         self.sent: dict[str, int] = dict.fromkeys(names, 0)
         self.metrics = metrics_of(app)
+        # The staged records' metrics, counted once per batch (take_staged).
+        self._staged_counts: dict[str, int] = {}
+        self._staged_received: dict[str, list[int]] = {}
         self._namespace = settings.namespace
 
     async def send(self, topic: str, key: str | bytes | None, value: Any) -> None:
@@ -186,7 +189,10 @@ class Outbox:
         payload = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
         self._staged.append((self._names[topic], None, key_bytes(key), payload))
         self.sent[topic] += 1
-        self.metrics.record_out(topic, value)
+        self._staged_counts[topic] = self._staged_counts.get(topic, 0) + 1
+        received = received_at_ms(value)
+        if received is not None:
+            self._staged_received.setdefault(topic, []).append(received)
         if topic == DLQ:
             record = orjson.loads(payload) if payload is not None else {}
             source = registry_topic(str(record.get("source_topic")), self._namespace)
@@ -220,10 +226,16 @@ class Outbox:
     def forget_pending(self) -> None:
         """Drop the sends of a failed batch: it is run again and sends them anew."""
         self._staged = []
+        self._staged_counts = {}
+        self._staged_received = {}
 
     def take_staged(self) -> list[Record]:
-        """The records staged since the last call, in order; the outbox is empty afterwards."""
+        """The records staged since the last call, in order; the outbox is empty afterwards.
+        They count as sent (records out, latency) from here."""
         staged, self._staged = self._staged, []
+        if self._staged_counts:
+            self.metrics.records_out_of_batch(self._staged_counts, self._staged_received)
+            self._staged_counts, self._staged_received = {}, {}
         return staged
 
     async def ship(self, records: list[Record]) -> list[Awaitable[Any]]:

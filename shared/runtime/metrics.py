@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,23 @@ def received_at_ms(value: Any) -> int | None:
         match = _RECEIVED_AT.search(value)
         return int(match.group(1)) if match else None
     return None
+
+
+def observe_many(histogram: Any, amounts: Sequence[float]) -> None:
+    """``histogram.observe(a)`` for every ``a`` of ``amounts`` (a labelled child of a
+    prometheus_client Histogram): one increment per bucket touched and one of the sum,
+    where ``observe`` takes two locks per amount. The bucket of an amount is the first
+    whose upper bound is at least the amount, as in ``observe``."""
+    if not amounts:
+        return
+    bounds = histogram._upper_bounds
+    per_bucket: dict[int, int] = {}
+    for amount in amounts:
+        index = bisect_left(bounds, amount)
+        per_bucket[index] = per_bucket.get(index, 0) + 1
+    for index, count in per_bucket.items():
+        histogram._buckets[index].inc(count)
+    histogram._sum.inc(sum(amounts))
 
 
 class Metrics:
@@ -146,11 +164,25 @@ class Metrics:
         self._child(self.records_in, topic).inc(count)
 
     def record_out(self, topic: str, value: Any, now_ms: int | None = None) -> None:
-        self._child(self.records_out, topic).inc()
         received = received_at_ms(value)
-        if received is not None:
-            now = now_ms if now_ms is not None else int(time.time() * 1000)
-            self._child(self.latency, topic).observe(max(0, now - received) / 1000)
+        stamps = {topic: [received]} if received is not None else {}
+        self.records_out_of_batch({topic: 1}, stamps, now_ms)
+
+    def records_out_of_batch(
+        self,
+        sent: Mapping[str, int],
+        received: Mapping[str, Sequence[int]],
+        now_ms: int | None = None,
+    ) -> None:
+        """A batch's outputs: ``sent`` records per topic, and the ``received_at_ms`` of those
+        that carry one (latency samples, taken at ``now_ms``). Counted once per batch and
+        topic: per record, the counter and histogram locks cost 2% of the mesh's CPU."""
+        for topic, count in sent.items():
+            self._child(self.records_out, topic).inc(count)
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        for topic, stamps in received.items():
+            seconds = [max(0, now - stamp) / 1000 for stamp in stamps]
+            observe_many(self._child(self.latency, topic), seconds)
 
     def gc_paused(self, generation: int, seconds: float) -> None:
         self._child(self.gc_pauses, str(generation)).observe(seconds)

@@ -359,3 +359,36 @@ def test_bundling_follows_topics_yaml_and_can_be_turned_off_for_an_upgrade():
     on = Settings(dev_mode=True)
     assert bundled(on) == {on.topic_name("identity.lookups")}
     assert bundled(Settings(dev_mode=True, bundle_records=False)) == frozenset()
+
+
+def _outbox():
+    from shared.runtime.settings import Settings
+    from tests.support.harness import FakeApp, FakeProducer
+
+    return Outbox(FakeApp(FakeProducer({})), Settings(dev_mode=True), "conversions.valid")
+
+
+def _records_out(outbox):
+    text = outbox.metrics.exposition()
+    line = b'convmesh_records_out_total{topic="conversions.valid"} '
+    found = [row for row in text.splitlines() if row.startswith(line)]
+    return float(found[0][len(line) :]) if found else 0.0
+
+
+def test_a_batchs_outputs_count_as_sent_when_the_batch_hands_them_on():
+    outbox = _outbox()
+    for n in range(3):
+        asyncio.run(outbox.send("conversions.valid", f"k{n}", {"received_at_ms": 1}))
+    assert _records_out(outbox) == 0.0
+    assert len(outbox.take_staged()) == 3
+    assert _records_out(outbox) == 3.0
+    assert b"convmesh_end_to_end_latency_seconds_count" in outbox.metrics.exposition()
+
+
+def test_the_sends_of_a_failed_batch_are_not_counted():
+    outbox = _outbox()
+    asyncio.run(outbox.send("conversions.valid", "k", {"received_at_ms": 1}))
+    outbox.forget_pending()
+    asyncio.run(outbox.send("conversions.valid", "k", {"received_at_ms": 1}))
+    outbox.take_staged()
+    assert _records_out(outbox) == 1.0

@@ -14,6 +14,7 @@ from shared.runtime.metrics import (
     WorkerCollector,
     metric_name,
     metrics_of,
+    observe_many,
     received_at_ms,
     registry_topic,
 )
@@ -191,3 +192,39 @@ def test_table_keys_come_from_rocksdb_without_walking_the_table(tmp_path: Path) 
     finally:
         for db in dbs.values():
             db.close()
+
+
+@given(st.lists(st.floats(min_value=0, max_value=4000, allow_nan=False), max_size=40))
+def test_observing_many_amounts_at_once_is_observing_each(amounts: list[float]) -> None:
+    """observe_many fills the same buckets, count and sum as observe, amount by amount."""
+    one_by_one, at_once = Metrics(), Metrics()
+    child = one_by_one._child(one_by_one.latency, "t")
+    for amount in amounts:
+        child.observe(amount)
+    observe_many(at_once._child(at_once.latency, "t"), amounts)
+    expected, got = samples(one_by_one), samples(at_once)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value)
+
+
+def test_an_amount_on_a_bucket_bound_falls_in_that_bucket() -> None:
+    metrics = Metrics()
+    observe_many(metrics._child(metrics.latency, "t"), [0.05, 0.05000001])
+    got = samples(metrics)
+    bucket = "convmesh_end_to_end_latency_seconds_bucket"
+    assert got[(bucket, (("le", "0.05"), ("topic", "t")))] == 1
+    assert got[(bucket, (("le", "0.1"), ("topic", "t")))] == 2
+
+
+def test_a_batch_of_outputs_counts_its_records_and_latency_samples_per_topic() -> None:
+    metrics = Metrics()
+    metrics.records_out_of_batch(
+        {"conversions.valid": 3, "conversions.dlq": 1}, {"conversions.valid": [1_000, 2_000]}, 3_000
+    )
+    got = samples(metrics)
+    assert got[("convmesh_records_out_total", (("topic", "conversions.valid"),))] == 3
+    assert got[("convmesh_records_out_total", (("topic", "conversions.dlq"),))] == 1
+    valid = (("topic", "conversions.valid"),)
+    assert got[("convmesh_end_to_end_latency_seconds_count", valid)] == 2
+    assert got[("convmesh_end_to_end_latency_seconds_sum", valid)] == 3.0
