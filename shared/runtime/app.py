@@ -272,7 +272,7 @@ def create_app(
     )
     app.conf.convmesh = settings
     app.conf.convmesh_rocksdb_memory = SharedMemory.of_size(
-        settings.rocksdb_cache_mb, settings.rocksdb_memtables_mb
+        settings.rocksdb_cache_mb, settings.rocksdb_memtables_mb, wal=settings.rocksdb_wal
     )
     wait = settings.consumer_fetch_wait_ms if fetch_wait_ms is None else fetch_wait_ms
     _use_in_order_consumer(app, settings, wait, wake_on if settings.consumer_wake_on_path else ())

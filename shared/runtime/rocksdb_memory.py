@@ -12,6 +12,7 @@ state lives on disk.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import rocksdict
@@ -42,10 +43,13 @@ class SharedMemory:
     write_buffers: Any
     cache_bytes: int
     memtables_bytes: int
+    #: Whether writes go to RocksDB's write-ahead log too (see ``SharedMemoryOptions.open``).
+    wal: bool = True
 
     @classmethod
-    def of_size(cls, cache_mb: int, memtables_mb: int) -> SharedMemory:
+    def of_size(cls, cache_mb: int, memtables_mb: int, *, wal: bool = True) -> SharedMemory:
         return cls(
+            wal=wal,
             cache_bytes=cache_mb * MIB,
             memtables_bytes=memtables_mb * MIB,
             cache=rocksdict.Cache(cache_mb * MIB),
@@ -65,6 +69,22 @@ class SharedMemoryOptions(RocksDBOptions):
             **kwargs,
         )
         self.memory = memory
+
+    def open(self, path: Path, *, read_only: bool = False) -> Any:
+        """Faust's database, its writes without the write-ahead log unless asked for.
+
+        The changelog, not the local store, is what a table's state is rebuilt from
+        (Kafka Streams leaves the log out for the same reason). A kill -9 then loses
+        the writes since the database's last memtable flush, and the offset recorded
+        with them (``set_persisted_offset`` writes in the same database): the restart
+        replays the changelog from that older offset, so the store is again what the
+        changelog holds. Inputs whose changelog records were never acked are not
+        committed, and are delivered again.
+        """
+        db = super().open(path, read_only=read_only)
+        if not self.memory.wal:
+            db.set_write_options(without_wal())
+        return db
 
     def as_options(self) -> Any:
         options = rocksdict.Options(raw_mode=True)
@@ -97,6 +117,13 @@ class SharedMemoryOptions(RocksDBOptions):
         table.set_pin_top_level_index_and_filter(True)
         options.set_block_based_table_factory(table)
         return options
+
+
+def without_wal() -> Any:
+    options = rocksdict.WriteOptions()
+    # A property at run time; rocksdict's stub declares it a method.
+    options.disable_wal = True  # type: ignore[method-assign,assignment]
+    return options
 
 
 def partition_databases(table: Any) -> list[Any] | None:

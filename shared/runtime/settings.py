@@ -482,6 +482,14 @@ class Settings:
         "memtable budget shared by every RocksDB store of a worker (MiB)",
         _int,
     )
+    rocksdb_wal: bool = env_field(
+        "CONVMESH_ROCKSDB_WAL",
+        False,
+        "write the tables' RocksDB stores through RocksDB's write-ahead log too; off, a kill -9"
+        " loses the writes since a store's last flush, and the restart replays them from the"
+        " changelog, which holds every committed input's state (docs/reliability.md)",
+        _bool,
+    )
     broker_heap_mb: int = env_field(
         "CONVMESH_BROKER_HEAP_MB", 512, "maximum Java heap of the local broker", _int
     )
