@@ -5,10 +5,10 @@ the Java client and aiokafka's ``DefaultPartitioner`` place it: co-partitioned
 topics and tables depend on all producers agreeing. aiokafka's murmur2 is pure
 Python and spends about twenty operations per 4-byte word (5% of
 identity_match's CPU in an early profile); a leaner pure-Python version still
-took 2.3-2.8 µs per new key, 2-4% of the mesh's CPU (docs/benchmarks.md,
-"Placing a key in native code"). ``murmurhash2`` (a small native extension,
+took 2.3-2.8 µs per new key, 3.8% of the mesh's busy samples (docs/benchmarks.md,
+"Three cuts from a finer profile"). ``murmurhash2`` (a small native extension,
 wheels for Linux, macOS and Windows) computes the same function in about
-0.15 µs; property tests hold it to aiokafka's and the Java client's values.
+0.14 µs; property tests hold it to aiokafka's and the Java client's values.
 ``Partitioner`` also remembers the partition of recently seen keys: a
 conversion key or an identifier is placed many times in a short while
 (lookups, answers, assignments, their changelogs).

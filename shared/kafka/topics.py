@@ -112,6 +112,13 @@ class Registry:
     def tables_of(self, service: str) -> list[TableSpec]:
         return [t for t in self.tables.values() if t.service == service]
 
+    def written_alone(self, service: str, table: str) -> bool:
+        """Whether no other table of ``service`` follows the same source topic: one agent
+        writes several tables of one input, each co-partitioned with it, so tables that
+        share a source may be written by one batch (``shared.runtime.rocksdb_memory``)."""
+        source = self.table(service, table).source
+        return [t.source for t in self.tables_of(service)].count(source) == 1
+
     def changelog_spec(self, spec: TableSpec, app_id: str) -> TopicSpec:
         source = self.topic(spec.source)
         return TopicSpec(

@@ -149,8 +149,12 @@ class AckedTable(faust.Table):  # type: ignore[type-arg]
         store = super()._new_store_by_url(url)
         memory = getattr(self.app.conf, "convmesh_rocksdb_memory", None)
         if memory is not None and isinstance(store, RocksDBStore):
-            store.rocksdb_options = SharedMemoryOptions(memory)
+            store.rocksdb_options = SharedMemoryOptions(memory, wal=self.needs_wal)
         return store
+
+    #: Whether this table's stores need RocksDB's write-ahead log: True unless the
+    #: registry says no other table is written with it (``raw_table``).
+    needs_wal: bool = True
 
 
 #: A table value this large is logged: it is on its way to the changelog's record limit.
@@ -398,13 +402,16 @@ def raw_table(app: faust.App, settings: Settings, table: str) -> Any:
     registry = registry_for(settings)
     spec = registry.table(settings.service, table)
     source = registry.topic(spec.source)
-    return app.Table(
+    made: Any = app.Table(
         table,
         partitions=source.partitions,
         key_type=bytes,  # bytes means the "raw" codec for both (see Table._serializer_from_type)
         value_type=bytes,
         options={"driver": "rocksdict"},
     )
+    # Read when its first database opens (at the first assignment), not before.
+    made.needs_wal = not registry.written_alone(settings.service, table)
+    return made
 
 
 def bind_event(event: Any) -> None:

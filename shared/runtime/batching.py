@@ -25,6 +25,7 @@ from shared.kafka.codec import key_bytes
 from shared.kafka.registry_access import registry_for
 from shared.runtime import pipeline
 from shared.runtime.app import bind_event
+from shared.runtime.errors import ConfigError
 from shared.runtime.logging import message_fields
 from shared.runtime.metrics import metrics_of, received_at_ms, registry_topic
 from shared.runtime.pipeline import (
@@ -182,6 +183,7 @@ class Outbox:
         # The staged records' metrics, counted once per batch (take_staged).
         self._staged_counts: dict[str, int] = {}
         self._staged_received: dict[str, list[int]] = {}
+        self._staged_rejects: list[tuple[str, str]] = []  # (reason, source topic)
         self._namespace = settings.namespace
 
     async def send(self, topic: str, key: str | bytes | None, value: Any) -> None:
@@ -196,7 +198,7 @@ class Outbox:
         if topic == DLQ:
             record = orjson.loads(payload) if payload is not None else {}
             source = registry_topic(str(record.get("source_topic")), self._namespace)
-            self.metrics.reject(str(record.get("reason")), source)
+            self._staged_rejects.append((str(record.get("reason")), source))
 
     async def send_all(self, sends: Iterable[Send]) -> None:
         """Send what a rule returned, in order."""
@@ -228,14 +230,19 @@ class Outbox:
         self._staged = []
         self._staged_counts = {}
         self._staged_received = {}
+        self._staged_rejects = []
 
     def take_staged(self) -> list[Record]:
         """The records staged since the last call, in order; the outbox is empty afterwards.
-        They count as sent (records out, latency) from here."""
+        They count as sent (records out, latency, rejects) from here: a failed batch's
+        sends (``forget_pending``) never do."""
         staged, self._staged = self._staged, []
         if self._staged_counts:
             self.metrics.records_out_of_batch(self._staged_counts, self._staged_received)
             self._staged_counts, self._staged_received = {}, {}
+        for reason, source in self._staged_rejects:
+            self.metrics.reject(reason, source)
+        self._staged_rejects = []
         return staged
 
     async def ship(self, records: list[Record]) -> list[Awaitable[Any]]:
@@ -343,6 +350,19 @@ def items_of(event: Any) -> list[Any]:
 Handler = Callable[..., Awaitable[None]]
 
 
+def refuse_tables_without_wal(tables: tuple[Any, ...]) -> None:
+    """An agent that writes several tables needs them all in RocksDB's write-ahead log:
+    their stores flush on their own, so without it a kill -9 could keep one table's write
+    of a batch and lose another's (``shared.runtime.rocksdb_memory``)."""
+    alone = [t.name for t in tables if not getattr(t, "needs_wal", True)]
+    if len(tables) > 1 and alone:
+        raise ConfigError(
+            f"tables {alone} are written without the write-ahead log (topics.yaml gives no"
+            " other table of their service their source) but share an agent with other"
+            " tables: declare the same source for tables one agent writes"
+        )
+
+
 async def process(
     stream: Any,
     settings: Settings,
@@ -369,6 +389,7 @@ async def process(
     again: never skipped, so nothing is lost. ``within_s`` replaces the batch
     window of the settings (agents off the conversions' path wait longer).
     """
+    refuse_tables_without_wal(tables)
     guard = DeadLetterOnError(outbox, log, user_keyed=user_keyed)
     flight = Pipeline(
         tables,

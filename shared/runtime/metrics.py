@@ -175,8 +175,9 @@ class Metrics:
         now_ms: int | None = None,
     ) -> None:
         """A batch's outputs: ``sent`` records per topic, and the ``received_at_ms`` of those
-        that carry one (latency samples, taken at ``now_ms``). Counted once per batch and
-        topic: per record, the counter and histogram locks cost 2% of the mesh's CPU."""
+        that carry one (latency samples, taken at ``now_ms``: when the batch hands its
+        records on). Counted once per batch and topic: per record, the counter's and the
+        histogram's locks were 2.8% of the mesh's busy samples."""
         for topic, count in sent.items():
             self._child(self.records_out, topic).inc(count)
         now = now_ms if now_ms is not None else int(time.time() * 1000)

@@ -43,7 +43,8 @@ class SharedMemory:
     write_buffers: Any
     cache_bytes: int
     memtables_bytes: int
-    #: Whether writes go to RocksDB's write-ahead log too (see ``SharedMemoryOptions.open``).
+    #: Every store's writes go to RocksDB's write-ahead log too, even those of a table
+    #: written alone (``SharedMemoryOptions.open``).
     wal: bool = True
 
     @classmethod
@@ -61,7 +62,7 @@ class SharedMemory:
 class SharedMemoryOptions(RocksDBOptions):
     """Faust's options for rocksdict, with the worker's shared cache and budget."""
 
-    def __init__(self, memory: SharedMemory, **kwargs: Any) -> None:
+    def __init__(self, memory: SharedMemory, *, wal: bool = True, **kwargs: Any) -> None:
         super().__init__(
             write_buffer_size=WRITE_BUFFER_SIZE,
             max_write_buffer_number=MAX_WRITE_BUFFERS,
@@ -69,20 +70,33 @@ class SharedMemoryOptions(RocksDBOptions):
             **kwargs,
         )
         self.memory = memory
+        #: Whether this store's writes go to the write-ahead log (see ``open``).
+        self.wal = wal or memory.wal
 
     def open(self, path: Path, *, read_only: bool = False) -> Any:
-        """Faust's database, its writes without the write-ahead log unless asked for.
+        """Faust's database; its writes skip the write-ahead log unless ``self.wal``.
 
-        The changelog, not the local store, is what a table's state is rebuilt from
-        (Kafka Streams leaves the log out for the same reason). A kill -9 then loses
-        the writes since the database's last memtable flush, and the offset recorded
-        with them (``set_persisted_offset`` writes in the same database): the restart
-        replays the changelog from that older offset, so the store is again what the
-        changelog holds. Inputs whose changelog records were never acked are not
-        committed, and are delivered again.
+        The changelog, not the local store, is what a table's state is rebuilt from:
+        an input's offset is committed only once its changelog records are acked
+        (Kafka Streams leaves the log out of its stores for the same reason). Without
+        the log, a kill -9 loses the writes since the database's last memtable flush,
+        and with them the persisted offset recorded in the same database
+        (``set_persisted_offset``, written after the writes it covers): the store goes
+        back to a prefix of its writes, as if the crash had come earlier, and the
+        restart replays the changelog from that prefix's offset. Inputs whose
+        changelog records never left are not committed, and are delivered again.
+
+        That holds for one database at a time. Each table partition is its own
+        database and flushes on its own, so a store skips the log only when one
+        input's state lives in that one database: a table that no other table of its
+        service shares a source with (``Registry.written_alone``). An agent that
+        writes several tables in one batch relies on their order surviving a crash
+        (identity_match's watchers before its keys; aggregate's members before their
+        totals); those keep the log, and ``process`` refuses to start an agent given
+        several tables of which one skips it.
         """
         db = super().open(path, read_only=read_only)
-        if not self.memory.wal:
+        if not self.wal:
             db.set_write_options(without_wal())
         return db
 

@@ -270,3 +270,13 @@ def test_all_specs_declare_fausts_own_topic_for_every_service(real: Any) -> None
     leaders = {s.name for s in specs if s.kind == "framework"}
     assert leaders == {f"ns-convmesh-{svc}-__assignor-__leader" for svc in SERVICES}
     assert all(s.partitions == 1 for s in specs if s.kind == "framework")
+
+
+def test_tables_one_agent_writes_together_are_not_written_alone(real: Any) -> None:
+    """Tables sharing a source (one agent, one input) keep RocksDB's write-ahead log."""
+    together = [("identity_match", "keys"), ("identity_match", "watchers")]
+    together += [("aggregate", t) for t in ("rows", "row_members", "strata", "privacy")]
+    alone = [("dedupe", "seen"), ("identity_match", "conversions"), ("attribute", "users")]
+    alone += [("attribute", "published"), ("aggregate", "diagnostics")]
+    assert not any(real.written_alone(service, table) for service, table in together)
+    assert all(real.written_alone(service, table) for service, table in alone)

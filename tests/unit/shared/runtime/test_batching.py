@@ -382,7 +382,8 @@ def test_a_batchs_outputs_count_as_sent_when_the_batch_hands_them_on():
     assert _records_out(outbox) == 0.0
     assert len(outbox.take_staged()) == 3
     assert _records_out(outbox) == 3.0
-    assert b"convmesh_end_to_end_latency_seconds_count" in outbox.metrics.exposition()
+    count = b'convmesh_end_to_end_latency_seconds_count{topic="conversions.valid"} 3.0'
+    assert count in outbox.metrics.exposition().splitlines()
 
 
 def test_the_sends_of_a_failed_batch_are_not_counted():
@@ -392,3 +393,32 @@ def test_the_sends_of_a_failed_batch_are_not_counted():
     asyncio.run(outbox.send("conversions.valid", "k", {"received_at_ms": 1}))
     outbox.take_staged()
     assert _records_out(outbox) == 1.0
+
+
+def test_an_agent_given_several_tables_refuses_one_without_the_write_ahead_log():
+    from shared.runtime.batching import refuse_tables_without_wal
+    from shared.runtime.errors import ConfigError
+
+    logged = SimpleNamespace(name="keys", needs_wal=True)
+    alone = SimpleNamespace(name="conversions", needs_wal=False)
+    refuse_tables_without_wal((alone,))  # written alone: fine
+    refuse_tables_without_wal((logged, logged))
+    with pytest.raises(ConfigError, match="conversions"):
+        refuse_tables_without_wal((logged, alone))
+
+
+def test_a_dead_letter_of_a_failed_batch_is_not_counted_as_a_reject():
+    outbox = _outbox()
+    message = SimpleNamespace(
+        topic="t.conversions.valid", partition=0, offset=1, key=b"k", value=b"x"
+    )
+    asyncio.run(outbox.dead_letter("bad_json", "text", message, FakeLog()))
+    outbox.forget_pending()
+    asyncio.run(outbox.dead_letter("bad_json", "text", message, FakeLog()))
+    outbox.take_staged()
+    rejects = [
+        row
+        for row in outbox.metrics.exposition().splitlines()
+        if row.startswith(b"convmesh_rejects_total{")
+    ]
+    assert len(rejects) == 1 and rejects[0].endswith(b" 1.0")

@@ -129,7 +129,8 @@ import os, sys
 from pathlib import Path
 import rocksdict
 from shared.runtime.rocksdb_memory import SharedMemory, SharedMemoryOptions
-options = SharedMemoryOptions(SharedMemory.of_size(4, 4, wal=sys.argv[2] == "wal"))
+wal = sys.argv[2] == "wal"
+options = SharedMemoryOptions(SharedMemory.of_size(4, 4, wal=wal), wal=wal)
 db = options.open(Path(sys.argv[1]))
 batch = rocksdict.WriteBatch(raw_mode=True)
 batch.put(b"k", b"v")
@@ -163,14 +164,37 @@ def test_with_the_write_ahead_log_a_crash_keeps_them(tmp_path: Path) -> None:
     assert _survives_a_crash(tmp_path / "t-0.db", "wal")
 
 
-def test_a_store_without_the_write_ahead_log_keeps_its_writes_through_a_close(
+def test_a_store_without_the_write_ahead_log_keeps_its_writes_when_it_is_dropped(
     tmp_path: Path,
 ) -> None:
-    """A closed database (Faust drops a revoked partition's) flushes its memtables first."""
-    options = SharedMemoryOptions(SharedMemory.of_size(cache_mb=4, memtables_mb=4, wal=False))
-    db = options.open(tmp_path / "t-0.db")
+    """Faust never closes a database: it drops a revoked partition's (and all at stop)
+    and collects garbage. The database, dropped, flushes its memtables first."""
+    import gc
+
+    memory = SharedMemory.of_size(cache_mb=4, memtables_mb=4, wal=False)
+    db = SharedMemoryOptions(memory, wal=False).open(tmp_path / "t-0.db")
     db[b"k"] = b"v"
-    db.close()
-    db = options.open(tmp_path / "t-0.db")
+    del db
+    gc.collect()
+    db = SharedMemoryOptions(memory).open(tmp_path / "t-0.db")
     assert db[b"k"] == b"v"
     db.close()
+
+
+def test_only_a_table_written_alone_skips_the_write_ahead_log(tmp_path: Path) -> None:
+    """identity_match's keys and watchers share an agent (and a source in topics.yaml):
+    both keep the log; its conversions and user_index skip it."""
+    settings = Settings(service="identity_match", data_dir=tmp_path, web_port=6194, dev_mode=True)
+    app = create_app(settings)
+    wal = {
+        name: raw_table(app, settings, name).data.rocksdb_options.wal
+        for name in ("keys", "watchers", "conversions", "user_index")
+    }
+    assert wal == {"keys": True, "watchers": True, "conversions": False, "user_index": False}
+
+
+def test_every_table_keeps_the_write_ahead_log_when_the_settings_ask(tmp_path: Path) -> None:
+    settings = Settings(
+        service="dedupe", data_dir=tmp_path, web_port=6193, dev_mode=True, rocksdb_wal=True
+    )
+    assert raw_table(create_app(settings), settings, "seen").data.rocksdb_options.wal is True
