@@ -30,7 +30,7 @@ from shared.contract import versions
 from shared.contract.report_deltas import ops_of
 from shared.kafka.partitioner import partition_of
 from shared.kafka.registry_access import registry_for
-from shared.runtime.app import raw_table, raw_topic
+from shared.runtime.app import raw_tables, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
 from shared.runtime.logging import get_logger, message_fields
 from shared.runtime.settings import Settings
@@ -387,7 +387,7 @@ def register(app: faust.App, settings: Settings) -> None:
     # In this order the batch's state is written: the account's privacy value (open
     # dates, charges) before the buckets, so that a kill -9 between two tables can
     # leave a bucket member of a charged date (deleted at publish), never the reverse.
-    tables = [raw_table(app, settings, name) for name in TABLES]
+    tables = raw_tables(app, settings, *TABLES)
     privacy = tables[0]
 
     @app.agent(raw_topic(app, settings, "reports.deltas", "privacy.releases"), name="rows")

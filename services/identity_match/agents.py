@@ -42,7 +42,7 @@ from shared.contract import versions
 from shared.contract.errors import InvalidEvent
 from shared.contract.inputs import decode_engagement, decode_privacy_request, decode_signal
 from shared.contract.records import Send
-from shared.runtime.app import raw_table, raw_topic
+from shared.runtime.app import raw_table, raw_tables, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
 from shared.runtime.logging import get_logger, message_fields
 from shared.runtime.metrics import Metrics
@@ -292,7 +292,7 @@ class UserIndexHandler:
 
 def register(app: faust.App, settings: Settings) -> None:
     log = get_logger()
-    keys_tables = [raw_table(app, settings, name) for name in KEYS_TABLES]
+    keys_tables = raw_tables(app, settings, *KEYS_TABLES)
     conversions = raw_table(app, settings, "conversions")
     index_table = raw_table(app, settings, "user_index")
 

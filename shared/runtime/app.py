@@ -26,6 +26,7 @@ from shared.kafka.partitioner import Partitioner
 from shared.kafka.registry_access import registry_for
 from shared.runtime import metrics
 from shared.runtime.consumer import InOrderConsumer
+from shared.runtime.errors import ConfigError
 from shared.runtime.flow import KeepQueuedFlowControl
 from shared.runtime.logging import get_logger
 from shared.runtime.memtables import IDLE_CHECK_INTERVAL_S, IdleMemtables, flush_idle
@@ -360,12 +361,37 @@ def _flush_idle_memtables(app: faust.App) -> None:
 
     @app.timer(IDLE_CHECK_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def flush_idle_memtables() -> None:
-        flush_idle(memtables, rocksdb_databases(app), log)
+        flush_idle(memtables, rocksdb_databases(app), log, unlogged_databases(app))
 
 
 def rocksdb_databases(app: faust.App) -> list[Any]:
     """The open RocksDB database of every table partition of the worker."""
     return [db for table in app.tables.values() for db in partition_databases(table) or ()]
+
+
+def unlogged_databases(app: faust.App) -> set[int]:
+    """The ``id`` of every open database written without the write-ahead log."""
+    found: set[int] = set()
+    for table in app.tables.values():
+        options = getattr(getattr(table, "data", None), "rocksdb_options", None)
+        if getattr(options, "wal", True) is False:
+            found.update(id(db) for db in partition_databases(table) or ())
+    return found
+
+
+def raw_tables(app: faust.App, settings: Settings, *names: str) -> list[Any]:
+    """Tables one agent writes together: they must all keep the write-ahead log
+    (``shared.runtime.rocksdb_memory``); a worker whose topics.yaml says otherwise does
+    not start."""
+    tables = [raw_table(app, settings, name) for name in names]
+    alone = [t.name for t in tables if not t.needs_wal]
+    if len(tables) > 1 and alone:
+        raise ConfigError(
+            f"tables {alone} of {settings.service} are written by one agent with"
+            f" {[t.name for t in tables if t.needs_wal]}, but topics.yaml gives them a"
+            " source of their own: declare one source for the tables an agent writes"
+        )
+    return tables
 
 
 def queued_partitions(app: faust.App) -> set[TP]:
@@ -409,7 +435,7 @@ def raw_table(app: faust.App, settings: Settings, table: str) -> Any:
         value_type=bytes,
         options={"driver": "rocksdict"},
     )
-    # Read when its first database opens (at the first assignment), not before.
+    # Read when its store is made, at the first use of ``made.data``, not before.
     made.needs_wal = not registry.written_alone(settings.service, table)
     return made
 

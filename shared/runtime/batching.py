@@ -353,7 +353,9 @@ Handler = Callable[..., Awaitable[None]]
 def refuse_tables_without_wal(tables: tuple[Any, ...]) -> None:
     """An agent that writes several tables needs them all in RocksDB's write-ahead log:
     their stores flush on their own, so without it a kill -9 could keep one table's write
-    of a batch and lose another's (``shared.runtime.rocksdb_memory``)."""
+    of a batch and lose another's (``shared.runtime.rocksdb_memory``). ``raw_tables``
+    refuses such tables when the worker is built; this catches an agent given tables
+    made one by one, before its first batch."""
     alone = [t.name for t in tables if not getattr(t, "needs_wal", True)]
     if len(tables) > 1 and alone:
         raise ConfigError(

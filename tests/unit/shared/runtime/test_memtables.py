@@ -83,3 +83,29 @@ def test_a_database_that_refuses_to_flush_is_logged_and_the_rest_flushed(
     flush_idle(memtables, [bad, good], Log())
     assert flush_idle(memtables, [bad, good], Log()) == 1
     assert lines == [("memtable_flush_failed", {"error": "RuntimeError"})]
+
+
+def test_a_database_without_the_write_ahead_log_is_flushed_once_its_writes_are_old(
+    tmp_path: Path,
+) -> None:
+    """However small and busy: a kill -9 must never lose more than a bounded while of
+    writes, which the changelog (tombstones included) can still replay."""
+    unlogged, logged = open_db(tmp_path / "unlogged"), open_db(tmp_path / "logged")
+    memtables = IdleMemtables(min_bytes=1 << 30, max_unflushed_s=60)
+    for n, now in enumerate((0.0, 30.0, 59.0, 61.0)):
+        write(unlogged, 1, start=n)  # written between every two looks: never idle
+        write(logged, 1, start=n)
+        found = memtables.idle([unlogged, logged], {id(unlogged)}, now=now)
+        assert found == ([unlogged] if now >= 60 else [])
+
+
+def test_the_age_of_unflushed_writes_starts_again_after_a_flush(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "a")
+    memtables = IdleMemtables(min_bytes=1 << 30, max_unflushed_s=60)
+    write(db, 1)
+    memtables.idle([db], {id(db)}, now=0.0)
+    assert memtables.idle([db], {id(db)}, now=60.0) == [db]
+    db.flush(True)
+    write(db, 1, start=10)
+    assert memtables.idle([db], {id(db)}, now=100.0) == []  # counted from the flush at 60
+    assert memtables.idle([db], {id(db)}, now=165.0) == [db]

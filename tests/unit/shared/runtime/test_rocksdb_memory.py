@@ -198,3 +198,41 @@ def test_every_table_keeps_the_write_ahead_log_when_the_settings_ask(tmp_path: P
         service="dedupe", data_dir=tmp_path, web_port=6193, dev_mode=True, rocksdb_wal=True
     )
     assert raw_table(create_app(settings), settings, "seen").data.rocksdb_options.wal is True
+
+
+def test_a_table_that_needs_the_log_keeps_it_when_the_worker_skips_it_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """The store's own need wins over the worker's setting (keys and watchers)."""
+    import subprocess
+    import sys
+
+    script = _CRASH_AFTER_A_WRITE.replace(
+        "SharedMemoryOptions(SharedMemory.of_size(4, 4, wal=wal), wal=wal)",
+        "SharedMemoryOptions(SharedMemory.of_size(4, 4, wal=False), wal=True)",
+    )
+    assert script != _CRASH_AFTER_A_WRITE
+    repo = Path(__file__).resolve().parents[4]
+    path = tmp_path / "t-0.db"
+    subprocess.run([sys.executable, "-c", script, str(path), "no-wal"], check=True, cwd=repo)
+    db = SharedMemoryOptions(SharedMemory.of_size(cache_mb=4, memtables_mb=4)).open(path)
+    try:
+        assert db.get(b"k") == b"v"
+    finally:
+        db.close()
+
+
+def test_a_worker_whose_agent_writes_a_table_alone_and_another_does_not_start(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from shared.runtime.app import raw_tables
+    from shared.runtime.errors import ConfigError
+
+    settings = Settings(service="identity_match", data_dir=tmp_path, web_port=6192, dev_mode=True)
+    app = create_app(settings)
+    assert len(raw_tables(app, settings, "watchers", "keys")) == 2
+    other = create_app(settings)
+    with pytest.raises(ConfigError, match="conversions"):
+        raw_tables(other, settings, "keys", "conversions")
