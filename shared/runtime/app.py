@@ -384,14 +384,22 @@ def raw_tables(app: faust.App, settings: Settings, *names: str) -> list[Any]:
     (``shared.runtime.rocksdb_memory``); a worker whose topics.yaml says otherwise does
     not start."""
     tables = [raw_table(app, settings, name) for name in names]
-    alone = [t.name for t in tables if not t.needs_wal]
+    refuse_tables_without_wal(tables)
+    return tables
+
+
+def refuse_tables_without_wal(tables: Sequence[Any]) -> None:
+    """Tables one agent writes must all keep RocksDB's write-ahead log: their stores
+    flush on their own, so without it a kill -9 could keep one table's write of a batch
+    and lose another's (``shared.runtime.rocksdb_memory``)."""
+    alone = [t.name for t in tables if not getattr(t, "needs_wal", True)]
     if len(tables) > 1 and alone:
         raise ConfigError(
-            f"tables {alone} of {settings.service} are written by one agent with"
-            f" {[t.name for t in tables if t.needs_wal]}, but topics.yaml gives them a"
-            " source of their own: declare one source for the tables an agent writes"
+            f"tables {alone} are written by one agent with"
+            f" {[t.name for t in tables if getattr(t, 'needs_wal', True)]}, but topics.yaml"
+            " gives them a source of their own: declare one source for the tables an"
+            " agent writes"
         )
-    return tables
 
 
 def queued_partitions(app: faust.App) -> set[TP]:

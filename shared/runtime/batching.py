@@ -24,8 +24,7 @@ from shared.kafka.batch_producer import Record, SentBatch, send_many
 from shared.kafka.codec import key_bytes
 from shared.kafka.registry_access import registry_for
 from shared.runtime import pipeline
-from shared.runtime.app import bind_event
-from shared.runtime.errors import ConfigError
+from shared.runtime.app import bind_event, refuse_tables_without_wal
 from shared.runtime.logging import message_fields
 from shared.runtime.metrics import metrics_of, received_at_ms, registry_topic
 from shared.runtime.pipeline import (
@@ -350,21 +349,6 @@ def items_of(event: Any) -> list[Any]:
 Handler = Callable[..., Awaitable[None]]
 
 
-def refuse_tables_without_wal(tables: tuple[Any, ...]) -> None:
-    """An agent that writes several tables needs them all in RocksDB's write-ahead log:
-    their stores flush on their own, so without it a kill -9 could keep one table's write
-    of a batch and lose another's (``shared.runtime.rocksdb_memory``). ``raw_tables``
-    refuses such tables when the worker is built; this catches an agent given tables
-    made one by one, before its first batch."""
-    alone = [t.name for t in tables if not getattr(t, "needs_wal", True)]
-    if len(tables) > 1 and alone:
-        raise ConfigError(
-            f"tables {alone} are written without the write-ahead log (topics.yaml gives no"
-            " other table of their service their source) but share an agent with other"
-            " tables: declare the same source for tables one agent writes"
-        )
-
-
 async def process(
     stream: Any,
     settings: Settings,
@@ -391,6 +375,8 @@ async def process(
     again: never skipped, so nothing is lost. ``within_s`` replaces the batch
     window of the settings (agents off the conversions' path wait longer).
     """
+    # raw_tables refuses these when the worker is built; this catches tables made one
+    # by one and given to one agent.
     refuse_tables_without_wal(tables)
     guard = DeadLetterOnError(outbox, log, user_keyed=user_keyed)
     flight = Pipeline(

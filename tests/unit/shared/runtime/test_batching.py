@@ -396,7 +396,7 @@ def test_the_sends_of_a_failed_batch_are_not_counted():
 
 
 def test_an_agent_given_several_tables_refuses_one_without_the_write_ahead_log():
-    from shared.runtime.batching import refuse_tables_without_wal
+    from shared.runtime.app import refuse_tables_without_wal
     from shared.runtime.errors import ConfigError
 
     logged = SimpleNamespace(name="keys", needs_wal=True)
