@@ -484,11 +484,11 @@ class Settings:
     )
     rocksdb_wal: bool = env_field(
         "CONVMESH_ROCKSDB_WAL",
-        False,
-        "write every table's RocksDB stores through RocksDB's write-ahead log; off, a table"
-        " that no other table of its service shares a source with skips it: a kill -9 loses"
-        " the writes since its store's last flush, and the restart replays them from the"
-        " changelog, which holds every committed input's state (docs/reliability.md)",
+        True,
+        "write every table's RocksDB stores through RocksDB's write-ahead log; off"
+        " (experimental), a table that no other table of its service shares a source with"
+        " skips it: a kill -9 loses the writes since its store's last flush, and the restart"
+        " replays them from the changelog (docs/reliability.md)",
         _bool,
     )
     broker_heap_mb: int = env_field(

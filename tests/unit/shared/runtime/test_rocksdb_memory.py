@@ -32,14 +32,14 @@ def test_the_shared_cache_is_sized_by_settings(tmp_path: Path) -> None:
     assert memory.memtables_bytes == settings.rocksdb_memtables_mb * 1024 * 1024
 
 
-def test_the_write_ahead_log_is_off_unless_the_settings_ask_for_it(tmp_path: Path) -> None:
+def test_the_write_ahead_log_is_on_unless_the_settings_turn_it_off(tmp_path: Path) -> None:
     def memory(**kw: Any) -> SharedMemory:
         settings = Settings(service="dedupe", data_dir=tmp_path, web_port=6196, dev_mode=True, **kw)
         found: SharedMemory = create_app(settings).conf.convmesh_rocksdb_memory
         return found
 
-    assert memory().wal is False
-    assert memory(rocksdb_wal=True).wal is True
+    assert memory().wal is True
+    assert memory(rocksdb_wal=False).wal is False
 
 
 def test_a_store_opened_with_shared_memory_keeps_what_is_written(tmp_path: Path) -> None:
@@ -184,7 +184,13 @@ def test_a_store_without_the_write_ahead_log_keeps_its_writes_when_it_is_dropped
 def test_only_a_table_written_alone_skips_the_write_ahead_log(tmp_path: Path) -> None:
     """identity_match's keys and watchers share an agent (and a source in topics.yaml):
     both keep the log; its conversions and user_index skip it."""
-    settings = Settings(service="identity_match", data_dir=tmp_path, web_port=6194, dev_mode=True)
+    settings = Settings(
+        service="identity_match",
+        data_dir=tmp_path,
+        web_port=6194,
+        dev_mode=True,
+        rocksdb_wal=False,
+    )
     app = create_app(settings)
     wal = {
         name: raw_table(app, settings, name).data.rocksdb_options.wal
