@@ -163,11 +163,6 @@ class Metrics:
     def record_in(self, topic: str, count: int = 1) -> None:
         self._child(self.records_in, topic).inc(count)
 
-    def record_out(self, topic: str, value: Any, now_ms: int | None = None) -> None:
-        received = received_at_ms(value)
-        stamps = {topic: [received]} if received is not None else {}
-        self.records_out_of_batch({topic: 1}, stamps, now_ms)
-
     def records_out_of_batch(
         self,
         sent: Mapping[str, int],

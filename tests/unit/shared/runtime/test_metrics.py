@@ -80,7 +80,7 @@ def test_received_at_is_read_from_dicts_and_bytes() -> None:
 
 def test_an_output_carrying_received_at_is_a_latency_sample() -> None:
     metrics = Metrics()
-    metrics.record_out("conversions.valid", {"received_at_ms": 1_000}, now_ms=3_500)
+    metrics.records_out_of_batch({"conversions.valid": 1}, {"conversions.valid": [1_000]}, 3_500)
     got = samples(metrics)
     key = ("convmesh_end_to_end_latency_seconds_sum", (("topic", "conversions.valid"),))
     assert got[key] == 2.5
