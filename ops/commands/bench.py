@@ -2,7 +2,7 @@
 
     convmesh bench [--conversions 20000] [--workers 1] [--workers-of attribute=2]
                    [--rate R] [--profile attribute,identity_match] [--smoke]
-                   [--json-out var/bench/<namespace>.json] [--no-baseline]
+                   [--json-out var/bench/<namespace>.json] [--no-baseline] [--warmup W]
 
 Needs a broker (KAFKA_BOOTSTRAP, default 127.0.0.1:9092); starts its own mesh in a
 fresh namespace and development mode, and removes it afterwards. What it measures
@@ -51,6 +51,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the relay chain")
     parser.add_argument("--no-fixed-rate", action="store_true", help="skip the second push")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        metavar="W",
+        help="conversions through the mesh before the measured pushes, taken from the"
+        " second push (a tenth of --conversions, at most 1000; 0: none)",
+    )
     parser.add_argument("--keep-topics", action="store_true", help="keep the namespace's topics")
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_CONVERSIONS} conversions")
     parser.add_argument("--json-out", type=Path, default=None, help="report path (var/bench/)")
@@ -81,6 +89,8 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     conversions = SMOKE_CONVERSIONS if args.smoke else args.conversions
     if conversions < 1:
         raise ConfigError("--conversions must be >= 1")
+    if args.warmup is not None and not 0 <= args.warmup < conversions:
+        raise ConfigError("--warmup must be at least 0 and less than --conversions")
     return BenchConfig(
         conversions=conversions,
         workers=args.workers,
@@ -92,6 +102,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         fixed_rate=not args.no_fixed_rate,
         profile=profile,
         keep_topics=args.keep_topics,
+        warmup=args.warmup,
         stall_s=30.0 if args.smoke else 90.0,
         **({"out_dir": args.out_dir.resolve()} if args.out_dir else {}),
     )

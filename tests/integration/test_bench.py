@@ -92,9 +92,11 @@ def test_bench_smoke_reports_every_figure(bootstrap: str, tmp_path: Path) -> Non
     assert pipeline["preload"]["lag_left"] == 0
     broker_here = bool(broker_pids(bootstrap))
     check_push(pipeline["max_rate"], 300, broker_here)
-    check_push(pipeline["fixed_rate"], 300, broker_here)
+    # The warm-up: the second push's last tenth, through the mesh before the measured pushes.
+    assert pipeline["warmup"]["conversions"] == 30
+    check_push(pipeline["fixed_rate"], 270, broker_here)
     assert positive(pipeline["fixed_rate"]["offered_per_s"])
-    check_hops(pipeline["fixed_rate"], 300)
+    check_hops(pipeline["fixed_rate"], 270)
     assert positive(pipeline["max_rate"]["ratio_to_baseline"])
     assert positive(pipeline["max_rate"]["cpu_ratio_to_baseline"])
     assert positive(baseline["cpu_ms_per_record"])

@@ -19,6 +19,21 @@ def test_bench_workload_gives_two_pushes_of_distinct_accepted_conversions() -> N
     assert all(k for k in keys)
 
 
+def test_the_warm_up_is_the_second_push_tail_and_the_fixed_rate_push_the_rest() -> None:
+    _, pushes = pipeline.bench_workload(40, seed=3)
+    warmup, fixed = pipeline.split_pushes(pushes, 4)
+    assert [i.result_key for i in fixed + warmup] == [i.result_key for i in pushes[1]]
+    assert len(warmup) == 4
+    # Nothing of the measured full-speed push is warmed up.
+    assert not {i.result_key for i in warmup} & {i.result_key for i in pushes[0]}
+
+
+def test_no_warm_up_leaves_the_second_push_whole() -> None:
+    _, pushes = pipeline.bench_workload(10, seed=3)
+    warmup, fixed = pipeline.split_pushes(pushes, 0)
+    assert warmup == [] and fixed == pushes[1]
+
+
 def test_context_records_leave_the_conversions_out_and_use_namespaced_topics() -> None:
     workload, _ = pipeline.bench_workload(20, seed=3)
     settings = Settings.from_env(env={"CONVMESH_NAMESPACE": "bench-x"})

@@ -28,6 +28,13 @@ def test_defaults_push_twenty_thousand_conversions_with_one_worker_each() -> Non
     assert config.baseline and config.fixed_rate
 
 
+def test_warmup_is_a_tenth_of_a_push_at_most_a_thousand_unless_given() -> None:
+    assert bench.config_from(parse()).warmup_size() == 1_000
+    assert bench.config_from(parse("--conversions", "5000")).warmup_size() == 500
+    assert bench.config_from(parse("--smoke")).warmup_size() == 30
+    assert bench.config_from(parse("--warmup", "0")).warmup_size() == 0
+
+
 def test_smoke_is_tiny_whatever_conversions_says() -> None:
     assert bench.config_from(parse("--smoke", "--conversions", "50000")).conversions == 300
 
@@ -46,6 +53,8 @@ def test_workers_of_scales_one_service_only() -> None:
         ("--workers", "2", "--workers-of", "attribute=1"),
         ("--profile", "nosuch"),
         ("--conversions", "0"),
+        ("--warmup", "-1"),
+        ("--conversions", "100", "--warmup", "100"),
     ],
 )
 def test_bad_options_are_config_errors(argv: tuple[str, ...]) -> None:
