@@ -127,11 +127,13 @@ def server_properties(settings: Settings) -> str:
             # Every topic comes from topics.yaml (`convmesh topics apply`).
             "auto.create.topics.enable=false",
             "num.partitions=1",
-            # A deleted topic's files go within a second, not a minute later: the
-            # benchmarks and the test suites delete their namespaces' topics at the end,
-            # and the unlinking (0.3-0.6 CPU s for a bench run's topics) then landed in
-            # the middle of the next run (docs/benchmarks.md, "A warm-up for the mesh").
-            "file.delete.delay.ms=1000",
+            # A deleted topic's files go a second after it, not a minute (the broker's
+            # default of the topics' file.delete.delay.ms, also the delay of a deleted
+            # topic's whole folder). The benchmarks and the test suites delete their
+            # namespaces' topics at the end; the unlinking (0.3-0.6 CPU s for a bench
+            # run's topics) then landed in the middle of the next run
+            # (docs/benchmarks.md, "A warm-up for the mesh").
+            "log.segment.delete.delay.ms=1000",
             "",
         ]
     )

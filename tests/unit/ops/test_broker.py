@@ -40,7 +40,7 @@ def test_server_properties_single_node_kraft_on_configured_ports(tmp_path: Path)
 def test_a_deleted_topics_files_go_within_a_second(tmp_path: Path) -> None:
     """Not a minute later, in the middle of the next bench run or test."""
     s = Settings.from_env(env={"CONVMESH_DATA_DIR": str(tmp_path)})
-    assert props(broker.server_properties(s))["file.delete.delay.ms"] == "1000"
+    assert props(broker.server_properties(s))["log.segment.delete.delay.ms"] == "1000"
 
 
 def test_broker_logs_to_a_file_in_the_data_dir(tmp_path: Path) -> None:
