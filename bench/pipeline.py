@@ -98,8 +98,9 @@ class BenchConfig:
 
 
 def default_warmup(conversions: int) -> int:
-    """A tenth of a push, at most 1,000: enough to give every partition of the
-    conversions' path its first records, little beside the measured pushes."""
+    """A tenth of a push, at most 1,000 (none below 10 conversions). At the full size
+    that gives every partition of the conversions' path its first records, and is
+    little beside the measured pushes; a smoke run's 30 may miss a partition."""
     return min(MAX_DEFAULT_WARMUP, conversions // 10)
 
 
@@ -286,9 +287,9 @@ async def warm_up(
     The namespace's topics are new, so without it the measured push would be the first
     to write to most partitions of the conversions' path. The broker pays for a
     partition's first records once: its segment's index files, mapped in memory, are
-    faulted in then. On this machine (a read-ahead of 8 MiB) that was 0.5-1.8 CPU
-    seconds of the broker's request threads in the push's first seconds
-    (docs/benchmarks.md, "A warm-up for the mesh"). A running mesh pays it once per
+    faulted in then. On this machine (a read-ahead of 8 MiB) that was 0.47 CPU s of
+    the broker in the push's first two seconds of a profiled run, 11% of its CPU over
+    the push (docs/benchmarks.md, "A warm-up for the mesh"). A running mesh pays it once per
     segment; the relays' topics get their own warm-up (``bench.baseline``).
     """
     if not items:
@@ -301,9 +302,11 @@ async def warm_up(
     _, done = await wait_for(
         lambda: collector.distinct_keys(attributed, wanted), len(wanted), config.stall_s
     )
-    if not done:  # its late records would be counted in the measured push's window
+    # Its late records would be counted in the measured push's window.
+    if not done:
         raise RuntimeError("the mesh's warm-up conversions did not come through")
-    await probe.wait_settled(timeout_s=60)
+    if not await probe.wait_settled(timeout_s=60):
+        raise RuntimeError("the mesh did not settle after its warm-up conversions")
     return {"conversions": len(items), "seconds": round(time.monotonic() - t0, 1)}
 
 

@@ -30,7 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "bench", help="measure the pipeline against a chain of plain Kafka relays"
     )
-    parser.add_argument("--conversions", type=int, default=20_000, help="per push (20000)")
+    parser.add_argument(
+        "--conversions",
+        type=int,
+        default=20_000,
+        help="per push (20000); the fixed-rate push gives the warm-up its share",
+    )
     parser.add_argument("--workers", type=int, default=1, help="workers per service (1)")
     parser.add_argument(
         "--workers-of",
@@ -57,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         metavar="W",
         help="conversions through the mesh before the measured pushes, taken from the"
-        " second push (a tenth of --conversions, at most 1000; 0: none)",
+        " second push (a tenth of a push, at most 1000; 0: none)",
     )
     parser.add_argument("--keep-topics", action="store_true", help="keep the namespace's topics")
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_CONVERSIONS} conversions")
@@ -90,7 +95,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     if conversions < 1:
         raise ConfigError("--conversions must be >= 1")
     if args.warmup is not None and not 0 <= args.warmup < conversions:
-        raise ConfigError("--warmup must be at least 0 and less than --conversions")
+        raise ConfigError(f"--warmup must be at least 0 and less than a push ({conversions})")
     return BenchConfig(
         conversions=conversions,
         workers=args.workers,
