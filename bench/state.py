@@ -46,6 +46,8 @@ from bench.pipeline import (
     drop_namespace,
     first_results,
     measure_push,
+    split_pushes,
+    warm_up,
 )
 from bench.procstats import load_1m, peak_rss_mb, report_header, worker_pids, write_report
 from ops import mesh
@@ -203,13 +205,16 @@ async def load_steps(
 async def push_over_state(
     settings: Settings, args: argparse.Namespace, config: BenchConfig, say: Any
 ) -> dict[str, Any]:
-    """The loaded state's conversions: full speed, then a fixed rate (bench.pipeline)."""
+    """The loaded state's conversions: a warm-up, then full speed, then a fixed rate
+    (bench.pipeline)."""
     pids = worker_pids(settings, dict.fromkeys(SERVICES, 1))
     now_ms = int(time.time() * 1000)
     n = args.conversions
     loaded = links_loaded(args)
     max_items = conversions(0, n, args.users, loaded, now_ms)
-    fixed_items = conversions(n, n, args.users, loaded, now_ms)
+    warmup, fixed_items = split_pushes(
+        [max_items, conversions(n, n, args.users, loaded, now_ms)], config.warmup_size()
+    )
     probe = Offsets(settings.bootstrap, settings.namespace)
     collector = Collector(
         settings.bootstrap, [settings.topic_name(ATTRIBUTED), settings.topic_name(REPORTS)]
@@ -218,6 +223,9 @@ async def push_over_state(
     await collector.start()
     try:
         await probe.wait_settled(timeout_s=60)
+        # The loading wrote none of the conversions' topics: their first records are the
+        # warm-up's, as in `convmesh bench`.
+        warmed = await warm_up(settings, warmup, collector, probe, config, say)
         runs = {
             "max_rate": await measure_push(
                 settings, "max", max_items, None, collector, probe, pids, config, say
@@ -243,7 +251,12 @@ async def push_over_state(
             f"{lat['p50_ms']}/{lat['p95_ms']}/{lat['p99_ms']} ms"
         )
     say(f"first results by status: {statuses}")
-    return {**runs, "first_result_statuses": statuses, "peak_rss_mb": peak_rss_mb(pids)}
+    return {
+        "warmup": warmed,
+        **runs,
+        "first_result_statuses": statuses,
+        "peak_rss_mb": peak_rss_mb(pids),
+    }
 
 
 def first_statuses(firsts: dict[str, Stamped]) -> dict[str, int]:
@@ -267,6 +280,7 @@ async def run(settings: Settings, args: argparse.Namespace, say: Any) -> dict[st
             profile=tuple(p for p in args.profile.split(",") if p),
             stall_s=args.stall_s,
             out_dir=args.out_dir,
+            warmup=args.warmup,
         )
         report["pushes"] = await push_over_state(settings, args, config, say)
     return report
@@ -281,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stall-s", type=float, default=120.0)
     parser.add_argument(
         "--conversions", type=int, default=20_000, help="per push over the state (0: none)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="conversions before the measured pushes, from the second (a tenth, at most 1000)",
     )
     parser.add_argument("--rate", type=float, default=None, help="the second push's rate")
     parser.add_argument("--no-fixed-rate", action="store_true", help="only the full-speed push")
