@@ -104,10 +104,9 @@ def default_warmup(conversions: int) -> int:
     return min(MAX_DEFAULT_WARMUP, conversions // 10)
 
 
-def split_pushes(pushes: list[list[Item]], warmup: int) -> tuple[list[Item], list[Item]]:
+def split_off_warmup(second: list[Item], warmup: int) -> tuple[list[Item], list[Item]]:
     """The warm-up (the second push's last ``warmup`` conversions) and what is left of
     the second push for the fixed rate: no conversion is pushed twice."""
-    second = pushes[1]
     cut = len(second) - min(warmup, len(second))
     return second[cut:], second[:cut]
 
@@ -354,7 +353,7 @@ async def run_pipeline(
         }
         say(f"preload: {len(context)} context records consumed in {preload['seconds']} s")
         await probe.wait_settled(timeout_s=60)
-        warmup, fixed = split_pushes(pushes, config.warmup_size())
+        warmup, fixed = split_off_warmup(pushes[1], config.warmup_size())
         warmed = await warm_up(settings, warmup, collector, probe, config, say)
         runs = {
             "max_rate": await measure_push(

@@ -46,7 +46,7 @@ from bench.pipeline import (
     drop_namespace,
     first_results,
     measure_push,
-    split_pushes,
+    split_off_warmup,
     warm_up,
 )
 from bench.procstats import load_1m, peak_rss_mb, report_header, worker_pids, write_report
@@ -212,8 +212,8 @@ async def push_over_state(
     n = args.conversions
     loaded = links_loaded(args)
     max_items = conversions(0, n, args.users, loaded, now_ms)
-    warmup, fixed_items = split_pushes(
-        [max_items, conversions(n, n, args.users, loaded, now_ms)], config.warmup_size()
+    warmup, fixed_items = split_off_warmup(
+        conversions(n, n, args.users, loaded, now_ms), config.warmup_size()
     )
     probe = Offsets(settings.bootstrap, settings.namespace)
     collector = Collector(

@@ -21,7 +21,7 @@ def test_bench_workload_gives_two_pushes_of_distinct_accepted_conversions() -> N
 
 def test_the_warm_up_is_the_second_push_tail_and_the_fixed_rate_push_the_rest() -> None:
     _, pushes = pipeline.bench_workload(40, seed=3)
-    warmup, fixed = pipeline.split_pushes(pushes, 4)
+    warmup, fixed = pipeline.split_off_warmup(pushes[1], 4)
     assert [i.result_key for i in fixed + warmup] == [i.result_key for i in pushes[1]]
     assert len(warmup) == 4
     # Nothing of the measured full-speed push is warmed up.
@@ -30,7 +30,7 @@ def test_the_warm_up_is_the_second_push_tail_and_the_fixed_rate_push_the_rest() 
 
 def test_no_warm_up_leaves_the_second_push_whole() -> None:
     _, pushes = pipeline.bench_workload(10, seed=3)
-    warmup, fixed = pipeline.split_pushes(pushes, 0)
+    warmup, fixed = pipeline.split_off_warmup(pushes[1], 0)
     assert warmup == [] and fixed == pushes[1]
 
 
