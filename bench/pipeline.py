@@ -90,6 +90,12 @@ class BenchConfig:
     stall_s: float = 90.0
     out_dir: Path = REPO_ROOT / "var" / "bench"
 
+    def __post_init__(self) -> None:
+        if self.warmup is not None and not 0 <= self.warmup < self.conversions:
+            raise ValueError(
+                f"--warmup must be at least 0 and less than a push ({self.conversions})"
+            )
+
     def workers_per_service(self) -> dict[str, int]:
         return {s: self.workers_of.get(s, self.workers) for s in SERVICES}
 

@@ -309,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.conversions > 0 and min(args.users, links_loaded(args)) < 1:
         parser.error("--conversions needs at least one link per slice and one user")
+    if args.conversions > 0:
+        try:  # the warm-up's size, checked before minutes of loading
+            BenchConfig(conversions=args.conversions, warmup=args.warmup)
+        except ValueError as exc:
+            parser.error(str(exc))
     namespace = f"state-{uuid.uuid4().hex[:8]}"
     os.environ.update(
         CONVMESH_NAMESPACE=namespace,

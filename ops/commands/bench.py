@@ -94,23 +94,24 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     conversions = SMOKE_CONVERSIONS if args.smoke else args.conversions
     if conversions < 1:
         raise ConfigError("--conversions must be >= 1")
-    if args.warmup is not None and not 0 <= args.warmup < conversions:
-        raise ConfigError(f"--warmup must be at least 0 and less than a push ({conversions})")
-    return BenchConfig(
-        conversions=conversions,
-        workers=args.workers,
-        workers_of=workers_of,
-        rate=args.rate,
-        seed=args.seed,
-        smoke=args.smoke,
-        baseline=not args.no_baseline,
-        fixed_rate=not args.no_fixed_rate,
-        profile=profile,
-        keep_topics=args.keep_topics,
-        warmup=args.warmup,
-        stall_s=30.0 if args.smoke else 90.0,
-        **({"out_dir": args.out_dir.resolve()} if args.out_dir else {}),
-    )
+    try:
+        return BenchConfig(
+            conversions=conversions,
+            workers=args.workers,
+            workers_of=workers_of,
+            rate=args.rate,
+            seed=args.seed,
+            smoke=args.smoke,
+            baseline=not args.no_baseline,
+            fixed_rate=not args.no_fixed_rate,
+            profile=profile,
+            keep_topics=args.keep_topics,
+            warmup=args.warmup,
+            stall_s=30.0 if args.smoke else 90.0,
+            **({"out_dir": args.out_dir.resolve()} if args.out_dir else {}),
+        )
+    except ValueError as exc:  # BenchConfig's own checks (the warm-up's size)
+        raise ConfigError(str(exc)) from None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from bench import pipeline
 from bench.kafka_probe import Seen
@@ -26,6 +27,12 @@ def test_the_warm_up_is_the_second_push_tail_and_the_fixed_rate_push_the_rest() 
     assert len(warmup) == 4
     # Nothing of the measured full-speed push is warmed up.
     assert not {i.result_key for i in warmup} & {i.result_key for i in pushes[0]}
+
+
+@pytest.mark.parametrize("warmup", [-1, 40, 41])
+def test_a_warm_up_outside_a_push_is_refused(warmup: int) -> None:
+    with pytest.raises(ValueError, match="--warmup"):
+        pipeline.BenchConfig(conversions=40, warmup=warmup)
 
 
 def test_no_warm_up_leaves_the_second_push_whole() -> None:
