@@ -1,11 +1,13 @@
 """Setup diagnostics, part one (pure): per-event facts and their day buckets.
 
-Four inputs become compact *facts* keyed by ad account (topic
+Four kinds of input become compact *facts* keyed by ad account (topic
 ``diagnostics.facts``), so that every fact of an account meets the account's
 buckets on one partition:
 
-* ``valid`` (conversions.valid): source, event name, which identifiers it
-  carries, receipt delay; counted on the UTC day of ``received_at_ms``;
+* ``valid`` (a conversions.valid record, sent by ingest with the record:
+  ``shared.contract.diagnostic_facts.fact_of_valid``): source, event name,
+  which identifiers it carries, receipt delay; counted on the UTC day of
+  ``received_at_ms``;
 * ``duplicate`` (conversions.duplicates): counted on the UTC day the
   duplicate was recorded (its Kafka timestamp);
 * ``rejected`` (conversions.dlq records of conversions.raw inputs): reason and
@@ -30,13 +32,11 @@ from typing import Any
 
 import orjson
 
+from shared.contract.diagnostic_facts import ID_TYPES, fact_of_valid
 from shared.contract.limits import DAY_MS
 from shared.contract.report_deltas import UNKNOWN, day_of_ms, fact_of_result
 
 LAYOUT_VERSION = 1
-#: Identifier slots of conversions.valid ``ids``; ``ip_ua`` is present only
-#: when both the IP address and the user agent were sent (counted as a pair).
-ID_TYPES = ("click_id", "external_id", "em", "ph", "hashed_maids", "ip_ua")
 #: Upper bounds (seconds) of the receipt-delay histogram; one more bin above.
 DELAY_BOUNDS_S = (
     1,
@@ -75,22 +75,6 @@ def event_name_of(conversion_key: str) -> str:
 
 
 # ----------------------------------------------------------------- facts
-
-
-def fact_of_valid(conv: dict[str, Any]) -> dict[str, Any]:
-    ids = conv.get("ids") or {}
-    received = int(conv["received_at_ms"])
-    return {
-        "kind": "valid",
-        "ref": conv["raw_ref"],
-        "ad_account_id": conv["ad_account_id"],
-        "day": day_of_ms(received),
-        "source": conv.get("source") or UNKNOWN,
-        "event_name": conv.get("event_name") or UNKNOWN,
-        "conversion_key": conv["conversion_key"],
-        "ids": [name for name in ID_TYPES if ids.get(name)],
-        "delay_ms": received - int(conv["event_time"]) * 1000,
-    }
 
 
 def fact_of_duplicate(audit: dict[str, Any], timestamp_ms: int) -> dict[str, Any]:
@@ -250,4 +234,12 @@ def expired_day(day: str) -> str:
     return (dt.date.fromisoformat(day) - dt.timedelta(days=KEEP_DAYS + 1)).isoformat()
 
 
-__all__ = ["DAY_MS", "ID_TYPES", "bucket_key", "fact_of_result", "fold", "marker_key"]
+__all__ = [
+    "DAY_MS",
+    "ID_TYPES",
+    "bucket_key",
+    "fact_of_result",
+    "fact_of_valid",
+    "fold",
+    "marker_key",
+]

@@ -1,9 +1,10 @@
 """Agents of the setup diagnostics (docs/diagnostics.md).
 
-* ``FactsHandler`` (conversions.valid, conversions.duplicates, conversions.dlq
-  -> diagnostics.facts): one compact fact per input, re-keyed by ad account;
-  stateless. (A result's fact comes from attribute's publisher, with the
-  result: ``shared.contract.report_deltas``.)
+* ``FactsHandler`` (conversions.duplicates, conversions.dlq ->
+  diagnostics.facts): one compact fact per input, re-keyed by ad account;
+  stateless. A valid conversion's fact comes from ingest, with the
+  conversions.valid record (``shared.contract.diagnostic_facts``); a result's
+  from attribute's publisher, with the result (``shared.contract.report_deltas``).
 * ``BucketsHandler`` (diagnostics.facts -> table ``diagnostics``): counts a
   fact in its ``"{ad_account_id}:{day}"`` bucket, once (see
   ``services.aggregate.diagnostics.fold``).
@@ -25,7 +26,9 @@ from shared.runtime.logging import get_logger, message_fields
 from shared.runtime.settings import Settings
 
 FACTS = "diagnostics.facts"
-FACT_INPUTS = ("conversions.valid", "conversions.duplicates", "conversions.dlq")
+#: Not conversions.valid: ingest sends those facts itself (reading the conversions'
+#: largest records only to make them cost aggregate one input per conversion).
+FACT_INPUTS = ("conversions.duplicates", "conversions.dlq")
 
 
 class FactsHandler:
@@ -56,8 +59,6 @@ class FactsHandler:
 
     def fact_of(self, topic: str, doc: dict[str, Any], message: Any) -> dict[str, Any] | None:
         timestamp_ms = int(message.timestamp * 1000)
-        if topic == "conversions.valid":
-            return diagnostics.fact_of_valid(doc)
         if topic == "conversions.duplicates":
             return diagnostics.fact_of_duplicate(doc, timestamp_ms)
         if doc.get("source_topic") != self.raw_topic:

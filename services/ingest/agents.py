@@ -1,4 +1,4 @@
-"""The ingest agent: conversions.raw -> conversions.valid | conversions.dlq.
+"""The ingest agent: conversions.raw -> conversions.valid and diagnostics.facts | conversions.dlq.
 
 ``IngestHandler`` is the agent's per-record step: the pure rule
 ``services.ingest.rules.process_raw`` (never raises) decides, the handler counts,
@@ -6,8 +6,10 @@ logs a reject and sends the outcome's record. ``register`` only wires it to Faus
 through the house loop (``shared.runtime.batching.process``), so the step runs
 in-process in unit tests (``tests/support/harness.py``).
 
-Valid messages go to conversions.valid keyed by conversion_key, rejects to
-conversions.dlq keyed by ad_account_id (or None). Sends are queued in input order
+Valid messages go to conversions.valid keyed by conversion_key, each followed by
+its setup-diagnostics fact on diagnostics.facts (keyed by ad account: aggregate
+counts it without reading conversions.valid), rejects to conversions.dlq keyed
+by ad_account_id (or None). Sends are queued in input order
 (the producer keeps per-partition order, so the events of one conversion_key reach
 conversions.valid in input order); a batch's offsets are acked only once the broker
 has all its sends, and a batch that fails is run again (at-least-once: a repeated
@@ -27,7 +29,7 @@ from shared.runtime.batching import Outbox, process
 from shared.runtime.logging import get_logger, message_fields
 from shared.runtime.settings import Settings
 
-OUTPUTS = ("conversions.valid", "conversions.dlq")
+OUTPUTS = ("conversions.valid", "diagnostics.facts", "conversions.dlq")
 
 
 class IngestHandler:
@@ -61,6 +63,9 @@ class IngestHandler:
             self._log_rejected(message, outcome)
         send = outcome.send
         await self.outbox.send(send.topic, send.key, send.value)
+        if type(outcome) is Valid:
+            fact = outcome.fact
+            await self.outbox.send(fact.topic, fact.key, fact.value)
 
     async def batch_done(self) -> None:
         self.stats.batches += 1

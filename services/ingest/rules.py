@@ -4,7 +4,8 @@
 max_bytes=..., identifier_key=...)`` returns either :class:`Valid` (the
 ``conversions.valid`` message of docs/design.md, keyed by conversion_key) or :class:`Rejected` (the
 ``conversions.dlq`` record of the contract, keyed by ad_account_id or None); either
-one's ``send`` is the record the agent sends. It never raises, whatever the bytes.
+one's ``send`` is the record the agent sends, and a ``Valid``'s ``fact`` the setup
+diagnostics' fact sent after it. It never raises, whatever the bytes.
 
 Envelope rules (on top of the event rules of ``validation.py``):
 
@@ -33,6 +34,7 @@ import orjson
 
 from services.ingest import validation as v
 from shared.contract.dead_letters import REDACTED, UNPARSED, dead_letter
+from shared.contract.diagnostic_facts import send_of_valid
 from shared.contract.errors import InvalidEvent
 from shared.contract.records import Send
 from shared.values import value_class
@@ -89,6 +91,12 @@ class Valid:
     @property
     def send(self) -> Send:
         return Send("conversions.valid", self.key, self.value)
+
+    @property
+    def fact(self) -> Send:
+        """The setup diagnostics' fact of this conversion, sent with it
+        (``shared.contract.diagnostic_facts``)."""
+        return send_of_valid(self.message)
 
 
 @value_class(frozen=True, slots=True)

@@ -70,13 +70,34 @@ async def test_outcomes_are_sent_in_input_order(h: Harness) -> None:
         raw(h, None, None),
         raw(h, ACCOUNT, envelope("b")),
     )
-    assert [s.topic for s in h.producer.sent] == [
+    outcomes = [s.topic for s in h.producer.sent if s.topic != "diagnostics.facts"]
+    assert outcomes == [
         "conversions.valid",
         "conversions.dlq",
         "conversions.dlq",
         "conversions.valid",
     ]
     assert [s.json["event_id"] for s in h.sent("conversions.valid")] == ["a", "b"]
+
+
+async def test_each_valid_conversion_sends_its_diagnostics_fact_keyed_by_account(
+    h: Harness,
+) -> None:
+    """aggregate counts the setup diagnostics from these facts, not from conversions.valid."""
+    await run(h, raw(h, ACCOUNT, envelope("a")), raw(h, ACCOUNT, b"junk"))
+    [valid] = h.sent("conversions.valid")
+    [fact] = h.sent("diagnostics.facts")
+    assert fact.key == ACCOUNT.encode()
+    assert fact.json["kind"] == "valid"
+    assert fact.json["ref"] == valid.json["raw_ref"]
+    assert fact.json["conversion_key"] == valid.json["conversion_key"]
+    assert fact.json["ids"] == ["em"]
+
+
+async def test_a_diagnostics_fact_carries_no_identifier_value(h: Harness) -> None:
+    await run(h, raw(h, ACCOUNT, envelope("a")))
+    [fact] = h.sent("diagnostics.facts")
+    assert H1 not in fact.value.decode()
 
 
 async def test_valid_is_keyed_by_conversion_key_and_a_reject_by_ad_account(h: Harness) -> None:
