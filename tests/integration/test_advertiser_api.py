@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 import pytest
 
+from shared.contract.diagnostic_facts import fact_of_valid
 from shared.kafka.topic_io import produce
 from shared.runtime.settings import BASE_WEB_PORTS, DEFAULT_WEB_PORT_BASE
 from tests.integration.helpers import as_published, convmesh, convmesh_json, kafka, topics_env
@@ -106,7 +107,9 @@ def attributed(n: int, key_type: str | None, campaign: str | None) -> dict[str, 
 
 
 def feed(env: dict[str, str]) -> None:
-    """api ev-0..3 (em on 0..2), tag ev-0 (a duplicate) and ev-4; one reject; 3 results."""
+    """api ev-0..3 (em on 0..2), tag ev-0 (a duplicate) and ev-4; one reject; 3 results.
+
+    The valid conversions come as the facts ingest sends with them."""
     ns = env["CONVMESH_NAMESPACE"]
     em = {"em": ["e" * 64]}
     valids = [valid(n, "api", em if n < 3 else {}) for n in range(4)]
@@ -137,8 +140,10 @@ def feed(env: dict[str, str]) -> None:
         attributed(1, None, None),
         attributed(2, "click_id", "c2"),
     ]
+    # The facts ingest sends with each conversions.valid record (aggregate does not read it).
     records = [
-        (f"{ns}.conversions.valid", v["conversion_key"].encode(), orjson.dumps(v)) for v in valids
+        (f"{ns}.diagnostics.facts", ACCOUNT.encode(), orjson.dumps(fact_of_valid(v)))
+        for v in valids
     ]
     records.append(
         (

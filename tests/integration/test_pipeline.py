@@ -26,6 +26,7 @@ import orjson
 import pytest
 
 from ops.workload import CONTEXT_TOPICS, RAW, generate
+from shared.kafka import bundles
 from shared.kafka.topic_io import latest_by_key, produce, read_all
 from shared.runtime.settings import SERVICES
 from tests.integration.helpers import (
@@ -76,11 +77,12 @@ def real(namespace: str, topic: str) -> str:
 
 
 async def outputs(bootstrap: str, namespace: str) -> dict[str, Any]:
-    attributed, reports, dlq, duplicates = await asyncio.gather(
+    attributed, reports, dlq, duplicates, facts = await asyncio.gather(
         read_all(kafka(bootstrap), real(namespace, "conversions.attributed")),
         read_all(kafka(bootstrap), real(namespace, "reports.conversions")),
         read_all(kafka(bootstrap), real(namespace, "conversions.dlq")),
         read_all(kafka(bootstrap), real(namespace, "conversions.duplicates")),
+        read_all(kafka(bootstrap), real(namespace, "diagnostics.facts")),
     )
     return {
         "attributed_reads": attributed,
@@ -88,6 +90,12 @@ async def outputs(bootstrap: str, namespace: str) -> dict[str, Any]:
         "reports": latest_by_key(reports),
         "dlq": [orjson.loads(r.value) for r in dlq],
         "duplicates": [orjson.loads(r.value) for r in duplicates],
+        "facts": [
+            orjson.loads(value)
+            for r in facts
+            for _key, value in bundles.expand(r.key, r.value)
+            if value is not None
+        ],
     }
 
 
@@ -198,6 +206,13 @@ async def run_order(bootstrap: str, namespace: str, order: str, env: dict[str, s
     duplicate_refs = {d["raw_ref"] for d in out["duplicates"]}
     assert len(duplicate_refs) == sum(o.outcome == "duplicate" for o in expected.outcomes)
     assert len(out["attributed"]) == len(expected.attributed)
+    # Every valid input (accepted or duplicate) has its setup-diagnostics fact from ingest.
+    valid_refs = {f["ref"] for f in out["facts"] if f["kind"] == "valid"}
+    assert valid_refs == {
+        f"{real(namespace, RAW)}:{positions[o.index].partition}:{positions[o.index].offset}"
+        for o in expected.outcomes
+        if o.outcome != "rejected"
+    }
     print(
         f"\n[{order}] {len(records)} input records ({len(raws)} conversions.raw, "
         f"{expected.accepted} accepted), {len(out['attributed_reads'])} attributed records "
