@@ -61,11 +61,10 @@ class IngestHandler:
             assert isinstance(outcome, Rejected)
             self.stats.count_rejected(outcome.source, outcome.reason)
             self._log_rejected(message, outcome)
-        send = outcome.send
-        await self.outbox.send(send.topic, send.key, send.value)
-        if type(outcome) is Valid:
-            fact = outcome.fact
-            await self.outbox.send(fact.topic, fact.key, fact.value)
+        # Both built before either is staged: a fact that failed after its conversion was
+        # staged would dead-letter an input already sent as valid (counted twice).
+        sends = [outcome.send, outcome.fact] if type(outcome) is Valid else [outcome.send]
+        await self.outbox.send_all(sends)
 
     async def batch_done(self) -> None:
         self.stats.batches += 1

@@ -193,3 +193,17 @@ async def test_a_finished_batch_is_acked_once_its_sends_are_acknowledged(h: Harn
     events = [raw(h, ACCOUNT, envelope("a"))]
     await run(h, *events)
     assert events[0].message.acked is True and events[0].message.refcount == 0
+
+
+async def test_a_fact_that_cannot_be_built_leaves_its_conversion_unsent_and_dead_lettered_once(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never both valid and rejected: received = accepted + duplicates + rejected holds."""
+
+    def broken(conv: Any) -> Any:
+        raise KeyError("raw_ref")
+
+    monkeypatch.setattr("services.ingest.rules.send_of_valid", broken)
+    await run(h, raw(h, ACCOUNT, envelope("a")))
+    assert h.sent("conversions.valid") == [] and h.sent("diagnostics.facts") == []
+    assert [d["reason"] for d in h.dead_letters()] == ["processing_error"]
