@@ -10,7 +10,10 @@ deployment with a core per worker gives each worker. For each worker count:
 
 1. a fresh namespace and mesh (development mode), ``N`` workers of identity_match;
    the identity signals, engagements and privacy requests of ``convmesh bench``'s
-   workload, consumed by every group;
+   workload, consumed by every group; then ``convmesh bench``'s warm-up (``--warmup``,
+   a tenth of the push, at most 1,000 conversions of its second push) through the
+   whole mesh, so that the stage is not the first to write to the partitions on its
+   path (docs/benchmarks.md, "A warm-up for the mesh");
 2. dedupe, attribute and aggregate stop (SIGTERM); the conversions are pushed at full
    speed and ingest validates them onto ``conversions.valid``; ingest stops;
 3. dedupe starts again and releases them all onto ``conversions.accepted`` at once
@@ -50,6 +53,7 @@ from bench.pipeline import (
     consumer_groups,
     context_records,
     drop_namespace,
+    split_off_warmup,
     start_mesh,
 )
 from bench.procstats import (
@@ -161,6 +165,13 @@ async def load_context(settings: Settings, context: list[Any], stall_s: float) -
     await drained(settings, SERVICES, stall_s)
 
 
+async def warm_up(settings: Settings, items: Sequence[Item], stall_s: float) -> None:
+    """``items`` through the whole mesh, not measured: every group has consumed them."""
+    if items:
+        await push(settings.bootstrap, settings.topic_name("conversions.raw"), items, None)
+        await drained(settings, SERVICES, stall_s)
+
+
 async def validate(settings: Settings, items: Sequence[Item], stall_s: float) -> None:
     """The push at full speed, then wait until ingest has validated every conversion."""
     await push(settings.bootstrap, settings.topic_name("conversions.raw"), items, None)
@@ -246,11 +257,23 @@ def measure(workers: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
     settings = Settings.from_env()
     workload, pushes = bench_workload(args.conversions, args.seed)
     items = pushes[0]
-    out: dict[str, Any] = {"workers": workers, "namespace": namespace, "conversions": len(items)}
-    config = BenchConfig(workers_of={SERVICE: workers}, out_dir=args.out_dir)
+    config = BenchConfig(
+        conversions=args.conversions,
+        workers_of={SERVICE: workers},
+        warmup=args.warmup,
+        out_dir=args.out_dir,
+    )
+    warm, _ = split_off_warmup(pushes[1], config.warmup_size())
+    out: dict[str, Any] = {
+        "workers": workers,
+        "namespace": namespace,
+        "conversions": len(items),
+        "warmup": len(warm),
+    }
     try:
         start_mesh(settings, config)
         asyncio.run(load_context(settings, context_records(workload, settings), args.stall_s))
+        asyncio.run(warm_up(settings, warm, args.stall_s))
         for service in STOPPED:
             mesh.stop_workers(settings, service, [0], STOP_TIMEOUT_S)
         asyncio.run(validate(settings, items, args.stall_s))
@@ -282,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2,4", help="worker counts of identity_match")
     parser.add_argument("--conversions", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="conversions through the whole mesh before the stage (a tenth of the push,"
+        " at most 1000; 0: none)",
+    )
     parser.add_argument("--stall-s", type=float, default=120.0)
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "var" / "bench")
     parser.add_argument("--json-out", type=Path, default=None)
@@ -291,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         help="py-spy on identity_match's worker 0 during the stage (files in --out-dir)",
     )
     args = parser.parse_args(argv)
+    try:  # the warm-up's bounds are BenchConfig's, checked before any mesh starts
+        BenchConfig(conversions=args.conversions, warmup=args.warmup)
+    except ValueError as exc:
+        parser.error(str(exc))
     report = report_header(args)
     report["service"] = SERVICE
     report["runs"] = []

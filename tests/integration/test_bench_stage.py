@@ -33,6 +33,7 @@ def test_stage_bench_decides_every_conversion_with_two_workers(
     (run,) = json.loads(report_path.read_text())["runs"]
     assert run["workers"] == 2
     assert run["conversions"] == run["decided"] == 300
+    assert run["warmup"] == 30  # a tenth of the push went through the whole mesh first
     assert run["last_decision_ms"] >= run["first_accepted_ms"]
     for figure in ("conversions_per_s", "cpu_s", "cpu_ms_per_conversion", "peak_rss_mb"):
         assert run[figure] > 0, figure

@@ -107,3 +107,13 @@ def test_the_groups_of_every_service_are_every_consumer_group() -> None:
     """What the context waits for: no group left out."""
     settings = Settings.from_env(env={"CONVMESH_NAMESPACE": "stage-x"})
     assert stage.groups_of(settings, SERVICES) == consumer_groups(settings)
+
+
+@pytest.mark.parametrize("warmup", ["-1", "300", "301"])
+def test_a_warmup_outside_the_push_is_refused_before_any_mesh_starts(
+    warmup: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        stage.main(["--conversions", "300", "--warmup", warmup, "--workers", "1"])
+    assert refused.value.code == 2
+    assert "--warmup must be at least 0 and less than a push" in capsys.readouterr().err
