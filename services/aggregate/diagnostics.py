@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from shared.contract.diagnostic_facts import ID_TYPES, fact_of_valid
+from shared.contract.diagnostic_facts import ID_TYPES
 from shared.contract.limits import DAY_MS
 from shared.contract.report_deltas import UNKNOWN, day_of_ms, fact_of_result
 
@@ -239,7 +239,6 @@ __all__ = [
     "ID_TYPES",
     "bucket_key",
     "fact_of_result",
-    "fact_of_valid",
     "fold",
     "marker_key",
 ]

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from services.aggregate import diagnostics as d
 from services.aggregate import diagnostics_summary as s
+from shared.contract.diagnostic_facts import fact_of_valid
 
 ACCOUNT = "549755885175"
 DAY_MS = 1_764_547_200_000  # 2025-12-01T00:00Z
@@ -50,7 +51,7 @@ def window(facts: list[dict[str, Any]], days: str = "1d") -> dict[str, Any]:
 
 
 def test_valid_fact_keeps_only_which_identifiers_are_present() -> None:
-    fact = d.fact_of_valid(valid(1))
+    fact = fact_of_valid(valid(1))
     assert fact["ids"] == ["em", "ip_ua"] and fact["day"] == TODAY and fact["delay_ms"] == 10_000
     assert "e3b0c442" not in str(fact) and "9f86d081" not in str(fact)
 
@@ -66,8 +67,8 @@ def test_received_is_accepted_plus_duplicates_plus_rejected() -> None:
     }
     audit = {"conversion_key": f"{ACCOUNT}:checkout:ev-1:online", "raw_ref": "r2"}
     facts = [
-        d.fact_of_valid(valid(1)),
-        d.fact_of_valid(valid(2, source="tag")),
+        fact_of_valid(valid(1)),
+        fact_of_valid(valid(2, source="tag")),
         d.fact_of_duplicate({**audit, "source": "tag", "ad_account_id": ACCOUNT}, DAY_MS + 1),
         d.fact_of_rejected(dead, DAY_MS + 5),
     ]
@@ -78,7 +79,7 @@ def test_received_is_accepted_plus_duplicates_plus_rejected() -> None:
 
 
 def test_a_redelivered_fact_is_counted_once() -> None:
-    fact = d.fact_of_valid(valid(1))
+    fact = fact_of_valid(valid(1))
     bucket, marker, first = d.fold(None, None, fact)
     bucket, marker, again = d.fold(bucket, marker, dict(fact))
     assert first and not again and bucket["cells"]["api|checkout"]["valid"] == 1
@@ -86,13 +87,13 @@ def test_a_redelivered_fact_is_counted_once() -> None:
 
 def test_bucket_size_does_not_grow_with_the_events_of_the_day() -> None:
     """Counters only: a changelog record must stay far below Kafka's 1 MB."""
-    few = fold_all([d.fact_of_valid(valid(n)) for n in range(10)])[TODAY]
-    many = fold_all([d.fact_of_valid(valid(n)) for n in range(2_000)])[TODAY]
+    few = fold_all([fact_of_valid(valid(n)) for n in range(10)])[TODAY]
+    many = fold_all([fact_of_valid(valid(n)) for n in range(2_000)])[TODAY]
     assert len(orjson.dumps(many)) - len(orjson.dumps(few)) < 32
 
 
 def test_markers_of_a_day_are_apart_from_the_buckets_in_a_prefix_read() -> None:
-    marker = d.marker_key(d.fact_of_valid(valid(1)))
+    marker = d.marker_key(fact_of_valid(valid(1)))
     assert marker.startswith(d.markers_prefix(ACCOUNT, TODAY))
     assert not marker.startswith(f"{ACCOUNT}:")
 
@@ -123,20 +124,20 @@ def test_rejected_input_of_another_topic_or_unknown_account_has_no_fact() -> Non
 
 
 def test_coverage_is_the_share_of_valid_events_with_the_identifier() -> None:
-    facts = [d.fact_of_valid(valid(n, ids={"em": ["h"]} if n < 3 else {})) for n in range(4)]
+    facts = [fact_of_valid(valid(n, ids={"em": ["h"]} if n < 3 else {})) for n in range(4)]
     assert window(facts)["identifier_coverage"]["em"] == 0.75
 
 
 def test_redundancy_counts_keys_seen_from_both_tag_and_api() -> None:
-    facts = [d.fact_of_valid(valid(1)), d.fact_of_valid(valid(1, source="tag"))]
-    facts.append(d.fact_of_valid(valid(2, source="tag")))
+    facts = [fact_of_valid(valid(1)), fact_of_valid(valid(1, source="tag"))]
+    facts.append(fact_of_valid(valid(2, source="tag")))
     assert window(facts)["redundancy"] == {"tag_keys": 2, "api_keys": 1, "both": 1, "share": 0.5}
 
 
 def test_windows_cover_1_7_and_28_days() -> None:
     old = {**valid(1), "received_at_ms": DAY_MS - 3 * 86_400_000}
     old["event_time"] = old["received_at_ms"] // 1000
-    facts = [d.fact_of_valid(valid(2)), d.fact_of_valid(old)]
+    facts = [fact_of_valid(valid(2)), fact_of_valid(old)]
     assert [window(facts, w)["received"] for w in ("1d", "7d", "28d")] == [1, 2, 2]
 
 
@@ -158,14 +159,14 @@ def test_percentiles_bound_the_true_quantile_from_above(delays: list[int]) -> No
 
 @given(st.lists(st.sampled_from(["api", "tag", "batch"]), min_size=1, max_size=30))
 def test_counts_do_not_depend_on_redelivery(sources: list[str]) -> None:
-    facts = [d.fact_of_valid(valid(n, source=src)) for n, src in enumerate(sources)]
+    facts = [fact_of_valid(valid(n, source=src)) for n, src in enumerate(sources)]
     once = window(facts)
     assert window(facts + facts[::-1]) == once
     assert once["received"] == len(sources)
 
 
 def test_recommends_hashed_email_when_most_events_lack_it() -> None:
-    facts = [d.fact_of_valid(valid(n, ids={"em": ["h"]} if n < 5 else {})) for n in range(25)]
+    facts = [fact_of_valid(valid(n, ids={"em": ["h"]} if n < 5 else {})) for n in range(25)]
     advice = window(facts)["recommendations"]
     assert (
         "80% of checkout events lack em: sending hashed email (em) raises the match rate" in advice
@@ -173,13 +174,13 @@ def test_recommends_hashed_email_when_most_events_lack_it() -> None:
 
 
 def test_recommends_shared_event_ids_when_tag_and_api_never_overlap() -> None:
-    facts = [d.fact_of_valid(valid(1)), d.fact_of_valid(valid(2, source="tag"))]
+    facts = [fact_of_valid(valid(1)), fact_of_valid(valid(2, source="tag"))]
     assert any("never share event_id" in a for a in window(facts)["recommendations"])
 
 
 def test_no_recommendation_for_a_healthy_account() -> None:
     ids = {"em": ["h"], "ph": ["h"], "click_id": "c"}
-    facts = [d.fact_of_valid(valid(n, ids=ids)) for n in range(25)]
+    facts = [fact_of_valid(valid(n, ids=ids)) for n in range(25)]
     assert window(facts)["recommendations"] == []
 
 

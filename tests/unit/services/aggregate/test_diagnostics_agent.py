@@ -6,20 +6,10 @@ import pytest
 
 from services.aggregate.diagnostics_agent import FACT_INPUTS, FACTS, BucketsHandler, FactsHandler
 from shared.contract.diagnostic_facts import fact_of_valid
+from tests.support.conversions import ACCOUNT, KEY, valid_conversion
 from tests.support.harness import Harness
 
-ACCOUNT = "549755885175"
-KEY = f"{ACCOUNT}:checkout:ev-1:online"
-VALID = {
-    "conversion_key": KEY,
-    "ad_account_id": ACCOUNT,
-    "source": "api",
-    "received_at_ms": 1_764_151_200_000,
-    "raw_ref": "conversions.raw:0:1",
-    "event_name": "checkout",
-    "event_time": 1_764_151_000,
-    "ids": {"em": ["h"]},
-}
+VALID = valid_conversion()
 
 
 @pytest.fixture

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.contract.diagnostic_facts import ID_TYPES, fact_of_valid, send_of_valid
 from shared.contract.report_deltas import FACTS
-
-ACCOUNT = "549755885175"
-
-
-def valid(**fields: Any) -> dict[str, Any]:
-    return {
-        "conversion_key": f"{ACCOUNT}:checkout:ev-1:online",
-        "ad_account_id": ACCOUNT,
-        "source": "api",
-        "received_at_ms": 1_764_151_200_000,
-        "raw_ref": "conversions.raw:0:1",
-        "event_name": "checkout",
-        "event_time": 1_764_151_000,
-        "ids": {"em": ["h"]},
-        **fields,
-    }
+from tests.support.conversions import ACCOUNT
+from tests.support.conversions import valid_conversion as valid
 
 
 def test_the_fact_goes_to_diagnostics_facts_keyed_by_ad_account() -> None:
