@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import bisect
 import os
@@ -108,6 +109,28 @@ def default_warmup(conversions: int) -> int:
     that gives every partition of the conversions' path its first records, and is
     little beside the measured pushes; a smoke run's 30 may miss a partition."""
     return min(MAX_DEFAULT_WARMUP, conversions // 10)
+
+
+def add_warmup_option(parser: argparse.ArgumentParser, where: str) -> None:
+    """``--warmup`` of the bench modules (``convmesh bench`` defines its own: the ops image
+    has no bench/); checked by ``refuse_bad_warmup``."""
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help=f"conversions through the mesh {where} (a tenth of a push, at most 1000; 0: none)",
+    )
+
+
+def refuse_bad_warmup(
+    parser: argparse.ArgumentParser, conversions: int, warmup: int | None
+) -> None:
+    """Exit with the parser's error when ``warmup`` is outside ``BenchConfig``'s bounds:
+    before any mesh starts or any state loads."""
+    try:
+        BenchConfig(conversions=conversions, warmup=warmup)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def split_off_warmup(second: list[Item], warmup: int) -> tuple[list[Item], list[Item]]:

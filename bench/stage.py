@@ -49,10 +49,12 @@ from bench import figures
 from bench.kafka_probe import Item, Offsets, produce_all, push, wait_consumed
 from bench.pipeline import (
     BenchConfig,
+    add_warmup_option,
     bench_workload,
     consumer_groups,
     context_records,
     drop_namespace,
+    refuse_bad_warmup,
     split_off_warmup,
     start_mesh,
 )
@@ -305,13 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2,4", help="worker counts of identity_match")
     parser.add_argument("--conversions", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument(
-        "--warmup",
-        type=int,
-        default=None,
-        help="conversions through the whole mesh before the stage (a tenth of the push,"
-        " at most 1000; 0: none)",
-    )
+    add_warmup_option(parser, "before the stage")
     parser.add_argument("--stall-s", type=float, default=120.0)
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "var" / "bench")
     parser.add_argument("--json-out", type=Path, default=None)
@@ -321,10 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         help="py-spy on identity_match's worker 0 during the stage (files in --out-dir)",
     )
     args = parser.parse_args(argv)
-    try:  # the warm-up's bounds are BenchConfig's, checked before any mesh starts
-        BenchConfig(conversions=args.conversions, warmup=args.warmup)
-    except ValueError as exc:
-        parser.error(str(exc))
+    refuse_bad_warmup(parser, args.conversions, args.warmup)
     report = report_header(args)
     report["service"] = SERVICE
     report["runs"] = []

@@ -42,10 +42,12 @@ from bench.pipeline import (
     REPORTS,
     BenchConfig,
     Stamped,
+    add_warmup_option,
     consumer_groups,
     drop_namespace,
     first_results,
     measure_push,
+    refuse_bad_warmup,
     split_off_warmup,
     warm_up,
 )
@@ -296,12 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--conversions", type=int, default=20_000, help="per push over the state (0: none)"
     )
-    parser.add_argument(
-        "--warmup",
-        type=int,
-        default=None,
-        help="conversions before the measured pushes, from the second (a tenth, at most 1000)",
-    )
+    add_warmup_option(parser, "before the measured pushes, taken from the second")
     parser.add_argument("--rate", type=float, default=None, help="the second push's rate")
     parser.add_argument("--no-fixed-rate", action="store_true", help="only the full-speed push")
     parser.add_argument("--profile", default="", help="services to py-spy during the pushes")
@@ -309,11 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.conversions > 0 and min(args.users, links_loaded(args)) < 1:
         parser.error("--conversions needs at least one link per slice and one user")
-    if args.conversions > 0:
-        try:  # the warm-up's size, checked before minutes of loading
-            BenchConfig(conversions=args.conversions, warmup=args.warmup)
-        except ValueError as exc:
-            parser.error(str(exc))
+    if args.conversions > 0:  # checked before minutes of loading
+        refuse_bad_warmup(parser, args.conversions, args.warmup)
     namespace = f"state-{uuid.uuid4().hex[:8]}"
     os.environ.update(
         CONVMESH_NAMESPACE=namespace,
