@@ -13,6 +13,7 @@ from shared.runtime.errors import ConfigError
 from shared.runtime.logging import configure_logging, get_logger, logging_dict_config
 from shared.runtime.metrics import metrics_of
 from shared.runtime.settings import Settings
+from shared.runtime.stall_report import watch_recovery
 from shared.runtime.stores import set_aside_stores_of_another_app, set_aside_unopenable_stores
 
 AppBuilder = Callable[[Settings], faust.App]
@@ -36,6 +37,8 @@ def run(service: str, build: AppBuilder) -> None:
     app = build(settings)
     # One app per process here: the collector is the process's, its pauses the app's metric.
     tune_collector(settings.gc_thresholds, metrics_of(app).gc_paused)
+    # A recovery that hangs leaves the worker without views or timers: report from a thread.
+    watch_recovery(app, get_logger(component="stall-report"))
     worker = faust.Worker(
         app,
         loglevel=settings.log_level,

@@ -178,6 +178,7 @@ def test_results_stay_exact_under_faults(chaos_mesh: ChaosMesh) -> None:
     out, problems = asyncio.run(settle(mesh, expected))
     elapsed = time.monotonic() - started
     print(f"\n[chaos] {len(faults)} faults: " + "; ".join(mesh.log))
+    print_stall_reports(mesh)
 
     if problems:
         print(asyncio.run(trace(mesh, problems)))
@@ -250,6 +251,16 @@ def test_results_stay_exact_under_faults(chaos_mesh: ChaosMesh) -> None:
         f"{summary['accepted']} + {summary['duplicates']} + {summary['rejected']}; "
         f"exact in {elapsed:.0f} s"
     )
+
+
+def print_stall_reports(mesh: ChaosMesh) -> None:
+    """Every ``recovery_stalled`` report the workers logged (shared.runtime.stall_report):
+    the logs of a passing run are deleted with it, and a recovery that hung for minutes
+    and went on is worth its report even when the results came out exact."""
+    for log in sorted((mesh.data_dir / "logs").glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if '"recovery_stalled"' in line:
+                print(f"[chaos] {log.name}: {line}", flush=True)
 
 
 def _event_of(value: bytes | None) -> dict[str, Any] | None:
