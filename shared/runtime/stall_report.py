@@ -55,11 +55,37 @@ def recovery_silence(recovery: Any, now: float) -> float | None:
     return now - max([float(started), *received])
 
 
-def _frames(frames: list[Any]) -> list[str]:
-    return [
-        f"{f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno} {f.f_code.co_name}"
-        for f in frames[-STACK_DEPTH:]
-    ]
+def _frame(frame: Any) -> str:
+    return f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno} {frame.f_code.co_name}"
+
+
+def await_chain(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits: its frame and those of what it awaits, down
+    to the innermost (``Task.get_stack`` gives only the outermost one)."""
+    chain: list[str] = []
+    while coro is not None and len(chain) < 64:
+        frame = next(
+            (f for a in ("cr_frame", "gi_frame", "ag_frame") if (f := getattr(coro, a, None))),
+            None,
+        )
+        if frame is None:
+            chain.append(f"awaits {type(coro).__name__}")
+            break
+        chain.append(_frame(frame))
+        coro = next(
+            (n for a in ("cr_await", "gi_yieldfrom", "ag_await") if (n := getattr(coro, a, None))),
+            None,
+        )
+    return chain[-STACK_DEPTH:]
+
+
+def _task(task: asyncio.Task[Any]) -> dict[str, Any]:
+    coro = task.get_coro()
+    return {
+        "name": task.get_name(),
+        "coro": getattr(coro, "__qualname__", repr(coro)),
+        "stack": await_chain(coro),
+    }
 
 
 def thread_stacks() -> dict[str, list[str]]:
@@ -79,19 +105,7 @@ def loop_tasks(loop: asyncio.AbstractEventLoop | None) -> list[dict[str, Any]]:
     """Every unfinished task of ``loop``: its coroutine and where it is suspended."""
     if loop is None:
         return []
-    tasks = []
-    for task in list(asyncio.all_tasks(loop)):
-        if task.done():
-            continue
-        coro = task.get_coro()
-        tasks.append(
-            {
-                "name": task.get_name(),
-                "coro": getattr(coro, "__qualname__", repr(coro)),
-                "stack": _frames(task.get_stack(limit=STACK_DEPTH)),
-            }
-        )
-    return tasks
+    return [_task(task) for task in list(asyncio.all_tasks(loop)) if not task.done()]
 
 
 def partition_states(aiokafka_consumer: Any) -> dict[str, dict[str, Any]]:
@@ -118,11 +132,7 @@ def fetcher_state(fetcher: Any) -> dict[str, Any]:
             f"{tp.topic}:{tp.partition}": getattr(records, "next_fetch_offset", None)
             for tp, records in list(fetcher._records.items())
         },
-        "pending_tasks": [
-            {"coro": getattr(t.get_coro(), "__qualname__", "?"), "stack": _frames(t.get_stack())}
-            for t in list(fetcher._pending_tasks)
-            if not t.done()
-        ],
+        "pending_tasks": [_task(t) for t in list(fetcher._pending_tasks) if not t.done()],
         "waiters": len(fetcher._fetch_waiters),
         "routine_done": fetcher._fetch_task.done(),
         "sessions": {
@@ -146,7 +156,7 @@ def connection_states(client: Any) -> dict[str, dict[str, Any]]:
             "reading": transport.is_reading() if transport is not None else None,
             "unread_buffer": len(getattr(reader, "_buffer", b"")) if reader else None,
             "reader_done": read_task.done() if read_task is not None else None,
-            "reader_stack": _frames(read_task.get_stack()) if read_task is not None else [],
+            "reader_stack": await_chain(read_task.get_coro()) if read_task is not None else [],
         }
     return found
 

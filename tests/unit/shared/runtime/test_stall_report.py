@@ -49,7 +49,7 @@ def test_a_recovery_with_nothing_left_to_read_is_not_silent() -> None:
     assert recovery_silence(FakeRecovery(started=0.0, received={}, remaining=0), 100.0) is None
 
 
-def test_loop_tasks_say_where_each_task_waits() -> None:
+def test_loop_tasks_follow_each_task_down_to_what_it_waits_for() -> None:
     loop = asyncio.new_event_loop()
     try:
         gate = loop.create_future()
@@ -57,11 +57,19 @@ def test_loop_tasks_say_where_each_task_waits() -> None:
         async def waits_at_the_gate() -> None:
             await gate
 
-        task = loop.create_task(waits_at_the_gate(), name="the-waiter")
+        async def calls_the_waiter() -> None:
+            await waits_at_the_gate()
+
+        task = loop.create_task(calls_the_waiter(), name="the-waiter")
         loop.run_until_complete(asyncio.sleep(0))
         found = {t["name"]: t for t in loop_tasks(loop)}
-        assert found["the-waiter"]["coro"].endswith("waits_at_the_gate")
-        assert found["the-waiter"]["stack"][-1].endswith("waits_at_the_gate")
+        assert found["the-waiter"]["coro"].endswith("calls_the_waiter")
+        stack = found["the-waiter"]["stack"]
+        assert [frame.rsplit(" ", 1)[-1] for frame in stack[:2]] == [
+            "calls_the_waiter",
+            "waits_at_the_gate",
+        ]
+        assert stack[-1].startswith("awaits Future")  # the future itself (FutureIter in C)
         task.cancel()
         loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
     finally:
