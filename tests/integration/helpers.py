@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.contract.report_deltas import sends_of_result
 from shared.runtime.settings import BASE_WEB_PORTS, REPO_ROOT, Settings
@@ -217,3 +217,15 @@ def machine_digest(data_dir: Path, last: int = 8) -> list[str]:
         lines.append(f"broker log {log}: {len(alarms)} warnings and errors")
         lines.extend(f"    {alarm}" for alarm in alarms[-last:])
     return lines
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """A plain topic of the test broker (one replica), outside topics.yaml."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+        )
+    finally:
+        await admin.close()

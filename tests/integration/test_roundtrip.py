@@ -5,17 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.integration.helpers import create_topic
 
 
 async def test_produce_consume_round_trip(bootstrap: str, namespace: str) -> None:
     topic = f"{namespace}.roundtrip"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(bootstrap, topic, partitions=2)
 
     sent = [(f"k{i % 3}".encode(), f"v{i}".encode()) for i in range(30)]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")

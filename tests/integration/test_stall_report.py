@@ -7,22 +7,17 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.kafka.fetch_pacing import pace_fetches, wake_on_path
 from shared.kafka.fetch_sessions import use_fetch_sessions
 from shared.runtime.stall_report import connection_states, fetcher_state, partition_states
+from tests.integration.helpers import create_topic
 
 pytestmark = pytest.mark.integration
 
 
 async def _read_a_record_and_report(bootstrap: str, topic: str) -> dict[str, object]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(bootstrap, topic, partitions=2)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
