@@ -35,7 +35,8 @@ from mode import Service
 
 from shared.kafka.fetch_pacing import pace_fetches, wake_on_path
 from shared.kafka.fetch_sessions import use_fetch_sessions
-from shared.runtime import eager
+from shared.runtime import changelog_reads, eager
+from shared.runtime.changelog_reads import ChangelogRead, lost_reads
 from shared.runtime.stream import DeliveryNotices
 
 #: A seek back whose expected record has not come after this long is repeated.
@@ -312,6 +313,70 @@ class InOrderConsumer(AIOKafkaConsumer):
             self._unaccounted.pop(tp, None)
             await self._read_again(tp, committed, "records_lost")
         return healed
+
+    def changelog_reads(self, now: float) -> dict[TP, ChangelogRead]:
+        """Where the table recovery and this consumer are in each changelog partition
+        the recovery still reads (``shared.runtime.changelog_reads``)."""
+        recovery: Any = getattr(vars(self.app).get("tables"), "_recovery", None)
+        if recovery is None or not recovery.in_recovery:
+            return {}
+        started = recovery._recovery_started_at
+        started = now if started is None else started
+        received_at = recovery._active_events_received_at
+        reads = {}
+        for tp in list(recovery.active_tps):
+            last, received = recovery.active_highwaters.get(tp), recovery.active_offsets.get(tp)
+            if last is None or received is None or received >= last:
+                continue
+            reads[tp] = ChangelogRead(
+                received=received,
+                last_offset=last,
+                position=self._handed_out_to(tp),
+                silent_s=now - max(started, received_at.get(tp, started)),
+            )
+        return reads
+
+    def _handed_out_to(self, tp: TP) -> int | None:
+        """aiokafka's position of ``tp``: the next offset it will hand out (read from
+        the consumer thread's state, as asking it would wait for a position)."""
+        kafka = getattr(getattr(self, "_thread", None), "_consumer", None)
+        assignment = getattr(getattr(kafka, "_subscription", None), "subscription", None)
+        assignment = getattr(assignment, "assignment", None)
+        if assignment is None:
+            return None
+        try:
+            state = assignment.state_value(tp)
+        except KeyError:
+            return None
+        return state.position if state is not None and state.has_valid_position else None
+
+    async def reread_lost_changelog(self, now: float) -> dict[TP, int]:
+        """Read again, from just after the last record the recovery received, every
+        changelog partition whose records were handed out and never reached it."""
+        queue: Any = cast(Any, self.app.tables).changelog_queue
+        generation = self.app.consumer_generation_id
+        lost = lost_reads(self.changelog_reads(now), queue_empty=queue.empty())
+        for tp, offset in lost.items():
+            if self.app.consumer_generation_id != generation:
+                break  # a rebalance: the recovery starts over and seeks them itself
+            self.log.error(
+                "changelog_records_lost: %r handed out, never received by the recovery"
+                " after offset %r: reading again",
+                tp,
+                offset - 1,
+            )
+            await self._read_again(tp, offset, "changelog_records_lost")
+        return lost
+
+    @Service.task
+    async def _reread_lost_changelog_records(self) -> None:  # pragma: no cover - a timer
+        # A task of the consumer's own: the app's timers start only once recovery is done.
+        while not self.should_stop:
+            await self.sleep(changelog_reads.CHECK_INTERVAL_S)
+            try:
+                await self.reread_lost_changelog(time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - a net must never stop the consumer
+                self.log.warning("changelog_records_lost check failed: %r", exc)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
         callback = self.callback

@@ -197,7 +197,12 @@ def stall_report(app: Any) -> dict[str, Any]:
             lambda: {
                 "in_recovery": recovery.in_recovery,
                 "active_remaining": {
-                    f"{tp.topic}:{tp.partition}": n
+                    f"{tp.topic}:{tp.partition}": {
+                        "remaining": n,
+                        "received": recovery.active_offsets.get(tp),
+                        # Faust's fetch loop drops a record below its read offset.
+                        "read_offset": consumer._read_offset.get(tp),
+                    }
                     for tp, n in recovery.active_remaining().items()
                     if n
                 },

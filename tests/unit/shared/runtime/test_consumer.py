@@ -230,3 +230,79 @@ def test_a_read_again_whose_seek_fails_is_logged_and_left_to_the_rebalance():
     c.lost(1000.0, queued=set())
     assert asyncio.run(c.heal_lost(1000.0 + HOLE_GRACE_S, queued=set())) == [(SOURCE, 100, 289)]
     assert any("seek failed" in str(args[0]) for args in c.log.warnings)
+
+
+CHANGELOG = TP("ns-convmesh-dedupe-seen-changelog", 5)
+
+
+class FakeRecovery:
+    def __init__(self, received, last_offset, started=0.0, received_at=None):
+        self.in_recovery = True
+        self._recovery_started_at = started
+        self._active_events_received_at = dict(received_at or {})
+        self.active_tps = {CHANGELOG}
+        self.active_offsets = {CHANGELOG: received}
+        self.active_highwaters = {CHANGELOG: last_offset}
+
+
+class FakeTables:
+    def __init__(self, recovery, queued=()):
+        self._recovery = recovery
+        self.changelog_queue = asyncio.Queue()
+        for event in queued:
+            self.changelog_queue.put_nowait(event)
+
+
+class FakeApp:
+    def __init__(self, tables, generation=6):
+        self.tables = tables
+        self.consumer_generation_id = generation
+
+
+class ErrorLog(Log):
+    def __init__(self):
+        super().__init__()
+        self.errors = []
+
+    def error(self, *args):
+        self.errors.append(args)
+
+
+def changelog_consumer(recovery, position, queued=()):
+    c = consumer()
+    c.log = ErrorLog()
+    c.app = FakeApp(FakeTables(recovery, queued))
+    c._handed_out_to = lambda tp: position
+
+    async def seek(tp, offset):
+        c.sought.append((tp, offset))
+
+    c.seek = seek
+    return c
+
+
+def test_changelog_records_handed_out_and_never_received_are_read_again():
+    """The chaos stall: seen-changelog 5 read to 157, the recovery still at -1 after 30 s."""
+    c = changelog_consumer(FakeRecovery(received=-1, last_offset=156), position=157)
+    assert asyncio.run(c.reread_lost_changelog(now=60.0)) == {CHANGELOG: 0}
+    assert c.sought == [(CHANGELOG, 0)]
+    assert "changelog_records_lost" in c.log.errors[0][0]
+
+
+def test_a_changelog_partition_that_received_records_lately_is_not_read_again():
+    recovery = FakeRecovery(received=40, last_offset=156, received_at={CHANGELOG: 55.0})
+    c = changelog_consumer(recovery, position=157)
+    assert asyncio.run(c.reread_lost_changelog(now=60.0)) == {}
+    assert c.sought == []
+
+
+def test_changelog_records_still_queued_for_the_recovery_are_not_read_again():
+    c = changelog_consumer(FakeRecovery(-1, 156), position=157, queued=["an event"])
+    assert asyncio.run(c.reread_lost_changelog(now=60.0)) == {}
+
+
+def test_a_worker_not_in_recovery_reads_no_changelog_again():
+    recovery = FakeRecovery(-1, 156)
+    recovery.in_recovery = False
+    c = changelog_consumer(recovery, position=157)
+    assert asyncio.run(c.reread_lost_changelog(now=60.0)) == {}
