@@ -3,9 +3,15 @@
 import asyncio
 from collections import defaultdict
 
+from aiokafka.consumer.fetcher import Fetcher, FetchResult
 from faust.types import TP
 
-from shared.runtime.consumer import HOLE_GRACE_S, RESEEK_AFTER_S, InOrderConsumer
+from shared.runtime.consumer import (
+    HOLE_GRACE_S,
+    RESEEK_AFTER_S,
+    DeliverableNow,
+    InOrderConsumer,
+)
 
 SOURCE = TP("ns.ads.engagements", 4)
 COMPACTED = TP("ns.conversions.attributed", 4)
@@ -306,3 +312,100 @@ def test_a_worker_not_in_recovery_reads_no_changelog_again():
     recovery.in_recovery = False
     c = changelog_consumer(recovery, position=157)
     assert asyncio.run(c.reread_lost_changelog(now=60.0)) == {}
+
+
+class FlowOf:
+    def __init__(self, active=True):
+        self.flow_active = active
+
+
+class PartitionState:
+    paused = False
+
+    def __init__(self, position):
+        self.position = position
+
+    def consumed_to(self, offset):
+        self.position = offset
+
+
+class Assignment:
+    active = True
+
+    def __init__(self, states):
+        self.states = states
+
+    def state_value(self, tp):
+        return self.states[tp]
+
+
+class FetchedRecords:
+    """aiokafka's PartitionRecords as a FetchResult reads it: offsets, then the next one."""
+
+    def __init__(self, first, count):
+        self._offsets = iter(range(first, first + count))
+        self.next_fetch_offset = first
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        offset = next(self._offsets)
+        self.next_fetch_offset = offset + 1
+        return offset
+
+
+class Subscriptions:
+    reassignment_in_progress = False
+
+    def is_assigned(self, tp):
+        return True
+
+
+def fetcher_holding(tp, count):
+    """aiokafka's own Fetcher with ``count`` fetched records of ``tp`` not yet handed out."""
+    state = PartitionState(position=0)
+    fetcher = object.__new__(Fetcher)
+    fetcher._subscriptions = Subscriptions()
+    fetcher._wait_consume_future = None
+    fetcher._records = {
+        tp: FetchResult(
+            tp,
+            assignment=Assignment({tp: state}),
+            partition_records=FetchedRecords(0, count),
+            backoff=0,
+        )
+    }
+    return fetcher, state
+
+
+def test_aiokafka_hands_out_every_partition_to_a_fetch_whose_partition_set_is_empty():
+    """The trap: Faust's live set of active partitions is empty during a rebalance."""
+    fetcher, state = fetcher_holding(CHANGELOG, 157)
+    drained = asyncio.run(fetcher.fetched_records(set(), timeout=0))
+    assert len(drained[CHANGELOG]) == 157 and state.position == 157
+
+
+def test_a_fetch_during_a_rebalance_hands_out_nothing_and_keeps_the_records():
+    """With the live set emptied by the rebalance, the records stay where they are."""
+    fetcher, state = fetcher_holding(CHANGELOG, 157)
+    only = DeliverableNow(set(), FlowOf(active=False))
+    assert asyncio.run(fetcher.fetched_records(only, timeout=0)) == {}
+    assert state.position == 0 and CHANGELOG in fetcher._records
+
+
+def test_a_partition_made_active_while_the_fetch_waits_is_handed_out():
+    """The set is read when the records are handed out, as Faust's own set is."""
+    active: set[TP] = set()
+    only = DeliverableNow(active, FlowOf(active=True))
+    active.add(CHANGELOG)
+    fetcher, state = fetcher_holding(CHANGELOG, 3)
+    assert asyncio.run(fetcher.fetched_records(only, timeout=0)) == {CHANGELOG: [0, 1, 2]}
+    assert state.position == 3
+
+
+def test_an_active_partition_is_not_handed_out_while_the_flow_is_stopped():
+    fetcher, state = fetcher_holding(CHANGELOG, 3)
+    only = DeliverableNow({CHANGELOG}, FlowOf(active=False))
+    assert asyncio.run(fetcher.fetched_records(only, timeout=0)) == {}
+    assert state.position == 0
