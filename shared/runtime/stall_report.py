@@ -129,7 +129,9 @@ def fetcher_state(fetcher: Any) -> dict[str, Any]:
     return {
         "in_flight_nodes": sorted(fetcher._in_flight),
         "buffered": {
-            f"{tp.topic}:{tp.partition}": getattr(records, "next_fetch_offset", None)
+            f"{tp.topic}:{tp.partition}": getattr(
+                getattr(records, "_partition_records", None), "next_fetch_offset", None
+            )
             for tp, records in list(fetcher._records.items())
         },
         "pending_tasks": [_task(t) for t in list(fetcher._pending_tasks) if not t.done()],

@@ -253,13 +253,18 @@ def test_results_stay_exact_under_faults(chaos_mesh: ChaosMesh) -> None:
     )
 
 
+#: Log lines worth keeping from any run: a stalled recovery's report
+#: (shared.runtime.stall_report) and the consumer's repairs of lost deliveries.
+KEPT_LOG_LINES = ("recovery_stalled", "changelog_records_lost", "records_lost", "partition_stalled")
+
+
 def print_stall_reports(mesh: ChaosMesh) -> None:
-    """Every ``recovery_stalled`` report the workers logged (shared.runtime.stall_report):
-    the logs of a passing run are deleted with it, and a recovery that hung for minutes
-    and went on is worth its report even when the results came out exact."""
+    """Every kept line (``KEPT_LOG_LINES``) the workers logged: the logs of a passing run
+    are deleted with it, and a recovery that hung for minutes and went on, or a repair
+    that hid a loss, is worth seeing even when the results came out exact."""
     for log in sorted((mesh.data_dir / "logs").glob("*.log")):
         for line in log.read_text(errors="replace").splitlines():
-            if '"recovery_stalled"' in line:
+            if any(kept in line for kept in KEPT_LOG_LINES):
                 print(f"[chaos] {log.name}: {line}", flush=True)
 
 
