@@ -1,10 +1,10 @@
 """What a worker whose table recovery has gone quiet is doing, written to its log.
 
-The chaos suite has seen a worker's recovery receive no changelog record for
-minutes and then go on by itself (docs/reliability.md, "A dedupe recovery that
-received nothing for eight minutes"). Such a worker is not ready, so its web
-views and timers are not running yet; what it was waiting for was only ever
-guessed from the outside. This module answers from the inside:
+The chaos suite saw a worker's recovery receive no changelog record for minutes
+(docs/reliability.md, "A dedupe recovery that received nothing for eight
+minutes"). Such a worker is not ready, so its web views and timers are not
+running yet, and gdb or py-spy could only guess from the outside what it waited
+for. This module answers from the inside (its report is what found that cause):
 
 * ``stall_report(app)``: every thread's stack, every asyncio task of the app's
   loop and of its consumer thread's loop (where each coroutine is suspended),
@@ -12,7 +12,7 @@ guessed from the outside. This module answers from the inside:
   partition, its fetcher and its broker connections;
 * ``watch_recovery(app, log)``: a daemon thread (not a task: the loops may be
   the thing that is stuck) that logs ``recovery_stalled`` with the report when
-  a recovery has received no changelog record for ``RECOVERY_SILENT_S``;
+  a recovery has received no changelog record for ``RECOVERY_SILENT_S``.
 
 Reading another thread's objects without a lock can see them mid-change; every
 part of the report is best effort and a part that fails says so instead.
