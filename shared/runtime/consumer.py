@@ -387,10 +387,7 @@ class InOrderConsumer(AIOKafkaConsumer):
         assignment = getattr(assignment, "assignment", None)
         if assignment is None:
             return None
-        try:
-            state = assignment.state_value(tp)
-        except KeyError:
-            return None
+        state = assignment.state_value(tp)  # None when not assigned
         return state.position if state is not None and state.has_valid_position else None
 
     async def reread_lost_changelog(self, now: float) -> dict[TP, int]:

@@ -1,9 +1,12 @@
 """The in-order consumer (shared/runtime/consumer.py): no non-compacted record is skipped."""
 
 import asyncio
+import types
 from collections import defaultdict
 
 from aiokafka.consumer.fetcher import Fetcher, FetchResult
+from aiokafka.consumer.subscription_state import SubscriptionState
+from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from shared.runtime.consumer import (
@@ -409,3 +412,30 @@ def test_an_active_partition_is_not_handed_out_while_the_flow_is_stopped():
     only = DeliverableNow({CHANGELOG}, FlowOf(active=False))
     assert asyncio.run(fetcher.fetched_records(only, timeout=0)) == {}
     assert state.position == 0
+
+
+def test_an_active_partition_is_not_handed_out_for_an_emptied_set_while_the_flow_runs():
+    """Emptied by a pause while the flow runs: still never aiokafka's "every partition"."""
+    fetcher, state = fetcher_holding(CHANGELOG, 3)
+    only = DeliverableNow(set(), FlowOf(active=True))
+    assert asyncio.run(fetcher.fetched_records(only, timeout=0)) == {}
+    assert state.position == 0
+
+
+def test_the_position_the_net_reads_is_aiokafkas_own():
+    """``_handed_out_to`` reads aiokafka's real subscription state: a position sought to
+    157 is seen, an unassigned partition has none."""
+    tp = TopicPartition(CHANGELOG.topic, CHANGELOG.partition)
+
+    async def positions():
+        subscription = SubscriptionState()
+        subscription.assign_from_user({tp})
+        c = consumer()
+        c._thread = types.SimpleNamespace(
+            _consumer=types.SimpleNamespace(_subscription=subscription)
+        )
+        before = c._handed_out_to(CHANGELOG)
+        subscription.subscription.assignment.state_value(tp).seek(157)
+        return before, c._handed_out_to(CHANGELOG), c._handed_out_to(TP(CHANGELOG.topic, 6))
+
+    assert asyncio.run(positions()) == (None, 157, None)
