@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 #: A partition silent this long, with its records handed out, is read again.
 GRACE_S = 30.0
@@ -28,6 +28,12 @@ GRACE_S = 30.0
 CHECK_INTERVAL_S = 10.0
 
 P = TypeVar("P")
+
+
+def recovery_of(app: Any) -> Any:
+    """A Faust app's table recovery, if its tables exist: never builds them (the stall
+    report reads it from another thread)."""
+    return getattr(vars(app).get("tables"), "_recovery", None)
 
 
 @dataclass(frozen=True, slots=True)

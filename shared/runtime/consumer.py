@@ -36,7 +36,7 @@ from mode import Service
 from shared.kafka.fetch_pacing import pace_fetches, wake_on_path
 from shared.kafka.fetch_sessions import use_fetch_sessions
 from shared.runtime import changelog_reads, eager
-from shared.runtime.changelog_reads import ChangelogRead, lost_reads
+from shared.runtime.changelog_reads import ChangelogRead, lost_reads, recovery_of
 from shared.runtime.stream import DeliveryNotices
 
 #: A seek back whose expected record has not come after this long is repeated.
@@ -360,7 +360,7 @@ class InOrderConsumer(AIOKafkaConsumer):
     def changelog_reads(self, now: float) -> dict[TP, ChangelogRead]:
         """Where the table recovery and this consumer are in each changelog partition
         the recovery still reads (``shared.runtime.changelog_reads``)."""
-        recovery: Any = getattr(vars(self.app).get("tables"), "_recovery", None)
+        recovery = recovery_of(self.app)
         if recovery is None or not recovery.in_recovery:
             return {}
         started = recovery._recovery_started_at

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from shared.runtime.changelog_reads import recovery_of
+
 #: A recovery this long without a changelog record is reported.
 RECOVERY_SILENT_S = 60.0
 #: How often the watcher looks, and the least time between two reports.
@@ -163,11 +165,6 @@ def connection_states(client: Any) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _recovery_of(app: Any) -> Any:
-    """The app's table recovery, if its tables exist: never builds them (another thread's)."""
-    return getattr(vars(app).get("tables"), "_recovery", None)
-
-
 def _part(build: Callable[[], Any]) -> Any:
     try:
         return build()
@@ -181,7 +178,7 @@ def stall_report(app: Any) -> dict[str, Any]:
     consumer: Any = getattr(app, "_consumer", None)
     thread: Any = getattr(consumer, "_thread", None)
     kafka: Any = getattr(thread, "_consumer", None)
-    recovery: Any = _recovery_of(app)
+    recovery: Any = recovery_of(app)
     return {
         "threads": _part(thread_stacks),
         "app_tasks": _part(lambda: loop_tasks(app.loop)),
@@ -231,7 +228,7 @@ def watch_recovery(
         last_report = -REPORT_EVERY_S
         while True:
             time.sleep(interval_s)
-            silence = _part(partial(recovery_silence, _recovery_of(app), now := clock()))
+            silence = _part(partial(recovery_silence, recovery_of(app), now := clock()))
             if not isinstance(silence, float) or silence < silent_s:
                 continue
             if now - last_report < REPORT_EVERY_S:
