@@ -162,6 +162,17 @@ def vm_hwm_kb(status_text: str) -> int:
     return status_kb(status_text).get("VmHWM", 0)
 
 
+def io_write_bytes(io_text: str) -> int:
+    """Bytes a process caused to be written to storage (``write_bytes`` of
+    /proc/<pid>/io): its RocksDB files and logs as they reach the disk, not its socket
+    writes; 0 when absent."""
+    for line in io_text.splitlines():
+        name, _, value = line.partition(":")
+        if name == "write_bytes" and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
 def sum_by_service(per_worker: Iterable[tuple[str, float]]) -> dict[str, float]:
     """Add up (service, figure) pairs of several workers per service."""
     out: dict[str, float] = {}

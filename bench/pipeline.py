@@ -48,6 +48,8 @@ from bench.procstats import (
     broker_pids,
     cpu_delta,
     cpu_seconds,
+    disk_write_bytes,
+    disk_write_mib,
     git_commit,
     load_1m,
     machine_ticks,
@@ -235,6 +237,7 @@ async def measure_push(
     # The broker shares the machine: its CPU per conversion is the mesh's cost too.
     brokers = broker_pids(settings.bootstrap)
     offsets0, cpu0, load = await probe.topic_totals(), cpu_seconds(pids), load_1m()
+    disk0 = disk_write_bytes(pids)
     speed = f"{rate:.0f}/s" if rate else "full speed"
     say(f"{label}: {len(items)} conversions at {speed} (load {load})")
     # Both pushes: at a fixed rate the per-batch and per-fetch costs weigh most.
@@ -256,6 +259,7 @@ async def measure_push(
     stop_profiles(profiler)
     settled = await probe.wait_settled(timeout_s=60)
     cpu1, offsets1 = cpu_seconds(pids), await probe.topic_totals()
+    disk1 = disk_write_bytes(pids)
     firsts = first_results(collector, sent_at)
     last = max(ts for ts, _ in firsts.values())
     sent_and_latency = [(float(sent_at[k]), float(t - sent_at[k])) for k, (t, _) in firsts.items()]
@@ -291,6 +295,9 @@ async def measure_push(
         # CPU per conversion hardly depends on what else runs on the machine; the
         # rates above do (docs/benchmarks.md, "Noise").
         "cpu_ms_per_conversion": figures.per_item_ms(sum(cpu.values()), len(wanted)),
+        # RocksDB's write-ahead log and flushes, and the workers' logs: what the
+        # stores cost the disk (CONVMESH_ROCKSDB_WAL).
+        "disk_write_mib": disk_write_mib(pids, disk0, disk1),
         "broker_cpu_s": broker_cpu,
         "broker_cpu_ms_per_conversion": figures.per_item_ms(broker_cpu, len(wanted)),
         "load_1m": load,
@@ -368,7 +375,7 @@ async def run_pipeline(
     await collector.start()
     try:
         context = context_records(workload, settings)
-        load, cpu0 = load_1m(), cpu_seconds(pids)
+        load, cpu0, disk0 = load_1m(), cpu_seconds(pids), disk_write_bytes(pids)
         t0 = time.monotonic()
         await produce_all(settings.bootstrap, context)
         lag = await wait_consumed(probe, consumer_groups(settings), config.stall_s)
@@ -399,6 +406,9 @@ async def run_pipeline(
             "warmup": warmed,
             **runs,
             "peak_rss_mb": peak_rss_mb(pids),
+            # From the preload to the last push's settling.
+            "disk_write_mib": (disk := disk_write_mib(pids, disk0, disk_write_bytes(pids))),
+            "disk_write_mib_all": round(sum(disk.values()), 1),
         }
     finally:
         await collector.stop()

@@ -107,6 +107,25 @@ def cpu_delta(
     return {s: round(v, 2) for s, v in figures.sum_by_service(per).items()}
 
 
+def disk_write_bytes(pids: Sequence[tuple[str, int]]) -> dict[int, int]:
+    """``write_bytes`` so far per pid (``figures.io_write_bytes``); 0 when unreadable."""
+    out = {}
+    for _, pid in pids:
+        try:
+            out[pid] = figures.io_write_bytes(Path(f"/proc/{pid}/io").read_text())
+        except OSError:
+            out[pid] = 0
+    return out
+
+
+def disk_write_mib(
+    pids: Sequence[tuple[str, int]], before: dict[int, int], after: dict[int, int]
+) -> dict[str, float]:
+    """MiB written to storage per service between two ``disk_write_bytes``."""
+    per = ((s, (after.get(p, 0) - before.get(p, 0)) / 2**20) for s, p in pids)
+    return {s: round(v, 1) for s, v in figures.sum_by_service(per).items()}
+
+
 def peak_rss_mb(pids: Sequence[tuple[str, int]]) -> dict[str, float]:
     per = []
     for service, pid in pids:

@@ -172,6 +172,8 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     for service in SERVICES:
         rows.append((f"cpu s {service}", *both("cpu_s", service)))
         rows.append((f"peak RSS MB {service}", cell(pipeline, "peak_rss_mb", service), ""))
+        rows.append((f"disk writes MiB {service}", *both("disk_write_mib", service)))
+    rows.append(("disk writes MiB, whole run", cell(pipeline, "disk_write_mib_all"), ""))
     rows.append(("bench's own CPU s", *both("bench_cpu_s")))
     rows.append(("machine's busy cores", *both("machine_busy_cores")))
     rows.append(("load 1m before", *both("load_1m")))

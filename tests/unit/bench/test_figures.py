@@ -166,3 +166,9 @@ def test_per_item_ms_divides_and_keeps_an_unmeasured_cpu_unmeasured() -> None:
     assert figures.per_item_ms(1.5, 1000) == 1.5
     assert figures.per_item_ms(None, 1000) is None
     assert figures.per_item_ms(0.5, 0) == 500.0
+
+
+def test_io_write_bytes_reads_what_reached_storage_not_the_sockets() -> None:
+    io = "rchar: 900\nwchar: 800\nsyscr: 3\nsyscw: 4\nread_bytes: 4096\nwrite_bytes: 12288\n"
+    assert figures.io_write_bytes(io) == 12288
+    assert figures.io_write_bytes("rchar: 1\n") == 0

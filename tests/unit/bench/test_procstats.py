@@ -89,3 +89,10 @@ def test_a_proxy_on_the_port_is_not_the_broker(tmp_path: Path) -> None:
     """docker-proxy holds the port of a broker in a container: its CPU is not the broker's."""
     proc = fake_proc(tmp_path, {200: [4711]}, main="docker-proxy")
     assert procstats.broker_pids("127.0.0.1:9092", proc) == []
+
+
+def test_disk_writes_add_up_a_services_workers_in_mib() -> None:
+    pids = [("attribute", 11), ("attribute", 12), ("dedupe", 13)]
+    before = {11: 0, 12: 2**20, 13: 5 * 2**20}
+    after = {11: 3 * 2**20, 12: 2 * 2**20, 13: 5 * 2**20}
+    assert procstats.disk_write_mib(pids, before, after) == {"attribute": 4.0, "dedupe": 0.0}

@@ -34,3 +34,15 @@ def test_inclusive_shares_count_each_sample_in_every_category_it_passes() -> Non
 def test_top_self_names_the_leaf_frames_by_share() -> None:
     summary = profile_summary.summarize(profile_summary.parse(RAW))
     assert summary["top_self"][0] == ("select (selectors.py:468)", 60.0)
+
+
+def test_the_stall_watchers_sleep_is_idle_but_its_report_is_not() -> None:
+    raw = [
+        "_bootstrap (threading.py:1002);watch (shared/runtime/stall_report.py:230) 50\n",
+        "_bootstrap (threading.py:1002);watch (shared/runtime/stall_report.py:234);"
+        "stall_report (shared/runtime/stall_report.py:180) 10\n",
+        "run (faust/transport/consumer.py:10);on_valid (services/dedupe/rules.py:5) 40\n",
+    ]
+    summary = profile_summary.summarize(profile_summary.parse(raw))
+    assert summary["idle_percent"] == 50.0
+    assert summary["inclusive_percent"]["service rules (rules.py/logic.py)"] == 80.0
