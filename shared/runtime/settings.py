@@ -484,11 +484,12 @@ class Settings:
     )
     rocksdb_wal: bool = env_field(
         "CONVMESH_ROCKSDB_WAL",
-        True,
-        "write every table's RocksDB stores through RocksDB's write-ahead log; off"
-        " (experimental), a table that no other table of its service shares a source with"
-        " skips it: a kill -9 loses the writes since its store's last flush, and the restart"
-        " replays them from the changelog (docs/reliability.md)",
+        False,
+        "write every table's RocksDB stores through RocksDB's write-ahead log; off (the"
+        " default), a table that no other table of its service shares a source with skips"
+        " it, as Kafka Streams' stores do: a kill -9 loses the writes since its store's last"
+        " flush, and the restart replays them from the changelog (docs/reliability.md); the"
+        " services write less than half as much to disk",
         _bool,
     )
     broker_heap_mb: int = env_field(

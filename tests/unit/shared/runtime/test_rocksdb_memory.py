@@ -32,14 +32,14 @@ def test_the_shared_cache_is_sized_by_settings(tmp_path: Path) -> None:
     assert memory.memtables_bytes == settings.rocksdb_memtables_mb * 1024 * 1024
 
 
-def test_the_write_ahead_log_is_on_unless_the_settings_turn_it_off(tmp_path: Path) -> None:
+def test_the_write_ahead_log_is_off_unless_the_settings_turn_it_on(tmp_path: Path) -> None:
     def memory(**kw: Any) -> SharedMemory:
         settings = Settings(service="dedupe", data_dir=tmp_path, web_port=6196, dev_mode=True, **kw)
         found: SharedMemory = create_app(settings).conf.convmesh_rocksdb_memory
         return found
 
-    assert memory().wal is True
-    assert memory(rocksdb_wal=False).wal is False
+    assert memory().wal is False
+    assert memory(rocksdb_wal=True).wal is True
 
 
 def test_a_store_opened_with_shared_memory_keeps_what_is_written(tmp_path: Path) -> None:
