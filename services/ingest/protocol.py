@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from services.ingest.validation import published_form
 from shared.contract.errors import InvalidEvent
 from shared.runtime.logging import get_logger
 
@@ -173,12 +174,13 @@ def _process_one(
     max_record_bytes: int,
 ) -> tuple[EventResult, bytes | None]:
     # The envelope is serialised before validation so that it holds the event
-    # exactly as received, whatever the validator normalises.
+    # as received, whatever the validator normalises (less the user_data fields
+    # it ignores: ``published_form``).
     value: bytes | None = None
     unwritable = False
     if isinstance(event, dict):
         try:
-            value = envelope_bytes(ad_account_id, received_at_ms, event)
+            value = envelope_bytes(ad_account_id, received_at_ms, published_form(event))
         except TypeError:  # orjson.JSONEncodeError: nested too deeply
             unwritable = True
     try:

@@ -16,8 +16,8 @@ Reason codes (stable; also listed in docs/reason-codes.md)
 reason                          when
 =============================  ==============================================================
 ``event_not_object``            the event is not a JSON object
-``unknown_field``               a field that the schema does not define (event, user_data,
-                                custom_data or a contents[] item)
+``unknown_field``               a field that the schema does not define (event, app_info,
+                                device_info, custom_data or a contents[] item)
 ``missing_required_field``      event_name, action_source, event_time, event_id or user_data
                                 is missing or null
 ``invalid_field_type``          a field has the wrong JSON type (string, bool, object, array,
@@ -118,8 +118,10 @@ MAX_ITEMS = 1_000
 MS_THRESHOLD = 10**11
 MAX_AGE_MS = MAX_EVENT_AGE_MS
 MAX_VALUE_CHARS = 40
-#: Longest string of an app_info / device_info field.
+#: Longest string of an app_info / device_info field (but its user agent).
 MAX_INFO_CHARS = 256
+#: Most items of an app_info / device_info array (device_info.languages).
+MAX_INFO_ITEMS = 100
 
 # ---------------------------------------------------------------- schema
 EVENT_NAMES: frozenset[str] = frozenset(
@@ -167,13 +169,61 @@ _EVENT_STRINGS = frozenset(
     }
 )
 _EVENT_BOOLS = frozenset({"opt_out", "wifi"})
-#: The structured forms of the flat app_ / device_ fields: the same names, scalars
-#: only (docs/api.md). A free-form object would carry anything, identifiers included.
-INFO_FIELDS: dict[str, frozenset[str]] = {
-    "app_info": frozenset({"app_id", "app_name", "app_version"}),
-    "device_info": frozenset(
-        {"device_brand", "device_carrier", "device_model", "device_type", "os_version", "wifi"}
-    ),
+#: app_info / device_info: what each field may hold. The fields of Pinterest's
+#: structured forms (ConversionEventAppInfo / ConversionEventDeviceInfo in its v5
+#: OpenAPI, which forbids other fields) and, as before, the flat fields' own names.
+#: Kinds: "string" (at most MAX_INFO_CHARS), "user_agent" (at most MAX_STRING_CHARS),
+#: "integer", "bool", "strings" (an array of at most MAX_INFO_ITEMS such strings).
+#: No nested objects: a free-form object would carry anything, identifiers included.
+INFO_FIELDS: dict[str, dict[str, str]] = {
+    "app_info": {
+        **dict.fromkeys(
+            ("app_id", "app_name", "app_package_name", "app_store", "app_version"), "string"
+        ),
+        "user_agent": "user_agent",
+        **dict.fromkeys(("install_time", "window_height", "window_width"), "integer"),
+    },
+    "device_info": {
+        **dict.fromkeys(
+            (
+                "brand",
+                "carrier",
+                "form_factor",
+                "kernel_version",
+                "locale",
+                "model",
+                "network_type",
+                "os_family",
+                "os_name",
+                "os_release_name",
+                "os_version",
+                "timezone",
+                "timezone_abbr",
+                "type",
+                "device_brand",
+                "device_carrier",
+                "device_model",
+                "device_type",
+            ),
+            "string",
+        ),
+        **dict.fromkeys(
+            (
+                "battery_level",
+                "cpu_cores",
+                "external_storage_free_space",
+                "external_storage_size",
+                "screen_density",
+                "screen_height",
+                "screen_width",
+                "storage_free_space",
+                "storage_size",
+            ),
+            "integer",
+        ),
+        "languages": "strings",
+        "wifi": "bool",
+    },
 }
 _EVENT_CORE = frozenset({*_REQUIRED, "custom_data"})
 
@@ -270,9 +320,21 @@ def _check_int(value: Any, path: str) -> None:
         raise _type_error(path, "an integer or null")
 
 
+def _unhashed(path: str) -> InvalidEvent:
+    return InvalidEvent(
+        UNHASHED_IDENTIFIER,
+        f"Field '{path}' must be hashed: send the SHA-256 of the normalised value as 64"
+        " hexadecimal characters, never the plaintext.",
+    )
+
+
 def _hashes(value: Any, field: str) -> list[str]:
     if value is None:
         return []
+    if type(value) is str and _HEX64(value) is None:
+        # One plaintext value where an array was due ("em": "alice@example.com"): the
+        # message says what matters most, that it must be hashed.
+        raise _unhashed(f"user_data.{field}")
     if type(value) is not list:
         raise _type_error(f"user_data.{field}", "an array of SHA-256 hashes (64 hex characters)")
     if len(value) > MAX_HASHES:
@@ -282,11 +344,7 @@ def _hashes(value: Any, field: str) -> list[str]:
     out: list[str] = []
     for index, item in enumerate(value):
         if type(item) is not str or _HEX64(item) is None:
-            raise InvalidEvent(
-                UNHASHED_IDENTIFIER,
-                f"Field 'user_data.{field}[{index}]' must be hashed: send the SHA-256 of the"
-                " normalised value as 64 hexadecimal characters, never the plaintext.",
-            )
+            raise _unhashed(f"user_data.{field}[{index}]")
         item = item.lower()
         if item not in out:
             out.append(item)
@@ -410,25 +468,58 @@ def is_plaintext_identifier(text: str) -> bool:
 
 
 def _info(value: Any, field: str) -> None:
-    """app_info / device_info: an object of known scalar fields, strings bounded."""
+    """app_info / device_info: an object of known fields (INFO_FIELDS), each of its kind."""
     if type(value) is not dict:
         raise _type_error(field, "an object or null")
-    allowed = INFO_FIELDS[field]
+    kinds = INFO_FIELDS[field]
     for name, item in value.items():
-        if name not in allowed:
+        kind = kinds.get(name)
+        if kind is None:
             raise _unknown(name, field)
-        path = f"{field}.{name}"
-        if item is None:
-            continue
-        if name == "wifi":
-            if item is not True and item is not False:
-                raise _type_error(path, "true, false or null")
-        elif type(item) is not str:
-            raise _type_error(path, "a string or null")
-        elif len(item) > MAX_INFO_CHARS:
+        if item is not None:
+            _info_item(item, kind, f"{field}.{name}")
+
+
+def _info_item(item: Any, kind: str, path: str) -> None:
+    if kind == "bool":
+        if item is not True and item is not False:
+            raise _type_error(path, "true, false or null")
+    elif kind == "integer":
+        _check_int(item, path)
+    elif kind == "strings":
+        if type(item) is not list:
+            raise _type_error(path, "an array of strings or null")
+        if len(item) > MAX_INFO_ITEMS:
             raise InvalidEvent(
-                FIELD_TOO_LONG, f"Field '{path}' is longer than {MAX_INFO_CHARS} characters."
+                FIELD_TOO_LONG, f"Field '{path}' has more than {MAX_INFO_ITEMS} items."
             )
+        for index, text in enumerate(item):
+            _info_string(text, f"{path}[{index}]", MAX_INFO_CHARS)
+    else:
+        _info_string(item, path, MAX_STRING_CHARS if kind == "user_agent" else MAX_INFO_CHARS)
+
+
+def _info_string(item: Any, path: str, limit: int) -> None:
+    if type(item) is not str:
+        raise _type_error(path, "a string or null")
+    if len(item) > limit:
+        raise InvalidEvent(FIELD_TOO_LONG, f"Field '{path}' is longer than {limit} characters.")
+
+
+#: The user_data fields this API reads; others are ignored and never published.
+USER_DATA_FIELDS: frozenset[str] = HASHED_FIELDS | _USER_STRINGS
+
+
+def published_form(event: Any) -> Any:
+    """The event as the API publishes it: without the user_data fields it does not
+    read, which could hold anything, identifiers in the clear included."""
+    if type(event) is not dict:
+        return event
+    user_data = event.get("user_data")
+    if type(user_data) is not dict or all(f in USER_DATA_FIELDS for f in user_data):
+        return event
+    kept = {f: v for f, v in user_data.items() if f in USER_DATA_FIELDS}
+    return {**event, "user_data": kept}
 
 
 def _user_data(user_data: Any, identifier_key: str | None) -> dict[str, Any]:
@@ -441,8 +532,9 @@ def _user_data(user_data: Any, identifier_key: str | None) -> dict[str, Any]:
         elif field in _USER_STRINGS:
             if val is not None:
                 _check_string(val, f"user_data.{field}")
-        else:
-            raise _unknown(field, "user_data")
+        # Any other field is let through, as the spec's schema does (it forbids other
+        # fields on the body, the event, custom_data and contents[] only), and then
+        # ignored: the API publishes the event without it (``published_form``).
 
     # Both are strings or None here (checked above).
     ip: str | None = user_data.get("client_ip_address")

@@ -257,3 +257,12 @@ def test_a_deeply_nested_app_info_is_rejected_alone_by_the_event_rules():
     results, values = process(events)
     assert [r.status for r in results] == ["processed", "failed"]
     assert len(values) == 1
+
+
+def test_an_unknown_user_data_field_is_processed_and_not_published():
+    ev = event()
+    ev["user_data"] = {**ev["user_data"], "full_name": "Alice Smith"}
+    results, values = process([ev])
+    assert [r.status for r in results] == ["processed"]
+    published = orjson.loads(values[0])["event"]
+    assert "full_name" not in published["user_data"] and published["user_data"]["em"] == [H1]

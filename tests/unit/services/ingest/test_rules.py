@@ -352,10 +352,18 @@ def test_phone_number_as_integer_in_ph_is_redacted_from_dlq():
 
 
 def test_unknown_user_data_field_value_is_redacted_from_dlq():
-    ev = event(user_data={"em": [H1], "full_name": "Alice Smith"})
+    """An event rejected for another reason: its unknown user_data field's value is
+    not dead-lettered."""
+    ev = event(event_id="", user_data={"em": [H1], "full_name": "Alice Smith"})
     out = rejected(envelope(event=ev))
-    assert out.reason == v.UNKNOWN_FIELD
     assert "Alice Smith" not in out.value.decode()
+
+
+def test_an_unknown_user_data_field_is_ignored_and_never_sent_on():
+    ev = event(user_data={"em": [H1], "full_name": "Alice Smith"})
+    out = valid(envelope(event=ev))
+    assert "Alice Smith" not in out.value.decode()
+    assert "full_name" not in out.value.decode()
 
 
 def test_email_anywhere_is_redacted_from_dlq():

@@ -317,6 +317,72 @@ def test_non_bool_wifi_in_device_info_is_rejected():
     assert reject(event(device_info={"wifi": "yes"})).reason == v.INVALID_FIELD_TYPE
 
 
+def test_pinterests_structured_info_fields_are_accepted():
+    """The fields of Pinterest's ConversionEventAppInfo / ConversionEventDeviceInfo."""
+    ok(
+        event(
+            app_info={
+                "app_id": "429047995",
+                "app_name": "Shop",
+                "app_package_name": "com.shop.app",
+                "app_store": "app_store",
+                "app_version": "1.2",
+                "install_time": 1_700_000_000,
+                "user_agent": "Mozilla/5.0 " + "x" * 1_000,
+                "window_height": 2532,
+                "window_width": 1170,
+            },
+            device_info={
+                "battery_level": 80,
+                "brand": "Apple",
+                "carrier": "T",
+                "cpu_cores": 6,
+                "external_storage_free_space": 0,
+                "external_storage_size": 0,
+                "form_factor": "phone",
+                "kernel_version": "23.1.0",
+                "languages": ["en-US", "fr-FR"],
+                "locale": "en_US",
+                "model": "iPhone14,2",
+                "network_type": "wifi",
+                "os_family": "ios",
+                "os_name": "iOS",
+                "os_release_name": "Sonoma",
+                "os_version": "17.1",
+                "screen_density": 3,
+                "screen_height": 2532,
+                "screen_width": 1170,
+                "storage_free_space": 1_000_000,
+                "storage_size": 128_000_000_000,
+                "timezone": "America/New_York",
+                "timezone_abbr": "EST",
+                "type": "phone",
+            },
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        {"app_info": {"install_time": "1700000000"}},
+        {"app_info": {"window_width": True}},
+        {"device_info": {"languages": "en-US"}},
+        {"device_info": {"languages": [{"lang": EMAIL}]}},
+        {"device_info": {"screen_height": 1.5}},
+    ],
+)
+def test_an_info_field_of_the_wrong_kind_is_rejected(info: dict):
+    err = reject(event(**info))
+    assert err.reason == v.INVALID_FIELD_TYPE and EMAIL not in err.message
+
+
+def test_info_strings_and_arrays_are_bounded():
+    assert reject(event(device_info={"languages": ["en"] * 101})).reason == v.FIELD_TOO_LONG
+    long_ua = "x" * (v.MAX_STRING_CHARS + 1)
+    assert reject(event(app_info={"user_agent": long_ua})).reason == v.FIELD_TOO_LONG
+
+
 def test_documented_info_fields_are_accepted():
     ok(
         event(
@@ -370,8 +436,17 @@ def test_non_object_user_data_is_rejected():
     assert reject(event(user_data=[H1])).reason == v.INVALID_FIELD_TYPE
 
 
-def test_unknown_user_data_field_is_rejected():
-    assert reject(user(em=[H1], email=[H1])).reason == v.UNKNOWN_FIELD
+def test_unknown_user_data_field_is_ignored():
+    """The spec forbids unknown fields elsewhere, not in user_data: let through, unread."""
+    assert ok(user(em=[H1], full_name="Alice Smith")).ids == ok(user(em=[H1])).ids
+
+
+def test_unknown_user_data_fields_are_left_out_of_the_published_form():
+    ev = user(em=[H1], full_name="Alice Smith")
+    published = v.published_form(ev)
+    assert published["user_data"] == {"em": [H1]}
+    assert ev["user_data"]["full_name"] == "Alice Smith"  # the caller's event is untouched
+    assert v.published_form(user(em=[H1])) == user(em=[H1])
 
 
 def test_user_data_without_identifiers_is_rejected():
@@ -442,6 +517,13 @@ def test_non_hex_64_characters_is_not_a_hash():
 
 def test_hashed_field_as_a_bare_string_is_rejected():
     assert reject(user(em=H1)).reason == v.INVALID_FIELD_TYPE
+
+
+def test_a_bare_plaintext_string_in_a_hashed_field_is_told_to_be_hashed():
+    """Not only "must be an array": the spec's message for plaintext, without the value."""
+    err = reject(user(em=EMAIL))
+    assert err.reason == v.UNHASHED_IDENTIFIER
+    assert "must be hashed" in err.message and EMAIL not in err.message
 
 
 def test_too_many_hashes_are_rejected():
