@@ -29,18 +29,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from services.ingest.limits import InFlight, RateLimiter, Refusal
 from services.ingest.protocol import (
     CODE_AUTH,
+    CODE_BAD_REQUEST,
     CODE_BODY_TIMEOUT,
     CODE_FORBIDDEN,
     CODE_INTERNAL,
+    CODE_METHOD_NOT_ALLOWED,
+    CODE_NOT_FOUND,
     CODE_RATE_LIMIT,
     CODE_TOO_LARGE,
     CODE_UNAVAILABLE,
@@ -87,9 +91,38 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+#: Paths under it answer their errors as the API does, ``{code, message}``.
+API_PREFIX = "/v5/"
+
+
+@web.middleware
+async def api_errors_as_json(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A 404 or 405 under ``/v5/`` (no such route, a GET on the events route) in the
+    API's ``{code, message}`` form rather than aiohttp's plain text."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        if not request.path.startswith(API_PREFIX):
+            raise
+        return json_response(404, error_body(CODE_NOT_FOUND, "No such resource."))
+    except web.HTTPMethodNotAllowed as exc:
+        if not request.path.startswith(API_PREFIX):
+            raise
+        message = f"Method {request.method} is not allowed here; use POST."
+        return json_response(
+            405,
+            error_body(CODE_METHOD_NOT_ALLOWED, message),
+            headers={"Allow": exc.headers["Allow"]},
+        )
+
+
 def api_runner(api: ConversionsApi, settings: Settings) -> web.AppRunner:
     """A runner (not set up) of an aiohttp Application that serves only the API."""
-    own = web.Application(client_max_size=settings.api_max_body_bytes)
+    own = web.Application(
+        client_max_size=settings.api_max_body_bytes, middlewares=[api_errors_as_json]
+    )
     own.router.add_routes(api.routes())
     return web.AppRunner(own, **server_options(settings))
 
@@ -111,7 +144,14 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await request.content.readany()
+        try:
+            chunk = await request.content.readany()
+        except RequestPayloadError:
+            # A body aiohttp cannot decode: a corrupt gzip or deflate stream, or a
+            # broken chunked encoding. The client's mistake, like a body not JSON.
+            raise ApiError(
+                400, CODE_BAD_REQUEST, "The request body could not be decoded."
+            ) from None
         if not chunk:
             break
         size += len(chunk)

@@ -30,6 +30,8 @@ CODE_EVENTS_FAILED = 4198
 CODE_TOO_LARGE = 4199
 CODE_BODY_TIMEOUT = 4200
 CODE_INTERNAL = 4201
+CODE_NOT_FOUND = 4202
+CODE_METHOD_NOT_ALLOWED = 4203
 
 _BODY_FIELDS = frozenset({"data"})
 #: ``fullmatch``, not ``match`` with ``$``: ``$`` also matches before a final newline.

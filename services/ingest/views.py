@@ -22,7 +22,7 @@ from typing import Any
 import faust
 from aiohttp import web
 
-from services.ingest.handler import ConversionsApi, api_runner, server_options
+from services.ingest.handler import ConversionsApi, api_errors_as_json, api_runner, server_options
 from services.ingest.publisher import KafkaPublisher
 from services.ingest.validation import validate_event
 from shared.kafka.api_tokens import TokenReader
@@ -45,6 +45,7 @@ def register(app: faust.App, settings: Settings) -> None:
     )
     web_app = app.web.web_app  # type: ignore[attr-defined]  # the aiohttp driver's Application
     web_app.router.add_routes(api.routes())
+    web_app.middlewares.append(api_errors_as_json)
     # Faust's aiohttp driver serves web_app with ``_runner`` (made with access_log=None
     # only) from start_server(), which runs after this: same runner, plus our options.
     app.web._runner = web.AppRunner(web_app, **server_options(settings))  # type: ignore[attr-defined]

@@ -420,6 +420,18 @@ def test_non_json_body_is_400(service) -> None:
     assert status == 400 and answer["code"] == 4196
 
 
+def test_a_get_on_the_events_route_is_405_in_the_apis_json_form(service) -> None:
+    """On the worker's own web server, where the operator views live too."""
+
+    async def get() -> tuple[int, str, dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(service.events_url()) as response:
+                return response.status, response.content_type, orjson.loads(await response.read())
+
+    status, content_type, answer = asyncio.run(get())
+    assert (status, content_type, answer["code"]) == (405, "application/json", 4203)
+
+
 def test_millisecond_timestamp_and_plaintext_email_fail_per_event(service) -> None:
     run = uuid.uuid4().hex[:8]
     data = [

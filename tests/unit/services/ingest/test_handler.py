@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gzip
 import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -417,3 +418,61 @@ async def test_trickling_bodies_of_one_account_do_not_fail_another_accounts_requ
     statuses = sorted(status for status, _, _ in answers)
     assert statuses == [408, 408, 429, 429]
     assert held == 0
+
+
+# ------------------------------------------------------------------ encodings and routes
+
+
+async def test_a_gzip_body_is_read(setup):
+    settings, store, publisher, token, _ = setup
+    client = await _client(settings, store, publisher)
+    try:
+        async with client.post(
+            f"/v5/ad_accounts/{AD}/events",
+            data=gzip.compress(orjson.dumps({"data": [event(1)]})),
+            headers={**_headers(token), "Content-Encoding": "gzip"},
+        ) as response:
+            status = response.status
+    finally:
+        await client.close()
+    assert status == 200 and len(publisher.calls) == 1
+
+
+async def test_a_corrupt_gzip_body_is_400_not_500(setup):
+    settings, store, publisher, token, _ = setup
+    client = await _client(settings, store, publisher)
+    try:
+        async with client.post(
+            f"/v5/ad_accounts/{AD}/events",
+            data=b"\x1f\x8b this is not gzip",
+            headers={**_headers(token), "Content-Encoding": "gzip"},
+        ) as response:
+            status, body = response.status, orjson.loads(await response.read())
+    finally:
+        await client.close()
+    assert (status, body["code"]) == (400, protocol.CODE_BAD_REQUEST)
+    assert publisher.calls == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", f"/v5/ad_accounts/{AD}/events", 405, protocol.CODE_METHOD_NOT_ALLOWED),
+        ("POST", f"/v5/ad_accounts/{AD}/events/", 404, protocol.CODE_NOT_FOUND),
+        ("POST", "/v5/nothing", 404, protocol.CODE_NOT_FOUND),
+    ],
+)
+async def test_a_wrong_route_or_method_answers_in_the_apis_json_form(
+    setup, method: str, path: str, status: int, code: int
+):
+    """What the spec asks of "other errors": ``{code, message}``, as JSON."""
+    settings, store, publisher, _, _ = setup
+    async with serving(settings, store, publisher) as api:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{api.port}{path}"
+            async with session.request(method, url) as response:
+                got = (response.status, response.content_type, await response.read())
+                allow = response.headers.get("Allow")
+    assert got[:2] == (status, "application/json")
+    assert orjson.loads(got[2])["code"] == code
+    assert (allow == "POST") == (status == 405)
