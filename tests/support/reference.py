@@ -12,7 +12,8 @@ counts.
 Readings chosen where the contract leaves room (each also a test):
 
 * Validation is a minimal, independent reading of the API rules (unknown fields
-  in the event, user_data, custom_data and contents[] items are errors; an
+  in the event, custom_data and contents[] items are errors, in user_data they
+  are ignored, as the spec's schema forbids them only in the others; an
   envelope whose ``source`` is missing counts as ``topic``; a record that is not
   a JSON object, or whose source is not one of the four, counts under
   ``unreadable_source``, default ``topic``; ``received_at_ms`` missing means
@@ -123,9 +124,6 @@ _HASHED = (
     "country",
     "external_id",
     "hashed_maids",
-)
-_USER_FIELDS = frozenset(
-    {*_HASHED, "client_ip_address", "client_user_agent", "click_id", "partner_id"}
 )
 _CUSTOM_FIELDS = frozenset(
     {
@@ -385,8 +383,6 @@ def _event(acct: str, source: str, received: int, ev: Any) -> Conversion:
     ud = ev["user_data"]
     if not isinstance(ud, dict):
         raise _Invalid("invalid_field_type")
-    if set(ud) - _USER_FIELDS:
-        raise _Invalid("unknown_field")
     hashed: dict[str, tuple[str, ...]] = {}
     for name in _HASHED:
         arr = ud.get(name)

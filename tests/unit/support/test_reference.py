@@ -302,6 +302,13 @@ def test_unknown_fields_and_missing_required_fields_are_rejected() -> None:
     assert e.attributed == {} and e.reports == {}
 
 
+def test_an_unknown_user_data_field_is_ignored() -> None:
+    env = orjson.loads(conv("x").value)
+    env["event"]["user_data"]["full_name"] = "Alice Smith"
+    e = run(Record("conversions.raw", A1.encode(), orjson.dumps(env)))
+    assert [o.reason for o in e.outcomes] == [None]
+
+
 def test_missing_source_counts_as_topic() -> None:
     env = orjson.loads(conv("x").value)
     del env["source"]
