@@ -247,10 +247,11 @@ _CUSTOM_STRINGS = frozenset(
         "np",
         "predicted_ltv",
         "external_measurement_id",
-        "external_measurement_vendor_id",
     }
 )
-_CUSTOM_FIELDS = frozenset({*_CUSTOM_STRINGS, "content_ids", "contents", "num_items"})
+#: A string, or an integer as Pinterest's v5 schema has typed it since 2025.
+_VENDOR_ID = "external_measurement_vendor_id"
+_CUSTOM_FIELDS = frozenset({*_CUSTOM_STRINGS, _VENDOR_ID, "content_ids", "contents", "num_items"})
 _CONTENT_STRINGS = frozenset({"id", "item_price", "item_name", "item_category", "item_brand"})
 _CONTENT_FIELDS = frozenset({*_CONTENT_STRINGS, "quantity"})
 
@@ -603,6 +604,11 @@ def _custom_data(custom: Any) -> tuple[float | None, str | None, bool]:
             _check_string(val, f"custom_data.{field}")
         elif field == "num_items":
             _check_int(val, "custom_data.num_items")
+        elif field == _VENDOR_ID:
+            if type(val) is str:
+                _check_string(val, f"custom_data.{field}")
+            elif type(val) is not int:  # bool is not int here
+                raise _type_error(f"custom_data.{field}", "a string, an integer or null")
         elif field == "content_ids":
             if type(val) is not list:
                 raise _type_error("custom_data.content_ids", "an array of strings or null")

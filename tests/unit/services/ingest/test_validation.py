@@ -383,6 +383,17 @@ def test_info_strings_and_arrays_are_bounded():
     assert reject(event(app_info={"user_agent": long_ua})).reason == v.FIELD_TOO_LONG
 
 
+@pytest.mark.parametrize("vendor", ["mv", 12345, None])
+def test_the_measurement_vendor_id_is_a_string_or_an_integer(vendor: object):
+    """An integer since Pinterest's v5 schema typed it so; a string as before."""
+    ok(custom(external_measurement_vendor_id=vendor))
+
+
+@pytest.mark.parametrize("vendor", [1.5, True, ["mv"]])
+def test_the_measurement_vendor_id_of_another_type_is_rejected(vendor: object):
+    assert reject(custom(external_measurement_vendor_id=vendor)).reason == v.INVALID_FIELD_TYPE
+
+
 def test_documented_info_fields_are_accepted():
     ok(
         event(
