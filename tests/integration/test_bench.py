@@ -103,6 +103,10 @@ def test_bench_smoke_reports_every_figure(bootstrap: str, tmp_path: Path) -> Non
     if broker_here:
         assert positive(baseline["broker_cpu_ms_per_record"])
     assert set(pipeline["peak_rss_mb"]) == set(SERVICES)
+    # Bytes written to storage: 0 is possible (a data dir on tmpfs), a negative never.
+    for disk in (pipeline["disk_write_mib"], pipeline["max_rate"]["disk_write_mib"]):
+        assert set(disk) == set(SERVICES) and all(mib >= 0 for mib in disk.values())
+    assert pipeline["disk_write_mib_all"] == round(sum(pipeline["disk_write_mib"].values()), 1)
     assert all(positive(mb) for mb in pipeline["peak_rss_mb"].values())
     for table in ("dedupe.seen", "identity_match.keys", "attribute.users"):
         sizes = report["table_sizes"][table]
