@@ -323,13 +323,28 @@ def concerned_parts(user: User, kind: str, payload: Mapping[str, Any], ctx: Cont
 
 
 def trim(user: User, now_ms: int) -> User:
-    """Drop engagements past every window and conversions past the late horizon."""
-    oldest = now_ms - ENGAGEMENT_RETENTION_MS
+    """Drop engagements past every window and conversions past the late horizon.
+
+    Engagements go by the data's time, not only the clock's: as of the user's newest
+    engagement or conversion when that is older than ``now_ms``. Events are valid
+    relative to their own ``received_at_ms``, so a back-fill or a replay of last
+    year's events must keep the engagements its conversions can credit; with live
+    events the newest is about now, and the clock decides as before. Conversions
+    expire by the clock: their horizon is one of processing time.
+    """
+    oldest = min(now_ms, newest_ms(user, now_ms)) - ENGAGEMENT_RETENTION_MS
     return replace(
         user,
         engagements={k: e for k, e in user.engagements.items() if e.ts_ms >= oldest},
         convs={k: c for k, c in user.convs.items() if c.expires_ms >= now_ms},
     )
+
+
+def newest_ms(user: User, default: int) -> int:
+    """The newest engagement ts_ms or conversion event_time (in ms) of ``user``."""
+    times = [e.ts_ms for e in user.engagements.values()]
+    times.extend(int(c.conv["event_time"]) * 1000 for c in user.convs.values())
+    return max(times, default=default)
 
 
 def named_conversions(user: User) -> list[str]:

@@ -38,7 +38,8 @@ class DedupeHandler:
         window = self.settings.dedup_window_s
         if message.topic == self.expiry_topic:
             if current:
-                kept = rules.on_expiry(current, int(time.time()), window)
+                request = orjson.loads(message.value)
+                kept = rules.on_expiry(current, request, int(time.time()), window)
                 seen.put(message.key, state.encode(kept), event)
             return
         conv = orjson.loads(message.value)
@@ -49,6 +50,11 @@ class DedupeHandler:
         else:
             seen.put(message.key, state.encode(new), event)
         await self.outbox.send_all(sends)
+
+
+def newest_of(raw: bytes) -> int | None:
+    """The newest accepted event_time of one stored ``seen`` value."""
+    return rules.newest_event_time(state.decode(orjson.loads(raw)))
 
 
 def register(app: faust.App, settings: Settings) -> None:
@@ -67,13 +73,19 @@ def register(app: faust.App, settings: Settings) -> None:
         Deletions must happen inside the stream (the changelog partition is the
         event's), so the sweep only sends expiry requests keyed like the state.
         """
-        now_s = int(time.time())
         expiry = raw_topic(app, settings, "dedupe.expiry")
+        # Two passes, so that the whole table is never held decoded: the stream's time
+        # first (``rules.sweep_as_of``), then the keys with something to drop.
+        newest = max(
+            (t for _, raw in seen.items() if (t := newest_of(raw)) is not None), default=None
+        )
+        as_of_s = rules.sweep_as_of(newest, int(time.time()))
+        request = orjson.dumps(rules.expiry_request(as_of_s))
         count = 0
         for key, raw in list(seen.items()):
             current = state.decode(orjson.loads(raw))
-            if rules.prune(current, now_s, settings.dedup_window_s) != current:
-                await expiry.send(key=key, value=b'{"op":"expire"}')
+            if rules.prune(current, as_of_s, settings.dedup_window_s) != current:
+                await expiry.send(key=key, value=request)
                 count += 1
         if count:
-            log.info("dedup_expiry_requested", keys=count)
+            log.info("dedup_expiry_requested", keys=count, as_of_s=as_of_s)

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.dedupe.state import AcceptedEvent, Seen
-from shared.contract.limits import MAX_EVENT_AGE_S
+from shared.contract.limits import MAX_EVENT_AGE_S, MAX_FUTURE_S
 from shared.contract.records import Send
 from shared.values import value_class
 
@@ -54,7 +54,11 @@ def decide(state: Seen, event_time: int, raw_ref: str, window_s: int) -> Outcome
 
 
 def prune(state: Seen, now_s: int, window_s: int) -> Seen:
-    """Drop accepted events no future valid event can fall within the window of."""
+    """Drop accepted events no future valid event can fall within the window of.
+
+    ``now_s`` stands for the ``received_at`` of the events still to come: the sweep's
+    ``as_of_s`` (``sweep_as_of``), not simply the clock.
+    """
     oldest_useful = now_s - MAX_EVENT_AGE_S - window_s
     return tuple(accepted for accepted in state if accepted.event_time >= oldest_useful)
 
@@ -88,6 +92,33 @@ def on_valid(
     return outcome.state, outcome.decision, [Send("conversions.accepted", key, raw)]
 
 
-def on_expiry(state: Seen, now_s: int, window_s: int) -> Seen:
-    """A dedupe.expiry request: the key's state without what can never match again."""
-    return prune(state, now_s, window_s)
+def sweep_as_of(newest_event_time: int | None, now_s: int) -> int:
+    """The time the sweep prunes as of: the clock, or the stream's own time when that
+    is older (a back-fill or a replay of old events, valid relative to their own
+    ``received_at_ms``).
+
+    Events still to come are taken to be received no earlier than those seen, and an
+    event is at most MAX_FUTURE_S ahead of its ``received_at``: so the newest accepted
+    event_time less that hour bounds their ``received_at`` from below.
+    """
+    if newest_event_time is None:
+        return now_s
+    return min(now_s, newest_event_time - MAX_FUTURE_S)
+
+
+def newest_event_time(state: Seen) -> int | None:
+    return max((accepted.event_time for accepted in state), default=None)
+
+
+def expiry_request(as_of_s: int) -> dict[str, Any]:
+    """The dedupe.expiry value the sweep sends to a key's partition."""
+    return {"op": "expire", "as_of_s": as_of_s}
+
+
+def on_expiry(state: Seen, request: dict[str, Any], now_s: int, window_s: int) -> Seen:
+    """A dedupe.expiry request: the key's state without what can never match again,
+    as of the request's ``as_of_s`` (never later than the clock; a request without
+    one, from a worker before it, means the clock)."""
+    as_of = request.get("as_of_s")
+    as_of_s = min(now_s, as_of) if type(as_of) is int else now_s
+    return prune(state, as_of_s, window_s)

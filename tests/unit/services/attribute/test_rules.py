@@ -176,6 +176,43 @@ def test_trim_drops_old_engagements_and_expired_conversions() -> None:
     assert user.engagements == {} and user.convs == {}
 
 
+def test_a_backfill_of_old_events_keeps_the_engagements_its_conversions_credit() -> None:
+    """Engagements go by the data's time: a year-old click stays for its conversion."""
+    user = with_engagements(eng("c1", T_MS - DAY_MS))
+    user = rules.trim(user, now_ms=T_MS + 400 * DAY_MS)
+    assert set(user.engagements) == {"c1"}
+    _, [result] = assign(user, now_ms=T_MS + 400 * DAY_MS)
+    assert result["status"] == "attributed" and result["touch"]["engagement_id"] == "c1"
+
+
+def test_live_engagements_past_retention_of_the_newest_are_dropped() -> None:
+    now = T_MS + 400 * DAY_MS
+    user = with_engagements(eng("old", now - ENGAGEMENT_RETENTION_MS - 1), eng("new", now))
+    assert set(rules.trim(user, now_ms=now).engagements) == {"new"}
+
+
+def test_a_future_dated_engagement_trims_no_more_than_the_clock() -> None:
+    now = T_MS
+    user = with_engagements(
+        eng("edge", now - ENGAGEMENT_RETENTION_MS), eng("ahead", now + 400 * DAY_MS)
+    )
+    assert set(rules.trim(user, now_ms=now).engagements) == {"edge", "ahead"}
+
+
+@given(st.lists(st.integers(0, 600 * DAY_MS), min_size=1, max_size=8), st.integers(0, 600 * DAY_MS))
+def test_trim_keeps_what_is_within_retention_of_the_older_of_clock_and_newest(
+    offsets: list[int], now_offset: int
+) -> None:
+    times = [T_MS + o for o in offsets]
+    user = with_engagements(*(eng(f"e{i}", t) for i, t in enumerate(times)))
+    now = T_MS + now_offset
+    as_of = min(now, max(times))
+    kept = set(rules.trim(user, now_ms=now).engagements)
+    assert kept == {f"e{i}" for i, t in enumerate(times) if t >= as_of - ENGAGEMENT_RETENTION_MS}
+    # never more dropped than by the clock alone
+    assert kept >= {f"e{i}" for i, t in enumerate(times) if t >= now - ENGAGEMENT_RETENTION_MS}
+
+
 touches = st.lists(
     st.tuples(st.sampled_from(["click", "engagement", "view"]), st.integers(0, 40 * DAY_MS)),
     min_size=1,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 
@@ -72,3 +74,14 @@ async def test_expiry_drops_state_no_event_can_reach(h: Harness) -> None:
     await run(h, h.record("conversions.valid", KEY, valid("raw:0:1", event_time=1_000)))
     await run(h, h.record("dedupe.expiry", KEY, orjson.dumps({"op": "expire"})))
     assert h.table("seen").value(KEY) is None
+
+
+async def test_an_expiry_as_of_a_backfills_time_keeps_its_state(h: Harness) -> None:
+    """Events of a year ago, swept as of their own time: their key is still remembered."""
+    old = int(time.time()) - 365 * 86_400
+    await run(h, h.record("conversions.valid", KEY, valid("raw:0:1", event_time=old)))
+    request = orjson.dumps({"op": "expire", "as_of_s": old})
+    await run(h, h.record("dedupe.expiry", KEY, request))
+    assert h.table("seen").value(KEY) is not None
+    await run(h, h.record("conversions.valid", KEY, valid("raw:0:2", event_time=old + 60)))
+    assert len(h.sent("conversions.duplicates")) == 1

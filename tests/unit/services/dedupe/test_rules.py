@@ -3,9 +3,17 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.dedupe.rules import Decision, decide, on_valid, prune
+from services.dedupe.rules import (
+    Decision,
+    decide,
+    expiry_request,
+    on_expiry,
+    on_valid,
+    prune,
+    sweep_as_of,
+)
 from services.dedupe.state import AcceptedEvent, decode, encode
-from shared.contract.limits import MAX_EVENT_AGE_S
+from shared.contract.limits import MAX_EVENT_AGE_S, MAX_FUTURE_S
 
 WINDOW = 172_800
 
@@ -56,6 +64,32 @@ def test_prune_drops_entries_no_future_event_can_reach():
     old = now - MAX_EVENT_AGE_S - WINDOW - 1
     kept = prune(decode([[old, "a"], [now, "b"]]), now, WINDOW)
     assert encode(kept) == [[now, "b"]]
+
+
+def test_the_sweep_prunes_as_of_the_clock_for_live_events():
+    now = 10_000_000
+    assert sweep_as_of(now - 5, now) == now - 5 - MAX_FUTURE_S
+    assert sweep_as_of(now + MAX_FUTURE_S, now) == now  # an event an hour ahead
+    assert sweep_as_of(None, now) == now  # nothing stored
+
+
+def test_the_sweep_prunes_as_of_the_streams_time_for_a_backfill():
+    """A year-old accepted event stays while the newest events are a year old too."""
+    now = 40_000_000
+    newest = now - 365 * 86_400
+    as_of = sweep_as_of(newest, now)
+    state = decode([[newest - 10, "a"]])
+    assert prune(state, as_of, WINDOW) == state
+    assert prune(state, now, WINDOW) == ()  # what the clock alone would do
+
+
+def test_an_expiry_request_is_applied_as_of_its_time_never_later_than_the_clock():
+    now = 40_000_000
+    state = decode([[now - 365 * 86_400, "a"]])
+    backfill = expiry_request(now - 365 * 86_400)
+    assert on_expiry(state, backfill, now, WINDOW) == state
+    assert on_expiry(state, expiry_request(now + 10**9), now, WINDOW) == ()
+    assert on_expiry(state, {"op": "expire"}, now, WINDOW) == ()  # an older worker's
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10 * WINDOW), min_size=1, max_size=30))
