@@ -435,6 +435,45 @@ def predates_deletion(at_ms: int | None, deleted_at_ms: int | None) -> bool:
     return at_ms is not None and deleted_at_ms is not None and at_ms <= deleted_at_ms
 
 
+def on_assign_of_deleted_user(
+    msg: Mapping[str, Any], ctx: Context, expires_ms: int, deleted_at_ms: int
+) -> list[Send]:
+    """An assignment to a deleted user, of a conversion from before the deletion.
+
+    identity_match still resolved one of the conversion's identifiers to the user: a
+    replayed record, or a link the deletion missed (indexed for the user just after
+    the deletion reached the index). The conversion must not go without a result, nor
+    bring the user back. So, and nothing stored:
+
+    * its result, as if the deletion's scrub had reached it: by the rules over none of
+      the user's engagements (all deleted), ``match.user`` null;
+    * the conversion's owner forgets the user (as ``on_delete`` asks of every
+      conversion that named them);
+    * identity_match is asked to delete the user again (``identity.deletions``, no
+      request id, so no second receipt), so that a link it still holds goes too.
+    """
+    if msg.get("op") != "assign":
+        return []
+    _, sends = on_assign(User(), msg, ctx, expires_ms)
+    key = msg["conversion_key"]
+    out = [
+        Send(s.topic, s.key, {**s.value, "match": {**s.value["match"], "user": None}})
+        if s.topic == RESULTS and s.value.get("match")
+        else s
+        for s in sends
+    ]
+    out.append(
+        Send(
+            "identity.answers",
+            key,
+            {"op": "forget_user", "conversion_key": key, "user_id": ctx.user_id},
+        )
+    )
+    again = {"user_id": ctx.user_id, "request_id": None, "ts_ms": deleted_at_ms}
+    out.append(Send("identity.deletions", ctx.user_id, again))
+    return out
+
+
 # -------------------------------------------------------- publisher steps
 
 ATTRIBUTED = "conversions.attributed"
