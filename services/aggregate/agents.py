@@ -255,8 +255,7 @@ class RowsHandler:
         account = state.decode_privacy(privacy.get(account_key, event))
         current = state.decode_member(buckets.get(key, event))
         bucket = state.Bucket({conversion_key: current} if current is not None else {})
-        delay = self.params.delay_s
-        if lanes.on_bucket_delta(account, bucket, delta, versions.now_ms(), delay):
+        if lanes.on_bucket_delta(account, bucket, delta):
             buckets.put(key, state.encode_member(bucket.members[conversion_key]), event)
             privacy.put(account_key, state.encode_privacy(account), event)
         else:

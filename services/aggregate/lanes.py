@@ -83,16 +83,16 @@ def publish_stratum(key: str, totals: StratumTotals, k: int) -> Send:
 # --------------------------------------------------------------- protected
 
 
-def on_bucket_delta(
-    account: PrivacyAccount, bucket: Bucket, delta: dict[str, Any], now_ms: int, delay_s: int
-) -> bool:
+def on_bucket_delta(account: PrivacyAccount, bucket: Bucket, delta: dict[str, Any]) -> bool:
     """Apply one protected delta; True if the bucket (or the account's open dates) changed.
 
-    A date already released, or past every lateness, takes no conversion:
-    "conversions of it that arrive later are not in the lane".
+    A date already released takes no conversion: "conversions of it that arrive
+    later are not in the lane". Any other date does, however old: events are valid
+    relative to their own ``received_at_ms``, so a back-fill of last year's events
+    opens its dates, closed already, and the next release check releases them once.
     """
     date = delta["bucket"].rsplit(":", 1)[1]
-    if date in account.released or pl.is_beyond_lateness(date, now_ms, delay_s):
+    if date in account.released:
         return False
     opened = date not in account.open
     if opened:
@@ -300,15 +300,19 @@ def publish(account: PrivacyAccount, request: dict[str, Any]) -> list[Send]:
 
 
 def prune(account: PrivacyAccount, now_ms: int, delay_s: int) -> bool:
-    """Forget released dates no conversion can reach any more; True if any went."""
-    gone = [
-        d
-        for d, r in account.released.items()
-        if r.published and pl.is_beyond_lateness(d, now_ms, delay_s)
-    ]
-    for date in gone:
-        del account.released[date]
-    return bool(gone)
+    """Drop the rows of published releases past every lateness; True if any went.
+
+    The release itself stays, as the marker that the date was released: a
+    back-filled conversion of that date may still come, and must not open it
+    again (a second release would charge and publish the date twice). A marker
+    without rows is a few dozen bytes per ad account and date.
+    """
+    changed = False
+    for date, release in account.released.items():
+        if release.published and release.rows and pl.is_beyond_lateness(date, now_ms, delay_s):
+            release.rows = {}
+            changed = True
+    return changed
 
 
 def dates_to_request(account: PrivacyAccount, now_ms: int, delay_s: int) -> list[str]:

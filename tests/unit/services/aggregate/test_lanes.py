@@ -107,7 +107,7 @@ def add_delta(key: str, user: str, event_time: int, campaign: str = "c1", value:
 def filled(*deltas: dict[str, Any]) -> tuple[PrivacyAccount, Bucket]:
     account, bucket = PrivacyAccount(), Bucket()
     for delta in deltas:
-        lanes.on_bucket_delta(account, bucket, delta, NOW_MS, 0)
+        lanes.on_bucket_delta(account, bucket, delta)
     return account, bucket
 
 
@@ -158,7 +158,7 @@ def test_the_release_epsilon_is_split_as_documented():
 def test_a_late_conversion_of_a_released_date_is_not_in_the_lane():
     account, bucket = filled(add_delta("a", "u1", T))
     run_release(account, bucket)
-    assert not lanes.on_bucket_delta(account, Bucket(), add_delta("z", "u9", T), NOW_MS, 0)
+    assert not lanes.on_bucket_delta(account, Bucket(), add_delta("z", "u9", T))
     assert account.open == []
 
 
@@ -200,6 +200,27 @@ def test_a_member_applied_already_still_opens_its_date():
     """A kill -9 between the batch's tables can keep the member and lose the open date."""
     account, bucket = filled(add_delta("a", "u1", T))
     account.open.clear()
-    assert lanes.on_bucket_delta(account, bucket, add_delta("a", "u1", T), NOW_MS, 0)
+    assert lanes.on_bucket_delta(account, bucket, add_delta("a", "u1", T))
     assert account.open == [DATE]
-    assert not lanes.on_bucket_delta(account, bucket, add_delta("a", "u1", T), NOW_MS, 0)
+    assert not lanes.on_bucket_delta(account, bucket, add_delta("a", "u1", T))
+
+
+def test_a_backfilled_date_of_last_year_opens_and_is_requested_for_release():
+    """Valid relative to its own received_at_ms: in the lane, released once, as any date."""
+    old = T - 365 * 86_400
+    account, bucket = filled({**add_delta("a", "u1", old), "bucket": f"{ACCOUNT}:{utc_date(old)}"})
+    assert account.open == [utc_date(old)]
+    assert lanes.dates_to_request(account, NOW_MS, delay_s=0) == [utc_date(old)]
+
+
+def test_a_released_date_stays_released_after_its_rows_are_pruned():
+    """Past every lateness the rows go, the marker stays: a late back-fill of that date
+    must not open it again (a second charge and release)."""
+    account, bucket = filled(add_delta("a", "u1", T), add_delta("b", "u2", T))
+    run_release(account, bucket)
+    assert lanes.publish(account, {"date": DATE, "release_id": "rel-1"})
+    later = NOW_MS + 400 * 86_400_000
+    assert lanes.prune(account, later, delay_s=0)
+    assert account.released[DATE].rows == {} and not lanes.prune(account, later, delay_s=0)
+    assert not lanes.on_bucket_delta(account, Bucket(), add_delta("z", "u9", T))
+    assert account.open == []
