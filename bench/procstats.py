@@ -121,8 +121,9 @@ def disk_write_bytes(pids: Sequence[tuple[str, int]]) -> dict[int, int]:
 def disk_write_mib(
     pids: Sequence[tuple[str, int]], before: dict[int, int], after: dict[int, int]
 ) -> dict[str, float]:
-    """MiB written to storage per service between two ``disk_write_bytes``."""
-    per = ((s, (after.get(p, 0) - before.get(p, 0)) / 2**20) for s, p in pids)
+    """MiB written to storage per service between two ``disk_write_bytes``; a worker
+    that is gone at the second (read as 0) counts 0, not a negative amount."""
+    per = ((s, max(0, after.get(p, 0) - before.get(p, 0)) / 2**20) for s, p in pids)
     return {s: round(v, 1) for s, v in figures.sum_by_service(per).items()}
 
 

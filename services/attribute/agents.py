@@ -45,13 +45,7 @@ from shared.runtime.settings import Settings
 INTAKE_INPUTS = ("ads.engagements", "privacy.requests")
 INTAKE_OUTPUTS = (rules.USER_EVENTS,)
 USERS_INPUTS = (rules.USER_EVENTS, "attribution.assignments")
-USERS_OUTPUTS = (
-    "attribution.results",
-    "identity.answers",
-    "identity.deletions",
-    "privacy.deleted",
-    "privacy.receipts",
-)
+USERS_OUTPUTS = ("attribution.results", "identity.answers", "privacy.deleted", "privacy.receipts")
 PUBLISHER_OUTPUTS = ("conversions.attributed", "reports.deltas", "diagnostics.facts")
 #: The inputs a conversion travels through on its way to conversions.attributed: a
 #: fetch that brings their records makes the next one wake (``app``).
@@ -134,7 +128,7 @@ class UsersHandler:
                 now_ms = versions.now_ms()
                 ctx = rules.Context(user_id, keys, self.windows_of, now_ms)
                 expires_ms = now_ms + self.settings.late_horizon_s * 1000
-                sends = rules.on_assign_of_deleted_user(payload, ctx, expires_ms, deleted_at_ms)
+                sends = rules.on_assign_of_deleted_user(payload, ctx, expires_ms)
                 await self.outbox.send_all(sends)
             return
         own_name = payload.get("conversion_key") if kind == "attribution.assignments" else None

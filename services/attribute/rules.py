@@ -36,6 +36,7 @@ from shared.contract.limits import (
     DAY_MS,
     DEFAULT_WINDOWS_DAYS,
     ENGAGEMENT_RETENTION_MS,
+    MAX_BACKFILL_MS,
 )
 from shared.contract.pseudonyms import (
     DELETED_USERS_SCOPE,
@@ -329,10 +330,12 @@ def trim(user: User, now_ms: int) -> User:
     engagement or conversion when that is older than ``now_ms``. Events are valid
     relative to their own ``received_at_ms``, so a back-fill or a replay of last
     year's events must keep the engagements its conversions can credit; with live
-    events the newest is about now, and the clock decides as before. Conversions
-    expire by the clock: their horizon is one of processing time.
+    events the newest is about now, and the clock decides as before. Never from
+    further back than MAX_BACKFILL_MS, so that mis-dated engagements still go.
+    Conversions expire by the clock: their horizon is one of processing time.
     """
-    oldest = min(now_ms, newest_ms(user, now_ms)) - ENGAGEMENT_RETENTION_MS
+    as_of = max(min(now_ms, newest_ms(user, now_ms)), now_ms - MAX_BACKFILL_MS)
+    oldest = as_of - ENGAGEMENT_RETENTION_MS
     return replace(
         user,
         engagements={k: e for k, e in user.engagements.items() if e.ts_ms >= oldest},
@@ -435,9 +438,7 @@ def predates_deletion(at_ms: int | None, deleted_at_ms: int | None) -> bool:
     return at_ms is not None and deleted_at_ms is not None and at_ms <= deleted_at_ms
 
 
-def on_assign_of_deleted_user(
-    msg: Mapping[str, Any], ctx: Context, expires_ms: int, deleted_at_ms: int
-) -> list[Send]:
+def on_assign_of_deleted_user(msg: Mapping[str, Any], ctx: Context, expires_ms: int) -> list[Send]:
     """An assignment to a deleted user, of a conversion from before the deletion.
 
     identity_match still resolved one of the conversion's identifiers to the user: a
@@ -445,33 +446,33 @@ def on_assign_of_deleted_user(
     the deletion reached the index). The conversion must not go without a result, nor
     bring the user back. So, and nothing stored:
 
-    * its result, as if the deletion's scrub had reached it: by the rules over none of
-      the user's engagements (all deleted), ``match.user`` null;
+    * its result, as the deletion's scrub would leave it: by the rules over none of
+      the user's engagements (all deleted), ``match.user`` null. Its order is
+      ``[mv, 0]``, below every result of that ``mv`` the publisher may have: so it is
+      published only for a conversion that has none, never over the scrubbed record
+      of a conversion the deletion reached (a replay of its assignment);
     * the conversion's owner forgets the user (as ``on_delete`` asks of every
-      conversion that named them);
-    * identity_match is asked to delete the user again (``identity.deletions``, no
-      request id, so no second receipt), so that a link it still holds goes too.
+      conversion that named them).
     """
     if msg.get("op") != "assign":
         return []
     _, sends = on_assign(User(), msg, ctx, expires_ms)
     key = msg["conversion_key"]
     out = [
-        Send(s.topic, s.key, {**s.value, "match": {**s.value["match"], "user": None}})
-        if s.topic == RESULTS and s.value.get("match")
+        Send(s.topic, s.key, without_user(s.value, int(msg["mv"])))
+        if s.topic == RESULTS and isinstance(s.value, dict)
         else s
         for s in sends
     ]
-    out.append(
-        Send(
-            "identity.answers",
-            key,
-            {"op": "forget_user", "conversion_key": key, "user_id": ctx.user_id},
-        )
-    )
-    again = {"user_id": ctx.user_id, "request_id": None, "ts_ms": deleted_at_ms}
-    out.append(Send("identity.deletions", ctx.user_id, again))
+    forget = {"op": "forget_user", "conversion_key": key, "user_id": ctx.user_id}
+    out.append(Send("identity.answers", key, forget))
     return out
+
+
+def without_user(result: dict[str, Any], mv: int) -> dict[str, Any]:
+    match = result.get("match")
+    match = {**match, "user": None} if isinstance(match, dict) else match
+    return {**result, "match": match, "order": [mv, 0]}
 
 
 # -------------------------------------------------------- publisher steps

@@ -52,6 +52,16 @@ class DedupeHandler:
         await self.outbox.send_all(sends)
 
 
+def partition_items(table: Any) -> list[list[tuple[bytes, bytes]]]:
+    """The stored (key, value) pairs of each partition this worker is active for (as
+    Faust's ``items`` reads them: no standby, no offset key); one group of them all
+    for a store without partitions (in memory)."""
+    store: Any = getattr(table, "data", None)
+    if not (hasattr(store, "_dbs_for_actives") and hasattr(store, "_visible_items")):
+        return [list(table.items())]
+    return [list(store._visible_items(db)) for db in store._dbs_for_actives()]
+
+
 def newest_of(raw: bytes) -> int | None:
     """The newest accepted event_time of one stored ``seen`` value."""
     return rules.newest_event_time(state.decode(orjson.loads(raw)))
@@ -74,18 +84,20 @@ def register(app: faust.App, settings: Settings) -> None:
         event's), so the sweep only sends expiry requests keyed like the state.
         """
         expiry = raw_topic(app, settings, "dedupe.expiry")
-        # Two passes, so that the whole table is never held decoded: the stream's time
-        # first (``rules.sweep_as_of``), then the keys with something to drop.
-        newest = max(
-            (t for _, raw in seen.items() if (t := newest_of(raw)) is not None), default=None
-        )
-        as_of_s = rules.sweep_as_of(newest, int(time.time()))
-        request = orjson.dumps(rules.expiry_request(as_of_s))
         count = 0
-        for key, raw in list(seen.items()):
-            current = state.decode(orjson.loads(raw))
-            if rules.prune(current, as_of_s, settings.dedup_window_s) != current:
-                await expiry.send(key=key, value=request)
-                count += 1
+        # Partition by partition: each is swept as of its own stream's time
+        # (``rules.sweep_as_of``), so that a back-fill in one keeps its state while
+        # live events in another are swept as of the clock.
+        for stored in partition_items(seen):
+            newest = max(
+                (t for _, raw in stored if (t := newest_of(raw)) is not None), default=None
+            )
+            as_of_s = rules.sweep_as_of(newest, int(time.time()))
+            request = orjson.dumps(rules.expiry_request(as_of_s))
+            for key, raw in stored:
+                current = state.decode(orjson.loads(raw))
+                if rules.prune(current, as_of_s, settings.dedup_window_s) != current:
+                    await expiry.send(key=key, value=request)
+                    count += 1
         if count:
-            log.info("dedup_expiry_requested", keys=count, as_of_s=as_of_s)
+            log.info("dedup_expiry_requested", keys=count)

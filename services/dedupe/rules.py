@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.dedupe.state import AcceptedEvent, Seen
-from shared.contract.limits import MAX_EVENT_AGE_S, MAX_FUTURE_S
+from shared.contract.limits import MAX_BACKFILL_S, MAX_EVENT_AGE_S, MAX_FUTURE_S
 from shared.contract.records import Send
 from shared.values import value_class
 
@@ -99,11 +99,12 @@ def sweep_as_of(newest_event_time: int | None, now_s: int) -> int:
 
     Events still to come are taken to be received no earlier than those seen, and an
     event is at most MAX_FUTURE_S ahead of its ``received_at``: so the newest accepted
-    event_time less that hour bounds their ``received_at`` from below.
+    event_time less that hour bounds their ``received_at`` from below. Never further
+    back than MAX_BACKFILL_S, so that stale or mis-dated keys still go.
     """
     if newest_event_time is None:
         return now_s
-    return min(now_s, newest_event_time - MAX_FUTURE_S)
+    return max(min(now_s, newest_event_time - MAX_FUTURE_S), now_s - MAX_BACKFILL_S)
 
 
 def newest_event_time(state: Seen) -> int | None:

@@ -31,3 +31,10 @@ IP_UA_VALIDITY_MS = 7 * DAY_MS
 #: Engagements older than this can no longer be in any window of any valid
 #: conversion: the longest window plus the oldest accepted event.
 ENGAGEMENT_RETENTION_MS = LONGEST_WINDOW_DAYS * DAY_MS + MAX_EVENT_AGE_MS
+
+#: How far back of the clock the state keeps what a back-fill needs (events are valid
+#: relative to their own received_at_ms): retention counts from the data's time, but
+#: never from further back than this, so that stale or mis-dated data still goes.
+MAX_BACKFILL_DAYS = 730
+MAX_BACKFILL_MS = MAX_BACKFILL_DAYS * DAY_MS
+MAX_BACKFILL_S = MAX_BACKFILL_DAYS * DAY_S

@@ -388,6 +388,8 @@ def _event(acct: str, source: str, received: int, ev: Any) -> Conversion:
         arr = ud.get(name)
         if arr is None:
             arr = []
+        if isinstance(arr, str) and not _HEX64.fullmatch(arr):
+            raise _Invalid("unhashed_identifier")  # one plaintext value, not an array
         if not isinstance(arr, list):
             raise _Invalid("invalid_field_type")
         for h in arr:

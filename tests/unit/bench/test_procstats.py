@@ -96,3 +96,8 @@ def test_disk_writes_add_up_a_services_workers_in_mib() -> None:
     before = {11: 0, 12: 2**20, 13: 5 * 2**20}
     after = {11: 3 * 2**20, 12: 2 * 2**20, 13: 5 * 2**20}
     assert procstats.disk_write_mib(pids, before, after) == {"attribute": 4.0, "dedupe": 0.0}
+
+
+def test_a_worker_gone_before_the_second_reading_counts_no_disk_writes() -> None:
+    pids = [("dedupe", 13)]
+    assert procstats.disk_write_mib(pids, {13: 5 * 2**20}, {13: 0}) == {"dedupe": 0.0}

@@ -319,26 +319,40 @@ async def test_replayed_inputs_from_before_the_deletion_do_not_bring_the_user_ba
     deletion = outputs()
     await users(h, *(h.record(topic, key(topic), value) for topic, value in before))
     assert nothing_left_of(h, IUSER)
-    # Only the replayed assignment sends anything: its conversion's result (below).
-    assert outputs() == deletion + 3 and deletion > sent
+    # Only the replayed assignment sends anything: its conversion's result and the
+    # owner's forget (below).
+    assert outputs() == deletion + 2 and deletion > sent
 
 
 async def test_a_conversion_still_matched_to_a_deleted_user_gets_its_result_without_them(
     h: Harness,
 ) -> None:
     """identity_match assigned it (a link the deletion missed): a result with no user,
-    the owner told to forget the user, identity_match asked to delete the user again."""
+    published, and the owner told to forget the user; nothing stored."""
     await users(h, h.record("privacy.requests", USER, privacy("delete")))
     before = len(h.producer.sent)
     await users(h, h.record("attribution.assignments", IUSER, assign()))
     assert nothing_left_of(h, IUSER)
     sent = h.producer.sent[before:]
-    [result] = [s.json for s in sent if s.topic.endswith("attribution.results")]
-    assert result["match"]["user"] is None and result["status"] == "unattributed"
     [forget] = [s.json for s in sent if s.topic.endswith("identity.answers")]
     assert forget["op"] == "forget_user" and forget["user_id"] == IUSER
-    [again] = [s for s in sent if s.topic.endswith("identity.deletions")]
-    assert again.key == IUSER.encode() and again.json["request_id"] is None
+    await results_to_publisher(h)
+    [record] = h.sent("conversions.attributed")
+    assert record.json["match"]["user"] is None and record.json["status"] == "unattributed"
+
+
+async def test_a_replayed_assignment_of_a_deleted_user_leaves_the_scrubbed_record(
+    h: Harness,
+) -> None:
+    """The deletion scrubbed an attributed record: a replay of its assignment must not
+    replace it with an unattributed one."""
+    await users(h, h.record("ads.engagements", USER, engagement()))
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
+    await users(h, h.record("privacy.requests", USER, privacy("delete")))
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
+    await results_to_publisher(h)
+    *_, last = h.sent("conversions.attributed")
+    assert last.json["status"] == "attributed" and last.json["match"]["user"] is None
 
 
 async def test_a_deletion_seen_by_another_worker_drops_the_replay_too(h: Harness) -> None:

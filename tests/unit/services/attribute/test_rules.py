@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from services.attribute import rules
 from services.attribute.state import Published, User
 from shared.contract.keys import internal_user
-from shared.contract.limits import ENGAGEMENT_RETENTION_MS
+from shared.contract.limits import ENGAGEMENT_RETENTION_MS, MAX_BACKFILL_MS
 from shared.contract.pseudonyms import DELETED_USERS_SCOPE, pseudonym, unscoped_pseudonyms
 from shared.contract.records import Send
 
@@ -191,6 +191,12 @@ def test_live_engagements_past_retention_of_the_newest_are_dropped() -> None:
     assert set(rules.trim(user, now_ms=now).engagements) == {"new"}
 
 
+def test_mis_dated_engagements_still_go_past_the_backfill_horizon() -> None:
+    """Seconds sent as milliseconds (1970): a user with nothing newer does not keep them."""
+    user = with_engagements(eng("s-as-ms", T), eng("also", T + 1))
+    assert rules.trim(user, now_ms=T_MS).engagements == {}
+
+
 def test_a_future_dated_engagement_trims_no_more_than_the_clock() -> None:
     now = T_MS
     user = with_engagements(
@@ -199,14 +205,16 @@ def test_a_future_dated_engagement_trims_no_more_than_the_clock() -> None:
     assert set(rules.trim(user, now_ms=now).engagements) == {"edge", "ahead"}
 
 
-@given(st.lists(st.integers(0, 600 * DAY_MS), min_size=1, max_size=8), st.integers(0, 600 * DAY_MS))
+@given(
+    st.lists(st.integers(0, 600 * DAY_MS), min_size=1, max_size=8), st.integers(0, 1500 * DAY_MS)
+)
 def test_trim_keeps_what_is_within_retention_of_the_older_of_clock_and_newest(
     offsets: list[int], now_offset: int
 ) -> None:
     times = [T_MS + o for o in offsets]
     user = with_engagements(*(eng(f"e{i}", t) for i, t in enumerate(times)))
     now = T_MS + now_offset
-    as_of = min(now, max(times))
+    as_of = max(min(now, max(times)), now - MAX_BACKFILL_MS)
     kept = set(rules.trim(user, now_ms=now).engagements)
     assert kept == {f"e{i}" for i, t in enumerate(times) if t >= as_of - ENGAGEMENT_RETENTION_MS}
     # never more dropped than by the clock alone

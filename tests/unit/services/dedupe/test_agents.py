@@ -7,7 +7,7 @@ import time
 import orjson
 import pytest
 
-from services.dedupe.agents import OUTPUTS, DedupeHandler
+from services.dedupe.agents import OUTPUTS, DedupeHandler, partition_items
 from tests.support.harness import Harness
 
 KEY = "549755885175:checkout:ev-1:online"
@@ -85,3 +85,20 @@ async def test_an_expiry_as_of_a_backfills_time_keeps_its_state(h: Harness) -> N
     assert h.table("seen").value(KEY) is not None
     await run(h, h.record("conversions.valid", KEY, valid("raw:0:2", event_time=old + 60)))
     assert len(h.sent("conversions.duplicates")) == 1
+
+
+def test_the_sweep_reads_each_active_partition_apart_without_the_offset_key() -> None:
+    """Each partition is swept as of its own time: the stored pairs come grouped."""
+
+    class Store:
+        def _dbs_for_actives(self) -> list[dict[bytes, bytes]]:
+            return [{b"a": b"1", b"__faust\0offset__": b"9"}, {b"b": b"2"}]
+
+        def _visible_items(self, db: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+            return [(k, v) for k, v in db.items() if k != b"__faust\0offset__"]
+
+    class Table:
+        data = Store()
+
+    assert partition_items(Table()) == [[(b"a", b"1")], [(b"b", b"2")]]
+    assert partition_items({b"k": b"v"}) == [[(b"k", b"v")]]  # in memory: one group

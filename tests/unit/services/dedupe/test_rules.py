@@ -13,7 +13,7 @@ from services.dedupe.rules import (
     sweep_as_of,
 )
 from services.dedupe.state import AcceptedEvent, decode, encode
-from shared.contract.limits import MAX_EVENT_AGE_S, MAX_FUTURE_S
+from shared.contract.limits import MAX_BACKFILL_S, MAX_EVENT_AGE_S, MAX_FUTURE_S
 
 WINDOW = 172_800
 
@@ -71,6 +71,11 @@ def test_the_sweep_prunes_as_of_the_clock_for_live_events():
     assert sweep_as_of(now - 5, now) == now - 5 - MAX_FUTURE_S
     assert sweep_as_of(now + MAX_FUTURE_S, now) == now  # an event an hour ahead
     assert sweep_as_of(None, now) == now  # nothing stored
+
+
+def test_the_sweep_never_looks_back_further_than_the_backfill_horizon():
+    now = 1_800_000_000
+    assert sweep_as_of(1_000, now) == now - MAX_BACKFILL_S  # mis-dated keys still go
 
 
 def test_the_sweep_prunes_as_of_the_streams_time_for_a_backfill():
