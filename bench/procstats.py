@@ -9,9 +9,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -20,6 +20,7 @@ from ops import mesh
 from ops.procs import running_pid
 from shared.runtime.settings import REPO_ROOT, Settings
 
+T = TypeVar("T")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -90,14 +91,22 @@ def broker_pids(bootstrap: str, proc: Path = Path("/proc")) -> list[tuple[str, i
     return found
 
 
-def cpu_seconds(pids: Sequence[tuple[str, int]]) -> dict[int, float]:
+def per_pid(
+    pids: Sequence[tuple[str, int]], name: str, parse: Callable[[str], T], unreadable: T
+) -> dict[int, T]:
+    """``parse`` of ``/proc/<pid>/<name>`` per pid; ``unreadable`` for a pid gone or
+    not ours to read."""
     out = {}
     for _, pid in pids:
         try:
-            out[pid] = figures.cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) / CLK_TCK
+            out[pid] = parse(Path(f"/proc/{pid}/{name}").read_text())
         except OSError:
-            out[pid] = 0.0
+            out[pid] = unreadable
     return out
+
+
+def cpu_seconds(pids: Sequence[tuple[str, int]]) -> dict[int, float]:
+    return per_pid(pids, "stat", lambda text: figures.cpu_ticks(text) / CLK_TCK, 0.0)
 
 
 def cpu_delta(
@@ -109,13 +118,7 @@ def cpu_delta(
 
 def disk_write_bytes(pids: Sequence[tuple[str, int]]) -> dict[int, int]:
     """``write_bytes`` so far per pid (``figures.io_write_bytes``); 0 when unreadable."""
-    out = {}
-    for _, pid in pids:
-        try:
-            out[pid] = figures.io_write_bytes(Path(f"/proc/{pid}/io").read_text())
-        except OSError:
-            out[pid] = 0
-    return out
+    return per_pid(pids, "io", figures.io_write_bytes, 0)
 
 
 def disk_write_mib(
