@@ -62,11 +62,6 @@ def partition_items(table: Any) -> list[list[tuple[bytes, bytes]]]:
     return [list(store._visible_items(db)) for db in store._dbs_for_actives()]
 
 
-def newest_of(raw: bytes) -> int | None:
-    """The newest accepted event_time of one stored ``seen`` value."""
-    return rules.newest_event_time(state.decode(orjson.loads(raw)))
-
-
 def register(app: faust.App, settings: Settings) -> None:
     log = get_logger()
     seen = raw_table(app, settings, "seen")
@@ -89,15 +84,11 @@ def register(app: faust.App, settings: Settings) -> None:
         # (``rules.sweep_as_of``), so that a back-fill in one keeps its state while
         # live events in another are swept as of the clock.
         for stored in partition_items(seen):
-            newest = max(
-                (t for _, raw in stored if (t := newest_of(raw)) is not None), default=None
-            )
-            as_of_s = rules.sweep_as_of(newest, int(time.time()))
+            states = [(key, state.decode(orjson.loads(raw))) for key, raw in stored]
+            as_of_s, keys = rules.sweep(states, int(time.time()), settings.dedup_window_s)
             request = orjson.dumps(rules.expiry_request(as_of_s))
-            for key, raw in stored:
-                current = state.decode(orjson.loads(raw))
-                if rules.prune(current, as_of_s, settings.dedup_window_s) != current:
-                    await expiry.send(key=key, value=request)
-                    count += 1
+            for key in keys:
+                await expiry.send(key=key, value=request)
+            count += len(keys)
         if count:
             log.info("dedup_expiry_requested", keys=count)

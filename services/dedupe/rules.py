@@ -16,6 +16,7 @@ input in, the new state and the records to send out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -107,8 +108,14 @@ def sweep_as_of(newest_event_time: int | None, now_s: int) -> int:
     return max(min(now_s, newest_event_time - MAX_FUTURE_S), now_s - MAX_BACKFILL_S)
 
 
-def newest_event_time(state: Seen) -> int | None:
-    return max((accepted.event_time for accepted in state), default=None)
+def sweep(
+    states: Sequence[tuple[bytes, Seen]], now_s: int, window_s: int
+) -> tuple[int, list[bytes]]:
+    """One partition's sweep: the time it prunes as of, and the keys with something
+    to drop then."""
+    times = (accepted.event_time for _, seen in states for accepted in seen)
+    as_of_s = sweep_as_of(max(times, default=None), now_s)
+    return as_of_s, [key for key, seen in states if prune(seen, as_of_s, window_s) != seen]
 
 
 def expiry_request(as_of_s: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from services.dedupe.rules import (
     on_expiry,
     on_valid,
     prune,
+    sweep,
     sweep_as_of,
 )
 from services.dedupe.state import AcceptedEvent, decode, encode
@@ -86,6 +87,21 @@ def test_the_sweep_prunes_as_of_the_streams_time_for_a_backfill():
     state = decode([[newest - 10, "a"]])
     assert prune(state, as_of, WINDOW) == state
     assert prune(state, now, WINDOW) == ()  # what the clock alone would do
+
+
+def test_a_partition_with_live_events_is_swept_as_of_the_clock():
+    """A back-filled key beside live ones in one partition goes, as the clock says."""
+    now = 40_000_000
+    live, old = decode([[now - 60, "a"]]), decode([[now - 365 * 86_400, "b"]])
+    as_of, keys = sweep([(b"live", live), (b"old", old)], now, WINDOW)
+    assert as_of == now - 60 - MAX_FUTURE_S and keys == [b"old"]
+
+
+def test_a_partition_of_backfilled_events_keeps_them():
+    now = 40_000_000
+    old = decode([[now - 365 * 86_400, "b"]])
+    assert sweep([(b"old", old)], now, WINDOW)[1] == []
+    assert sweep([], now, WINDOW) == (now, [])
 
 
 def test_an_expiry_request_is_applied_as_of_its_time_never_later_than_the_clock():
