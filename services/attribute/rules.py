@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import replace
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -345,9 +346,9 @@ def trim(user: User, now_ms: int) -> User:
 
 def newest_ms(user: User, default: int) -> int:
     """The newest engagement ts_ms or conversion event_time (in ms) of ``user``."""
-    times = [e.ts_ms for e in user.engagements.values()]
-    times.extend(int(c.conv["event_time"]) * 1000 for c in user.convs.values())
-    return max(times, default=default)
+    engaged = (e.ts_ms for e in user.engagements.values())
+    converted = (int(c.conv["event_time"]) * 1000 for c in user.convs.values())
+    return max(chain(engaged, converted), default=default)
 
 
 def named_conversions(user: User) -> list[str]:

@@ -81,10 +81,12 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-async def _post(client, token, body, ad=AD, query="") -> tuple[int, Any]:
+async def _post(client, token, body, ad=AD, query="", headers=None) -> tuple[int, Any]:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     async with client.post(
-        f"/v5/ad_accounts/{ad}/events{query}", data=data, headers=_headers(token)
+        f"/v5/ad_accounts/{ad}/events{query}",
+        data=data,
+        headers={**_headers(token), **(headers or {})},
     ) as response:
         return response.status, orjson.loads(await response.read())
 
@@ -427,12 +429,8 @@ async def test_a_gzip_body_is_read(setup):
     settings, store, publisher, token, _ = setup
     client = await _client(settings, store, publisher)
     try:
-        async with client.post(
-            f"/v5/ad_accounts/{AD}/events",
-            data=gzip.compress(orjson.dumps({"data": [event(1)]})),
-            headers={**_headers(token), "Content-Encoding": "gzip"},
-        ) as response:
-            status = response.status
+        body = gzip.compress(orjson.dumps({"data": [event(1)]}))
+        status, _ = await _post(client, token, body, headers={"Content-Encoding": "gzip"})
     finally:
         await client.close()
     assert status == 200 and len(publisher.calls) == 1
@@ -442,12 +440,8 @@ async def test_a_corrupt_gzip_body_is_400_not_500(setup):
     settings, store, publisher, token, _ = setup
     client = await _client(settings, store, publisher)
     try:
-        async with client.post(
-            f"/v5/ad_accounts/{AD}/events",
-            data=b"\x1f\x8b this is not gzip",
-            headers={**_headers(token), "Content-Encoding": "gzip"},
-        ) as response:
-            status, body = response.status, orjson.loads(await response.read())
+        corrupt = b"\x1f\x8b this is not gzip"
+        status, body = await _post(client, token, corrupt, headers={"Content-Encoding": "gzip"})
     finally:
         await client.close()
     assert (status, body["code"]) == (400, protocol.CODE_BAD_REQUEST)
