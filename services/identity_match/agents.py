@@ -164,7 +164,8 @@ class KeysHandler:
         elif kind == "click":
             new, sends = rules.on_click(current, key, payload, now_ms)
         elif kind == "forget":
-            new, sends = rules.on_forget(current, payload["user_id"])
+            up_to_ms = payload.get("up_to_ms")
+            new, sends = rules.on_forget(current, key, payload["user_id"], up_to_ms)
         else:
             new, sends = rules.on_lookup(current, payload, now_ms, self.horizon_ms)
         await self.outbox.send_all(sends)
@@ -277,16 +278,26 @@ class UserIndexHandler:
         message = event.message
         known = state.decode_user_index(index.get(message.key, event))
         payload = orjson.loads(message.value)
+        marker_key = state.deletion_marker_key(payload["user_id"])
+        deleted_at_ms = state.decode_deletion_marker(index.get(marker_key, event))
+        fields = message_fields(message, user_keyed=self.user_keyed)
         if message.topic == self.user_keys_topic:
-            grown = rules.on_user_key(known, payload["key"])
+            grown, sends = rules.on_user_key(known, deleted_at_ms, payload)
+            if sends:
+                # A link from before the user's deletion: forgotten, not indexed.
+                await self.outbox.send_all(sends)
+                self.log.info("deleted_user_link_forgotten", **fields)
+                return
             index.put(message.key, state.encode_user_index(grown), event)
             return
         # identity.deletions: checked and keyed by DeletionForwarder.
         request_id = payload.get("request_id")
-        new, sends = rules.on_delete(known, payload["user_id"], request_id, self.clock())
+        now_ms = self.clock()
+        new, sends = rules.on_delete(known, payload["user_id"], request_id, now_ms)
+        marker = rules.deleted_up_to(deleted_at_ms, int(payload.get("ts_ms") or 0), now_ms)
         await self.outbox.send_all(sends)
         index.put(message.key, state.encode_user_index(new), event)
-        fields = message_fields(message, user_keyed=self.user_keyed)
+        index.put(marker_key, state.encode_deletion_marker(marker), event)
         self.log.info("user_forgotten", identifiers=len(known), receipt=bool(request_id), **fields)
 
 

@@ -404,7 +404,7 @@ def _after_new_link(
 ) -> tuple[KeyState, list[Send]]:
     """Index the identifier under its new users; re-answer the watchers it may change."""
     index = [
-        Send("identity.user_keys", user, {"user_id": user, "key": key})
+        Send("identity.user_keys", user, {"user_id": user, "key": key, "ts_ms": ts_ms})
         for user in users_of(after) - users_of(before)
     ]
     answered, replies = answers(after, touched_watchers(after, ts_ms, now_ms), always=False)
@@ -470,7 +470,9 @@ def on_click(
     return _after_new_link(state, after, key, new.ts_ms, now_ms)
 
 
-def on_forget(state: KeyState, user_id: str) -> tuple[KeyState | None, list[Send]]:
+def on_forget(
+    state: KeyState, key: str, user_id: str, up_to_ms: int | None = None
+) -> tuple[KeyState | None, list[Send]]:
     """A forget_user lookup: remove a deleted user's signals and clicks here.
 
     Conversions that resolved to the user through this identifier are not
@@ -478,20 +480,36 @@ def on_forget(state: KeyState, user_id: str) -> tuple[KeyState | None, list[Send
     owners are told to forget the user (identity.answers). An identifier left
     without any link is deleted whole (None), watchers included: the
     identifier itself belonged to the deleted user.
+
+    A forget with ``up_to_ms`` comes from the user index for a link it learnt
+    of after the user's deletion (``on_user_key``): only the user's signals and
+    clicks at or before that time go. A later one is the user's return, new
+    data: it stays, still answers the watchers it answers, and is indexed
+    again under its time.
     """
-    signals = tuple(s for s in state.signals if s.user_id != user_id)
-    clicks = tuple(c for c in state.clicks if c.user_id != user_id)
+
+    def forgotten(owner: str, ts_ms: int) -> bool:
+        return owner == user_id and (up_to_ms is None or ts_ms <= up_to_ms)
+
+    signals = tuple(s for s in state.signals if not forgotten(s.user_id, s.ts_ms))
+    clicks = tuple(c for c in state.clicks if not forgotten(c.user_id, c.ts_ms))
+    left = KeyState(signals, clicks)
     watchers = dict(state.watchers)
-    scrubs: list[Send] = []
+    sends: list[Send] = []
     for name, watcher in state.watchers.items():
-        if watcher.last == user_id:
+        if watcher.last == user_id and answer(left, watcher) != user_id:
             watchers[name] = replace(watcher, last=None)
-            key = watcher.conversion_key
-            scrub = {"op": "forget_user", "conversion_key": key, "user_id": user_id}
-            scrubs.append(Send("identity.answers", key, scrub))
+            owner = watcher.conversion_key
+            scrub = {"op": "forget_user", "conversion_key": owner, "user_id": user_id}
+            sends.append(Send("identity.answers", owner, scrub))
     if not (signals or clicks):
-        return None, scrubs
-    return KeyState(signals, clicks, watchers), scrubs
+        return None, sends
+    kept = [s.ts_ms for s in signals if s.user_id == user_id]
+    kept += [c.ts_ms for c in clicks if c.user_id == user_id]
+    if kept:
+        value = {"user_id": user_id, "key": key, "ts_ms": max(kept)}
+        sends.append(Send("identity.user_keys", user_id, value))
+    return KeyState(signals, clicks, watchers), sends
 
 
 #: One lookup in this many (chosen by its conversion key, so a redelivery
@@ -555,9 +573,32 @@ def watcher_writes(
 # ---------------------------------------------------------------- user index
 
 
-def on_user_key(index: UserIndex, key: str) -> UserIndex:
-    """An identity.user_keys record: the user was seen with one more identifier."""
-    return index if key in index else (*index, key)
+def on_user_key(
+    index: UserIndex, deleted_at_ms: int | None, record: Mapping[str, Any]
+) -> tuple[UserIndex, list[Send]]:
+    """An identity.user_keys record: the user was seen with one more identifier.
+
+    For a user deleted before (``deleted_at_ms``: the index's marker), a link
+    at or before the deletion is a replay, or a link that raced the deletion
+    (indexed just after it, so its forget never went): the identifier is told
+    to forget the user's links up to that time instead, and nothing is
+    indexed. A later link is the user's return: indexed as any. A record
+    without ``ts_ms`` (from before records carried it) counts as the former;
+    a later link it hid is indexed again by the forget (``on_forget``).
+    """
+    key = record["key"]
+    ts_ms = record.get("ts_ms")
+    if deleted_at_ms is not None and (ts_ms is None or int(ts_ms) <= deleted_at_ms):
+        forget = {"op": "forget_user", "user_id": record["user_id"], "up_to_ms": deleted_at_ms}
+        return index, [Send("identity.lookups", key, forget)]
+    return (index if key in index else (*index, key)), []
+
+
+def deleted_up_to(deleted_at_ms: int | None, request_ts_ms: int, now_ms: int) -> int:
+    """The time a user's deletion covers: the later of the request's and the
+    processing time (as attribute's ``privacy.deleted``), never earlier than a
+    deletion before it."""
+    return max(deleted_at_ms or 0, request_ts_ms, now_ms)
 
 
 def on_delete(
@@ -568,6 +609,8 @@ def on_delete(
     The receipt (privacy.receipts, keyed by request_id) says identity_match has
     processed the request and how many identifiers it reached; it carries no
     user id. A request without a request_id gets no receipt (nothing to key it by).
+    The caller keeps the deletion's marker (``deleted_up_to``), which catches
+    links that reach the index after it.
     """
     forget = {"op": "forget_user", "user_id": user_id}
     sends = [Send("identity.lookups", identifier, forget) for identifier in index]

@@ -23,13 +23,16 @@ internal (``shared.contract.keys``): the same fields hold the keyed forms.
   conversion, ``{"conv", "gen", "mv", "slots": [[key_type, signal_type,
   identifier], ...], "answers": {"<slot>": user_id | null}, "result", "user",
   "dirty"}``.
-* ``user_index`` (key: internal user id): ``[identifier, ...]``.
+* ``user_index`` (key: internal user id): ``[identifier, ...]``; and for a
+  deleted user, under ``deletion_marker_key`` (a one-way hash of the id, in
+  the same partition), ``{"deleted_at_ms"}``.
 
 Every ``user_id`` here is the internal user id.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import field
 from typing import Any
@@ -247,3 +250,22 @@ def decode_user_index(value: Any) -> UserIndex:
 def encode_user_index(index: UserIndex) -> list[str] | None:
     """The wire layout; None (a tombstone) when the user has no identifier left."""
     return list(index) or None
+
+
+def deletion_marker_key(user_id: str) -> bytes:
+    """Where the user index remembers that a user was deleted.
+
+    Not the user's id: after a deletion no state may hold it. A one-way hash
+    of it, written in the partition of the user's inputs (the input's, as
+    every table write is), so the user's later inputs find it.
+    """
+    return b"d." + hashlib.sha256(user_id.encode()).hexdigest().encode()
+
+
+def decode_deletion_marker(value: Any) -> int | None:
+    """The time up to which the user was deleted, or None (never deleted)."""
+    return int(value["deleted_at_ms"]) if value is not None else None
+
+
+def encode_deletion_marker(deleted_at_ms: int) -> dict[str, int]:
+    return {"deleted_at_ms": deleted_at_ms}

@@ -208,25 +208,36 @@ async def scenario(bootstrap: str, ns: str) -> None:
 async def replayed_engagement_does_not_resurrect_the_user(
     bootstrap: str, ns: str, now: int, after: dict
 ) -> None:
-    """The user's pre-deletion engagement comes again (a replay); then a new one.
+    """The user's pre-deletion engagement (a click) and link come again (a
+    replay); then new ones, after the deletion, on the same keys.
 
     Same key, same partition (in ads.engagements, then by internal user id in
     attribution.user_events): once attribute's state holds the new engagement,
-    the replay before it has been processed, and it must not be there.
+    the replay before it has been processed, and it must not be there. In
+    identity_match the replayed click and link do reach their identifiers; the
+    user index, which remembers the deletion, has them forgotten again, and
+    only the new click and link stay (the user's return).
     """
     t = lambda name: f"{ns}.{name}"  # noqa: E731
     new_ms = int(time.time() * 1000) + 60_000  # after the deletion: new data
-    # Without its click_id: the click index is identity_match's side of deletion.
-    replay = engagement("e-1", DELETED, (now - 800) * 1000, None)
-    fresh = engagement("e-new", DELETED, new_ms, None)
+    replay = engagement("e-1", DELETED, (now - 800) * 1000, "epik-del")
+    fresh = engagement("e-new", DELETED, new_ms, "epik-del")
+    em_deleted = hash_email("gone@example.com")
     await produce(
         kafka(bootstrap),
-        [(t("ads.engagements"), DELETED.encode(), v) for v in (replay, fresh)],
+        [
+            *[(t("ads.engagements"), DELETED.encode(), v) for v in (replay, fresh)],
+            *[
+                (t("identity.signals"), em_deleted.encode(), link(DELETED, em_deleted, ts_ms))
+                for ts_ms in ((now - 900) * 1000, new_ms)
+            ],
+        ],
     )
     settings = Settings(service="attribute", namespace=ns)
     changelog = registry_for(settings).table("attribute", "users").changelog_name(settings.app_id)
     # A user's parts are keyed "{internal user id}|{kind}|{item}" (development key).
-    user = internal_user(DELETED, Settings(dev_mode=True).active_identifier_key)
+    dev = Settings(dev_mode=True)
+    user = internal_user(DELETED, dev.active_identifier_key)
 
     async def items_of_the_user(kind: str) -> list[str]:
         prefix = f"{user}|{kind}|"
@@ -242,6 +253,18 @@ async def replayed_engagement_does_not_resurrect_the_user(
     assert items == ["e-new"] and await items_of_the_user("n") == []
     out = await latest(bootstrap, t("conversions.attributed"))
     assert out == after, "a replay changed a published result"
+
+    im = Settings(service="identity_match", namespace=ns)
+    keys = registry_for(im).table("identity_match", "keys").changelog_name(im.app_id)
+    click = internal_click("epik-del", dev.active_identifier_key)
+
+    async def only_the_new_links():
+        latest_keys = await latest(bootstrap, keys)
+        link_times = [s[0] for s in (latest_keys.get(em_deleted) or {}).get("signals", [])]
+        clicks = [c[2] for c in (latest_keys.get(click) or {}).get("clicks", [])]
+        return latest_keys if link_times == [new_ms] and clicks == ["e-new"] else None
+
+    assert await wait_until(only_the_new_links, 60), "a replayed link or click was kept"
 
 
 def test_delete_request_reaches_every_store(bootstrap: str, namespace: str, mesh) -> None:  # noqa: F811

@@ -355,7 +355,8 @@ async def test_a_late_signal_indexes_its_user_and_re_answers_the_watcher(h: Harn
     await run(h, "signals", h.record("identity.signals", EM, link(EM)))
     await deliver(h)
     index = only(h.sent("identity.user_keys"))
-    assert index.key == U1.encode() and index.json == {"user_id": U1, "key": EM}
+    assert index.key == U1.encode()
+    assert index.json == {"user_id": U1, "key": EM, "ts_ms": T * 1000 - 1}
     assert [a.json["user_id"] for a in h.sent("identity.answers")] == [None, U1]
     assert h.table("user_index").value(U1) == [EM]
 
@@ -557,6 +558,46 @@ async def test_no_log_line_carries_a_user_id_or_click_id(h: Harness) -> None:
     logged = orjson.dumps(h.log.lines)  # type: ignore[attr-defined]
     assert h.log.lines  # type: ignore[attr-defined]
     assert b"gone" not in logged and b"epik-1" not in logged
+
+
+def stored(h: Harness) -> bytes:
+    return b"".join(k + v for t in h.tables.values() for k, v in t.items())
+
+
+async def test_a_link_replayed_after_a_delete_is_forgotten_again(h: Harness) -> None:
+    """The user's link and click from before the deletion come again (a replay)."""
+    await matched_user(h)
+    await delete(h, delete_request())
+    await deliver(h)
+    await matched_user(h)  # the same signal and click, processed again
+    assert dict(h.table("keys").items()) == {}
+    assert GONE.encode() not in stored(h) and EM.encode() not in stored(h)
+    assert any(x["event"] == "deleted_user_link_forgotten" for x in h.log.lines)  # type: ignore[attr-defined]
+
+
+async def test_a_link_indexed_just_after_the_delete_is_forgotten(h: Harness) -> None:
+    """The race the deletion's marker closes: the link reached its identifier
+    before the delete request reached the user index, its index record after."""
+    await run(h, "signals", h.record("identity.signals", EM, link(EM, user="gone")))
+    forwarded = only(h.sent("identity.key_signals"))
+    await run(h, "keys", h.record(forwarded.topic, forwarded.key, forwarded.value))
+    late = only(h.sent("identity.user_keys"))
+    await delete(h, delete_request())  # the index has nothing to forget yet
+    assert h.table("keys").value(EM) is not None
+    h.delivered = len(h.producer.sent)  # type: ignore[attr-defined]
+    await run(h, "user_index", h.record(late.topic, late.key, late.value))
+    await deliver(h)
+    assert dict(h.table("keys").items()) == {}
+    assert GONE.encode() not in stored(h)
+
+
+async def test_a_link_after_the_delete_is_the_users_return(h: Harness) -> None:
+    await delete(h, delete_request())
+    after = link(EM, user="gone", ts_ms=NOW_MS + 1_000)
+    await run(h, "signals", h.record("identity.signals", EM, after))
+    await deliver(h)
+    assert h.table("user_index").value(GONE) == [EM]
+    assert [s[3] for s in h.table("keys").value(EM)["signals"]] == [GONE]
 
 
 async def test_a_delete_request_is_forwarded_by_internal_user_id_only(h: Harness) -> None:

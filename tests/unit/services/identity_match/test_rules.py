@@ -268,7 +268,7 @@ def test_a_late_link_re_answers_the_watchers_it_changes_and_indexes_the_user() -
         ("identity.user_keys", "u1"),
         ("identity.answers", "k"),
     ]
-    assert sends[0].value == {"user_id": "u1", "key": H}
+    assert sends[0].value == {"user_id": "u1", "key": H, "ts_ms": 1}
     assert sends[1].value["user_id"] == "u1"
 
 
@@ -585,7 +585,7 @@ def test_forget_user_drops_their_links_and_tells_owners_without_rematching() -> 
     state = key_state(signal(1, user="gone"), signal(2, user="stays", key_type="ph"))
     state, _ = rules.on_click(state, H, click(1, "gone"), NOW_MS)
     state, _ = rules.on_lookup(state, lookup(), NOW_MS, HORIZON_MS)  # answered "gone"
-    after, scrubs = rules.on_forget(state, "gone")
+    after, scrubs = rules.on_forget(state, H, "gone")
     assert [(s.topic, s.key, s.value) for s in scrubs] == [
         ("identity.answers", "k", {"op": "forget_user", "conversion_key": "k", "user_id": "gone"})
     ]
@@ -595,7 +595,7 @@ def test_forget_user_drops_their_links_and_tells_owners_without_rematching() -> 
 
 def test_an_identifier_left_without_links_is_deleted_whole() -> None:
     lonely, _ = rules.on_lookup(key_state(signal(1, user="gone")), lookup(), NOW_MS, HORIZON_MS)
-    after, _ = rules.on_forget(lonely, "gone")
+    after, _ = rules.on_forget(lonely, H, "gone")
     assert after is None
 
 
@@ -611,9 +611,61 @@ def test_owner_forgets_user_id_and_identifiers_but_keeps_its_result() -> None:
     assert len(scrubbed.slots) == 2 and scrubbed.slots[0].key_type == "em"
 
 
+def test_a_forget_up_to_a_time_keeps_the_users_later_links_and_indexes_them_again() -> None:
+    """The user index's answer to a link from before a deletion: that link goes,
+    a link after the deletion (the user's return) stays and is indexed."""
+    state = key_state(signal(1, user="gone"), signal(5, user="gone"))
+    state, _ = rules.on_lookup(state, lookup(), NOW_MS, HORIZON_MS)  # answered "gone" (at 5)
+    after, sends = rules.on_forget(state, H, "gone", up_to_ms=3)
+    assert after is not None and [s.ts_ms for s in after.signals] == [5]
+    assert [(s.topic, s.key, s.value) for s in sends] == [
+        ("identity.user_keys", "gone", {"user_id": "gone", "key": H, "ts_ms": 5})
+    ]
+    assert after.watchers["k|0"].last == "gone"  # still its answer, through the later link
+
+
+def test_a_forget_up_to_a_time_scrubs_the_watchers_only_the_earlier_link_answered() -> None:
+    state = key_state(signal(1, user="gone"), signal(T_MS + 1, user="gone"))
+    state, _ = rules.on_lookup(state, lookup(), NOW_MS, HORIZON_MS)  # answered by the link at 1
+    after, sends = rules.on_forget(state, H, "gone", up_to_ms=3)
+    assert [(s.topic, s.value["op"]) for s in sends if s.topic == "identity.answers"] == [
+        ("identity.answers", "forget_user")
+    ]
+    assert after is not None and after.watchers["k|0"].last is None
+
+
+def index_record(key: str, ts_ms: int | None = 10) -> dict[str, Any]:
+    record: dict[str, Any] = {"user_id": "gone", "key": key}
+    return record if ts_ms is None else {**record, "ts_ms": ts_ms}
+
+
 def test_a_user_index_lists_each_identifier_once() -> None:
-    index = rules.on_user_key(rules.on_user_key((), "a"), "b")
-    assert rules.on_user_key(index, "a") == ("a", "b")
+    index, _ = rules.on_user_key((), None, index_record("a"))
+    index, _ = rules.on_user_key(index, None, index_record("b"))
+    assert rules.on_user_key(index, None, index_record("a")) == (("a", "b"), [])
+
+
+def test_a_link_from_before_a_users_deletion_is_forgotten_not_indexed() -> None:
+    """A replay, or a link that reached the index just after the deletion."""
+    index, sends = rules.on_user_key((), 10, index_record("a", ts_ms=10))
+    assert index == ()
+    forget = {"op": "forget_user", "user_id": "gone", "up_to_ms": 10}
+    assert [(s.topic, s.key, s.value) for s in sends] == [("identity.lookups", "a", forget)]
+
+
+def test_a_link_without_its_time_counts_as_from_before_the_deletion() -> None:
+    _, sends = rules.on_user_key((), 10, index_record("a", ts_ms=None))
+    assert [s.value["up_to_ms"] for s in sends] == [10]
+
+
+def test_a_link_after_a_users_deletion_is_their_return_and_is_indexed() -> None:
+    assert rules.on_user_key((), 10, index_record("a", ts_ms=11)) == (("a",), [])
+
+
+def test_a_deletion_covers_up_to_the_later_of_its_request_and_processing_times() -> None:
+    assert rules.deleted_up_to(None, 5, NOW_MS) == NOW_MS
+    assert rules.deleted_up_to(None, NOW_MS + 9, NOW_MS) == NOW_MS + 9
+    assert rules.deleted_up_to(NOW_MS + 20, 5, NOW_MS) == NOW_MS + 20
 
 
 def test_a_delete_asks_every_identifier_to_forget_and_leaves_a_receipt() -> None:
