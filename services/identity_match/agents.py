@@ -176,8 +176,10 @@ class KeysHandler:
         for name, watcher in puts.items():
             encoded = state.encode_watcher(watcher)
             watchers.put(state.watcher_key(key, name).encode(), encoded, event)
+        # A forget's tombstones are always logged (see StateCache.put).
+        forget = kind == "forget"
         for name in deletes:
-            watchers.put(state.watcher_key(key, name).encode(), None, event)
+            watchers.put(state.watcher_key(key, name).encode(), None, event, always=forget)
         value = state.encode_keys(new)
         if kind == "lookup" and value == keys.get(message.key, event):
             # A lookup folds no signal or click: its effect is its watcher (written
@@ -187,7 +189,7 @@ class KeysHandler:
             # click or forget, the changelog may keep the old layout). Unchanged by a
             # signal, click or forget (a redelivery) is written again: StateCache.rewrite.
             return
-        keys.put(message.key, value, event)
+        keys.put(message.key, value, event, always=forget)
 
 
 def input_kind(topic: str, payload: dict[str, Any]) -> str:
@@ -273,12 +275,13 @@ class UserIndexHandler:
         self.log = log
         self.clock = clock
         self.user_keys_topic = settings.topic_name("identity.user_keys")
+        self.identifier_key = settings.active_identifier_key
 
     async def __call__(self, event: Any, index: StateCache) -> None:
         message = event.message
         known = state.decode_user_index(index.get(message.key, event))
         payload = orjson.loads(message.value)
-        marker_key = state.deletion_marker_key(payload["user_id"])
+        marker_key = state.deletion_marker_key(payload["user_id"], self.identifier_key)
         deleted_at_ms = state.decode_deletion_marker(index.get(marker_key, event))
         fields = message_fields(message, user_keyed=self.user_keyed)
         if message.topic == self.user_keys_topic:
@@ -293,10 +296,12 @@ class UserIndexHandler:
         # identity.deletions: checked and keyed by DeletionForwarder.
         request_id = payload.get("request_id")
         now_ms = self.clock()
-        new, sends = rules.on_delete(known, payload["user_id"], request_id, now_ms)
         marker = rules.deleted_up_to(deleted_at_ms, int(payload.get("ts_ms") or 0), now_ms)
+        new, sends = rules.on_delete(known, payload["user_id"], request_id, now_ms, marker)
         await self.outbox.send_all(sends)
-        index.put(message.key, state.encode_user_index(new), event)
+        # Always logged: a redelivery may find the store without the index while
+        # the changelog still has it (StateCache.put).
+        index.put(message.key, state.encode_user_index(new), event, always=True)
         index.put(marker_key, state.encode_deletion_marker(marker), event)
         self.log.info("user_forgotten", identifiers=len(known), receipt=bool(request_id), **fields)
 

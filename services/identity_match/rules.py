@@ -400,15 +400,28 @@ def answers(
 
 
 def _after_new_link(
-    before: KeyState, after: KeyState, key: str, ts_ms: int, now_ms: int
+    before: KeyState, after: KeyState, key: str, user: str, ts_ms: int, now_ms: int
 ) -> tuple[KeyState, list[Send]]:
-    """Index the identifier under its new users; re-answer the watchers it may change."""
-    index = [
-        Send("identity.user_keys", user, {"user_id": user, "key": key, "ts_ms": ts_ms})
-        for user in users_of(after) - users_of(before)
-    ]
+    """Index the identifier under its new user; re-answer the watchers it may change.
+
+    A link or click of a user the identifier knows already is indexed again
+    when it is the user's earliest here: the user index must see its time, or
+    a replayed link from before the user's deletion would hide behind the
+    links of the user's return (``on_user_key``).
+    """
+    index = []
+    if user not in users_of(before) or ts_ms < _earliest(before, user):
+        index.append(
+            Send("identity.user_keys", user, {"user_id": user, "key": key, "ts_ms": ts_ms})
+        )
     answered, replies = answers(after, touched_watchers(after, ts_ms, now_ms), always=False)
     return prune_watchers(answered, now_ms), [*index, *replies]
+
+
+def _earliest(state: KeyState, user: str) -> int:
+    """The time of the user's earliest signal or click on this identifier."""
+    times = [s.ts_ms for s in state.signals if s.user_id == user]
+    return min(times + [c.ts_ms for c in state.clicks if c.user_id == user])
 
 
 def on_lookup(
@@ -453,7 +466,8 @@ def on_signal(
         signal.get("ad_account_id"),
     )
     history = tuple(sorted((*state.signals, new), key=lambda s: (s.ts_ms, s.arrival)))
-    return _after_new_link(state, replace(state, signals=history), key, new.ts_ms, now_ms)
+    after = replace(state, signals=history)
+    return _after_new_link(state, after, key, new.user_id, new.ts_ms, now_ms)
 
 
 def on_click(
@@ -467,7 +481,7 @@ def on_click(
         return state, []
     new = Click(int(click["ts_ms"]), click["user_id"], click["engagement_id"])
     after = replace(state, clicks=(*state.clicks, new))
-    return _after_new_link(state, after, key, new.ts_ms, now_ms)
+    return _after_new_link(state, after, key, new.user_id, new.ts_ms, now_ms)
 
 
 def on_forget(
@@ -481,11 +495,13 @@ def on_forget(
     without any link is deleted whole (None), watchers included: the
     identifier itself belonged to the deleted user.
 
-    A forget with ``up_to_ms`` comes from the user index for a link it learnt
-    of after the user's deletion (``on_user_key``): only the user's signals and
-    clicks at or before that time go. A later one is the user's return, new
-    data: it stays, still answers the watchers it answers, and is indexed
-    again under its time.
+    With ``up_to_ms`` (the deletion's time: from the deletion itself, or from
+    the user index for a link it learnt of later, ``on_user_key``) only the
+    user's signals and clicks at or before it go. A later one is the user's
+    return, new data: it stays, still answers what it answers, and is indexed
+    again under its time. A conversion from after that time that a forgotten
+    link answered (a replay that reached it before its forget) gets a plain
+    answer instead, and is decided again: no deleted link may keep it.
     """
 
     def forgotten(owner: str, ts_ms: int) -> bool:
@@ -497,11 +513,17 @@ def on_forget(
     watchers = dict(state.watchers)
     sends: list[Send] = []
     for name, watcher in state.watchers.items():
-        if watcher.last == user_id and answer(left, watcher) != user_id:
-            watchers[name] = replace(watcher, last=None)
-            owner = watcher.conversion_key
-            scrub = {"op": "forget_user", "conversion_key": owner, "user_id": user_id}
-            sends.append(Send("identity.answers", owner, scrub))
+        if watcher.last != user_id or (now := answer(left, watcher)) == user_id:
+            continue
+        owner = watcher.conversion_key
+        if up_to_ms is not None and int(watcher.event_time) * 1000 > up_to_ms:
+            watchers[name] = replace(watcher, last=now)
+            reply = {"conversion_key": owner, "slot": watcher.slot, "gen": watcher.gen}
+            sends.append(Send("identity.answers", owner, {**reply, "user_id": now}))
+            continue
+        watchers[name] = replace(watcher, last=None)
+        scrub = {"op": "forget_user", "conversion_key": owner, "user_id": user_id}
+        sends.append(Send("identity.answers", owner, scrub))
     if not (signals or clicks):
         return None, sends
     kept = [s.ts_ms for s in signals if s.user_id == user_id]
@@ -596,23 +618,28 @@ def on_user_key(
 
 def deleted_up_to(deleted_at_ms: int | None, request_ts_ms: int, now_ms: int) -> int:
     """The time a user's deletion covers: the later of the request's and the
-    processing time (as attribute's ``privacy.deleted``), never earlier than a
-    deletion before it."""
+    processing time (as attribute's ``privacy.deleted``). A deletion already
+    covering the request's time (its redelivery, or a replay) keeps it: a
+    second processing must not stretch it over the links of the user's return.
+    """
+    if deleted_at_ms is not None and deleted_at_ms >= request_ts_ms:
+        return deleted_at_ms
     return max(deleted_at_ms or 0, request_ts_ms, now_ms)
 
 
 def on_delete(
-    index: UserIndex, user_id: str, request_id: str | None, now_ms: int
+    index: UserIndex, user_id: str, request_id: str | None, now_ms: int, up_to_ms: int
 ) -> tuple[UserIndex, list[Send]]:
     """A delete request: ask every identifier of the user to forget them; drop the index.
 
+    The forgets reach up to the deletion's time (``deleted_up_to``, which the
+    caller keeps as the index's marker): a link of the user's return that
+    reaches an identifier before its forget stays, and is indexed again.
     The receipt (privacy.receipts, keyed by request_id) says identity_match has
     processed the request and how many identifiers it reached; it carries no
     user id. A request without a request_id gets no receipt (nothing to key it by).
-    The caller keeps the deletion's marker (``deleted_up_to``), which catches
-    links that reach the index after it.
     """
-    forget = {"op": "forget_user", "user_id": user_id}
+    forget = {"op": "forget_user", "user_id": user_id, "up_to_ms": up_to_ms}
     sends = [Send("identity.lookups", identifier, forget) for identifier in index]
     if request_id is not None:
         receipt = {

@@ -24,7 +24,7 @@ internal (``shared.contract.keys``): the same fields hold the keyed forms.
   identifier], ...], "answers": {"<slot>": user_id | null}, "result", "user",
   "dirty"}``.
 * ``user_index`` (key: internal user id): ``[identifier, ...]``; and for a
-  deleted user, under ``deletion_marker_key`` (a one-way hash of the id, in
+  deleted user, under ``deletion_marker_key`` (a keyed hash of the id, in
   the same partition), ``{"deleted_at_ms"}``.
 
 Every ``user_id`` here is the internal user id.
@@ -32,11 +32,11 @@ Every ``user_id`` here is the internal user id.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import field
 from typing import Any
 
+from shared.contract.keys import deletion_marker
 from shared.runtime.key_groups import group_key, group_prefix, owner_of
 from shared.values import value_class
 
@@ -252,14 +252,15 @@ def encode_user_index(index: UserIndex) -> list[str] | None:
     return list(index) or None
 
 
-def deletion_marker_key(user_id: str) -> bytes:
+def deletion_marker_key(user_id: str, identifier_key: str) -> bytes:
     """Where the user index remembers that a user was deleted.
 
-    Not the user's id: after a deletion no state may hold it. A one-way hash
-    of it, written in the partition of the user's inputs (the input's, as
-    every table write is), so the user's later inputs find it.
+    Not the user's id: after a deletion no state may hold it. A keyed hash of
+    it (``shared.contract.keys.deletion_marker``), written in the partition of
+    the user's inputs (the input's, as every table write is), so the user's
+    later inputs find it.
     """
-    return b"d." + hashlib.sha256(user_id.encode()).hexdigest().encode()
+    return deletion_marker(user_id, identifier_key).encode()
 
 
 def decode_deletion_marker(value: Any) -> int | None:

@@ -48,6 +48,7 @@ def keyed_ip_ua(ip_ua: str, key: str) -> str:
 #: internal ids (and neither collides with a keyed ip_ua).
 _USER_DOMAIN = "user\x1f"
 _CLICK_DOMAIN = "click\x1f"
+_DELETION_DOMAIN = "deleted\x1f"
 
 
 def _keyed(domain: str, value: str, key: str) -> str:
@@ -73,3 +74,12 @@ def internal_click(click_id: str, key: str) -> str:
     engagement's by the same function, so matching is unchanged.
     """
     return "c." + _keyed(_CLICK_DOMAIN, click_id, key)
+
+
+def deletion_marker(user_id: str, key: str) -> str:
+    """Where a deleted user is remembered: ``"d." + HMAC-SHA256(key, "deleted\\x1f" + user_id)``.
+
+    Keyed, and in its own domain, so it can neither be computed from the id
+    without the key nor linked to the id's short hash in the logs.
+    """
+    return "d." + _keyed(_DELETION_DOMAIN, user_id, key)

@@ -55,6 +55,7 @@ class StateCache:
         self._events: dict[bytes, Any] = {}
         self._dirty: dict[bytes, None] = {}  # insertion-ordered
         self._dirty_groups: dict[bytes, dict[bytes, None]] = {}  # see pipeline.groups_of
+        self._always: set[bytes] = set()  # tombstones written even over no stored value
 
     def get(self, key: bytes, event: Any) -> Any:
         if key in self._values:
@@ -100,8 +101,16 @@ class StateCache:
                 found[key] = self._values[key]
         return {key: value for key, value in found.items() if value is not None}
 
-    def put(self, key: bytes, value: Any, event: Any) -> None:
-        """Stage a new value (None deletes the key), handed on by take_writes()."""
+    def put(self, key: bytes, value: Any, event: Any, *, always: bool = False) -> None:
+        """Stage a new value (None deletes the key), handed on by take_writes().
+
+        ``always``: a tombstone goes to the changelog even when the store has no
+        value. A deletion's redelivery may find the store already without the
+        key (kept through a kill -9) while the changelog still has it; left out,
+        a worker rebuilding the partition from the changelog would get it back.
+        """
+        if always:
+            self._always.add(key)
         self._values[key] = value
         self._events[key] = event
         self._dirty[key] = None
@@ -141,12 +150,13 @@ class StateCache:
             # The partition (store and changelog) is that of the event the key came with.
             event = self._events[key]
             value = self._values[key]
-            if value is None and self._stored(key, event) is None:
+            if value is None and key not in self._always and self._stored(key, event) is None:
                 continue
             raw = None if value is None else orjson.dumps(value)
             writes.append((event.message.partition, key, raw))
         self._dirty.clear()
         self._dirty_groups.clear()
+        self._always.clear()
         self._values.clear()
         self._events.clear()
         return writes

@@ -600,6 +600,35 @@ async def test_a_link_after_the_delete_is_the_users_return(h: Harness) -> None:
     assert [s[3] for s in h.table("keys").value(EM)["signals"]] == [GONE]
 
 
+async def test_a_replayed_link_behind_the_users_return_is_forgotten(h: Harness) -> None:
+    """The identifier knows the user already (their return): the replay, older
+    than the return's link, still reaches the user index and is forgotten."""
+    await delete(h, delete_request())
+    await deliver(h)
+    back = link(EM, user="gone", ts_ms=NOW_MS + 1_000)
+    await run(h, "signals", h.record("identity.signals", EM, back))
+    await run(h, "signals", h.record("identity.signals", EM, link(EM, user="gone")))
+    await deliver(h)
+    assert [s[0] for s in h.table("keys").value(EM)["signals"]] == [NOW_MS + 1_000]
+    assert h.table("user_index").value(GONE) == [EM]
+
+
+async def test_a_conversion_after_the_deletion_is_not_kept_by_a_replayed_link(h: Harness) -> None:
+    """The replay answers a conversion from after the deletion before its
+    forget comes: the conversion is decided again, its assignment retracted."""
+    await delete(h, delete_request())
+    await deliver(h)
+    later = {**accepted(em=[EM]), "event_time": NOW_MS // 1000 + 60}
+    await run(h, "owner", h.record("conversions.accepted", CONVERSION_KEY, later))
+    await deliver(h)
+    await run(h, "signals", h.record("identity.signals", EM, link(EM, user="gone")))
+    await deliver(h)
+    owner = h.table("conversions").value(CONVERSION_KEY)
+    assert owner["user"] is None and owner["result"]["status"] == "unidentified"
+    assert [a.json["op"] for a in h.sent("attribution.assignments")] == ["assign", "retract"]
+    assert dict(h.table("keys").items()) == {}
+
+
 async def test_a_delete_request_is_forwarded_by_internal_user_id_only(h: Harness) -> None:
     await run(h, "deletions", h.record("privacy.requests", "gone", delete_request()))
     forwarded = only(h.sent("identity.deletions"))

@@ -624,14 +624,38 @@ def test_a_forget_up_to_a_time_keeps_the_users_later_links_and_indexes_them_agai
     assert after.watchers["k|0"].last == "gone"  # still its answer, through the later link
 
 
-def test_a_forget_up_to_a_time_scrubs_the_watchers_only_the_earlier_link_answered() -> None:
+def test_a_forget_up_to_a_time_scrubs_the_conversions_from_before_it_that_the_link_answered() -> (
+    None
+):
     state = key_state(signal(1, user="gone"), signal(T_MS + 1, user="gone"))
     state, _ = rules.on_lookup(state, lookup(), NOW_MS, HORIZON_MS)  # answered by the link at 1
-    after, sends = rules.on_forget(state, H, "gone", up_to_ms=3)
-    assert [(s.topic, s.value["op"]) for s in sends if s.topic == "identity.answers"] == [
-        ("identity.answers", "forget_user")
+    after, sends = rules.on_forget(state, H, "gone", up_to_ms=T_MS)
+    assert [s.value for s in sends if s.topic == "identity.answers"] == [
+        {"op": "forget_user", "conversion_key": "k", "user_id": "gone"}
     ]
     assert after is not None and after.watchers["k|0"].last is None
+
+
+def test_a_conversion_after_the_deletion_that_a_forgotten_link_answered_is_answered_again() -> None:
+    """A replayed link reached the identifier before its forget and answered a
+    conversion from after the deletion: that conversion is decided again."""
+    state = key_state(signal(1, user="gone"))
+    state, _ = rules.on_lookup(state, lookup(), NOW_MS, HORIZON_MS)  # answered "gone"
+    after, sends = rules.on_forget(state, H, "gone", up_to_ms=3)
+    assert after is None  # no link left
+    assert [s.value for s in sends] == [
+        {"conversion_key": "k", "slot": "0", "gen": 1, "user_id": None}
+    ]
+
+
+def test_a_replayed_link_older_than_the_users_links_here_is_indexed_again() -> None:
+    """Its time must reach the user index, or it would hide behind the user's
+    later links (of a return after a deletion)."""
+    state = key_state(signal(50))
+    state, sends = rules.on_signal(state, H, forwarded(signal(10), 7), NOW_MS)
+    assert [(s.topic, s.value["ts_ms"]) for s in sends] == [("identity.user_keys", 10)]
+    _, sends = rules.on_signal(state, H, forwarded(signal(20), 8), NOW_MS)
+    assert sends == []
 
 
 def index_record(key: str, ts_ms: int | None = 10) -> dict[str, Any]:
@@ -665,13 +689,21 @@ def test_a_link_after_a_users_deletion_is_their_return_and_is_indexed() -> None:
 def test_a_deletion_covers_up_to_the_later_of_its_request_and_processing_times() -> None:
     assert rules.deleted_up_to(None, 5, NOW_MS) == NOW_MS
     assert rules.deleted_up_to(None, NOW_MS + 9, NOW_MS) == NOW_MS + 9
-    assert rules.deleted_up_to(NOW_MS + 20, 5, NOW_MS) == NOW_MS + 20
+
+
+def test_a_deletion_processed_again_keeps_its_time() -> None:
+    """A redelivery or a replay must not stretch it over the user's return."""
+    assert rules.deleted_up_to(NOW_MS - 60_000, NOW_MS - 70_000, NOW_MS) == NOW_MS - 60_000
+
+
+def test_a_later_deletion_of_the_same_user_moves_the_time_on() -> None:
+    assert rules.deleted_up_to(NOW_MS - 60_000, NOW_MS - 10, NOW_MS) == NOW_MS
 
 
 def test_a_delete_asks_every_identifier_to_forget_and_leaves_a_receipt() -> None:
-    index, sends = rules.on_delete(("a", "b"), "gone", "r-1", NOW_MS)
+    index, sends = rules.on_delete(("a", "b"), "gone", "r-1", NOW_MS, NOW_MS - 5)
     assert index == ()
-    forget = {"op": "forget_user", "user_id": "gone"}
+    forget = {"op": "forget_user", "user_id": "gone", "up_to_ms": NOW_MS - 5}
     assert [(s.topic, s.key, s.value) for s in sends] == [
         ("identity.lookups", "a", forget),
         ("identity.lookups", "b", forget),
@@ -689,7 +721,7 @@ def test_a_delete_asks_every_identifier_to_forget_and_leaves_a_receipt() -> None
 
 
 def test_a_delete_without_request_id_has_no_receipt() -> None:
-    _, sends = rules.on_delete(("a",), "gone", None, NOW_MS)
+    _, sends = rules.on_delete(("a",), "gone", None, NOW_MS, NOW_MS)
     assert [s.topic for s in sends] == ["identity.lookups"]
 
 

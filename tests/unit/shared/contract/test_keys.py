@@ -63,3 +63,13 @@ def test_a_click_id_and_a_user_id_of_the_same_text_differ_beyond_the_prefix() ->
 def test_internal_ids_hash_lone_surrogates_instead_of_raising() -> None:
     assert ids.internal_user("u\ud800", "k" * 32).startswith("u.")
     assert ids.internal_click("c\ud800", "k" * 32).startswith("c.")
+
+
+def test_a_deletion_marker_is_keyed_and_neither_the_id_nor_its_plain_hash() -> None:
+    """Nothing links it to the id's short hash in the logs, or computes it without the key."""
+    user = ids.internal_user("user-000123", "k" * 32)
+    marker = ids.deletion_marker(user, "k" * 32)
+    assert marker == ids.deletion_marker(user, "k" * 32)
+    assert marker != ids.deletion_marker(user, "j" * 32)
+    assert marker.startswith("d.") and user[2:] not in marker
+    assert hashlib.sha256(user.encode()).hexdigest()[:16] not in marker

@@ -151,6 +151,21 @@ def test_rewrite_sends_an_already_applied_value_to_the_changelog_again():
     assert table.writes == [b"k"] and table[b"k"] == b'{"n":1}'
 
 
+def test_a_tombstone_of_a_key_the_store_lacks_is_left_out():
+    cache = StateCache(RecordingTable())
+    cache.put(b"absent", None, Event())
+    assert cache.take_writes() == []
+
+
+def test_a_tombstone_put_always_is_written_even_when_the_store_lacks_the_key():
+    """A redelivered deletion: the store dropped the key, the changelog may still have it."""
+    cache = StateCache(RecordingTable())
+    cache.put(b"absent", None, Event(), always=True)
+    assert cache.take_writes() == [(3, b"absent", None)]
+    cache.put(b"absent", None, Event())
+    assert cache.take_writes() == []  # ``always`` lasts one batch
+
+
 def test_staged_tells_the_keys_a_batch_has_put_until_its_writes_are_taken():
     cache = StateCache(RecordingTable({b"k": b'{"n":1}'}))
     ev = Event()
