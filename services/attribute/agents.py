@@ -103,6 +103,7 @@ class UsersHandler:
         #: privacy.deleted: global pseudonym -> deleted_at_ms (``deleted_users_view``).
         self.deleted = deleted
         self.windows_of = windows_of
+        self.identifier_key = settings.active_identifier_key
         self.kinds = {settings.topic_name(name): name for name in USERS_INPUTS}
         self.dropped = 0
 
@@ -126,7 +127,7 @@ class UsersHandler:
             self.log.info("deleted_user_input_dropped", topic=kind, dropped_total=self.dropped)
             if kind == "attribution.assignments" and deleted_at_ms is not None:
                 now_ms = versions.now_ms()
-                ctx = rules.Context(user_id, keys, self.windows_of, now_ms)
+                ctx = rules.Context(user_id, keys, self.windows_of, now_ms, self.identifier_key)
                 expires_ms = now_ms + self.settings.late_horizon_s * 1000
                 sends = rules.on_assign_of_deleted_user(payload, ctx, expires_ms)
                 await self.outbox.send_all(sends)
@@ -135,7 +136,7 @@ class UsersHandler:
         stored = read_parts(users, user_id, event, name=own_name)
         user = state.decode_user(users.get(message.key, event), stored)
         now_ms = versions.now_ms()
-        ctx = rules.Context(user_id, keys, self.windows_of, now_ms)
+        ctx = rules.Context(user_id, keys, self.windows_of, now_ms, self.identifier_key)
         concerned = rules.concerned_parts(user, kind, payload, ctx)
         if kind == "ads.engagements":
             user, sends = rules.on_engagement(user, payload, ctx)
@@ -157,9 +158,8 @@ class UsersHandler:
         message = event.message
         stored = read_parts(users, user_id, event, every_name=True)
         user = state.decode_user(users.get(message.key, event), stored)
-        ctx = rules.Context(
-            user_id, self.settings.active_pseudonym_keys, self.windows_of, versions.now_ms()
-        )
+        keys = self.settings.active_pseudonym_keys
+        ctx = rules.Context(user_id, keys, self.windows_of, versions.now_ms(), self.identifier_key)
         _, sends = rules.on_delete(user, request, ctx)
         await self.outbox.send_all(sends)
         write_parts(users, user_id, state.part_writes(stored, None, state.Concerned()), event)
@@ -243,19 +243,21 @@ class PublisherHandler:
                 return
         if new is not None and sends:
             await self.outbox.send_all(sends)
-            await self.tell_aggregate(last, sends[0].value, event)
+            await self.tell_aggregate(last, sends[0].value, event, result.get("lane_user"))
             if result.get("op") != "scrub":
                 self.outbox.metrics.published_result(sends[0].value)
             published.put(message.key, state.encode_published(new), event)
 
-    async def tell_aggregate(self, last: Any, record: Any, event: Any) -> None:
+    async def tell_aggregate(
+        self, last: Any, record: Any, event: Any, lane_user: str | None = None
+    ) -> None:
         """The record's report deltas and fact, sent with it.
 
         A record these cannot be made of is still published; its input is
         dead-lettered (``report_error``) so that the reports' gap is seen.
         """
         try:
-            sends = rules.aggregate_inputs(last, record)
+            sends = rules.aggregate_inputs(last, record, lane_user)
         except Exception as exc:  # noqa: BLE001 - our own record: a bug, not input
             text = f"{type(exc).__name__} while making the report deltas"
             await self.outbox.dead_letter("report_error", text, event.message, self.log)

@@ -31,7 +31,7 @@ from services.attribute.state import (
     User,
 )
 from shared.contract.errors import InvalidEvent
-from shared.contract.keys import ad_account_of, internal_user
+from shared.contract.keys import ad_account_of, internal_user, lane_user
 from shared.contract.limits import (
     ALLOWED_WINDOW_DAYS,
     DAY_MS,
@@ -108,6 +108,8 @@ class Context:
     windows_of: WindowsOf
     #: The worker's wall clock: the floor of every stamp issued.
     now_ms: int
+    #: The identifier key (``shared.contract.keys.lane_user``).
+    identifier_key: str
 
 
 def windows_ms(days: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -204,7 +206,8 @@ def result_message(entry: Assigned, outcome: Mapping[str, Any], ctx: Context) ->
     """The attribution.results message of one outcome: the user only as a
     pseudonym, scoped by the conversion's ad account."""
     matched = outcome["status"] != "unidentified"
-    user = pseudonym(entry.conv["ad_account_id"], ctx.user_id, ctx.keys)
+    account = entry.conv["ad_account_id"]
+    user = pseudonym(account, ctx.user_id, ctx.keys)
     match = {"key_type": entry.key_type, "user": user}
     return {
         "conv": entry.conv,
@@ -212,6 +215,8 @@ def result_message(entry: Assigned, outcome: Mapping[str, Any], ctx: Context) ->
         "reason": outcome["reason"],
         "touch": outcome["touch"],
         "match": match if matched else None,
+        # The protected lane's unit, for the publisher's deltas only (never published).
+        "lane_user": lane_user(account, ctx.user_id, ctx.identifier_key) if matched else None,
         "order": [entry.mv, entry.seq],
     }
 
@@ -510,14 +515,17 @@ def on_result(
     return Published((mv, seq), record), [Send(ATTRIBUTED, conversion_key, record)]
 
 
-def aggregate_inputs(last: Published | None, record: Mapping[str, Any]) -> list[Send]:
+def aggregate_inputs(
+    last: Published | None, record: Mapping[str, Any], lane_user: str | None = None
+) -> list[Send]:
     """What a newly published record tells aggregate: its report deltas and its fact.
 
     The publisher knows the record it replaces, so it also says which row (and
     lane stratum and bucket) the conversion leaves and joins
-    (``shared.contract.report_deltas``).
+    (``shared.contract.report_deltas``). ``lane_user``: the result's unit of
+    the protected lane (``result_message``).
     """
-    return sends_of_result(last.record if last is not None else None, record)
+    return sends_of_result(last.record if last is not None else None, record, lane_user)
 
 
 def scrubbed(last: Mapping[str, Any], users: Collection[str], at_ms: int) -> dict[str, Any] | None:

@@ -49,6 +49,7 @@ def keyed_ip_ua(ip_ua: str, key: str) -> str:
 _USER_DOMAIN = "user\x1f"
 _CLICK_DOMAIN = "click\x1f"
 _DELETION_DOMAIN = "deleted\x1f"
+_LANE_DOMAIN = "lane\x1f"
 
 
 def _keyed(domain: str, value: str, key: str) -> str:
@@ -83,3 +84,14 @@ def deletion_marker(user_id: str, key: str) -> str:
     without the key nor linked to the id's short hash in the logs.
     """
     return "d." + _keyed(_DELETION_DOMAIN, user_id, key)
+
+
+def lane_user(ad_account_id: str, user_id: str, key: str) -> str:
+    """The protected lane's unit: one user within one ad account, ``"l." + HMAC``.
+
+    The lane bounds what one user contributes to a release. ``match.user``
+    changes when its keys rotate, so the lane counts users by this instead: it
+    is keyed by the identifier key, which never rotates (the internal ids
+    hang on it), and scoped by the account, so no two accounts' reports share it.
+    """
+    return "l." + _keyed(_LANE_DOMAIN, f"{ad_account_id}\x1f{user_id}", key)[:32]

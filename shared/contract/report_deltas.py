@@ -90,7 +90,9 @@ def bucket_key(record: Mapping[str, Any]) -> str | None:
     return f"{record['ad_account_id']}:{utc_date(int(record['event_time']))}"
 
 
-def deltas_of(last: Mapping[str, Any] | None, record: Mapping[str, Any]) -> list[Send]:
+def deltas_of(
+    last: Mapping[str, Any] | None, record: Mapping[str, Any], lane_user: str | None = None
+) -> list[Send]:
     """The reports.deltas record of ``record`` replacing ``last`` (None: the first result).
 
     One record per new version, keyed by ad account: the conversion_key, the
@@ -99,6 +101,8 @@ def deltas_of(last: Mapping[str, Any] | None, record: Mapping[str, Any]) -> list
     then the protected bucket (only for an attributed conversion of a known
     user). Each op is applied on its own (``services.aggregate``): a member
     changes only for a higher version, so the record is idempotent as a whole.
+    The protected op's ``user`` is ``lane_user`` (``shared.contract.keys.lane_user``:
+    stable across pseudonym key rotations), else the record's pseudonym.
     """
     ops: list[dict[str, Any]] = []
     new_row = row_key(row_of(record))
@@ -129,7 +133,7 @@ def deltas_of(last: Mapping[str, Any] | None, record: Mapping[str, Any]) -> list
                 "lane": "protected",
                 "op": "add",
                 "bucket": bucket,
-                "user": record["match"]["user"],
+                "user": lane_user or record["match"]["user"],
                 "event_time": int(record["event_time"]),
                 "campaign_id": touch["campaign_id"],
                 "event_name": record["event_name"],
@@ -177,7 +181,9 @@ def fact_of_result(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def sends_of_result(last: Mapping[str, Any] | None, record: Mapping[str, Any]) -> list[Send]:
+def sends_of_result(
+    last: Mapping[str, Any] | None, record: Mapping[str, Any], lane_user: str | None = None
+) -> list[Send]:
     """Everything aggregate learns from one published result: deltas, then the fact."""
     fact = fact_of_result(record)
-    return [*deltas_of(last, record), Send(FACTS, fact["ad_account_id"], fact)]
+    return [*deltas_of(last, record, lane_user), Send(FACTS, fact["ad_account_id"], fact)]

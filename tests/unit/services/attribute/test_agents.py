@@ -20,7 +20,7 @@ from services.attribute.agents import (
     UsersHandler,
     deleted_users_view,
 )
-from shared.contract.keys import internal_user
+from shared.contract.keys import internal_user, lane_user
 from shared.kafka.compacted_view import CompactedView
 from shared.runtime.settings import Settings
 from tests.support.harness import FakeEvent, Harness
@@ -156,6 +156,20 @@ async def test_publisher_sends_the_report_deltas_and_the_fact_of_each_record(h: 
     assert delta.json["version"] == record.json["version"]
     [fact] = h.sent("diagnostics.facts")
     assert fact.json["kind"] == "result" and fact.json["ref"] == CK
+
+
+async def test_the_protected_delta_counts_the_lane_user_which_is_never_published(
+    h: Harness,
+) -> None:
+    await users(h, h.record("ads.engagements", USER, engagement()))
+    await users(h, h.record("attribution.assignments", IUSER, assign()))
+    await results_to_publisher(h)
+    [record] = h.sent("conversions.attributed")
+    [delta] = h.sent("reports.deltas")
+    [protected] = [op for op in delta.json["ops"] if op.get("lane") == "protected"]
+    key = h.settings.active_identifier_key
+    assert protected["user"] == lane_user(record.json["ad_account_id"], IUSER, key)
+    assert "lane_user" not in record.json
 
 
 async def test_a_record_without_report_deltas_is_published_and_its_input_dead_lettered(

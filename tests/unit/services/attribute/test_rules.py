@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from services.attribute import rules
 from services.attribute.state import Published, User
-from shared.contract.keys import internal_user
+from shared.contract.keys import internal_user, lane_user
 from shared.contract.limits import ENGAGEMENT_RETENTION_MS, MAX_BACKFILL_MS
 from shared.contract.pseudonyms import DELETED_USERS_SCOPE, pseudonym, unscoped_pseudonyms
 from shared.contract.records import Send
@@ -28,7 +28,7 @@ def windows_of(_ad_account_id: str) -> dict[str, int]:
 
 
 def ctx(now_ms: int = NOW_MS, of: rules.WindowsOf = windows_of) -> rules.Context:
-    return rules.Context("u1", KEYS, of, now_ms)
+    return rules.Context("u1", KEYS, of, now_ms, "i" * 32)
 
 
 def eng(eid: str, ts_ms: int, kind: str = "click", account: str = "1") -> dict[str, Any]:
@@ -370,6 +370,25 @@ def test_a_reattribution_stamp_outranks_the_state_it_was_recomputed_from() -> No
     user, [first] = assign(User())
     _, sends = rules.on_engagement(user, eng("c", T_MS - 10), ctx(NOW_MS + 1_000))
     assert results(sends)[0]["order"] == [first["order"][0], NOW_MS + 1_000]
+
+
+def test_the_lane_user_stays_the_same_when_the_pseudonym_keys_rotate() -> None:
+    """The protected lane bounds a user's contribution: a rotation must not make two."""
+    user = with_engagements(eng("c", T_MS - 10))
+    _, before = assign(user)
+    rotated = (("k2", "another-secret-of-at-least-thirty-two-bytes"), *KEYS)
+    c = rules.Context("u1", rotated, windows_of, NOW_MS, "i" * 32)
+    _, sends = rules.on_assign(user, assignment(), c, 2 * T_MS)
+    [after] = results(sends)
+    assert before[0]["match"]["user"] != after["match"]["user"]
+    assert before[0]["lane_user"] == after["lane_user"] == lane_user("1", "u1", "i" * 32)
+
+
+def test_a_result_without_a_user_has_no_lane_user() -> None:
+    user, _ = assign(User())
+    _, sends = rules.on_privacy_request(user, {"kind": "opt_out", "ts_ms": 10}, 0, ctx())
+    [result] = results(sends)
+    assert result["match"] is None and result["lane_user"] is None
 
 
 def test_an_assignment_recomputed_after_a_crash_outranks_its_first_result() -> None:

@@ -73,3 +73,10 @@ def test_a_deletion_marker_is_keyed_and_neither_the_id_nor_its_plain_hash() -> N
     assert marker != ids.deletion_marker(user, "j" * 32)
     assert marker.startswith("d.") and user[2:] not in marker
     assert hashlib.sha256(user.encode()).hexdigest()[:16] not in marker
+
+
+def test_a_lane_user_is_keyed_and_scoped_by_ad_account() -> None:
+    one = ids.lane_user("1", "u.abc", "k" * 32)
+    assert one == ids.lane_user("1", "u.abc", "k" * 32) and one.startswith("l.")
+    assert one != ids.lane_user("2", "u.abc", "k" * 32)
+    assert one != ids.lane_user("1", "u.abc", "j" * 32)

@@ -71,6 +71,13 @@ def test_a_first_result_joins_its_row_stratum_and_bucket() -> None:
     assert protected["user"] == "p-1" and protected["campaign_id"] == "c1"
 
 
+def test_the_protected_op_counts_the_lane_user_when_the_result_has_one() -> None:
+    """Not the pseudonym, which changes when its keys rotate."""
+    sends = rd.deltas_of(None, attributed_record(), "l.abc")
+    [protected] = [op for op in ops(sends) if op.get("lane") == "protected"]
+    assert protected["user"] == "l.abc"
+
+
 def test_a_new_version_in_another_row_removes_then_adds() -> None:
     deltas = observed(
         rd.deltas_of(attributed_record(ad="a1"), attributed_record(version=2, ad="a2"))
