@@ -478,7 +478,7 @@ def on_assign_of_deleted_user(msg: Mapping[str, Any], ctx: Context, expires_ms: 
 def without_user(result: dict[str, Any], mv: int) -> dict[str, Any]:
     match = result.get("match")
     match = {**match, "user": None} if isinstance(match, dict) else match
-    return {**result, "match": match, "order": [mv, 0]}
+    return {**result, "match": match, "lane_user": None, "order": [mv, 0]}
 
 
 # -------------------------------------------------------- publisher steps

@@ -297,7 +297,7 @@ class UserIndexHandler:
         request_id = payload.get("request_id")
         now_ms = self.clock()
         marker = rules.deleted_up_to(deleted_at_ms, int(payload.get("ts_ms") or 0), now_ms)
-        new, sends = rules.on_delete(known, payload["user_id"], request_id, now_ms, marker)
+        new, sends = rules.on_delete(known, payload["user_id"], request_id, now_ms)
         await self.outbox.send_all(sends)
         # Always logged: a redelivery may find the store without the index while
         # the changelog still has it (StateCache.put).

@@ -495,9 +495,9 @@ def on_forget(
     without any link is deleted whole (None), watchers included: the
     identifier itself belonged to the deleted user.
 
-    With ``up_to_ms`` (the deletion's time: from the deletion itself, or from
-    the user index for a link it learnt of later, ``on_user_key``) only the
-    user's signals and clicks at or before it go. A later one is the user's
+    With ``up_to_ms`` (the deletion's time: sent by the user index for a link
+    it learnt of after the deletion, ``on_user_key``) only the user's signals
+    and clicks at or before it go. A later one is the user's
     return, new data: it stays, still answers what it answers, and is indexed
     again under its time. A conversion from after that time that a forgotten
     link answered (a replay that reached it before its forget) gets a plain
@@ -628,18 +628,19 @@ def deleted_up_to(deleted_at_ms: int | None, request_ts_ms: int, now_ms: int) ->
 
 
 def on_delete(
-    index: UserIndex, user_id: str, request_id: str | None, now_ms: int, up_to_ms: int
+    index: UserIndex, user_id: str, request_id: str | None, now_ms: int
 ) -> tuple[UserIndex, list[Send]]:
     """A delete request: ask every identifier of the user to forget them; drop the index.
 
-    The forgets reach up to the deletion's time (``deleted_up_to``, which the
-    caller keeps as the index's marker): a link of the user's return that
-    reaches an identifier before its forget stays, and is indexed again.
+    The forgets reach all of the user's links and clicks, whatever their time
+    (a link may be dated ahead of the deletion). The caller keeps the
+    deletion's marker (``deleted_up_to``), which catches the links that reach
+    the index after it.
     The receipt (privacy.receipts, keyed by request_id) says identity_match has
     processed the request and how many identifiers it reached; it carries no
     user id. A request without a request_id gets no receipt (nothing to key it by).
     """
-    forget = {"op": "forget_user", "user_id": user_id, "up_to_ms": up_to_ms}
+    forget = {"op": "forget_user", "user_id": user_id}
     sends = [Send("identity.lookups", identifier, forget) for identifier in index]
     if request_id is not None:
         receipt = {

@@ -350,6 +350,8 @@ async def test_a_conversion_still_matched_to_a_deleted_user_gets_its_result_with
     sent = h.producer.sent[before:]
     [forget] = [s.json for s in sent if s.topic.endswith("identity.answers")]
     assert forget["op"] == "forget_user" and forget["user_id"] == IUSER
+    [result] = [s.json for s in sent if s.topic.endswith("attribution.results")]
+    assert result["lane_user"] is None  # nothing of the user on the topic either
     await results_to_publisher(h)
     [record] = h.sent("conversions.attributed")
     assert record.json["match"]["user"] is None and record.json["status"] == "unattributed"

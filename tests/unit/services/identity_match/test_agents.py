@@ -564,6 +564,17 @@ def stored(h: Harness) -> bytes:
     return b"".join(k + v for t in h.tables.values() for k, v in t.items())
 
 
+async def test_a_delete_forgets_links_dated_after_it_too(h: Harness) -> None:
+    """A link's time is its sender's: one dated ahead of the deletion is the user's all the same."""
+    ahead = link(EM, user="gone", ts_ms=NOW_MS + 600_000)
+    await run(h, "signals", h.record("identity.signals", EM, ahead))
+    await deliver(h)
+    await delete(h, delete_request())
+    await deliver(h)
+    assert dict(h.table("keys").items()) == {}
+    assert GONE.encode() not in stored(h)
+
+
 async def test_a_link_replayed_after_a_delete_is_forgotten_again(h: Harness) -> None:
     """The user's link and click from before the deletion come again (a replay)."""
     await matched_user(h)

@@ -701,9 +701,9 @@ def test_a_later_deletion_of_the_same_user_moves_the_time_on() -> None:
 
 
 def test_a_delete_asks_every_identifier_to_forget_and_leaves_a_receipt() -> None:
-    index, sends = rules.on_delete(("a", "b"), "gone", "r-1", NOW_MS, NOW_MS - 5)
+    index, sends = rules.on_delete(("a", "b"), "gone", "r-1", NOW_MS)
     assert index == ()
-    forget = {"op": "forget_user", "user_id": "gone", "up_to_ms": NOW_MS - 5}
+    forget = {"op": "forget_user", "user_id": "gone"}  # every link, whatever its time
     assert [(s.topic, s.key, s.value) for s in sends] == [
         ("identity.lookups", "a", forget),
         ("identity.lookups", "b", forget),
@@ -721,7 +721,7 @@ def test_a_delete_asks_every_identifier_to_forget_and_leaves_a_receipt() -> None
 
 
 def test_a_delete_without_request_id_has_no_receipt() -> None:
-    _, sends = rules.on_delete(("a",), "gone", None, NOW_MS, NOW_MS)
+    _, sends = rules.on_delete(("a",), "gone", None, NOW_MS)
     assert [s.topic for s in sends] == ["identity.lookups"]
 
 
