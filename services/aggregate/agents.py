@@ -1,13 +1,10 @@
 """Agents of the aggregate service.
 
-* ``RowsHandler`` (reports.deltas, privacy.releases and diagnostics.facts, all
-  keyed by ad account): counts the setup-diagnostics facts (those of
-  diagnostics.facts and the one each reports.deltas record carries:
-  ``services.aggregate.diagnostics_agent.BucketsHandler``), applies deltas to
-  the rows' members and totals and publishes every changed row to
-  reports.conversions once per batch (a tombstone when a row empties); the
-  same for the privacy lanes (modeled strata, protected buckets, releases:
-  docs/privacy.md).
+* ``RowsHandler`` (reports.deltas and privacy.releases, both keyed by ad
+  account): applies deltas to the rows' members and totals and publishes
+  every changed row to reports.conversions once per batch (a tombstone when
+  a row empties); the same for the privacy lanes (modeled strata, protected
+  buckets, releases: docs/privacy.md).
 
 The deltas come from attribute's publisher, sent with each result it publishes
 (``shared.contract.report_deltas``): aggregate reads no compacted topic.
@@ -28,7 +25,6 @@ import faust
 import orjson
 
 from services.aggregate import lanes, rules, state
-from services.aggregate.diagnostics_agent import FACTS, BucketsHandler
 from services.aggregate.noise import OpenDPNoise
 from shared.contract import versions
 from shared.contract.report_deltas import ops_of
@@ -47,9 +43,7 @@ ROWS_OUTPUTS = (
     "privacy.releases",
 )
 #: The rows agent's tables, in the order a batch writes them (see ``register``).
-TABLES = ("privacy", "row_members", "rows", "stratum_members", "strata", "buckets", "diagnostics")
-#: The rows agent's inputs: all keyed by ad account, on the same partitions.
-ROWS_INPUTS = ("reports.deltas", "privacy.releases", FACTS)
+TABLES = ("privacy", "row_members", "rows", "stratum_members", "strata", "buckets")
 #: The protected lane checks for closed dates at least every minute.
 RELEASE_CHECK_INTERVAL_S = 30.0
 
@@ -128,8 +122,6 @@ class RowsHandler:
         self.log = log
         self.noise = noise or OpenDPNoise()
         self.releases_topic = settings.topic_name("privacy.releases")
-        self.facts_topic = settings.topic_name(FACTS)
-        self.facts = BucketsHandler(settings, outbox, log)
         self.partitions = registry_for(settings).topic("privacy.releases").partitions
         #: The rows and strata the batch changed, in order (published by
         #: ``publish_changed``).
@@ -153,12 +145,8 @@ class RowsHandler:
         stratum_members: StateCache,
         strata: StateCache,
         buckets: StateCache,
-        diagnostics: StateCache,
     ) -> None:
         doc = orjson.loads(event.message.value)
-        if event.message.topic == self.facts_topic:
-            self.facts.count(event, doc, diagnostics)
-            return
         if event.message.topic == self.releases_topic:
             if doc["op"] == "publish":
                 await self.on_publish(event, doc, privacy, buckets)
@@ -175,8 +163,6 @@ class RowsHandler:
                 )
             else:
                 self.on_bucket_delta(event, op, buckets, privacy)
-        if "fact" in doc:  # the result's setup-diagnostics fact, in the same record
-            self.facts.count(event, doc["fact"], diagnostics)
 
     def on_member_delta(
         self,
@@ -403,7 +389,7 @@ def register(app: faust.App, settings: Settings) -> None:
     tables = raw_tables(app, settings, *TABLES)
     privacy = tables[0]
 
-    @app.agent(raw_topic(app, settings, *ROWS_INPUTS), name="rows")
+    @app.agent(raw_topic(app, settings, "reports.deltas", "privacy.releases"), name="rows")
     async def rows_agent(stream: Any) -> None:
         outbox = Outbox(app, settings, *ROWS_OUTPUTS)
         handler = RowsHandler(settings, outbox, log)

@@ -4,13 +4,10 @@
   diagnostics.facts): one compact fact per input, re-keyed by ad account;
   stateless. A valid conversion's fact comes from ingest, with the
   conversions.valid record (``shared.contract.diagnostic_facts``); a result's
-  from attribute's publisher, inside the result's reports.deltas record
-  (``shared.contract.report_deltas``).
-* ``BucketsHandler`` (table ``diagnostics``): counts a fact in its
-  ``"{ad_account_id}:{day}"`` bucket, once (see
-  ``services.aggregate.diagnostics.fold``). aggregate's rows agent runs it on
-  every diagnostics.facts record and on the fact a reports.deltas record carries
-  (a result's: one input for the result's deltas and its fact).
+  from attribute's publisher, with the result (``shared.contract.report_deltas``).
+* ``BucketsHandler`` (diagnostics.facts -> table ``diagnostics``): counts a
+  fact in its ``"{ad_account_id}:{day}"`` bucket, once (see
+  ``services.aggregate.diagnostics.fold``).
 
 ``register`` only wires them to Faust; they run in-process in unit tests.
 """
@@ -23,7 +20,7 @@ import faust
 import orjson
 
 from services.aggregate import diagnostics
-from shared.runtime.app import raw_topic
+from shared.runtime.app import raw_table, raw_topic
 from shared.runtime.batching import Outbox, StateCache, process
 from shared.runtime.logging import get_logger, message_fields
 from shared.runtime.settings import Settings
@@ -77,10 +74,7 @@ class BucketsHandler:
         self.log = log
 
     async def __call__(self, event: Any, state: StateCache) -> None:
-        self.count(event, orjson.loads(event.message.value), state)
-
-    def count(self, event: Any, fact: dict[str, Any], state: StateCache) -> None:
-        """Count ``fact`` (from ``event``: a diagnostics.facts or reports.deltas record)."""
+        fact = orjson.loads(event.message.value)
         account, day = fact["ad_account_id"], fact["day"]
         key = diagnostics.bucket_key(account, day).encode()
         marker_key = diagnostics.marker_key(fact).encode()
@@ -105,10 +99,8 @@ class BucketsHandler:
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    """The facts agent. The facts are counted by aggregate's rows agent
-    (``services.aggregate.agents``), which reads diagnostics.facts with the
-    reports.deltas records that carry the results' facts."""
     log = get_logger()
+    table = raw_table(app, settings, "diagnostics")
 
     @app.agent(raw_topic(app, settings, *FACT_INPUTS), name="diagnostics_facts")
     async def facts_agent(stream: Any) -> None:
@@ -116,3 +108,10 @@ def register(app: faust.App, settings: Settings) -> None:
         handler = FactsHandler(settings, outbox, log)
         within_s = settings.diagnostics_batch_within_s
         await process(stream, settings, outbox, handler, log=log, within_s=within_s)
+
+    @app.agent(raw_topic(app, settings, FACTS), name="diagnostics")
+    async def buckets_agent(stream: Any) -> None:
+        outbox = Outbox(app, settings)
+        handler = BucketsHandler(settings, outbox, log)
+        within_s = settings.diagnostics_batch_within_s
+        await process(stream, settings, outbox, handler, table, log=log, within_s=within_s)

@@ -46,7 +46,7 @@ INTAKE_INPUTS = ("ads.engagements", "privacy.requests")
 INTAKE_OUTPUTS = (rules.USER_EVENTS,)
 USERS_INPUTS = (rules.USER_EVENTS, "attribution.assignments")
 USERS_OUTPUTS = ("attribution.results", "identity.answers", "privacy.deleted", "privacy.receipts")
-PUBLISHER_OUTPUTS = ("conversions.attributed", "reports.deltas")
+PUBLISHER_OUTPUTS = ("conversions.attributed", "reports.deltas", "diagnostics.facts")
 #: The inputs a conversion travels through on its way to conversions.attributed: a
 #: fetch that brings their records makes the next one wake (``app``).
 PATH_INPUTS = ("attribution.assignments", "attribution.results")

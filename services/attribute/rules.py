@@ -10,7 +10,7 @@ the records to send (``Send``): a result for the publisher whenever a
 conversion's outcome changes. The ``published`` steps (state per
 conversion_key): ``on_result`` and ``on_scrub`` return what the publisher
 writes to conversions.attributed; ``aggregate_inputs`` what the new record
-changes in aggregate's reports and setup diagnostics (reports.deltas).
+changes in aggregate's reports (reports.deltas, diagnostics.facts).
 """
 
 from __future__ import annotations

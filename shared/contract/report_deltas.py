@@ -2,8 +2,8 @@
 
 attribute's publisher writes each result to conversions.attributed and, in the
 same batch, what it changes in aggregate's state: **deltas** on reports.deltas
-(keyed by ad account, so all rows of an account live on one partition) and, in
-the same record, its setup-diagnostics **fact**. The publisher holds the last record it
+(keyed by ad account, so all rows of an account live on one partition) and a
+**fact** on diagnostics.facts. The publisher holds the last record it
 published per conversion_key, so it knows the row (and lane stratum and
 bucket) a conversion leaves and the one it joins. aggregate applies the deltas
 to the rows' members (``services.aggregate.rules``): idempotent per
@@ -184,12 +184,6 @@ def fact_of_result(record: Mapping[str, Any]) -> dict[str, Any]:
 def sends_of_result(
     last: Mapping[str, Any] | None, record: Mapping[str, Any], lane_user: str | None = None
 ) -> list[Send]:
-    """Everything aggregate learns from one published result: one reports.deltas
-    record, its deltas and (``fact``) its diagnostics fact.
-
-    One record, so one input of aggregate's rows agent, which counts the fact as
-    it counts those of diagnostics.facts (until 2026-12-05 the fact went there, a
-    second record and a second input per result; aggregate still reads both).
-    """
-    [delta] = deltas_of(last, record, lane_user)
-    return [delta._replace(value={**delta.value, "fact": fact_of_result(record)})]
+    """Everything aggregate learns from one published result: deltas, then the fact."""
+    fact = fact_of_result(record)
+    return [*deltas_of(last, record, lane_user), Send(FACTS, fact["ad_account_id"], fact)]

@@ -15,7 +15,7 @@ from aiokafka.partitioner import murmur2
 from services.aggregate.agents import ROWS_OUTPUTS, TABLES, RowsHandler
 from services.aggregate.app import build
 from services.aggregate.noise import Thresholded
-from shared.contract.report_deltas import deltas_of, fact_of_result, sends_of_result
+from shared.contract.report_deltas import deltas_of
 from shared.runtime.settings import Settings
 from tests.support.harness import FakeStream
 from tests.support.harness import Harness as BaseHarness
@@ -101,36 +101,6 @@ async def test_a_new_version_retracts_the_old_row_and_adds_the_new(h: Harness) -
         ("a1", None),  # the old row emptied: a tombstone
         ("a2", 1),
     ]
-
-
-def outcomes(h: Harness) -> dict[str, int]:
-    day = dt.datetime.fromtimestamp(attributed(1)["event_time"], dt.UTC).date().isoformat()
-    return h.table("diagnostics").value(f"{ACCOUNT}:{day}")["results"]
-
-
-async def test_the_fact_a_deltas_record_carries_is_counted_with_its_deltas(h: Harness) -> None:
-    """One input per published result: its deltas and its setup-diagnostics fact."""
-    [record] = sends_of_result(None, attributed(1))
-    await lanes_step(h, [h.record(record.topic, record.key, record.value)])
-    assert len(h.table("row_members").data) == 1
-    assert outcomes(h) == {f"checkout|{fact_of_result(attributed(1))['outcome']}": 1}
-
-
-async def test_a_result_fact_on_diagnostics_facts_and_in_its_deltas_counts_once(
-    h: Harness,
-) -> None:
-    """A publisher of before the facts rode in the deltas sent them on diagnostics.facts;
-    during an upgrade one result may come both ways."""
-    [record] = sends_of_result(None, attributed(1))
-    fact = fact_of_result(attributed(1))
-    await lanes_step(
-        h,
-        [
-            h.record("diagnostics.facts", ACCOUNT, fact),
-            h.record(record.topic, record.key, record.value),
-        ],
-    )
-    assert outcomes(h) == {f"checkout|{fact['outcome']}": 1}
 
 
 async def test_replayed_deltas_change_no_row(h: Harness) -> None:
@@ -422,7 +392,7 @@ async def test_a_request_for_every_account_fans_out_per_account(h: Harness) -> N
 
 @pytest.mark.parametrize(
     ("agent", "window"),
-    [("rows", "reports_batch_within_s"), ("diagnostics_facts", "diagnostics_batch_within_s")],
+    [("rows", "reports_batch_within_s"), ("diagnostics", "diagnostics_batch_within_s")],
 )
 def test_agents_after_the_attributed_path_take_their_own_batch_window(
     tmp_path: Any, agent: str, window: str

@@ -154,9 +154,8 @@ async def test_publisher_sends_the_report_deltas_and_the_fact_of_each_record(h: 
     ]
     assert delta.key == record.json["ad_account_id"].encode()
     assert delta.json["version"] == record.json["version"]
-    fact = delta.json["fact"]  # in the same record: one input of aggregate
-    assert fact["kind"] == "result" and fact["ref"] == CK
-    assert h.sent("diagnostics.facts") == []
+    [fact] = h.sent("diagnostics.facts")
+    assert fact.json["kind"] == "result" and fact.json["ref"] == CK
 
 
 async def test_the_protected_delta_counts_the_lane_user_which_is_never_published(
@@ -196,7 +195,7 @@ async def test_a_result_not_newer_sends_no_deltas_again(h: Harness) -> None:
     await results_to_publisher(h)
     await results_to_publisher(h)  # redelivered
     assert len(h.sent("conversions.attributed")) == 1
-    assert len(h.sent("reports.deltas")) == 1
+    assert len(h.sent("diagnostics.facts")) == 1
 
 
 async def test_a_re_attribution_moves_the_conversion_out_of_its_old_row(h: Harness) -> None:

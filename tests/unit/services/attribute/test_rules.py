@@ -359,12 +359,11 @@ def test_publisher_result_is_a_record_with_a_growing_version() -> None:
     assert rules.on_result(PUBLISHED, "ck", candidate([5, 7]), NOW_MS) == (PUBLISHED, [])
 
 
-def test_a_published_record_tells_aggregate_its_deltas_and_its_fact_in_one_record() -> None:
+def test_a_published_record_tells_aggregate_its_deltas_then_its_fact() -> None:
     new, [sent] = rules.on_result(PUBLISHED, "ck", candidate([6, 0]), NOW_MS)
-    [delta] = rules.aggregate_inputs(PUBLISHED, sent.value)
-    assert delta.topic == "reports.deltas"
-    assert delta.value["version"] == sent.value["version"]
-    assert delta.value["fact"]["kind"] == "result"
+    inputs = rules.aggregate_inputs(PUBLISHED, sent.value)
+    assert [s.topic for s in inputs] == ["reports.deltas", "diagnostics.facts"]
+    assert inputs[0].value["version"] == sent.value["version"]
 
 
 def test_a_reattribution_stamp_outranks_the_state_it_was_recomputed_from() -> None:

@@ -113,13 +113,10 @@ def test_the_fact_of_a_result_is_its_match_outcome() -> None:
     assert unmatched["outcome"] == "unmatched:no_identifier"
 
 
-def test_a_published_result_is_one_record_its_deltas_and_its_fact() -> None:
-    """One input of aggregate's rows agent, not two."""
-    record = attributed_record()
-    [send] = rd.sends_of_result(None, record)
-    assert (send.topic, send.key) == ("reports.deltas", "1")
-    assert send.value["fact"] == rd.fact_of_result(record)
-    assert rd.ops_of(send.value) == rd.ops_of(rd.deltas_of(None, record)[0].value)
+def test_a_published_result_sends_its_deltas_then_its_fact() -> None:
+    sends = rd.sends_of_result(None, attributed_record())
+    assert [s.topic for s in sends] == ["reports.deltas", "diagnostics.facts"]
+    assert sends[-1].key == "1"
 
 
 def apply(rows: dict[str, dict[str, tuple[int, bool]]], delta: dict[str, Any]) -> None:
