@@ -283,12 +283,12 @@ class UserIndexHandler:
         payload = orjson.loads(message.value)
         marker_key = state.deletion_marker_key(payload["user_id"], self.identifier_key)
         deleted_at_ms = state.decode_deletion_marker(index.get(marker_key, event))
-        fields = message_fields(message, user_keyed=self.user_keyed)
         if message.topic == self.user_keys_topic:
             grown, sends = rules.on_user_key(known, deleted_at_ms, payload)
             if sends:
                 # A link from before the user's deletion: forgotten, not indexed.
                 await self.outbox.send_all(sends)
+                fields = message_fields(message, user_keyed=self.user_keyed)
                 self.log.info("deleted_user_link_forgotten", **fields)
                 return
             index.put(message.key, state.encode_user_index(grown), event)
@@ -303,6 +303,7 @@ class UserIndexHandler:
         # the changelog still has it (StateCache.put).
         index.put(message.key, state.encode_user_index(new), event, always=True)
         index.put(marker_key, state.encode_deletion_marker(marker), event)
+        fields = message_fields(message, user_keyed=self.user_keyed)
         self.log.info("user_forgotten", identifiers=len(known), receipt=bool(request_id), **fields)
 
 
