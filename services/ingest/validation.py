@@ -307,13 +307,11 @@ def _type_error(path: str, expected: str) -> InvalidEvent:
     return InvalidEvent(INVALID_FIELD_TYPE, f"Field '{path}' must be {expected}.")
 
 
-def _check_string(value: Any, path: str) -> None:
+def _check_string(value: Any, path: str, limit: int = MAX_STRING_CHARS) -> None:
     if type(value) is not str:
         raise _type_error(path, "a string or null")
-    if len(value) > MAX_STRING_CHARS:
-        raise InvalidEvent(
-            FIELD_TOO_LONG, f"Field '{path}' is longer than {MAX_STRING_CHARS} characters."
-        )
+    if len(value) > limit:
+        raise InvalidEvent(FIELD_TOO_LONG, f"Field '{path}' is longer than {limit} characters.")
 
 
 def _check_int(value: Any, path: str) -> None:
@@ -495,16 +493,9 @@ def _info_item(item: Any, kind: str, path: str) -> None:
                 FIELD_TOO_LONG, f"Field '{path}' has more than {MAX_INFO_ITEMS} items."
             )
         for index, text in enumerate(item):
-            _info_string(text, f"{path}[{index}]", MAX_INFO_CHARS)
+            _check_string(text, f"{path}[{index}]", MAX_INFO_CHARS)
     else:
-        _info_string(item, path, MAX_STRING_CHARS if kind == "user_agent" else MAX_INFO_CHARS)
-
-
-def _info_string(item: Any, path: str, limit: int) -> None:
-    if type(item) is not str:
-        raise _type_error(path, "a string or null")
-    if len(item) > limit:
-        raise InvalidEvent(FIELD_TOO_LONG, f"Field '{path}' is longer than {limit} characters.")
+        _check_string(item, path, MAX_STRING_CHARS if kind == "user_agent" else MAX_INFO_CHARS)
 
 
 #: The user_data fields this API reads; others are ignored and never published.
