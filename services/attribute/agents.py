@@ -163,7 +163,9 @@ class UsersHandler:
         _, sends = rules.on_delete(user, request, ctx)
         await self.outbox.send_all(sends)
         write_parts(users, user_id, state.part_writes(stored, None, state.Concerned()), event)
-        users.put(message.key, None, event)  # a tombstone in the changelog
+        # A tombstone in the changelog, even when a redelivery finds the store without
+        # the key (StateCache.put).
+        users.put(message.key, None, event, always=True)
         for send in sends:
             if send.topic == rules.DELETED:
                 # This worker drops a replay at once, before its view reads the topic.
@@ -249,7 +251,7 @@ class PublisherHandler:
             published.put(message.key, state.encode_published(new), event)
 
     async def tell_aggregate(
-        self, last: Any, record: Any, event: Any, lane_user: str | None = None
+        self, last: Any, record: Any, event: Any, lane_user: str | None
     ) -> None:
         """The record's report deltas and fact, sent with it.
 

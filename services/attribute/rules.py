@@ -215,8 +215,13 @@ def result_message(entry: Assigned, outcome: Mapping[str, Any], ctx: Context) ->
         "reason": outcome["reason"],
         "touch": outcome["touch"],
         "match": match if matched else None,
-        # The protected lane's unit, for the publisher's deltas only (never published).
-        "lane_user": lane_user(account, ctx.user_id, ctx.identifier_key) if matched else None,
+        # The protected lane's unit, for the publisher's deltas only (never published);
+        # only an attributed conversion joins the lane.
+        "lane_user": (
+            lane_user(account, ctx.user_id, ctx.identifier_key)
+            if outcome["status"] == "attributed"
+            else None
+        ),
         "order": [entry.mv, entry.seq],
     }
 

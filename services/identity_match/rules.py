@@ -624,7 +624,7 @@ def deleted_up_to(deleted_at_ms: int | None, request_ts_ms: int, now_ms: int) ->
     """
     if deleted_at_ms is not None and deleted_at_ms >= request_ts_ms:
         return deleted_at_ms
-    return max(deleted_at_ms or 0, request_ts_ms, now_ms)
+    return max(request_ts_ms, now_ms)
 
 
 def on_delete(
