@@ -410,7 +410,8 @@ def _after_new_link(
     links of the user's return (``on_user_key``).
     """
     index = []
-    if user not in users_of(before) or ts_ms < _earliest(before, user):
+    known = _times_of(before, user)
+    if not known or ts_ms < min(known):
         index.append(
             Send("identity.user_keys", user, {"user_id": user, "key": key, "ts_ms": ts_ms})
         )
@@ -418,10 +419,10 @@ def _after_new_link(
     return prune_watchers(answered, now_ms), [*index, *replies]
 
 
-def _earliest(state: KeyState, user: str) -> int:
-    """The time of the user's earliest signal or click on this identifier."""
+def _times_of(state: KeyState, user: str) -> list[int]:
+    """The times of the user's signals and clicks on this identifier (none: not linked)."""
     times = [s.ts_ms for s in state.signals if s.user_id == user]
-    return min(times + [c.ts_ms for c in state.clicks if c.user_id == user])
+    return times + [c.ts_ms for c in state.clicks if c.user_id == user]
 
 
 def on_lookup(
@@ -509,26 +510,24 @@ def on_forget(
 
     signals = tuple(s for s in state.signals if not forgotten(s.user_id, s.ts_ms))
     clicks = tuple(c for c in state.clicks if not forgotten(c.user_id, c.ts_ms))
-    left = KeyState(signals, clicks)
-    watchers = dict(state.watchers)
-    sends: list[Send] = []
-    for name, watcher in state.watchers.items():
-        if watcher.last != user_id or (now := answer(left, watcher)) == user_id:
+    held = [w for w in state.watchers.values() if w.last == user_id]
+    # A conversion from after up_to_ms: a later link may still answer it; one it
+    # does not is answered again (and decided again). One from before it no link
+    # left here can answer: scrubbed.
+    later = [w for w in held if up_to_ms is not None and int(w.event_time) * 1000 > up_to_ms]
+    left, sends = answers(KeyState(signals, clicks, state.watchers), later, always=False)
+    watchers = dict(left.watchers)
+    answered_again = {w.name for w in later}
+    for watcher in held:
+        if watcher.name in answered_again:
             continue
+        watchers[watcher.name] = replace(watcher, last=None)
         owner = watcher.conversion_key
-        if up_to_ms is not None and int(watcher.event_time) * 1000 > up_to_ms:
-            watchers[name] = replace(watcher, last=now)
-            reply = {"conversion_key": owner, "slot": watcher.slot, "gen": watcher.gen}
-            sends.append(Send("identity.answers", owner, {**reply, "user_id": now}))
-            continue
-        watchers[name] = replace(watcher, last=None)
         scrub = {"op": "forget_user", "conversion_key": owner, "user_id": user_id}
         sends.append(Send("identity.answers", owner, scrub))
     if not (signals or clicks):
         return None, sends
-    kept = [s.ts_ms for s in signals if s.user_id == user_id]
-    kept += [c.ts_ms for c in clicks if c.user_id == user_id]
-    if kept:
+    if kept := _times_of(left, user_id):
         value = {"user_id": user_id, "key": key, "ts_ms": max(kept)}
         sends.append(Send("identity.user_keys", user_id, value))
     return KeyState(signals, clicks, watchers), sends
