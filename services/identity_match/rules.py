@@ -353,11 +353,6 @@ def answer(state: KeyState, watcher: Watcher) -> str | None:
     return user
 
 
-def users_of(state: KeyState) -> set[str]:
-    """The users this identifier has ever been linked or clicked by (for the user index)."""
-    return {s.user_id for s in state.signals} | {c.user_id for c in state.clicks}
-
-
 def touched_watchers(state: KeyState, ts_ms: int, now_ms: int) -> list[Watcher]:
     """Watchers a new signal or click at ``ts_ms`` may re-answer (event_time >= ts),
     among those still within their horizon: an expired watch is over, whether or

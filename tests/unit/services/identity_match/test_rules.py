@@ -589,7 +589,8 @@ def test_forget_user_drops_their_links_and_tells_owners_without_rematching() -> 
     assert [(s.topic, s.key, s.value) for s in scrubs] == [
         ("identity.answers", "k", {"op": "forget_user", "conversion_key": "k", "user_id": "gone"})
     ]
-    assert after is not None and rules.users_of(after) == {"stays"}
+    assert after is not None and {s.user_id for s in after.signals} == {"stays"}
+    assert after.clicks == ()
     assert after.watchers["k|0"].last is None
 
 
